@@ -1,0 +1,366 @@
+"""Masked training of one or many tickets of the same architecture, with periodic evaluation.
+
+:class:`Trainer` trains K tickets together in one :class:`~lth.engine.StackedModel`. Each
+ticket has its own initial weights, mask, data order (its own seeded generator) and optimizer
+state; the results equal training them one at a time, up to float rounding. It is the only
+place that knows about optimizers, schedules and batches.
+
+Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask
+before the optimizer step, so their Adam moments / SGD momentum stay 0 and the fused update
+leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked by magnitude or sign.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .engine import StackedModel
+from .errors import LTHError
+from .optim import OPTIMIZERS, FusedOptimizer, learning_rate
+
+MaskSet = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one level. Defaults follow Frankle & Carbin's LeNet-300-100 protocol."""
+
+    iterations: int = 50_000
+    batch_size: int = 60
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0
+    eval_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise LTHError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        for name in ("iterations", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LTHError(f"{name} must be a positive whole number, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise LTHError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise LTHError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.weight_decay < 0:
+            raise LTHError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+@dataclass
+class TicketJob:
+    """One ticket to train: its starting weights (usual shapes), its mask and its data seed."""
+
+    init: Mapping[str, Tensor]
+    masks: MaskSet
+    seed: int
+
+
+@dataclass
+class History:
+    """Evaluations of one ticket during training (accuracies in percent)."""
+
+    iteration: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    diverged_at: int | None = None
+
+    def early_stop_index(self) -> int:
+        """Index of the evaluation with the lowest validation loss (iteration 0 excluded)."""
+        candidates = [
+            i for i, (it, v) in enumerate(zip(self.iteration, self.val_loss)) if it > 0 and v == v
+        ]
+        if not candidates:
+            return len(self.iteration) - 1
+        return min(candidates, key=lambda i: self.val_loss[i])
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Final and early-stop figures: what a level reports."""
+        if not self.iteration:
+            return {}
+        es = self.early_stop_index()
+        vals = [v for v in self.val_acc if v == v]
+        return {
+            "test_acc": self.test_acc[-1],
+            "early_stop_iteration": self.iteration[es],
+            "test_acc_at_early_stop": self.test_acc[es],
+            "best_val_acc": max(vals) if vals else float("nan"),
+            "diverged_at": self.diverged_at,
+        }
+
+
+@dataclass
+class TrainResult:
+    """A trained ticket: final weights, evaluation history and any saved intermediate weights."""
+
+    final: dict[str, Tensor]
+    history: History
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+
+def _stack_masks(model: StackedModel, jobs: Sequence[TicketJob]) -> dict[str, Tensor]:
+    names = list(jobs[0].masks)
+    for job in jobs:
+        if list(job.masks) != names:
+            raise LTHError("all tickets trained together must mask the same parameters")
+        for name, m in job.masks.items():
+            if name not in model.shapes or m.shape != model.shapes[name]:
+                raise LTHError(f"mask {name} does not fit the model's parameters")
+    return {
+        name: model.to_engine_layout(name, [job.masks[name].float() for job in jobs])
+        for name in names
+    }
+
+
+class Trainer:
+    """Trains a list of tickets of one architecture together; resumable via state_dict."""
+
+    def __init__(
+        self,
+        template: nn.Module,
+        jobs: Sequence[TicketJob],
+        data,
+        config: TrainConfig,
+        device: torch.device | str = "cpu",
+        snapshot_at: Sequence[int] = (),
+    ):
+        if not jobs:
+            raise LTHError("nothing to train: the job list is empty")
+        self.config = config
+        self.data = data
+        self.device = torch.device(device)
+        self.model = StackedModel(template, len(jobs), self.device)
+        for i, job in enumerate(jobs):
+            self.model.load(i, job.init)
+        self.masks = _stack_masks(self.model, jobs)
+        with torch.no_grad():
+            for name, m in self.masks.items():
+                self.model.params[name].mul_(m)
+        self.param_names = list(self.model.params)
+        self.param_list = [self.model.params[n].requires_grad_() for n in self.param_names]
+        self.mask_index = [self.param_names.index(n) for n in self.masks]
+        self.mask_list = list(self.masks.values())
+        self.optimizer = FusedOptimizer(
+            self.param_list,
+            config.optimizer,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
+        n_train = data.train_x.shape[0]
+        if n_train < config.batch_size:
+            raise LTHError(
+                f"batch size {config.batch_size} exceeds the {n_train} training examples"
+            )
+        self.steps_per_epoch = n_train // config.batch_size
+        self.order: Tensor | None = None
+        self.iteration = 0
+        self.loss_sum = torch.zeros(len(jobs), device=self.device)
+        self.loss_steps = 0
+        self.histories = [History() for _ in jobs]
+        self.snapshot_at = sorted(set(int(s) for s in snapshot_at))
+        self.snapshots: dict[int, list[dict[str, Tensor]]] = {}
+        self.eval_chunk = _eval_chunk(template, data.train_x.shape[1:], len(jobs))
+
+    @property
+    def k(self) -> int:
+        """How many tickets train together."""
+        return self.model.k
+
+    def _draw_order(self) -> None:
+        n = self.data.train_x.shape[0]
+        self.order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(
+            self.device
+        )
+
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        position = self.iteration % self.steps_per_epoch
+        if position == 0 or self.order is None:
+            self._draw_order()
+        b = self.config.batch_size
+        idx = self.order[:, position * b : (position + 1) * b]
+        return self.data.train_x[idx], self.data.train_y[idx]
+
+    def step(self) -> None:
+        """One training step for every ticket."""
+        x, y = self._batch()
+        logits = self.model.forward(x)
+        losses = F.cross_entropy(logits, y, reduction="none").mean(1)
+        grads = list(torch.autograd.grad(losses.sum(), self.param_list))
+        for i, (g, p) in enumerate(zip(grads, self.param_list)):
+            if g.stride() != p.stride():
+                grads[i] = g.contiguous()
+        torch._foreach_mul_([grads[i] for i in self.mask_index], self.mask_list)
+        lr = learning_rate(
+            self.config.lr,
+            self.iteration,
+            self.config.milestones,
+            self.config.gamma,
+            self.config.warmup,
+        )
+        self.optimizer.step(grads, lr)
+        self.loss_sum += losses.detach()
+        self.loss_steps += 1
+        self.iteration += 1
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
+        """Mean loss and accuracy (percent) of every ticket on (x, y), in large batches."""
+        k, n = self.k, x.shape[0]
+        if n == 0:
+            nan = [float("nan")] * k
+            return nan, nan
+        loss = torch.zeros(k, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(k, device=self.device, dtype=torch.int64)
+        for start in range(0, n, self.eval_chunk):
+            xs, ys = x[start : start + self.eval_chunk], y[start : start + self.eval_chunk]
+            logits = self.model.forward(xs.unsqueeze(0).expand(k, *xs.shape))
+            target = ys.unsqueeze(0).expand(k, -1)
+            loss += F.cross_entropy(logits, target, reduction="none").sum(1, dtype=torch.float64)
+            correct += (logits.argmax(1) == target).sum(1)
+        return (loss / n).tolist(), (correct.double() * 100.0 / n).tolist()
+
+    def _record(self) -> None:
+        d = self.data
+        val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
+        test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+        if self.loss_steps:
+            train_loss = (self.loss_sum / self.loss_steps).tolist()
+        else:
+            train_loss = [float("nan")] * self.k
+        self.loss_sum.zero_()
+        self.loss_steps = 0
+        for i, h in enumerate(self.histories):
+            if h.diverged_at is not None:
+                continue
+            finite = all(
+                math.isfinite(v) for v in (test_loss[i], *([train_loss[i]] * (self.iteration > 0)))
+            )
+            if not finite:
+                h.diverged_at = self.iteration
+                continue
+            h.iteration.append(self.iteration)
+            h.train_loss.append(train_loss[i])
+            h.val_loss.append(val_loss[i])
+            h.val_acc.append(val_acc[i])
+            h.test_loss.append(test_loss[i])
+            h.test_acc.append(test_acc[i])
+
+    def _snapshot(self) -> None:
+        if self.iteration in self.snapshot_at and self.iteration not in self.snapshots:
+            self.snapshots[self.iteration] = [self.model.export(i) for i in range(self.k)]
+
+    def run(
+        self,
+        callback: Callable[[Trainer], None] | None = None,
+        stop_at: int | None = None,
+    ) -> list[TrainResult] | None:
+        """Train to the configured iteration count (or pause at ``stop_at``).
+
+        ``callback(trainer)`` is called after every evaluation: progress bars and
+        checkpoints hook in there. Returns the results when training is complete.
+        """
+        total = self.config.iterations
+        every = self.config.eval_every
+        if self.iteration == 0 and not self.histories[0].iteration:
+            self._snapshot()
+            self._record()
+            if callback:
+                callback(self)
+        while self.iteration < total:
+            if stop_at is not None and self.iteration >= stop_at:
+                return None
+            if all(h.diverged_at is not None for h in self.histories):
+                break
+            self.step()
+            self._snapshot()
+            if self.iteration % every == 0 or self.iteration == total:
+                self._record()
+                if callback:
+                    callback(self)
+        return self.results()
+
+    def results(self) -> list[TrainResult]:
+        """Final weights, histories and snapshots of every ticket."""
+        return [
+            TrainResult(
+                final=self.model.export(i),
+                history=self.histories[i],
+                snapshots={it: snaps[i] for it, snaps in self.snapshots.items()},
+            )
+            for i in range(self.k)
+        ]
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this training bit-identically."""
+        return {
+            "iteration": self.iteration,
+            "params": {n: p.detach().clone() for n, p in self.model.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generators": [g.get_state() for g in self.generators],
+            "order": None if self.order is None else self.order.clone(),
+            "loss_sum": self.loss_sum.clone(),
+            "loss_steps": self.loss_steps,
+            "histories": [vars(h).copy() for h in self.histories],
+            "snapshots": self.snapshots,
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state produced by :meth:`state_dict`."""
+        self.iteration = int(state["iteration"])
+        for n, p in self.model.params.items():
+            p.copy_(state["params"][n])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
+        self.order = None if state["order"] is None else state["order"].to(self.device)
+        self.loss_sum.copy_(state["loss_sum"])
+        self.loss_steps = int(state["loss_steps"])
+        self.histories = [History(**h) for h in state["histories"]]
+        self.snapshots = state["snapshots"]
+
+
+def _eval_chunk(template: nn.Module, input_shape: torch.Size, k: int) -> int:
+    """Evaluation batch size that keeps the largest activation of all K tickets near 64 MB."""
+    peak = input_shape.numel()
+    with torch.no_grad():
+        h = torch.zeros(1, *input_shape)
+        for layer in template.children():
+            h = layer(h)
+            peak = max(peak, h.numel())
+    return max(1, min(10_000, (1 << 24) // (k * peak)))
+
+
+def train(
+    model: nn.Module,
+    masks: MaskSet,
+    data,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> TrainResult:
+    """Train one masked model from its current weights; the model's weights are updated too."""
+    job = TicketJob(init=model.state_dict(), masks=masks, seed=seed)
+    result = Trainer(model, [job], data, config, device).run()
+    assert result is not None
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(result[0].final[name])
+    return result[0]
