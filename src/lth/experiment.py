@@ -1,0 +1,371 @@
+"""The iterative-pruning experiment: levels, reset modes and controls. Knows nothing about files.
+
+Level 0 trains the dense network from θ0. Level L prunes the ticket's trained weights of
+level L-1, resets the survivors (rewind to θ0 or θk, fine-tune, or reinitialise) and trains
+again. At every level the controls train with the ticket's exact sparsity: ``reinit`` (the
+ticket's own mask, fresh random weights) and ``random_prune`` (a random mask with the same
+per-layer counts, the ticket's starting weights). All branches and replicates of a level train
+together in the stacked engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .errors import LTHError
+from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
+from .models import create_model, initialize, output_layer
+from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
+from .training import History, TicketJob, TrainConfig, Trainer
+
+RESETS = ("rewind", "finetune", "reinit")
+PRUNINGS = ("layerwise", "global")
+CONTROLS = ("reinit", "random_prune")
+BRANCHES = ("ticket", *CONTROLS)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every setting of a study. Defaults: Frankle & Carbin's LeNet-300-100 on MNIST, 5 levels."""
+
+    model: str = "lenet_300_100"
+    dataset: str = "mnist"
+    init: str = "xavier_normal"
+    levels: int = 5
+    rate: float = 0.2
+    output_rate: float | None = 0.1
+    pruning: str = "layerwise"
+    exclude: tuple[str, ...] = ()
+    reset: str = "rewind"
+    rewind_iteration: int = 0
+    controls: tuple[str, ...] = CONTROLS
+    replicates: int = 1
+    iterations: int | None = 50_000
+    epochs: int | None = None
+    batch_size: int = 60
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0
+    eval_every: int = 100
+    val_size: int = 5000
+    seed: int = 0
+    max_parallel: int = 16
+
+    def __post_init__(self) -> None:
+        def whole(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise LTHError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+        whole("levels", 0)
+        whole("replicates", 1)
+        whole("rewind_iteration", 0)
+        whole("max_parallel", 1)
+        whole("val_size", 0)
+        if (self.iterations is None) == (self.epochs is None):
+            raise LTHError("give either iterations or epochs per level, not both")
+        whole("iterations" if self.epochs is None else "epochs", 1)
+        for name in ("rate", "output_rate"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value < 1):
+                raise LTHError(f"{name} must be a fraction between 0 and 1, got {value!r}")
+        if self.pruning not in PRUNINGS:
+            raise LTHError(f"unknown pruning {self.pruning!r}; choose {' or '.join(PRUNINGS)}")
+        if self.reset not in RESETS:
+            raise LTHError(f"unknown reset {self.reset!r}; choose one of {', '.join(RESETS)}")
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        if unknown:
+            raise LTHError(
+                f"unknown control {unknown[0]!r}; choose from {', '.join(CONTROLS)} or none"
+            )
+        if len(set(self.controls)) != len(self.controls):
+            raise LTHError("each control may be named once")
+
+    def train_config(self, n_train: int) -> TrainConfig:
+        """The per-level training settings, with epochs turned into iterations."""
+        iterations = self.iterations
+        if iterations is None:
+            iterations = self.epochs * max(1, n_train // self.batch_size)
+        if self.rewind_iteration > iterations:
+            raise LTHError(
+                f"rewind_iteration {self.rewind_iteration} is past the {iterations} "
+                "training iterations of a level"
+            )
+        return TrainConfig(
+            iterations=iterations,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            milestones=tuple(self.milestones),
+            gamma=self.gamma,
+            warmup=self.warmup,
+            eval_every=self.eval_every,
+        )
+
+    def to_dict(self) -> dict:
+        """Plain values (tuples as lists) for config files."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExperimentConfig:
+        """Build from plain values, naming any unknown setting."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LTHError(f"unknown setting {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+        tuples = {"exclude", "controls", "milestones"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 63-bit seed for one random stream of the study (same on every platform)."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class LevelResult:
+    """One trained network: a branch (ticket or control) of one replicate at one level."""
+
+    branch: str
+    replicate: int
+    level: int
+    masks: MaskSet
+    init: dict[str, Tensor]
+    final: dict[str, Tensor]
+    history: History
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+    @property
+    def weights_remaining(self) -> float:
+        """Percent of prunable weights still kept by the mask."""
+        counts = count_remaining(self.masks)
+        return 100.0 * sum(k for k, _ in counts.values()) / sum(t for _, t in counts.values())
+
+    def layer_remaining(self) -> dict[str, float]:
+        """Percent of weights kept, per prunable layer."""
+        return {n: 100.0 * k / t for n, (k, t) in count_remaining(self.masks).items()}
+
+    def summary(self) -> dict:
+        """The per-level statistics: a row of summary.csv."""
+        return {
+            "branch": self.branch,
+            "replicate": self.replicate,
+            "level": self.level,
+            "weights_remaining": self.weights_remaining,
+            **self.history.summary(),
+        }
+
+
+class Store(Protocol):
+    """Where an experiment keeps finished levels and checkpoints (the run folder, or memory)."""
+
+    def load_level(self, level: int) -> list[LevelResult] | None: ...
+    def save_level(self, level: int, results: list[LevelResult]) -> None: ...
+    def load_checkpoint(self, level: int, group: int) -> dict | None: ...
+    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None: ...
+
+
+class MemoryStore:
+    """Keeps nothing: every level is trained, nothing is checkpointed."""
+
+    def load_level(self, level: int) -> list[LevelResult] | None:
+        return None
+
+    def save_level(self, level: int, results: list[LevelResult]) -> None:
+        pass
+
+    def load_checkpoint(self, level: int, group: int) -> dict | None:
+        return None
+
+    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None:
+        pass
+
+
+Hook = Callable[[int, int, Trainer], None]
+
+
+class Experiment:
+    """Runs the level loop of one study on one dataset and device."""
+
+    def __init__(self, config: ExperimentConfig, data, device: torch.device | str = "cpu"):
+        self.config = config
+        self.data = data
+        self.device = torch.device(device)
+        self.template = create_model(config.model, tuple(data.input_shape), data.num_classes)
+        self.train_config = config.train_config(data.train_x.shape[0])
+        self.prunable = prunable_parameters(self.template)
+        names = set(self.prunable)
+        for name in config.exclude:
+            if name not in names:
+                raise LTHError(
+                    f"cannot leave {name!r} unpruned: the model's prunable weights are "
+                    f"{', '.join(self.prunable)}"
+                )
+        self.output = output_layer(self.template)
+
+    def fresh_weights(self, *keys: object) -> dict[str, Tensor]:
+        """A new random initialisation of the model, seeded by ``keys``."""
+        model = create_model(self.config.model, tuple(self.data.input_shape), self.data.num_classes)
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, *keys))
+        initialize(model, self.config.init, gen)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def theta0(self, replicate: int) -> dict[str, Tensor]:
+        """The replicate's initial weights θ0."""
+        return self.fresh_weights("init", replicate)
+
+    def prune(self, weights: dict[str, Tensor], masks: MaskSet) -> MaskSet:
+        """The ticket's next mask: prune its trained weights by magnitude."""
+        c = self.config
+        if c.pruning == "global":
+            return prune_global(weights, masks, c.rate, exclude=c.exclude)
+        rates = layer_rates(list(masks), c.rate, c.output_rate, self.output)
+        for name in c.exclude:
+            rates[name] = 0.0
+        return prune_layerwise(weights, masks, rates)
+
+    def plan(self, level: int, previous: dict[int, LevelResult], level0: dict[int, LevelResult]):
+        """The (branch, replicate, job) list of one level from the tickets of the level before."""
+        c = self.config
+        planned = []
+        for r in range(c.replicates):
+            if level == 0:
+                masks = ones_mask(self.template)
+                start = self.theta0(r)
+            else:
+                prev = previous[r]
+                masks = self.prune(prev.final, prev.masks)
+                if c.reset == "finetune":
+                    start = prev.final
+                elif c.reset == "reinit":
+                    start = self.fresh_weights("reinit-chain", r, level)
+                elif c.rewind_iteration == 0:
+                    start = level0[r].init
+                else:
+                    start = level0[r].snapshots[c.rewind_iteration]
+            data_seed = derive_seed(c.seed, "data", r, level)
+            planned.append(("ticket", r, TicketJob(_masked(start, masks), masks, data_seed)))
+            for control in c.controls:
+                if control == "reinit":
+                    init = self.fresh_weights("reinit", r, level)
+                    cmask = masks
+                else:
+                    gen = torch.Generator().manual_seed(
+                        derive_seed(c.seed, "random_prune", r, level)
+                    )
+                    cmask = prune_random_like(masks, generator=gen)
+                    init = start
+                planned.append((control, r, TicketJob(_masked(init, cmask), cmask, data_seed)))
+        return planned
+
+    def run_level(
+        self, level: int, planned, store: Store, hook: Hook | None = None
+    ) -> list[LevelResult]:
+        """Train every job of a level, in groups of at most ``max_parallel`` tickets."""
+        c = self.config
+        snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
+        results: list[LevelResult] = []
+        groups = [planned[i : i + c.max_parallel] for i in range(0, len(planned), c.max_parallel)]
+        for gi, group in enumerate(groups):
+            trainer = Trainer(
+                self.template,
+                [job for _, _, job in group],
+                self.data,
+                self.train_config,
+                self.device,
+                snapshot_at=snapshot_at,
+            )
+            state = store.load_checkpoint(level, gi)
+            if state is not None:
+                trainer.load_state_dict(state)
+
+            def callback(tr: Trainer, gi: int = gi) -> None:
+                store.save_checkpoint(level, gi, tr)
+                if hook:
+                    hook(level, gi, tr)
+
+            trained = trainer.run(callback=callback)
+            assert trained is not None
+            for (branch, r, job), res in zip(group, trained, strict=True):
+                results.append(
+                    LevelResult(
+                        branch,
+                        r,
+                        level,
+                        job.masks,
+                        dict(job.init),
+                        res.final,
+                        res.history,
+                        res.snapshots,
+                    )
+                )
+        return results
+
+    def run(self, store: Store | None = None, hook: Hook | None = None) -> list[LevelResult]:
+        """Run (or continue) every level; returns all branches of all levels."""
+        store = store or MemoryStore()
+        everything: list[LevelResult] = []
+        previous: dict[int, LevelResult] = {}
+        level0: dict[int, LevelResult] = {}
+        for level in range(self.config.levels + 1):
+            results = store.load_level(level)
+            if results is None:
+                planned = self.plan(level, previous, level0)
+                results = self.run_level(level, planned, store, hook)
+                store.save_level(level, results)
+            everything.extend(results)
+            previous = {r.replicate: r for r in results if r.branch == "ticket"}
+            if level == 0:
+                level0 = dict(previous)
+        return everything
+
+
+def _masked(weights: dict[str, Tensor], masks: MaskSet) -> dict[str, Tensor]:
+    """Weights with pruned entries set to exactly 0 (unmasked tensors shared, not copied)."""
+    return {n: w * masks[n] if n in masks else w for n, w in weights.items()}
+
+
+def run_experiment(
+    config: ExperimentConfig | None = None,
+    data=None,
+    *,
+    device: torch.device | str = "cpu",
+    data_dir: str | None = None,
+    store: Store | None = None,
+    hook: Hook | None = None,
+) -> list[LevelResult]:
+    """Run a whole study and return every trained network (ticket and controls, every level)."""
+    from .data import load_dataset
+
+    config = config or ExperimentConfig()
+    if data is None:
+        data = load_dataset(
+            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
+        )
+    return Experiment(config, data, device).run(store, hook)
+
+
+__all__ = [
+    "BRANCHES",
+    "CONTROLS",
+    "Experiment",
+    "ExperimentConfig",
+    "LevelResult",
+    "MemoryStore",
+    "Store",
+    "derive_seed",
+    "run_experiment",
+]
