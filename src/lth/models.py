@@ -1,0 +1,527 @@
+"""Model registry, the Lottery Ticket architectures, and seeded weight initialisation.
+
+Every registry model is a *flat* ``nn.Sequential`` built from an ``OrderedDict`` whose layers are
+only ``nn.Linear``, ``nn.Conv2d``, ``nn.ReLU``, ``nn.MaxPool2d`` and ``nn.Flatten`` (see
+:data:`ALLOWED_LAYERS`), so the batched engine can stack K copies of it. Layers are named
+``conv1, conv2, ...``, ``pool1, ...``, ``relu1, ...``, ``flatten`` and ``fc1, fc2, ...`` (numbered
+in order of appearance); the last ``nn.Linear`` is the output layer. Models take (N, C, H, W).
+
+Weights are set by :func:`initialize`, which draws only from the ``torch.Generator`` it is given,
+so the same seed gives the same weights and the global RNG is never touched. :func:`create_model`
+also leaves the global RNG state as it found it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from lth.errors import LTHError
+
+__all__ = [
+    "ALLOWED_LAYERS",
+    "INIT_SCHEMES",
+    "MODELS",
+    "check_flat_sequential",
+    "count_parameters",
+    "create_model",
+    "init_names",
+    "initialize",
+    "model_names",
+    "output_layer",
+    "register_model",
+]
+
+ModelBuilder = Callable[[tuple[int, int, int], int], nn.Sequential]
+
+#: Registered model builders: ``name -> builder(input_shape, num_classes) -> nn.Sequential``.
+MODELS: dict[str, ModelBuilder] = {}
+
+#: The only layer types a registry model may contain (exact types, no subclasses).
+ALLOWED_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv2d,
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.Flatten,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder(input_shape, num_classes) -> nn.Sequential`` as ``name``.
+
+    The builder receives a validated ``(C, H, W)`` tuple of positive ints and a positive int,
+    and must return a flat ``nn.Sequential`` of :data:`ALLOWED_LAYERS` (checked by
+    :func:`create_model`).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise LTHError(f"model name must be a non-empty string, got {name!r}")
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        if name in MODELS:
+            raise LTHError(
+                f"model name {name!r} is already registered; pick a different name "
+                f"(taken: {', '.join(model_names())})"
+            )
+        MODELS[name] = builder
+        return builder
+
+    return decorator
+
+
+def model_names() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(MODELS)
+
+
+def create_model(
+    name: str,
+    input_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    *,
+    generator: torch.Generator | int | None = None,
+    scheme: str = "xavier_normal",
+) -> nn.Sequential:
+    """Build registry model ``name`` for images shaped ``input_shape`` = (C, H, W).
+
+    Without ``generator`` the weights are PyTorch's defaults, drawn from a *forked* copy of the
+    global RNG (the global state is left unchanged, so two such calls give the same weights):
+    call :func:`initialize` before training. With ``generator`` (a ``torch.Generator`` or an int
+    seed) the model is initialised with ``scheme`` from that generator before it is returned.
+    """
+    if name not in MODELS:
+        raise LTHError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    shape = _validate_input_shape(input_shape)
+    classes = _validate_positive_int(num_classes, "num_classes")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = MODELS[name](shape, classes)
+    except _InputTooSmall as exc:
+        minimum = _minimum_side(name, shape[0], classes)
+        hint = f"use H and W of at least {minimum}" if minimum else "use larger images"
+        raise LTHError(
+            f"input_shape {shape} is too small for model {name!r} ({exc}); {hint}"
+        ) from None
+    check_flat_sequential(model, name=name)
+    if generator is not None:
+        initialize(model, scheme, generator)
+    return model
+
+
+def check_flat_sequential(model: nn.Module, name: str = "model") -> None:
+    """Raise :class:`LTHError` unless ``model`` is a flat ``nn.Sequential`` of allowed layers.
+
+    Flat means: an ``nn.Sequential`` whose children are exactly of the types in
+    :data:`ALLOWED_LAYERS` (no nesting, no subclasses) and which contains at least one
+    ``nn.Linear`` (the output layer).
+    """
+    allowed = ", ".join(t.__name__ for t in ALLOWED_LAYERS)
+    if type(model) is not nn.Sequential:
+        raise LTHError(
+            f"{name} must be a flat nn.Sequential of ({allowed}), got {type(model).__name__}; "
+            "build it as nn.Sequential(OrderedDict(...))"
+        )
+    for child_name, child in model.named_children():
+        if type(child) not in ALLOWED_LAYERS:
+            raise LTHError(
+                f"{name} layer {child_name!r} is a {type(child).__name__}, which the batched "
+                f"engine cannot stack; use only ({allowed}) directly inside the nn.Sequential"
+            )
+    if not any(type(child) is nn.Linear for child in model.children()):
+        raise LTHError(f"{name} has no nn.Linear layer; the last nn.Linear is the output layer")
+
+
+def output_layer(model: nn.Module) -> str:
+    """Parameter name of the output layer's weight (the last ``nn.Linear``), e.g. "fc3.weight"."""
+    last = None
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = module_name
+    if last is None:
+        raise LTHError(
+            f"{type(model).__name__} has no nn.Linear layer, so it has no output layer; "
+            "end the model with an nn.Linear"
+        )
+    return f"{last}.weight" if last else "weight"
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Building flat Sequentials with shape tracking
+# --------------------------------------------------------------------------------------------
+
+
+class _InputTooSmall(Exception):
+    """Internal: a spatial dimension collapsed to < 1 while building a model."""
+
+
+class _SequentialBuilder:
+    """Appends named layers to an OrderedDict while tracking the activation shape."""
+
+    def __init__(self, input_shape: tuple[int, int, int]):
+        self.channels, self.height, self.width = input_shape
+        self.features: int | None = None  # set once flattened
+        self.layers: OrderedDict[str, nn.Module] = OrderedDict()
+        self._counts: dict[str, int] = {}
+
+    def _name(self, prefix: str) -> str:
+        self._counts[prefix] = self._counts.get(prefix, 0) + 1
+        return f"{prefix}{self._counts[prefix]}"
+
+    def _set_spatial(self, height: int, width: int, layer: str) -> None:
+        if height < 1 or width < 1:
+            raise _InputTooSmall(f"the activation would be {height}x{width} after {layer}")
+        self.height, self.width = height, width
+
+    def conv(self, out_channels: int, kernel_size: int, padding: int = 0) -> _SequentialBuilder:
+        name = self._name("conv")
+        self.layers[name] = nn.Conv2d(self.channels, out_channels, kernel_size, padding=padding)
+        self.channels = out_channels
+        self._set_spatial(
+            self.height + 2 * padding - kernel_size + 1,
+            self.width + 2 * padding - kernel_size + 1,
+            name,
+        )
+        return self
+
+    def pool(self, kernel_size: int = 2) -> _SequentialBuilder:
+        name = self._name("pool")
+        self.layers[name] = nn.MaxPool2d(kernel_size)
+        self._set_spatial(self.height // kernel_size, self.width // kernel_size, name)
+        return self
+
+    def relu(self) -> _SequentialBuilder:
+        self.layers[self._name("relu")] = nn.ReLU()
+        return self
+
+    def flatten(self) -> _SequentialBuilder:
+        self.layers["flatten"] = nn.Flatten()
+        self.features = self.channels * self.height * self.width
+        return self
+
+    def fc(self, out_features: int) -> _SequentialBuilder:
+        if self.features is None:
+            self.flatten()
+        assert self.features is not None
+        self.layers[self._name("fc")] = nn.Linear(self.features, out_features)
+        self.features = out_features
+        return self
+
+    def build(self) -> nn.Sequential:
+        return nn.Sequential(self.layers)
+
+
+def _validate_positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise LTHError(f"{what} must be a positive integer, got {value!r}")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise LTHError(f"{what} must be a positive integer, got {value!r}") from None
+    if number < 1:
+        raise LTHError(f"{what} must be a positive integer, got {value!r}")
+    return number
+
+
+def _validate_input_shape(input_shape: object) -> tuple[int, int, int]:
+    message = (
+        f"input_shape must be (C, H, W) with three positive integers, e.g. (1, 28, 28) for MNIST "
+        f"or (3, 32, 32) for CIFAR-10; got {input_shape!r}"
+    )
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise LTHError(message)
+    if len(input_shape) != 3:
+        raise LTHError(message)
+    dims = []
+    for dim in input_shape:
+        if isinstance(dim, bool):
+            raise LTHError(message)
+        try:
+            dims.append(operator.index(dim))
+        except TypeError:
+            raise LTHError(message) from None
+    if any(d < 1 for d in dims):
+        raise LTHError(message)
+    return (dims[0], dims[1], dims[2])
+
+
+def _minimum_side(name: str, channels: int, num_classes: int) -> int | None:
+    """Smallest square image side that model ``name`` accepts (None if none up to 1024)."""
+    for side in range(1, 1025):
+        try:
+            with torch.device("meta"):
+                MODELS[name]((channels, side, side), num_classes)
+        except _InputTooSmall:
+            continue
+        return side
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The architectures
+# --------------------------------------------------------------------------------------------
+
+
+@register_model("lenet_300_100")
+def lenet_300_100(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """LeNet-300-100 (Frankle & Carbin 2019): flatten, fc 300, relu, fc 100, relu, fc out."""
+    b = _SequentialBuilder(input_shape).flatten()
+    b.fc(300).relu().fc(100).relu().fc(num_classes)
+    return b.build()
+
+
+@register_model("lenet5")
+def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """LeNet-5: conv6 5x5 pad 2, pool, conv16 5x5, pool, fc 120, fc 84, fc out (ReLU, max-pool)."""
+    b = _SequentialBuilder(input_shape)
+    b.conv(6, 5, padding=2).relu().pool(2)
+    b.conv(16, 5).relu().pool(2)
+    b.flatten().fc(120).relu().fc(84).relu().fc(num_classes)
+    return b.build()
+
+
+def _conv_net(
+    input_shape: tuple[int, int, int], num_classes: int, blocks: Sequence[int]
+) -> nn.Sequential:
+    """Conv-2/4/6 of Frankle & Carbin 2019: per block (conv3x3, relu) x2 then max-pool 2x2,
+    then fc 256, relu, fc 256, relu, fc out."""
+    b = _SequentialBuilder(input_shape)
+    for channels in blocks:
+        b.conv(channels, 3, padding=1).relu().conv(channels, 3, padding=1).relu().pool(2)
+    b.flatten().fc(256).relu().fc(256).relu().fc(num_classes)
+    return b.build()
+
+
+@register_model("conv2")
+def conv2(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Conv-2: conv64, conv64, pool, fc 256, fc 256, fc out."""
+    return _conv_net(input_shape, num_classes, (64,))
+
+
+@register_model("conv4")
+def conv4(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Conv-4: conv64 x2, pool, conv128 x2, pool, fc 256, fc 256, fc out."""
+    return _conv_net(input_shape, num_classes, (64, 128))
+
+
+@register_model("conv6")
+def conv6(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Conv-6: conv64 x2, pool, conv128 x2, pool, conv256 x2, pool, fc 256, fc 256, fc out."""
+    return _conv_net(input_shape, num_classes, (64, 128, 256))
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisation
+# --------------------------------------------------------------------------------------------
+
+_RELU_GAIN = math.sqrt(2.0)
+
+InitFn = Callable[[torch.Tensor, torch.Generator], None]
+
+
+def _xavier_normal(t: torch.Tensor, g: torch.Generator) -> None:
+    nn.init.xavier_normal_(t, generator=g)
+
+
+def _xavier_uniform(t: torch.Tensor, g: torch.Generator) -> None:
+    nn.init.xavier_uniform_(t, generator=g)
+
+
+def _kaiming_normal(t: torch.Tensor, g: torch.Generator) -> None:
+    nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="relu", generator=g)
+
+
+def _kaiming_uniform(t: torch.Tensor, g: torch.Generator) -> None:
+    nn.init.kaiming_uniform_(t, mode="fan_in", nonlinearity="relu", generator=g)
+
+
+def _pytorch_default(t: torch.Tensor, g: torch.Generator) -> None:
+    # What nn.Linear / nn.Conv2d reset_parameters do: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=g)
+
+
+#: Weight initialisers for Linear / Conv weights (and recurrent input weights), by scheme name.
+#: Biases are zero for every scheme except ``pytorch_default``, which draws them like PyTorch.
+INIT_SCHEMES: dict[str, InitFn] = {
+    "xavier_normal": _xavier_normal,
+    "xavier_uniform": _xavier_uniform,
+    "kaiming_normal": _kaiming_normal,
+    "kaiming_uniform": _kaiming_uniform,
+    "pytorch_default": _pytorch_default,
+}
+
+
+def init_names() -> list[str]:
+    """Names of the initialisation schemes, sorted."""
+    return sorted(INIT_SCHEMES)
+
+
+def _as_generator(generator: object) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(generator)
+    raise LTHError(
+        f"initialize() needs a torch.Generator or an int seed, got {type(generator).__name__}; "
+        "pass e.g. generator=torch.Generator().manual_seed(0)"
+    )
+
+
+def _fill(param: torch.Tensor, g: torch.Generator, fn: Callable[[torch.Tensor], object]) -> None:
+    """Draw ``param``'s values with ``fn`` into a scratch tensor on the generator's device, then
+    copy them in. This lets a CPU generator initialise a GPU model and makes the weights
+    independent of the model's device and dtype."""
+    dtype = param.dtype if param.dtype in (torch.float32, torch.float64) else torch.float32
+    scratch = torch.empty(param.shape, dtype=dtype, device=g.device)
+    fn(scratch)
+    with torch.no_grad():
+        param.copy_(scratch)
+
+
+def _zero(param: torch.Tensor | None) -> None:
+    if param is not None:
+        with torch.no_grad():
+            param.zero_()
+
+
+def _init_fan_layer(module: nn.Module, scheme: str, g: torch.Generator) -> None:
+    """Linear / Conv*d / ConvTranspose*d: weight by scheme, bias zero (or PyTorch-like)."""
+    weight = module.weight
+    _fill(weight, g, lambda t: INIT_SCHEMES[scheme](t, g))
+    bias = getattr(module, "bias", None)
+    if bias is None:
+        return
+    if scheme == "pytorch_default":
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        _fill(bias, g, lambda t: nn.init.uniform_(t, -bound, bound, generator=g))
+    else:
+        _zero(bias)
+
+
+def _init_recurrent(module: nn.Module, scheme: str, g: torch.Generator) -> None:
+    """RNN / LSTM / GRU (and their Cell versions).
+
+    ``pytorch_default`` reproduces PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)). Otherwise,
+    per gate block: ``weight_ih`` by scheme, ``weight_hh`` orthogonal, ``weight_hr`` (LSTM
+    projection) by scheme, biases zero.
+    """
+    hidden = module.hidden_size
+    if scheme == "pytorch_default":
+        stdv = 1.0 / math.sqrt(hidden) if hidden > 0 else 0.0
+        for param in module.parameters(recurse=False):
+            _fill(param, g, lambda t: nn.init.uniform_(t, -stdv, stdv, generator=g))
+        return
+    for pname, param in module.named_parameters(recurse=False):
+        if pname.startswith("bias"):
+            _zero(param)
+        elif pname.startswith(("weight_ih", "weight_hh")):
+            fn: Callable[[torch.Tensor], object]
+            if pname.startswith("weight_ih"):
+                fn = lambda t: INIT_SCHEMES[scheme](t, g)  # noqa: E731
+            else:
+                fn = lambda t: nn.init.orthogonal_(t, generator=g)  # noqa: E731
+            gates = param.shape[0] // hidden if hidden > 0 else 1
+            for k in range(gates):
+                _fill(param[k * hidden : (k + 1) * hidden], g, fn)
+        else:  # weight_hr (LSTM projection) or anything else 2-D
+            _fill(param, g, lambda t: INIT_SCHEMES[scheme](t, g))
+
+
+def _init_norm(module: nn.Module) -> None:
+    """BatchNorm / GroupNorm / LayerNorm / InstanceNorm: weight 1, bias 0, fresh running stats."""
+    with torch.no_grad():
+        if getattr(module, "weight", None) is not None:
+            module.weight.fill_(1.0)
+        if getattr(module, "bias", None) is not None:
+            module.bias.zero_()
+    if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+        module.reset_running_stats()
+
+
+def _init_embedding(module: nn.Embedding, g: torch.Generator) -> None:
+    """PyTorch's own Embedding init, N(0, 1), with the padding row zeroed."""
+    _fill(module.weight, g, lambda t: nn.init.normal_(t, generator=g))
+    if module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
+def _init_other(module: nn.Module, g: torch.Generator) -> None:
+    """A module type we do not know that owns parameters: run its own ``reset_parameters`` with
+    the CPU global RNG temporarily seeded from ``g`` (state restored afterwards)."""
+    own = list(module.parameters(recurse=False))
+    reset = getattr(module, "reset_parameters", None)
+    kind = type(module).__name__
+    if not callable(reset):
+        raise LTHError(
+            f"initialize() does not know how to initialise {kind} (it has parameters but no "
+            "reset_parameters method); add a reset_parameters() method to it or initialise it "
+            "yourself"
+        )
+    if any(p.device.type != "cpu" for p in own):
+        raise LTHError(
+            f"initialize() can only initialise the unknown module type {kind} on the CPU; "
+            "call initialize() before moving the model to the accelerator"
+        )
+    seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        with torch.no_grad():
+            reset()
+
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+
+
+def initialize(
+    model: nn.Module,
+    scheme: str = "xavier_normal",
+    generator: torch.Generator | int | None = None,
+) -> None:
+    """Initialise ``model`` in place with ``scheme``, drawing only from ``generator``.
+
+    Walks ``model.modules()``: Linear / Conv weights by scheme (biases zero, except
+    ``pytorch_default`` which reproduces PyTorch's own ``reset_parameters`` draws bit for bit);
+    norm layers weight 1, bias 0; RNN / LSTM / GRU (+ Cells): ``weight_ih`` by scheme,
+    ``weight_hh`` orthogonal per gate block, biases zero; Embedding N(0, 1). Any other module that
+    owns parameters is reset with its own ``reset_parameters`` under a generator-derived seed.
+    ``generator`` may be a ``torch.Generator`` or an int seed; the global RNG is not used.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise LTHError(f"unknown init scheme {scheme!r}; valid schemes: {', '.join(init_names())}")
+    if generator is None:
+        raise LTHError(
+            "initialize() needs an explicit generator so runs are reproducible; "
+            "pass generator=torch.Generator().manual_seed(seed) or an int seed"
+        )
+    g = _as_generator(generator)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            _init_fan_layer(module, scheme, g)
+        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+            _init_recurrent(module, scheme, g)
+        elif isinstance(module, _NORM_TYPES):
+            _init_norm(module)
+        elif isinstance(module, nn.Embedding):
+            _init_embedding(module, g)
+        elif any(True for _ in module.parameters(recurse=False)):
+            _init_other(module, g)
