@@ -39,15 +39,15 @@ class ExperimentConfig:
     init: str = "xavier_normal"
     levels: int = 5
     rate: float = 0.2
-    output_rate: float | None = 0.1
+    output_rate: float = 0.1
     pruning: str = "layerwise"
     exclude: tuple[str, ...] = ()
     reset: str = "rewind"
     rewind_iteration: int = 0
     controls: tuple[str, ...] = CONTROLS
     replicates: int = 1
-    iterations: int | None = 50_000
-    epochs: int | None = None
+    iterations: int = 50_000
+    epochs: int = 0
     batch_size: int = 60
     optimizer: str = "adam"
     lr: float = 1.2e-3
@@ -72,12 +72,11 @@ class ExperimentConfig:
         whole("rewind_iteration", 0)
         whole("max_parallel", 1)
         whole("val_size", 0)
-        if (self.iterations is None) == (self.epochs is None):
-            raise LTHError("give either iterations or epochs per level, not both")
-        whole("iterations" if self.epochs is None else "epochs", 1)
+        whole("iterations", 1)
+        whole("epochs", 0)
         for name in ("rate", "output_rate"):
             value = getattr(self, name)
-            if value is not None and not (0 < value < 1):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
                 raise LTHError(f"{name} must be a fraction between 0 and 1, got {value!r}")
         if self.pruning not in PRUNINGS:
             raise LTHError(f"unknown pruning {self.pruning!r}; choose {' or '.join(PRUNINGS)}")
@@ -90,11 +89,13 @@ class ExperimentConfig:
             )
         if len(set(self.controls)) != len(self.controls):
             raise LTHError("each control may be named once")
+        if not self.epochs:
+            self.train_config(self.batch_size)  # validates the training settings early
 
     def train_config(self, n_train: int) -> TrainConfig:
-        """The per-level training settings, with epochs turned into iterations."""
+        """The per-level training settings; ``epochs`` > 0 overrides ``iterations``."""
         iterations = self.iterations
-        if iterations is None:
+        if self.epochs:
             iterations = self.epochs * max(1, n_train // self.batch_size)
         if self.rewind_iteration > iterations:
             raise LTHError(
@@ -334,8 +335,8 @@ class Experiment:
 
 
 def _masked(weights: dict[str, Tensor], masks: MaskSet) -> dict[str, Tensor]:
-    """Weights with pruned entries set to exactly 0 (unmasked tensors shared, not copied)."""
-    return {n: w * masks[n] if n in masks else w for n, w in weights.items()}
+    """Weights with pruned entries set to exactly +0 (unmasked tensors shared, not copied)."""
+    return {n: w.masked_fill(~masks[n], 0.0) if n in masks else w for n, w in weights.items()}
 
 
 def run_experiment(

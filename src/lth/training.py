@@ -150,7 +150,7 @@ class Trainer:
         self.masks = _stack_masks(self.model, jobs)
         with torch.no_grad():
             for name, m in self.masks.items():
-                self.model.params[name].mul_(m)
+                self.model.params[name].masked_fill_(m == 0, 0.0)
         self.param_names = list(self.model.params)
         self.param_list = [self.model.params[n].requires_grad_() for n in self.param_names]
         self.mask_index = [self.param_names.index(n) for n in self.masks]

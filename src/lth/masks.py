@@ -1,0 +1,302 @@
+"""Pruning masks: plain ``dict[str, torch.Tensor]`` of bool tensors keyed by parameter name.
+
+A mask has the same shape as its parameter; ``True`` means the weight is kept. Functions here
+are small and pure except :func:`apply_masks` (in place, by design) and :func:`save_masks`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as _st_save
+from torch import nn
+
+from lth.errors import LTHError
+
+__all__ = [
+    "MaskSet",
+    "apply_masks",
+    "check_masks",
+    "count_remaining",
+    "jaccard",
+    "load_masks",
+    "named_weights",
+    "nonzero_table",
+    "ones_mask",
+    "prunable_parameters",
+    "remaining_fraction",
+    "save_masks",
+]
+
+MaskSet = dict[str, torch.Tensor]
+
+_ORDER_KEY = "lth_mask_order"  # safetensors metadata: JSON list of names in dict order
+
+
+def _names_hint(names: Iterable[str], limit: int = 8) -> str:
+    """Return a short comma-separated preview of ``names`` for error messages."""
+    names = list(names)
+    if not names:
+        return "(none)"
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _as_name_set(names: Collection[str] | str, what: str) -> set[str]:
+    """Return ``names`` as a set, treating a lone string as one name rather than its characters."""
+    if isinstance(names, str):
+        return {names}
+    try:
+        return set(names)
+    except TypeError:
+        raise LTHError(f"{what} must be a collection of parameter names, got {names!r}") from None
+
+
+def named_weights(
+    model_or_weights: nn.Module | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Return ``{name: tensor}`` from a module (its named parameters) or a mapping of tensors."""
+    if isinstance(model_or_weights, nn.Module):
+        return dict(model_or_weights.named_parameters())
+    if isinstance(model_or_weights, Mapping):
+        return dict(model_or_weights)
+    raise LTHError(
+        f"expected an nn.Module or a dict of tensors, got {type(model_or_weights).__name__}; "
+        "pass the model or model.state_dict()"
+    )
+
+
+def prunable_parameters(
+    model: nn.Module,
+    layer_types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d),
+    exclude: Collection[str] = (),
+) -> list[str]:
+    """Return the ``weight`` parameter names of ``layer_types`` modules, in parameter order."""
+    if isinstance(layer_types, type):
+        layer_types = (layer_types,)
+    excluded = _as_name_set(exclude, "exclude")
+    wanted = {
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, module in model.named_modules()
+        if isinstance(module, tuple(layer_types))
+        and isinstance(getattr(module, "weight", None), nn.Parameter)
+    }
+    names = [name for name, _ in model.named_parameters() if name in wanted]
+    unknown = sorted(excluded - set(names))
+    if unknown:
+        raise LTHError(
+            f"exclude names {_names_hint(unknown)} are not prunable parameters of the model; "
+            f"choose among: {_names_hint(names)}"
+        )
+    return [name for name in names if name not in excluded]
+
+
+def ones_mask(
+    model_or_weights: nn.Module | Mapping[str, torch.Tensor], names: Iterable[str] | None = None
+) -> MaskSet:
+    """Return all-True masks for ``names`` (default: prunable parameters / every dict entry)."""
+    weights = named_weights(model_or_weights)
+    if names is None:
+        if isinstance(model_or_weights, nn.Module):
+            names = prunable_parameters(model_or_weights)
+        else:
+            names = list(weights)
+    elif isinstance(names, str):
+        names = [names]
+    names = list(names)
+    missing = [name for name in names if name not in weights]
+    if missing:
+        raise LTHError(
+            f"no parameter named {_names_hint(missing)}; choose among: {_names_hint(weights)}"
+        )
+    return {name: torch.ones_like(weights[name], dtype=torch.bool) for name in names}
+
+
+def check_masks(
+    masks: Mapping[str, torch.Tensor], weights_or_model: nn.Module | Mapping[str, torch.Tensor]
+) -> None:
+    """Raise LTHError unless every mask is a bool tensor matching a parameter's name and shape."""
+    if not isinstance(masks, Mapping):
+        raise LTHError(f"masks must be a dict name -> bool tensor, got {type(masks).__name__}")
+    weights = named_weights(weights_or_model)
+    for name, mask in masks.items():
+        if not isinstance(mask, torch.Tensor):
+            raise LTHError(f"mask {name!r} is a {type(mask).__name__}, not a tensor")
+        if mask.dtype != torch.bool:
+            raise LTHError(
+                f"mask {name!r} has dtype {mask.dtype}; masks must be bool tensors "
+                "(convert with mask.bool())"
+            )
+        if name not in weights:
+            raise LTHError(
+                f"mask {name!r} matches no parameter; known names: {_names_hint(weights)} "
+                "(build masks with lth.masks.ones_mask(model))"
+            )
+        if tuple(mask.shape) != tuple(weights[name].shape):
+            raise LTHError(
+                f"mask {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
+                f"{tuple(weights[name].shape)}; the masks belong to a different model"
+            )
+
+
+def apply_masks(
+    model_or_state: nn.Module | Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> None:
+    """Zero, in place, every parameter entry whose mask is False (pruned entries become 0)."""
+    check_masks(masks, model_or_state)  # validate everything before touching anything
+    weights = named_weights(model_or_state)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            tensor = weights[name]
+            # masked_fill_ rather than mul_: gives +0.0 (not -0.0) and clears NaN/inf entries too.
+            tensor.masked_fill_(~mask.to(tensor.device), 0)
+
+
+def count_remaining(masks: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """Return ``{name: (kept, total)}`` for every mask."""
+    return {name: (int(mask.count_nonzero()), mask.numel()) for name, mask in masks.items()}
+
+
+def remaining_fraction(masks: Mapping[str, torch.Tensor]) -> float:
+    """Return the fraction of entries kept over all masks together."""
+    counts = count_remaining(masks).values()
+    total = sum(t for _, t in counts)
+    if total == 0:
+        raise LTHError("the mask set is empty; build masks with lth.masks.ones_mask(model) first")
+    return sum(k for k, _ in counts) / total
+
+
+def _pct(fraction: float) -> str:
+    """Format a fraction as a percentage: one decimal, more significant digits below 1%."""
+    pct = 100.0 * fraction
+    return f"{pct:.1f}%" if pct >= 1 or pct == 0 else f"{pct:.2g}%"
+
+
+def nonzero_table(
+    masks: Mapping[str, torch.Tensor],
+    weights: nn.Module | Mapping[str, torch.Tensor] | None = None,
+) -> str:
+    """Return an aligned per-layer table of nonzero/total counts with a total row."""
+    if weights is not None:
+        tensors = named_weights(weights)
+        check_masks(masks, tensors)
+        nonzero = {name: int(tensors[name].count_nonzero()) for name in masks}
+    else:
+        nonzero = {name: int(mask.count_nonzero()) for name, mask in masks.items()}
+    header = ("layer", "nonzero", "total", "% remaining", "shape")
+    rows = []
+    for name, mask in masks.items():
+        frac = nonzero[name] / mask.numel() if mask.numel() else 1.0
+        rows.append(
+            (name, str(nonzero[name]), str(mask.numel()), _pct(frac), str(tuple(mask.shape)))
+        )
+    nz_all = sum(nonzero.values())
+    total_all = sum(mask.numel() for mask in masks.values())
+    frac_all = nz_all / total_all if total_all else 1.0
+    ratio = f"{total_all / nz_all:.2f}×" if nz_all else "inf×"
+    total_row = ("total", str(nz_all), str(total_all))
+    widths = [max(len(row[i]) for row in [header, *rows, total_row]) for i in range(3)]
+    widths += [max(len(row[i]) for row in [header, *rows]) for i in (3, 4)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        """Lay out one row: names and shapes left-aligned, numbers right-aligned."""
+        out = [cells[0].ljust(widths[0])]
+        out += [cell.rjust(widths[i]) for i, cell in enumerate(cells[1:4], start=1)]
+        out += [cell.ljust(widths[4]) for cell in cells[4:]]
+        return "  ".join(out).rstrip()
+
+    rule = "-" * sum(widths) + "-" * 2 * (len(widths) - 1)
+    summary = f"({_pct(frac_all)} remaining, {ratio} compression)"
+    total_line = line(total_row) + "  " + summary
+    return "\n".join([line(header), rule, *(line(row) for row in rows), rule, total_line])
+
+
+def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Write ``masks`` atomically to a safetensors file as bool tensors (order kept in metadata)."""
+    for name, mask in masks.items():
+        if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
+            raise LTHError(f"masks must map str -> bool tensor; entry {name!r} does not")
+        if mask.dtype != torch.bool:
+            raise LTHError(f"mask {name!r} has dtype {mask.dtype}; convert it with mask.bool()")
+    tensors = {name: mask.detach().to("cpu").contiguous() for name, mask in masks.items()}
+    data = _st_save(tensors, metadata={_ORDER_KEY: json.dumps(list(tensors))})
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MaskSet:
+    """Read a mask set written by :func:`save_masks` (bool or uint8 entries) as bool tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise LTHError(f"mask file {str(path)!r} does not exist or is not a file; check the path")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            order = json.loads((f.metadata() or {}).get(_ORDER_KEY, "[]"))
+            keys = list(f.keys())
+            tensors = {key: f.get_tensor(key) for key in keys}
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise LTHError(
+            f"mask file {str(path)!r} is not a readable safetensors file ({exc}); "
+            "it is corrupt or truncated: re-create it with lth.masks.save_masks"
+        ) from None
+    names = [n for n in order if n in tensors] + [k for k in keys if k not in order]
+    masks: MaskSet = {}
+    for name in names:
+        tensor = tensors[name]
+        if tensor.dtype not in (torch.bool, torch.uint8):
+            raise LTHError(
+                f"mask {name!r} in {str(path)!r} has dtype {tensor.dtype}; expected bool or uint8"
+            )
+        masks[name] = tensor.to(device=device, dtype=torch.bool)
+    return masks
+
+
+def jaccard(
+    a: Mapping[str, torch.Tensor] | torch.Tensor, b: Mapping[str, torch.Tensor] | torch.Tensor
+) -> float:
+    """Return |A ∩ B| / |A ∪ B| of the kept entries of two masks or mask sets (1.0 if empty)."""
+    a = {"mask": a} if isinstance(a, torch.Tensor) else dict(a)
+    b = {"mask": b} if isinstance(b, torch.Tensor) else dict(b)
+    if set(a) != set(b):
+        raise LTHError(
+            f"mask sets have different layers ({_names_hint(sorted(set(a) ^ set(b)))} differ); "
+            "compare masks of the same model"
+        )
+    inter = union = 0
+    for name, ma in a.items():
+        mb = b[name]
+        if ma.shape != mb.shape:
+            raise LTHError(
+                f"mask {name!r} has shapes {tuple(ma.shape)} and {tuple(mb.shape)}; "
+                "compare masks of the same model"
+            )
+        ma, mb = ma.bool(), mb.bool().to(ma.device)
+        inter += int((ma & mb).count_nonzero())
+        union += int((ma | mb).count_nonzero())
+    return inter / union if union else 1.0

@@ -1,0 +1,191 @@
+"""Magnitude and random pruning as pure functions ``(weights, masks, rates) -> new masks``.
+
+Inputs are never modified; a returned mask is always a subset of the mask it came from. Each
+level removes ``round(rate * survivors)`` weights (Python's round, as torch.nn.utils.prune does),
+ranking only the weights that still survive, so already-pruned zeros are never counted again.
+Ties in magnitude are broken deterministically: the earlier layer (dict order), then the lower
+flat index, is pruned first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from lth.errors import LTHError
+from lth.masks import MaskSet, _as_name_set, _names_hint, check_masks, named_weights
+
+__all__ = [
+    "layer_rates",
+    "prune_global",
+    "prune_layerwise",
+    "prune_random_like",
+    "target_rate",
+]
+
+Weights = Mapping[str, torch.Tensor] | nn.Module
+
+
+def _check_rate(rate: float, what: str) -> float:
+    """Return ``rate`` as a float, or raise LTHError unless it is a number in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise LTHError(f"{what} must be a number in [0, 1), got {rate!r}")
+    if not 0.0 <= rate < 1.0:  # also rejects NaN
+        raise LTHError(f"{what} must be in [0, 1) (0.2 prunes 20% per level), got {rate!r}")
+    return float(rate)
+
+
+def layer_rates(
+    names: Sequence[str],
+    rate: float,
+    output_rate: float | None = None,
+    output_name: str | None = None,
+) -> dict[str, float]:
+    """Return ``{name: rate}`` with ``output_rate`` for ``output_name`` (default: last name)."""
+    names = [names] if isinstance(names, str) else list(names)
+    rates = dict.fromkeys(names, _check_rate(rate, "rate"))
+    if output_rate is None and output_name is None:
+        return rates
+    if not names:
+        raise LTHError("no layer names given; pass the prunable parameter names")
+    output_name = names[-1] if output_name is None else output_name
+    if output_name not in rates:
+        raise LTHError(f"output_name {output_name!r} is not among the layers: {_names_hint(names)}")
+    if output_rate is not None:
+        rates[output_name] = _check_rate(output_rate, "output_rate")
+    return rates
+
+
+def _survivors(weights: dict[str, torch.Tensor], masks: MaskSet, name: str):
+    """Return (flat mask on the weight's device, flat survivor indices, their |w|) of one layer."""
+    weight = weights[name].detach()
+    flat_mask = masks[name].reshape(-1).to(weight.device)
+    idx = flat_mask.nonzero().squeeze(1)  # ascending flat indices
+    scores = weight.reshape(-1)[idx].abs()
+    if scores.is_floating_point() and bool(torch.isnan(scores).any()):
+        raise LTHError(
+            f"weights of {name!r} contain NaN; training diverged (lower the learning rate) "
+            "before pruning"
+        )
+    return flat_mask, idx, scores
+
+
+def _validated(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
+    """Check the masks against the weights and return the weights as a dict."""
+    tensors = named_weights(weights)
+    check_masks(masks, tensors)
+    return tensors
+
+
+def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]) -> MaskSet:
+    """Remove ``round(rate * survivors)`` lowest-|w| surviving weights in each layer."""
+    tensors = _validated(weights, masks)
+    unknown = [name for name in rates if name not in masks]
+    if unknown:
+        raise LTHError(
+            f"rates given for {_names_hint(unknown)}, which have no mask; "
+            f"masked layers: {_names_hint(masks)}"
+        )
+    checked = {name: _check_rate(r, f"rate for {name!r}") for name, r in rates.items()}
+    new: MaskSet = {}
+    for name in masks:
+        flat_mask, idx, scores = _survivors(tensors, masks, name)
+        n_prune = round(checked.get(name, 0.0) * idx.numel())
+        flat_new = flat_mask.clone()
+        if n_prune:
+            order = torch.sort(scores, stable=True).indices  # ties: lower flat index first
+            flat_new[idx[order[:n_prune]]] = False
+        new[name] = flat_new.view(masks[name].shape)
+    return new
+
+
+def prune_global(
+    weights: Weights, masks: MaskSet, rate: float, exclude: Collection[str] = ()
+) -> MaskSet:
+    """Remove ``round(rate * survivors)`` lowest-|w| survivors ranked across non-excluded layers."""
+    tensors = _validated(weights, masks)
+    rate = _check_rate(rate, "rate")
+    excluded = _as_name_set(exclude, "exclude")
+    unknown = sorted(excluded - set(masks))
+    if unknown:
+        raise LTHError(
+            f"exclude names {_names_hint(unknown)} have no mask; "
+            f"masked layers: {_names_hint(masks)}"
+        )
+    new: MaskSet = {name: mask.to(tensors[name].device, copy=True) for name, mask in masks.items()}
+    ranked = [name for name in masks if name not in excluded]
+    if not ranked:
+        return new
+    parts = {name: _survivors(tensors, masks, name) for name in ranked}
+    n_prune = round(rate * sum(idx.numel() for _, idx, _ in parts.values()))
+    if n_prune == 0:
+        return new
+    device = parts[ranked[0]][2].device
+    dtype = parts[ranked[0]][2].dtype
+    for _, _, scores in parts.values():
+        dtype = torch.promote_types(dtype, scores.dtype)
+    scores = torch.cat([s.to(device=device, dtype=dtype) for _, _, s in parts.values()])
+    order = torch.sort(scores, stable=True).indices  # ties: earlier layer, then lower index
+    pruned = torch.zeros(scores.numel(), dtype=torch.bool, device=device)
+    pruned[order[:n_prune]] = True
+    counts = [idx.numel() for _, idx, _ in parts.values()]
+    for name, layer_pruned in zip(ranked, pruned.split(counts), strict=True):
+        flat_mask, idx, _ = parts[name]
+        flat_new = flat_mask.clone()
+        flat_new[idx[layer_pruned.to(idx.device)]] = False
+        new[name] = flat_new.view(masks[name].shape)
+    return new
+
+
+def prune_random_like(
+    reference: MaskSet, previous: MaskSet | None = None, *, generator: torch.Generator
+) -> MaskSet:
+    """Return random masks with the per-layer kept counts of ``reference``, inside ``previous``."""
+    if not isinstance(generator, torch.Generator):
+        raise LTHError("pass generator=torch.Generator().manual_seed(seed) for repeatable masks")
+    check_masks(reference, reference)  # bool tensors
+    if previous is not None:
+        check_masks(previous, previous)
+        if set(previous) != set(reference):
+            raise LTHError(
+                "reference and previous mask sets must have the same layers; "
+                f"they differ in {_names_hint(sorted(set(reference) ^ set(previous)))}"
+            )
+        check_masks(reference, previous)  # same shapes
+    new: MaskSet = {}
+    for name, ref in reference.items():
+        n_keep = int(ref.count_nonzero())
+        if previous is None:
+            candidates = None
+            n_candidates = ref.numel()
+        else:
+            candidates = previous[name].reshape(-1).to(ref.device).nonzero().squeeze(1)
+            n_candidates = candidates.numel()
+            if n_keep > n_candidates:
+                raise LTHError(
+                    f"layer {name!r}: reference keeps {n_keep} entries but previous keeps only "
+                    f"{n_candidates}; random pruning must follow a chain with shrinking masks"
+                )
+        pick = torch.randperm(n_candidates, generator=generator, device=generator.device)
+        pick = pick[:n_keep].to(ref.device)
+        keep = pick if candidates is None else candidates[pick]
+        flat = torch.zeros(ref.numel(), dtype=torch.bool, device=ref.device)
+        flat[keep] = True
+        new[name] = flat.view(ref.shape)
+    return new
+
+
+def target_rate(target_fraction: float, levels: int) -> float:
+    """Return the per-level rate p with ``(1 - p) ** levels == target_fraction``."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise LTHError(f"levels must be a positive integer, got {levels!r}")
+    if isinstance(target_fraction, bool) or not isinstance(target_fraction, (int, float)):
+        raise LTHError(f"target_fraction must be a number in (0, 1], got {target_fraction!r}")
+    if not 0.0 < target_fraction <= 1.0:
+        raise LTHError(
+            f"target_fraction must be in (0, 1] (e.g. 0.036 for 3.6% remaining), "
+            f"got {target_fraction!r}"
+        )
+    return 1.0 - target_fraction ** (1.0 / levels)
