@@ -1,0 +1,224 @@
+"""Training throughput of lth against the machine's own limit and against the common way.
+
+Measures on real MNIST and LeNet-300-100, Adam, ~50% of weights pruned (magnitude, so the
+masks are real): lth's masked training of one ticket (batch 60 and 128); K tickets at once;
+the usual DataLoader + per-sample transform + torch.optim + mask-after-step loop; and the
+machine's reference figures: the same matrix products as one step, back to back on
+preallocated tensors, and one large float32 matrix product. Prints a table, then one JSON
+line. Run: ``python benchmarks/throughput.py [--device cuda] [--data-dir ../shared/data]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lth.data import load_dataset
+from lth.experiment import derive_seed
+from lth.masks import ones_mask
+from lth.models import create_model, initialize, output_layer
+from lth.pruning import layer_rates, prune_layerwise
+from lth.training import TicketJob, TrainConfig, Trainer
+
+DIMS = (784, 300, 100, 10)
+
+
+def timed(fn: Callable[[], None], sync: Callable[[], None], steps: int, repeats: int) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` runs of ``steps`` calls, after warm-up."""
+    for _ in range(max(3, steps // 5)):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def weights_count() -> int:
+    return sum(i * o for i, o in zip(DIMS[:-1], DIMS[1:]))
+
+
+def step_flops(batch: int) -> int:
+    """3 matrix products (forward, weight grad, input grad) x 2 FLOP per multiply-add."""
+    return 3 * 2 * batch * weights_count()
+
+
+def make_jobs(k: int) -> tuple[torch.nn.Module, list[TicketJob]]:
+    """K LeNet-300-100 tickets with 50% of each layer pruned by magnitude."""
+    template = create_model("lenet_300_100")
+    jobs = []
+    for i in range(k):
+        model = create_model("lenet_300_100")
+        initialize(model, "xavier_normal", torch.Generator().manual_seed(derive_seed(0, i)))
+        weights = {n: p.detach() for n, p in model.named_parameters()}
+        masks = ones_mask(model)
+        rates = layer_rates(list(masks), 0.5, 0.5, output_layer(model))
+        masks = prune_layerwise(weights, masks, rates)
+        jobs.append(TicketJob(weights, masks, seed=i))
+    return template, jobs
+
+
+def bench_lth(data, k: int, batch: int, device, sync, steps: int, repeats: int) -> float:
+    template, jobs = make_jobs(k)
+    trainer = Trainer(template, jobs, data, TrainConfig(iterations=10**9, batch_size=batch), device)
+    return timed(trainer.step, sync, steps, repeats)
+
+
+def bench_gemms(batch: int, device, sync, steps: int, repeats: int) -> float:
+    """The step's matrix products alone, best of row-major and feature-major layouts."""
+    best = float("inf")
+    for feature_major in (False, True):
+        ws = [torch.randn(o, i, device=device) for i, o in zip(DIMS[:-1], DIMS[1:])]
+        if feature_major:
+            acts = [torch.randn(d, batch, device=device) for d in DIMS]
+        else:
+            acts = [torch.randn(batch, d, device=device) for d in DIMS]
+        outs = [torch.empty_like(a) for a in acts]
+        gws = [torch.empty_like(w) for w in ws]
+
+        def products(ws=ws, acts=acts, outs=outs, gws=gws, fm=feature_major) -> None:
+            for li, w in enumerate(ws):
+                if fm:
+                    torch.mm(w, acts[li], out=outs[li + 1])
+                else:
+                    torch.mm(acts[li], w.t(), out=outs[li + 1])
+            for li, w in enumerate(ws):
+                if fm:
+                    torch.mm(acts[li + 1], acts[li].t(), out=gws[li])
+                    if li > 0:
+                        torch.mm(w.t(), acts[li + 1], out=outs[li])
+                else:
+                    torch.mm(acts[li + 1].t(), acts[li], out=gws[li])
+                    if li > 0:
+                        torch.mm(acts[li + 1], w, out=outs[li])
+
+        best = min(best, timed(products, sync, steps, repeats))
+    return best
+
+
+def bench_peak(device, sync, repeats: int, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    seconds = timed(lambda: torch.mm(a, b, out=c), sync, 5, repeats)
+    return 2 * n**3 / seconds
+
+
+class PerSampleMNIST(torch.utils.data.Dataset):
+    """The usual per-sample dataset: a PIL image per item, then a ToTensor + Normalize transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i], mode="L")
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0)
+        return (x - 0.1307) / 0.3081, int(self.labels[i])
+
+
+def bench_dataloader(data, batch: int, device, sync, steps: int, repeats: int) -> float:
+    """Seconds per step of the common loop: DataLoader, nn.Module, torch.optim, masks after step."""
+    raw = ((data.train_x.cpu() * 0.3081 + 0.1307) * 255).round().clamp(0, 255)
+    images = raw.to(torch.uint8).squeeze(1).numpy()
+    labels = data.train_y.cpu().numpy()
+    loader = torch.utils.data.DataLoader(
+        PerSampleMNIST(images, labels), batch_size=batch, shuffle=True, drop_last=True
+    )
+    _, jobs = make_jobs(1)
+    model = create_model("lenet_300_100").to(device)
+    model.load_state_dict(jobs[0].init)
+    masks = {n: m.to(device).float() for n, m in jobs[0].masks.items()}
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+    batches = iter(loader)
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for n, m in masks.items():
+                params[n].mul_(m)
+
+    return timed(step, sync, steps, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ks", default="2,4,8,16")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    data = load_dataset("mnist", args.data_dir, device=device)
+    steps, reps = args.steps, args.repeats
+
+    rows = []
+    peak = bench_peak(device, sync, reps)
+    rows.append(("reference: one 2048^2 float32 matmul", None, None, peak))
+    single = {}
+    for batch in (60, 128):
+        t = bench_lth(data, 1, batch, device, sync, steps, reps)
+        single[batch] = t
+        rows.append((f"lth, one ticket, batch {batch}", t, batch / t, step_flops(batch) / t))
+    gemm = bench_gemms(60, device, sync, steps, reps)
+    rows.append(
+        ("reference: the step's matrix products, batch 60", gemm, 60 / gemm, step_flops(60) / gemm)
+    )
+    batched = {}
+    for k in (int(s) for s in args.ks.split(",")):
+        t = bench_lth(data, k, 60, device, sync, max(5, steps // k), reps)
+        batched[k] = t
+        rows.append((f"lth, {k} tickets at once, batch 60", t, k * 60 / t, k * step_flops(60) / t))
+    dl = bench_dataloader(data, 60, device, sync, steps, reps)
+    rows.append(("common way: DataLoader + torch.optim + mask", dl, 60 / dl, step_flops(60) / dl))
+
+    print(f"{'what':52s} {'ms/step':>9s} {'samples/s':>11s} {'GFLOP/s':>9s}")
+    for name, t, sps, flops in rows:
+        ms = "" if t is None else f"{t * 1e3:9.3f}"
+        sp = "" if sps is None else f"{sps:11.0f}"
+        print(f"{name:52s} {ms:>9s} {sp:>11s} {flops / 1e9:9.1f}")
+
+    best_k = max(batched, key=lambda k: k * step_flops(60) / batched[k])
+    result = {
+        "single_vs_same_gemms": round(gemm / single[60], 3),
+        "batched_vs_peak": round(best_k * step_flops(60) / batched[best_k] / peak, 3),
+        "speedup_vs_dataloader": round(dl / single[60], 2),
+        "best_k": best_k,
+        "single_samples_per_s": {b: round(b / t) for b, t in single.items()},
+        "batched_samples_per_s": {k: round(k * 60 / t) for k, t in batched.items()},
+        "peak_gflops": round(peak / 1e9, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
