@@ -1,0 +1,281 @@
+"""Masked training: the stacked engine against plain PyTorch (nn.Module + torch.optim) as oracle."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lth.errors import LTHError
+from lth.models import create_model, initialize
+from lth.optim import learning_rate
+from lth.pruning import prune_random_like
+from lth.training import TicketJob, TrainConfig, Trainer, train
+
+
+def synthetic_data(n: int = 240, shape=(1, 28, 28), seed: int = 0) -> SimpleNamespace:
+    """Random images with a learnable rule, so losses move and accuracies mean something."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(m: int):
+        x = torch.randn(m, *shape, generator=g)
+        y = (x.flatten(1)[:, :10].argmax(1)).long()
+        return x, y
+
+    tx, ty = split(n)
+    vx, vy = split(60)
+    sx, sy = split(80)
+    return SimpleNamespace(
+        train_x=tx, train_y=ty, val_x=vx, val_y=vy, test_x=sx, test_y=sy, input_shape=shape
+    )
+
+
+def random_masks(model, seed: int, keep: float = 0.5) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        n: torch.rand(p.shape, generator=g) < keep
+        for n, p in model.named_parameters()
+        if n.endswith("weight")
+    }
+
+
+def make_model(name: str, seed: int, shape=(1, 28, 28)):
+    model = create_model(name, shape, 10)
+    initialize(model, "xavier_normal", torch.Generator().manual_seed(seed))
+    return model
+
+
+def oracle_train(model, masks, data, cfg: TrainConfig, seed: int):
+    """The textbook loop: nn.Module, torch.optim, gradients masked before each step."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in masks:
+                p.masked_fill_(~masks[n], 0.0)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    gen = torch.Generator().manual_seed(seed)
+    n, b = data.train_x.shape[0], cfg.batch_size
+    per_epoch = n // b
+    for it in range(cfg.iterations):
+        if it % per_epoch == 0:
+            order = torch.randperm(n, generator=gen)
+        idx = order[(it % per_epoch) * b : (it % per_epoch + 1) * b]
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg.lr, it, cfg.milestones, cfg.gamma, cfg.warmup)
+        loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        for name, p in model.named_parameters():
+            if name in masks:
+                p.grad.mul_(masks[name])
+        opt.step()
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+CONFIGS = {
+    "adam_wd": TrainConfig(iterations=25, batch_size=20, eval_every=10, weight_decay=1e-2),
+    "sgd_momentum_schedule": TrainConfig(
+        iterations=25,
+        batch_size=20,
+        eval_every=10,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        milestones=(10, 20),
+        warmup=5,
+    ),
+}
+
+
+@pytest.mark.parametrize("model_name", ["lenet_300_100", "lenet5"])
+@pytest.mark.parametrize("cfg_name", list(CONFIGS))
+@pytest.mark.parametrize("k", [1, 3])
+def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k):
+    cfg = CONFIGS[cfg_name]
+    data = synthetic_data()
+    models = [make_model(model_name, seed) for seed in range(k)]
+    masks = [random_masks(m, 10 + i) for i, m in enumerate(models)]
+    jobs = [
+        TicketJob(m.state_dict(), mk, seed=100 + i) for i, (m, mk) in enumerate(zip(models, masks))
+    ]
+    results = Trainer(models[0], jobs, data, cfg).run()
+    for i in range(k):
+        expected = oracle_train(models[i], masks[i], data, cfg, seed=100 + i)
+        for name, w in expected.items():
+            torch.testing.assert_close(results[i].final[name], w, rtol=1e-3, atol=1e-4)
+            if name in masks[i]:
+                pruned = results[i].final[name][~masks[i][name]]
+                assert torch.equal(pruned, torch.zeros_like(pruned)), name
+
+
+def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    # Negative and positive survivors alike must train: nothing is frozen by sign.
+    masks = random_masks(model, 1, keep=0.3)
+    cfg = TrainConfig(iterations=60, batch_size=20, eval_every=20, lr=1e-2, weight_decay=0.1)
+    trainer = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, cfg)
+    trainer.run()
+    for name, m in masks.items():
+        w = trainer.model.params[name][0]
+        assert torch.equal(w[~m], torch.zeros_like(w[~m]))
+        assert torch.equal(trainer.optimizer.exp_avg[trainer.param_names.index(name)][0][~m],
+                           torch.zeros_like(w[~m]))  # fmt: skip
+        assert torch.equal(trainer.optimizer.exp_avg_sq[trainer.param_names.index(name)][0][~m],
+                           torch.zeros_like(w[~m]))  # fmt: skip
+        init = model.state_dict()[name]
+        moved = (w != init) & m
+        assert moved[(init < 0) & m].float().mean() > 0.9, "negative survivors must keep training"
+        assert moved[(init > 0) & m].float().mean() > 0.9
+
+
+def test_each_ticket_keeps_its_own_data_order_and_mask():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    mask = random_masks(model, 1)
+    cfg = TrainConfig(iterations=15, batch_size=20, eval_every=5)
+    same = [TicketJob(model.state_dict(), mask, 7), TicketJob(model.state_dict(), mask, 7)]
+    other = [TicketJob(model.state_dict(), mask, 7), TicketJob(model.state_dict(), mask, 8)]
+    a = Trainer(model, same, data, cfg).run()
+    b = Trainer(model, other, data, cfg).run()
+    # Same seed: same batches, so the same weights (up to the float rounding of batched products).
+    torch.testing.assert_close(a[0].final["fc1.weight"], a[1].final["fc1.weight"])
+    assert (b[0].final["fc1.weight"] - b[1].final["fc1.weight"]).abs().max() > 1e-3
+
+
+def test_training_is_bit_identical_from_run_to_run():
+    data = synthetic_data()
+    model = make_model("lenet5", 3)
+    masks = random_masks(model, 4)
+    cfg = TrainConfig(iterations=20, batch_size=20, eval_every=10)
+    runs = []
+    for _ in range(2):
+        jobs = [TicketJob(model.state_dict(), masks, s) for s in (1, 2)]
+        runs.append(Trainer(model, jobs, data, cfg).run())
+    for r1, r2 in zip(*runs):
+        for name in r1.final:
+            assert torch.equal(r1.final[name], r2.final[name])
+        assert repr(r1.history) == repr(r2.history)
+
+
+def test_resume_from_state_dict_is_bit_identical():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    masks = random_masks(model, 1)
+    cfg = TrainConfig(iterations=40, batch_size=50, eval_every=10)  # 4 steps per epoch
+    jobs = [TicketJob(model.state_dict(), masks, s) for s in (1, 2)]
+    straight = Trainer(model, jobs, data, cfg).run()
+    first = Trainer(model, jobs, data, cfg)
+    assert first.run(stop_at=17) is None
+    state = copy.deepcopy(first.state_dict())
+    second = Trainer(model, jobs, data, cfg)
+    second.load_state_dict(state)
+    resumed = second.run()
+    for a, b in zip(straight, resumed):
+        for name in a.final:
+            assert torch.equal(a.final[name], b.final[name])
+        assert repr(a.history) == repr(b.history)
+
+
+def test_history_records_evaluations_and_early_stop():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    cfg = TrainConfig(iterations=45, batch_size=20, eval_every=10, lr=3e-3)
+    ones = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
+    result = train(model, {n: m for n, m in ones.items() if "weight" in n}, data, cfg)
+    h = result.history
+    assert h.iteration == [0, 10, 20, 30, 40, 45]
+    assert all(0 <= a <= 100 for a in h.val_acc + h.test_acc)
+    es = h.early_stop_index()
+    assert h.val_loss[es] == min(h.val_loss[1:])
+    s = h.summary()
+    assert s["early_stop_iteration"] == h.iteration[es]
+    assert s["test_acc_at_early_stop"] == h.test_acc[es]
+    assert s["best_val_acc"] == max(h.val_acc)
+    assert h.train_loss[-1] < h.train_loss[1], "training should reduce the loss"
+    # train() writes the trained weights back into the module
+    assert torch.equal(model.fc1.weight.detach(), result.final["fc1.weight"])
+
+
+def test_evaluation_matches_plain_forward():
+    data = synthetic_data()
+    models = [make_model("lenet5", s) for s in (0, 1)]
+    masks = [random_masks(m, 5) for m in models]
+    jobs = [TicketJob(m.state_dict(), mk, 0) for m, mk in zip(models, masks)]
+    trainer = Trainer(models[0], jobs, data, TrainConfig(iterations=1))
+    trainer.eval_chunk = 7  # exercise chunking
+    losses, accs = trainer.evaluate(data.test_x, data.test_y)
+    for i, (m, mk) in enumerate(zip(models, masks)):
+        ref = copy.deepcopy(m)
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                if n in mk:
+                    p.masked_fill_(~mk[n], 0.0)
+            logits = ref(data.test_x)
+        assert losses[i] == pytest.approx(F.cross_entropy(logits, data.test_y).item(), rel=1e-5)
+        expected = (logits.argmax(1) == data.test_y).float().mean().item() * 100
+        assert accs[i] == pytest.approx(expected)
+
+
+def test_divergence_is_detected_and_recorded():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    masks = random_masks(model, 1)
+    cfg = TrainConfig(iterations=30, batch_size=20, eval_every=10, optimizer="sgd", lr=1e6)
+    good = TrainConfig(iterations=30, batch_size=20, eval_every=10)
+    bad = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, cfg).run()[0]
+    assert bad.history.diverged_at is not None
+    assert all(v == v for v in bad.history.val_loss), "recorded evaluations are finite"
+    ok = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, good).run()[0]
+    assert ok.history.diverged_at is None
+
+
+def test_random_masks_from_pruning_train_in_conv_models():
+    data = synthetic_data(shape=(3, 32, 32))
+    model = make_model("conv2", 0, shape=(3, 32, 32))
+    ones = {n: torch.ones_like(p, dtype=torch.bool)
+            for n, p in model.named_parameters() if "weight" in n}  # fmt: skip
+    ref = {n: m.clone() for n, m in ones.items()}
+    for m in ref.values():
+        m.view(-1)[: m.numel() // 2] = False
+    masks = prune_random_like(ref, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(iterations=3, batch_size=8, eval_every=3)
+    result = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, cfg).run()[0]
+    for n, m in masks.items():
+        assert torch.equal(result.final[n][~m], torch.zeros(int((~m).sum())))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"iterations": 0},
+        {"batch_size": -1},
+        {"optimizer": "adagrad"},
+        {"lr": 0.0},
+        {"momentum": 1.5},
+        {"weight_decay": -1.0},
+        {"eval_every": 2.5},
+    ],
+)
+def test_bad_training_settings_are_one_line_errors(kwargs):
+    with pytest.raises(LTHError) as err:
+        TrainConfig(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_learning_rate_schedule():
+    assert learning_rate(0.1, 0) == 0.1
+    assert learning_rate(0.1, 79, milestones=(80, 120)) == pytest.approx(0.1)
+    assert learning_rate(0.1, 80, milestones=(80, 120)) == pytest.approx(0.01)
+    assert learning_rate(0.1, 120, milestones=(80, 120)) == pytest.approx(0.001)
+    assert learning_rate(0.1, 0, warmup=10) == pytest.approx(0.01)
+    assert learning_rate(0.1, 9, warmup=10) == pytest.approx(0.1)
