@@ -115,26 +115,47 @@ def bench_peak(device, sync, repeats: int, n: int = 2048) -> float:
     return 2 * n**3 / seconds
 
 
-class PerSampleMNIST(torch.utils.data.Dataset):
-    """The usual per-sample dataset: a PIL image per item, then a ToTensor + Normalize transform."""
+def to_tensor(pic: Image.Image) -> torch.Tensor:
+    """torchvision's ``ToTensor`` for a PIL image, line for line (torchvision is not installed)."""
+    img = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+    img = img.view(pic.size[1], pic.size[0], len(pic.getbands()))
+    img = img.permute((2, 0, 1)).contiguous()
+    return img.to(dtype=torch.get_default_dtype()).div(255)
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
+
+def normalize(tensor: torch.Tensor, mean, std) -> torch.Tensor:
+    """torchvision's ``Normalize`` on a tensor, line for line."""
+    mean = torch.as_tensor(mean, dtype=tensor.dtype, device=tensor.device)
+    std = torch.as_tensor(std, dtype=tensor.dtype, device=tensor.device)
+    if (std == 0).any():
+        raise ValueError("std evaluated to zero")
+    if mean.ndim == 1:
+        mean = mean.view(-1, 1, 1)
+    if std.ndim == 1:
+        std = std.view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+class PerSampleMNIST(torch.utils.data.Dataset):
+    """torchvision's MNIST dataset: a PIL image per item, then ToTensor and Normalize."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.data, self.targets = images, labels
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.targets)
 
-    def __getitem__(self, i: int):
-        img = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0)
-        return (x - 0.1307) / 0.3081, int(self.labels[i])
+    def __getitem__(self, index: int):
+        img, target = self.data[index], int(self.targets[index])
+        img = Image.fromarray(img.numpy(), mode="L")
+        return normalize(to_tensor(img), (0.1307,), (0.3081,)), target
 
 
 def bench_dataloader(data, batch: int, device, sync, steps: int, repeats: int) -> float:
     """Seconds per step of the common loop: DataLoader, nn.Module, torch.optim, masks after step."""
     raw = ((data.train_x.cpu() * 0.3081 + 0.1307) * 255).round().clamp(0, 255)
-    images = raw.to(torch.uint8).squeeze(1).numpy()
-    labels = data.train_y.cpu().numpy()
+    images = raw.to(torch.uint8).squeeze(1)
+    labels = data.train_y.cpu()
     loader = torch.utils.data.DataLoader(
         PerSampleMNIST(images, labels), batch_size=batch, shuffle=True, drop_last=True
     )

@@ -193,8 +193,10 @@ class Trainer:
         if position == 0 or self.order is None:
             self._draw_order()
         b = self.config.batch_size
-        idx = self.order[:, position * b : (position + 1) * b]
-        return self.data.train_x[idx], self.data.train_y[idx]
+        idx = self.order[:, position * b : (position + 1) * b].reshape(-1)
+        x = self.data.train_x.index_select(0, idx)
+        y = self.data.train_y.index_select(0, idx)
+        return x.view(self.k, b, *x.shape[1:]), y.view(self.k, b)
 
     def step(self) -> None:
         """One training step for every ticket."""
