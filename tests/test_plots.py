@@ -1,0 +1,254 @@
+"""Tests for lth.plots: the drawn data, axes and legends of each figure, and the saved files."""
+
+import statistics
+
+import matplotlib
+import numpy as np
+import pytest
+
+from lth.errors import LTHError
+from lth.plots import default_levels, fmt_tick, plot_runs
+from test_report import (
+    BRANCHES,
+    LAYERS,
+    acc_end,
+    es_acc,
+    es_iter,
+    layer_counts,
+    make_run,
+    val_acc,
+    val_loss,
+    weights_remaining,
+)
+
+
+def line(ax, label):
+    """The Line2D with this legend label (its gid equals the label)."""
+    found = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    assert len(found) == 1, [ln.get_label() for ln in ax.get_lines()]
+    return found[0]
+
+
+def collection(ax, gid):
+    found = [c for c in ax.collections if c.get_gid() == gid]
+    assert len(found) == 1, [c.get_gid() for c in ax.collections]
+    return found[0]
+
+
+def legend_texts(fig):
+    """Texts of the figure's legend (one per figure, outside the axes)."""
+    (legend,) = fig.legends
+    return [t.get_text() for t in legend.get_texts()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        "one": make_run(base / "one", replicates=1, levels=3),
+        "three": make_run(base / "three", replicates=3, levels=3),
+        "other": make_run(base / "other", replicates=1, levels=2, branches=("ticket", "reinit")),
+        "diverged": make_run(
+            base / "diverged", replicates=3, levels=3, diverged={("ticket", 1, 2)}
+        ),
+    }
+
+
+def test_accuracy_single_replicate(runs):
+    grid, size = matplotlib.rcParams["axes.grid"], matplotlib.rcParams["font.size"]
+    figs = plot_runs([runs["one"]], formats=())
+    # styling is scoped: global rcParams are untouched
+    assert (matplotlib.rcParams["axes.grid"], matplotlib.rcParams["font.size"]) == (grid, size)
+    assert set(figs) == {"accuracy_vs_weights", "curves", "early_stop", "layer_remaining"}
+    ax_end, ax_es = figs["accuracy_vs_weights"].axes
+    wr = weights_remaining(3)
+    for b in BRANCHES:
+        ln = line(ax_end, b)
+        np.testing.assert_allclose(ln.get_xdata(), wr)
+        np.testing.assert_allclose(ln.get_ydata(), [acc_end(b, 0, lv) for lv in range(4)])
+        np.testing.assert_allclose(
+            line(ax_es, b).get_ydata(), [es_acc(b, 0, lv) for lv in range(4)]
+        )
+        assert ln.get_marker() not in (None, "None", "")
+    # one replicate: no error bars
+    assert not ax_end.collections
+    for ax in (ax_end, ax_es):
+        assert ax.get_xscale() == "log"
+        assert ax.xaxis_inverted()
+        assert "Weights remaining (%" in ax.get_xlabel()
+    assert ax_end.get_ylabel() == "Test accuracy (%)"
+    assert legend_texts(ax_end.figure) == list(BRANCHES)
+    # ticks at the levels' percentages, labelled like the paper
+    np.testing.assert_allclose(sorted(ax_end.get_xticks(), reverse=True), wr)
+    assert fmt_tick(100.0) == "100" and fmt_tick(51.28) == "51.3" and fmt_tick(3.6) == "3.6"
+    assert fmt_tick(80.0) == "80" and fmt_tick(0.4712) == "0.47"
+    # consistent colour per branch across figures
+    es_ax = figs["early_stop"].axes[0]
+    for b in BRANCHES:
+        assert line(ax_end, b).get_color() == line(es_ax, b).get_color()
+
+
+def test_accuracy_three_replicates_error_bars(runs):
+    figs = plot_runs([runs["three"]], formats=())
+    ax = figs["accuracy_vs_weights"].axes[0]
+    wr = weights_remaining(3)
+    for b in BRANCHES:
+        vals = [[acc_end(b, r, lv) for r in range(3)] for lv in range(4)]
+        means = [statistics.mean(v) for v in vals]
+        stds = [statistics.stdev(v) for v in vals]
+        ln = line(ax, b)
+        np.testing.assert_allclose(ln.get_xdata(), wr)
+        np.testing.assert_allclose(ln.get_ydata(), means)
+        segs = collection(ax, f"errorbar:{b}").get_segments()
+        assert len(segs) == 4
+        for seg, x, m, s in zip(segs, wr, means, stds):
+            np.testing.assert_allclose(seg[:, 0], [x, x])
+            np.testing.assert_allclose(seg[:, 1], [m - s, m + s])
+
+
+def test_minmax_band(runs):
+    figs = plot_runs([runs["three"]], formats=(), band="minmax")
+    ax = figs["accuracy_vs_weights"].axes[0]
+    band = collection(ax, "band:ticket")
+    verts = band.get_paths()[0].vertices
+    lo = [min(acc_end("ticket", r, lv) for r in range(3)) for lv in range(4)]
+    hi = [max(acc_end("ticket", r, lv) for r in range(3)) for lv in range(4)]
+    assert np.min(verts[:, 1]) == pytest.approx(min(lo))
+    assert np.max(verts[:, 1]) == pytest.approx(max(hi))
+    assert not [c for c in ax.collections if (c.get_gid() or "").startswith("errorbar:")]
+    with pytest.raises(LTHError, match="unknown band"):
+        plot_runs([runs["three"]], formats=(), band="iqr")
+
+
+def test_two_runs_overlay(runs):
+    figs = plot_runs([runs["one"], runs["other"]], formats=())
+    ax = figs["accuracy_vs_weights"].axes[0]
+    texts = legend_texts(ax.figure)
+    assert texts == [
+        "one: ticket",
+        "one: reinit",
+        "one: random_prune",
+        "other: ticket",
+        "other: reinit",
+    ]
+    a, b = line(ax, "one: ticket"), line(ax, "other: ticket")
+    assert a.get_color() == b.get_color()
+    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
+    np.testing.assert_allclose(b.get_xdata(), weights_remaining(2))
+    curves = figs["curves"].axes[0]
+    labels = [ln.get_label() for ln in curves.get_lines()]
+    assert any(t.startswith("one: level") for t in labels)
+    assert any(t.startswith("other: level") for t in labels)
+
+
+def test_diverged_excluded_and_hollow(runs):
+    figs = plot_runs([runs["diverged"]], formats=())
+    ax = figs["accuracy_vs_weights"].axes[0]
+    means = line(ax, "ticket").get_ydata()
+    assert means[2] == pytest.approx(statistics.mean([acc_end("ticket", r, 2) for r in (0, 2)]))
+    marks = [ln for ln in ax.get_lines() if ln.get_gid() == "diverged:ticket"]
+    assert len(marks) == 1 and marks[0].get_markerfacecolor() == "none"
+    np.testing.assert_allclose(marks[0].get_ydata(), [acc_end("ticket", 1, 2)])
+    assert any("diverged" in t for t in legend_texts(ax.figure))
+    curves = figs["curves"].axes[0]
+    lab = next(ln.get_label() for ln in curves.get_lines() if ln.get_label().startswith("level 2"))
+    assert "1 diverged excluded" in lab
+
+
+def test_curves_default_and_selected_levels(runs):
+    figs = plot_runs([runs["three"]], formats=())
+    ax_acc, ax_loss = figs["curves"].axes
+    wr = weights_remaining(3)
+    iters = list(range(0, 501, 100))
+    assert len(ax_acc.get_lines()) == 4  # 4 levels <= 5: all of them
+    for lv in range(4):
+        label = f"level {lv} ({fmt_tick(wr[lv])}% remaining)"
+        ln = line(ax_acc, label)
+        np.testing.assert_allclose(ln.get_xdata(), iters)
+        want = [statistics.mean(val_acc("ticket", r, lv, it) for r in range(3)) for it in iters]
+        np.testing.assert_allclose(ln.get_ydata(), want)
+        loss = [statistics.mean(val_loss("ticket", r, lv, it) for r in range(3)) for it in iters]
+        np.testing.assert_allclose(line(ax_loss, label).get_ydata(), loss)
+    assert ax_acc.get_xlabel() == "Training iteration"
+    assert ax_acc.get_ylabel() == "Validation accuracy (%)"
+    assert ax_loss.get_ylabel() == "Validation loss"
+    assert legend_texts(ax_acc.figure)[0] == "level 0 (100% remaining)"
+
+    figs = plot_runs([runs["three"]], formats=(), levels=[1, 3])
+    labels = [ln.get_label() for ln in figs["curves"].axes[0].get_lines()]
+    assert [t.split(" (")[0] for t in labels] == ["level 1", "level 3"]
+    with pytest.raises(LTHError, match="level 9"):
+        plot_runs([runs["three"]], formats=(), levels=[9])
+
+
+def test_many_levels_ticks_thinned(tmp_path):
+    run = make_run(tmp_path / "deep", levels=16, branches=("ticket",), iterations=200)
+    ax = plot_runs([run], formats=())["accuracy_vs_weights"].axes[0]
+    wr = weights_remaining(16)
+    ticks = sorted(ax.get_xticks(), reverse=True)
+    assert 5 <= len(ticks) <= 10
+    assert ticks[0] == pytest.approx(100.0) and ticks[-1] == pytest.approx(wr[-1])
+    assert all(min(abs(t - w) for w in wr) < 1e-9 for t in ticks)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "100" and labels[-1] == fmt_tick(wr[-1])
+    lo, hi = ax.get_xlim()
+    assert lo > 100 and hi < wr[-1]
+
+
+def test_default_levels_spread():
+    assert default_levels([0, 1, 2]) == [0, 1, 2]
+    assert default_levels(range(21)) == [0, 5, 10, 15, 20]
+    assert default_levels(range(16)) == [0, 4, 8, 11, 15]
+
+
+def test_early_stop_figure(runs):
+    ax = plot_runs([runs["three"]], formats=())["early_stop"].axes[0]
+    for b in BRANCHES:
+        ln = line(ax, b)
+        np.testing.assert_allclose(ln.get_xdata(), weights_remaining(3))
+        want = [statistics.mean(es_iter(b, r, lv) for r in range(3)) for lv in range(4)]
+        np.testing.assert_allclose(ln.get_ydata(), want)
+    assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    assert ax.get_ylabel() == "Early-stop iteration"
+    assert set(BRANCHES) <= set(legend_texts(ax.figure))
+
+
+def test_layer_remaining_figure(runs):
+    ax = plot_runs([runs["one"]], formats=())["layer_remaining"].axes[0]
+    counts = layer_counts(3)
+    assert len(ax.get_lines()) == len(LAYERS)
+    for name, rows, cols, _ in LAYERS:
+        ln = line(ax, name)
+        np.testing.assert_allclose(ln.get_xdata(), range(4))
+        np.testing.assert_allclose(
+            ln.get_ydata(), [100.0 * counts[lv][name] / (rows * cols) for lv in range(4)]
+        )
+    assert ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "Pruning level"
+    assert legend_texts(ax.figure) == [name for name, *_ in LAYERS]
+
+
+def test_files_saved_atomically(runs, tmp_path):
+    run = make_run(tmp_path / "saved", replicates=1, levels=2, branches=("ticket",))
+    figs = plot_runs([run])
+    out = run / "plots"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{n}.{ext}" for n in figs for ext in ("png", "pdf"))  # no temp left
+    for n in figs:
+        png, pdf = (out / f"{n}.png").read_bytes(), (out / f"{n}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+        assert pdf.startswith(b"%PDF") and len(pdf) > 1000
+    other = tmp_path / "elsewhere" / "figs"
+    plot_runs([run], out_dir=other, formats=("png",))
+    assert sorted(p.suffix for p in other.iterdir()) == [".png"] * 4
+    with pytest.raises(LTHError, match="cannot save figures as 'xyz'"):
+        plot_runs([run], formats=("xyz",))
+
+
+def test_missing_files_raise(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "layers.csv").unlink()
+    with pytest.raises(LTHError, match="layers.csv"):
+        plot_runs([run], formats=())
+    with pytest.raises(LTHError, match="no run folders"):
+        plot_runs([], formats=())

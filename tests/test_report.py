@@ -1,0 +1,329 @@
+"""Tests for lth.csvio and lth.report, on run folders generated from known numbers.
+
+``make_run`` here is also used by tests/test_plots.py.
+"""
+
+import csv
+import io
+import math
+import statistics
+
+import pytest
+
+from lth.csvio import read_csv, to_float, write_csv_text
+from lth.errors import LTHError
+from lth.report import aggregate, load_summary, report
+
+BRANCHES = ("ticket", "reinit", "random_prune")
+LAYERS = (
+    ("fc1.weight", 300, 784, 0.2),
+    ("fc2.weight", 100, 300, 0.2),
+    ("fc3.weight", 10, 100, 0.1),
+)
+REP_OFFSET = (0.0, 0.37, -0.21, 0.11)
+BASE = {"ticket": (97.9, 0.15), "reinit": (97.8, -0.45), "random_prune": (97.6, -0.7)}
+
+
+def acc_end(branch, replicate, level):
+    base, slope = BASE[branch]
+    return base + slope * level + REP_OFFSET[replicate]
+
+
+def es_acc(branch, replicate, level):
+    return acc_end(branch, replicate, level) - 0.25
+
+
+def es_iter(branch, replicate, level):
+    return 100 * (1 + (level + replicate + BRANCHES.index(branch)) % 5)
+
+
+def val_acc(branch, replicate, level, iteration):
+    return 10 + 85 * (1 - math.exp(-iteration / 150)) + level + 0.5 * replicate
+
+
+def val_loss(branch, replicate, level, iteration):
+    return 2.3 * math.exp(-iteration / 200) + 0.05 * level + 0.01 * replicate
+
+
+def layer_counts(levels):
+    """kept per layer per level: each level removes round(rate * survivors)."""
+    out = []
+    kept = {name: rows * cols for name, rows, cols, _ in LAYERS}
+    for _ in range(levels + 1):
+        out.append(dict(kept))
+        kept = {name: kept[name] - round(kept[name] * rate) for name, _, _, rate in LAYERS}
+    return out
+
+
+def weights_remaining(levels):
+    total = sum(r * c for _, r, c, _ in LAYERS)
+    return [100.0 * sum(k.values()) / total for k in layer_counts(levels)]
+
+
+def _write(path, columns, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
+
+
+def make_run(
+    path,
+    replicates=1,
+    levels=3,
+    branches=BRANCHES,
+    iterations=500,
+    eval_every=100,
+    diverged=(),
+    config=True,
+):
+    """A format-exact run folder from the known numbers above.
+
+    ``diverged``: (branch, replicate, level) triples whose summary row has diverged_at set.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "plots").mkdir(exist_ok=True)
+    if config:
+        (path / "config.toml").write_text(
+            f'model = "lenet_300_100"\ndataset = "mnist"\nlevels = {levels}\nrate = 0.2\n'
+            f"replicates = {replicates}\n"
+        )
+    wr = weights_remaining(levels)
+    counts = layer_counts(levels)
+    summary, metrics, layers = [], [], []
+    for b in branches:
+        for r in range(replicates):
+            for lv in range(levels + 1):
+                div = "700" if (b, r, lv) in diverged else ""
+                summary.append(
+                    [b, r, lv, wr[lv], acc_end(b, r, lv), es_iter(b, r, lv), es_acc(b, r, lv)]
+                    + [99.0 - lv, div, 123]
+                )
+                for it in range(0, iterations + 1, eval_every):
+                    train = (None, math.nan)[r % 2] if it == 0 else 0.5 * math.exp(-it / 100)
+                    metrics.append(
+                        [b, r, lv, it, wr[lv], train, val_loss(b, r, lv, it)]
+                        + [val_acc(b, r, lv, it), val_acc(b, r, lv, it) - 1.0]
+                    )
+                for name, rows, cols, _ in LAYERS:
+                    kept, total = counts[lv][name], rows * cols
+                    layers.append(
+                        [b, r, lv, name, kept, total, 100.0 * kept / total, f"{rows}x{cols}"]
+                    )
+    _write(
+        path / "summary.csv",
+        [
+            "branch",
+            "replicate",
+            "level",
+            "weights_remaining",
+            "test_acc",
+            "early_stop_iteration",
+            "test_acc_at_early_stop",
+            "best_val_acc",
+            "diverged_at",
+            "extra",
+        ],
+        summary,
+    )
+    _write(
+        path / "metrics.csv",
+        [
+            "branch",
+            "replicate",
+            "level",
+            "iteration",
+            "weights_remaining",
+            "train_loss",
+            "val_loss",
+            "val_acc",
+            "test_acc",
+        ],
+        metrics,
+    )
+    _write(
+        path / "layers.csv",
+        ["branch", "replicate", "level", "layer", "kept", "total", "remaining", "shape"],
+        layers,
+    )
+    return path
+
+
+# ----------------------------------------------------------------------------- csvio
+
+
+def test_csvio_round_trip(tmp_path):
+    rows = [{"a": 1, "b": 0.1 + 0.2, "c": None}, {"a": 2, "b": float("nan"), "c": "x,y"}]
+    text = write_csv_text(rows, ["a", "b", "c"])
+    assert text.splitlines()[0] == "a,b,c"
+    (tmp_path / "t.csv").write_text(text)
+    back = read_csv(tmp_path / "t.csv")
+    assert back == [
+        {"a": "1", "b": "0.30000000000000004", "c": ""},
+        {"a": "2", "b": "", "c": "x,y"},
+    ]
+    assert to_float(back[0]["b"]) == 0.1 + 0.2
+    assert math.isnan(to_float("")) and math.isnan(to_float("  "))
+    with pytest.raises(ValueError):
+        to_float("abc")
+
+
+def test_read_csv_errors(tmp_path):
+    with pytest.raises(LTHError, match="missing.csv not found"):
+        read_csv(tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(LTHError, match="empty.csv has no header"):
+        read_csv(tmp_path / "empty.csv")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    with pytest.raises(LTHError, match="ragged.csv line 3"):
+        read_csv(tmp_path / "ragged.csv")
+    (tmp_path / "bin.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
+    with pytest.raises(LTHError, match="cannot read .*bin.csv"):
+        read_csv(tmp_path / "bin.csv")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_missing_summary_is_one_line_error(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "summary.csv").unlink()
+    with pytest.raises(LTHError) as e:
+        report(run)
+    msg = str(e.value)
+    assert "summary.csv" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("branch,replicate,level\nticket,0,0\n", "lacks column 'weights_remaining'"),
+        (
+            "branch,replicate,level,weights_remaining,test_acc,early_stop_iteration,"
+            "test_acc_at_early_stop\nticket,zero,0,100,98,100,98\n",
+            "replicate = 'zero' is not a whole number",
+        ),
+        (
+            "branch,replicate,level,weights_remaining,test_acc,early_stop_iteration,"
+            "test_acc_at_early_stop\n",
+            "no data rows",
+        ),
+    ],
+)
+def test_malformed_summary(tmp_path, content, words):
+    run = make_run(tmp_path / "run")
+    (run / "summary.csv").write_text(content)
+    with pytest.raises(LTHError, match=words) as e:
+        report(run)
+    assert "summary.csv" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_run_folder_and_bad_format(tmp_path):
+    with pytest.raises(LTHError, match="does not exist"):
+        report(tmp_path / "nope")
+    run = make_run(tmp_path / "run")
+    with pytest.raises(LTHError, match="unknown report format 'html'"):
+        report(run, fmt="html")
+
+
+def test_aggregate_mean_std_over_replicates(tmp_path):
+    run = make_run(tmp_path / "run", replicates=3, diverged={("reinit", 2, 1)})
+    stats = {(s.branch, s.level): s for s in aggregate(load_summary(run), "test_acc")}
+    wr = weights_remaining(3)
+    for b in BRANCHES:
+        for lv in range(4):
+            s = stats[(b, lv)]
+            used = [r for r in range(3) if not (b == "reinit" and r == 2 and lv == 1)]
+            values = [acc_end(b, r, lv) for r in used]
+            assert s.weights_remaining == pytest.approx(wr[lv])
+            assert s.mean == pytest.approx(statistics.mean(values))
+            assert s.std == pytest.approx(statistics.stdev(values))
+            assert s.n == len(used) and s.replicates == 3
+    assert stats[("reinit", 1)].diverged == (2,)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def test_table_report_single_replicate(tmp_path):
+    run = make_run(tmp_path / "myrun")
+    text = report(run)
+    assert "myrun" in text and "lenet_300_100 on mnist" in text
+    # per-layer table at level 1: fc1 keeps 188160 of 235200 (80.0%), fc3 900 of 1000
+    assert "188160" in text and "235200" in text and "300x784" in text
+    kept1 = sum(layer_counts(3)[1].values())
+    total = 266200
+    assert f"{kept1}  {total}" in text
+    assert f"{total / kept1:.2f}x compression" in text
+    # level 3: 100 / remaining compression
+    wr = weights_remaining(3)
+    assert f"{100 / wr[3]:.2f}x" in text
+    assert f"{wr[2]:.1f}% of weights remaining" in text
+    # accuracy table: single replicate, values rounded to 2 decimals, no ±
+    assert f"{acc_end('ticket', 0, 2):.2f}" in text
+    assert f"{es_acc('random_prune', 0, 3):.2f}" in text
+    assert "±" not in text.split("Test accuracy per level")[1].split("Mean")[0]
+    for b in BRANCHES:
+        assert b in text
+
+
+def test_table_rows_are_aligned(tmp_path):
+    run = make_run(tmp_path / "run", replicates=3)
+    lines = report(run).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("level "))
+    rule, rows = lines[start + 1], lines[start + 2 : start + 6]
+    assert set(rule) == {"-"}
+    assert all(len(r) == len(rule) for r in rows)  # last column right-aligned to the rule
+    assert [r.split()[0] for r in rows] == ["0", "1", "2", "3"]
+
+
+def test_md_report_three_replicates(tmp_path):
+    run = make_run(tmp_path / "run", replicates=3)
+    text = report(run, fmt="md")
+    assert text.startswith("# LTH report: run")
+    assert "## Test accuracy per level" in text and "### Level 0" in text
+    header = next(line for line in text.splitlines() if line.startswith("| level"))
+    assert "ticket test %" in header and "random_prune ES iter" in header
+    row2 = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row2.strip("|").split("|")]
+    vals = [acc_end("ticket", r, 2) for r in range(3)]
+    assert cells[1] == f"{weights_remaining(3)[2]:.1f}"
+    assert cells[2] == f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+    es = [es_iter("reinit", r, 2) for r in range(3)]
+    assert cells[7] == f"{statistics.mean(es):.0f} ± {statistics.stdev(es):.0f}"
+    assert "|---:|" in text or "|:---|" in text
+
+
+def test_report_marks_diverged(tmp_path):
+    run = make_run(tmp_path / "run", replicates=3, diverged={("ticket", 1, 2)})
+    text = report(run)
+    vals = [acc_end("ticket", r, 2) for r in (0, 2)]
+    assert f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} (n=2)" in text
+    assert "ticket replicate 1 at level 2 diverged at iteration 700" in text
+
+
+def test_csv_report(tmp_path):
+    run = make_run(tmp_path / "run", replicates=3, branches=("ticket", "reinit"))
+    rows = list(csv.DictReader(io.StringIO(report(run, fmt="csv"))))
+    assert len(rows) == 2 * 4
+    assert [(r["branch"], int(r["level"])) for r in rows] == [
+        (b, lv) for b in ("ticket", "reinit") for lv in range(4)
+    ]
+    for r in rows:
+        b, lv = r["branch"], int(r["level"])
+        acc = [acc_end(b, k, lv) for k in range(3)]
+        es = [es_iter(b, k, lv) for k in range(3)]
+        assert float(r["weights_remaining"]) == pytest.approx(weights_remaining(3)[lv])
+        assert int(r["n"]) == 3 and int(r["replicates"]) == 3 and int(r["diverged"]) == 0
+        assert float(r["test_acc_mean"]) == pytest.approx(statistics.mean(acc))
+        assert float(r["test_acc_std"]) == pytest.approx(statistics.stdev(acc))
+        assert float(r["early_stop_iteration_mean"]) == pytest.approx(statistics.mean(es))
+        assert float(r["test_acc_at_early_stop_mean"]) == pytest.approx(statistics.mean(acc) - 0.25)
+
+
+def test_csv_report_single_replicate_has_empty_std(tmp_path):
+    run = make_run(tmp_path / "run", config=False)
+    rows = list(csv.DictReader(io.StringIO(report(run, fmt="csv"))))
+    assert len(rows) == 3 * 4
+    assert all(r["test_acc_std"] == "" and r["n"] == "1" for r in rows)
