@@ -204,3 +204,20 @@ def test_real_mnist_three_levels_above_90_percent_and_deterministic(mnist):
         for name in a.final:
             assert torch.equal(a.final[name], b.final[name])
             assert torch.equal(a.init[name], b.init[name])
+
+
+def test_a_diverged_ticket_ends_its_chain(small):
+    cfg = quick(optimizer="sgd", lr=1e6, levels=3, controls=())
+    results = Experiment(cfg, small).run()
+    assert [(r.branch, r.level) for r in results] == [("ticket", 0)]
+    assert results[0].history.diverged_at is not None
+    assert results[0].summary()["diverged_at"] == results[0].history.diverged_at
+
+
+def test_group_size_shrinks_when_memory_is_short(small, monkeypatch):
+    import lth.experiment as experiment
+
+    exp = Experiment(quick(), small)
+    assert exp.group_size() == 16
+    monkeypatch.setattr(experiment, "_free_memory", lambda device: 10 << 20)
+    assert exp.group_size() == 1

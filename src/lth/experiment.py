@@ -11,6 +11,7 @@ together in the stacked engine.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Protocol
@@ -238,11 +239,25 @@ class Experiment:
             rates[name] = 0.0
         return prune_layerwise(weights, masks, rates)
 
+    def group_size(self) -> int:
+        """How many tickets train together: ``max_parallel``, or fewer if memory is short."""
+        n_params = sum(p.numel() for p in self.template.parameters())
+        activations = 0
+        with torch.no_grad():
+            h = torch.zeros(1, *self.data.input_shape)
+            for layer in self.template.children():
+                h = layer(h)
+                activations += h.numel()
+        # weights, gradients, two optimizer moments, mask; activations kept for backward
+        per_ticket = 4 * (5 * n_params + 3 * activations * self.config.batch_size)
+        fits = max(1, int(0.5 * _free_memory(self.device) // per_ticket))
+        return min(self.config.max_parallel, fits)
+
     def plan(self, level: int, previous: dict[int, LevelResult], level0: dict[int, LevelResult]):
         """The (branch, replicate, job) list of one level from the tickets of the level before."""
         c = self.config
         planned = []
-        for r in range(c.replicates):
+        for r in range(c.replicates) if level == 0 else sorted(previous):
             if level == 0:
                 masks = ones_mask(self.template)
                 start = self.theta0(r)
@@ -279,7 +294,8 @@ class Experiment:
         c = self.config
         snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
         results: list[LevelResult] = []
-        groups = [planned[i : i + c.max_parallel] for i in range(0, len(planned), c.max_parallel)]
+        size = self.group_size()
+        groups = [planned[i : i + size] for i in range(0, len(planned), size)]
         for gi, group in enumerate(groups):
             trainer = Trainer(
                 self.template,
@@ -328,10 +344,27 @@ class Experiment:
                 results = self.run_level(level, planned, store, hook)
                 store.save_level(level, results)
             everything.extend(results)
-            previous = {r.replicate: r for r in results if r.branch == "ticket"}
+            # a ticket that diverged has nothing meaningful to prune: its chain ends here
+            previous = {
+                r.replicate: r
+                for r in results
+                if r.branch == "ticket" and r.history.diverged_at is None
+            }
+            if not previous:
+                break
             if level == 0:
                 level0 = dict(previous)
         return everything
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes of memory free for new tensors on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def _masked(weights: dict[str, Tensor], masks: MaskSet) -> dict[str, Tensor]:
