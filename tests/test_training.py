@@ -77,7 +77,7 @@ def oracle_train(model, masks, data, cfg: TrainConfig, seed: int):
             if name in masks:
                 p.grad.mul_(masks[name])
         opt.step()
-    return {n: p.detach() for n, p in model.named_parameters()}
+    return {n: t.detach() for n, t in model.state_dict().items()}
 
 
 CONFIGS = {
@@ -279,3 +279,42 @@ def test_learning_rate_schedule():
     assert learning_rate(0.1, 120, milestones=(80, 120)) == pytest.approx(0.001)
     assert learning_rate(0.1, 0, warmup=10) == pytest.approx(0.01)
     assert learning_rate(0.1, 9, warmup=10) == pytest.approx(0.1)
+
+
+class ResidualNet(torch.nn.Module):
+    """A user model the stacked engine cannot run: BatchNorm and a residual connection."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 7 * 7, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        h = h + torch.relu(self.conv2(h))
+        return self.fc(F.max_pool2d(h, 4).flatten(1))
+
+
+@pytest.mark.parametrize("cfg_name", list(CONFIGS))
+def test_any_module_trains_one_at_a_time_like_plain_pytorch(cfg_name):
+    cfg = CONFIGS[cfg_name]
+    data = synthetic_data()
+    torch.manual_seed(0)
+    model = ResidualNet()
+    masks = random_masks(model, 3)
+    trainer = Trainer(model, [TicketJob(model.state_dict(), masks, 9)], data, cfg)
+    result = trainer.run()[0]
+    expected_model = copy.deepcopy(model)
+    expected = oracle_train(expected_model, masks, data, cfg, seed=9)
+    for name, w in expected.items():
+        torch.testing.assert_close(result.final[name], w, rtol=1e-3, atol=1e-4)
+        if name in masks:
+            assert torch.equal(
+                result.final[name][~masks[name]], torch.zeros(int((~masks[name]).sum()))
+            )
+    assert "bn.running_mean" in result.final
+    assert not torch.equal(result.final["bn.running_mean"], torch.zeros(4)), "BN statistics move"
+    with pytest.raises(LTHError, match="one at a time"):
+        Trainer(model, [TicketJob(model.state_dict(), masks, s) for s in (1, 2)], data, cfg)

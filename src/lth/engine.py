@@ -17,6 +17,7 @@ Layouts (per ticket the parameters keep their usual PyTorch shapes):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -30,9 +31,23 @@ SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
 
 def supports(model: nn.Module) -> bool:
     """True when ``model`` is a flat Sequential of layers the stacked engine can run."""
-    return isinstance(model, nn.Sequential) and all(
-        type(layer) in SUPPORTED_LAYERS for layer in model.children()
+    return (
+        isinstance(model, nn.Sequential)
+        and all(type(layer) in SUPPORTED_LAYERS for layer in model.children())
+        and isinstance(list(model.children())[-1], nn.Linear)
+        and not any(isinstance(m, nn.Conv2d) and m.padding_mode != "zeros" for m in model)
     )
+
+
+def build(template: nn.Module, k: int, device: torch.device | str) -> StackedModel | ModuleModel:
+    """The fastest engine for ``template``: stacked when supported, else the module itself."""
+    if supports(template):
+        return StackedModel(template, k, device)
+    if k != 1:
+        raise LTHError(
+            f"{type(template).__name__} cannot be stacked; train its tickets one at a time"
+        )
+    return ModuleModel(template, device)
 
 
 class StackedModel:
@@ -138,3 +153,62 @@ class StackedModel:
         if mode != "features":
             raise LTHError("the model must end in a Linear layer to be stacked")
         return h
+
+    def train(self, mode: bool = True) -> None:
+        """No-op: the stacked layers behave the same in training and evaluation."""
+
+
+class ModuleModel:
+    """One ticket of any ``nn.Module`` behind the StackedModel interface (K = 1).
+
+    Parameters live in ``params`` with a leading ticket dimension of 1 and are fed to the module
+    with ``torch.func.functional_call``, so the optimizer and masking code is shared. Buffers
+    (e.g. BatchNorm running statistics) stay in the module and are exported with the weights.
+    """
+
+    def __init__(self, template: nn.Module, device: torch.device | str = "cpu"):
+        self.k = 1
+        self.device = torch.device(device)
+        self.module = copy.deepcopy(template).to(self.device)
+        self.shapes = {n: p.shape for n, p in self.module.named_parameters()}
+        self.params = {
+            n: torch.zeros((1, *shape), device=self.device) for n, shape in self.shapes.items()
+        }
+        self.buffers = dict(self.module.named_buffers())
+
+    def load(self, index: int, state: Mapping[str, Tensor]) -> None:
+        """Copy weights (and any buffers in ``state``) into the ticket."""
+        missing = set(self.shapes) - set(state)
+        if missing:
+            raise LTHError(f"weights lack {sorted(missing)}")
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if state[name].shape != self.shapes[name]:
+                    raise LTHError(
+                        f"weight {name} has shape {tuple(state[name].shape)}, "
+                        f"the model expects {tuple(self.shapes[name])}"
+                    )
+                p[0].copy_(state[name])
+            for name, b in self.buffers.items():
+                if name in state:
+                    b.copy_(state[name])
+
+    def export(self, index: int) -> dict[str, Tensor]:
+        """The ticket's weights and buffers, as fresh CPU tensors."""
+        out = {n: p[0].detach().to("cpu", copy=True) for n, p in self.params.items()}
+        out |= {n: b.detach().to("cpu", copy=True) for n, b in self.buffers.items()}
+        return out
+
+    def to_engine_layout(self, name: str, tensors: list[Tensor]) -> Tensor:
+        """Stack per-ticket tensors shaped like parameter ``name`` (a leading dimension of 1)."""
+        return torch.stack(tensors).to(self.device)
+
+    def train(self, mode: bool = True) -> None:
+        """Switch the module between training and evaluation behaviour (BatchNorm, dropout)."""
+        self.module.train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(1, classes, batch)`` for inputs ``(1, batch, *input_shape)``."""
+        weights = {n: p[0] for n, p in self.params.items()}
+        out = torch.func.functional_call(self.module, weights, (x[0],))
+        return out.t().unsqueeze(0)

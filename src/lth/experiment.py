@@ -223,7 +223,7 @@ class Experiment:
         model = create_model(self.config.model, tuple(self.data.input_shape), self.data.num_classes)
         gen = torch.Generator().manual_seed(derive_seed(self.config.seed, *keys))
         initialize(model, self.config.init, gen)
-        return {n: p.detach().clone() for n, p in model.named_parameters()}
+        return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
     def theta0(self, replicate: int) -> dict[str, Tensor]:
         """The replicate's initial weights θ0."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine import StackedModel
+from .engine import ModuleModel, StackedModel, build
 from .errors import LTHError
 from .optim import OPTIMIZERS, FusedOptimizer, learning_rate
 
@@ -113,7 +113,7 @@ class TrainResult:
     snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
 
 
-def _stack_masks(model: StackedModel, jobs: Sequence[TicketJob]) -> dict[str, Tensor]:
+def _stack_masks(model: StackedModel | ModuleModel, jobs: Sequence[TicketJob]) -> dict[str, Tensor]:
     names = list(jobs[0].masks)
     for job in jobs:
         if list(job.masks) != names:
@@ -144,7 +144,7 @@ class Trainer:
         self.config = config
         self.data = data
         self.device = torch.device(device)
-        self.model = StackedModel(template, len(jobs), self.device)
+        self.model: StackedModel | ModuleModel = build(template, len(jobs), self.device)
         for i, job in enumerate(jobs):
             self.model.load(i, job.init)
         self.masks = _stack_masks(self.model, jobs)
@@ -229,12 +229,14 @@ class Trainer:
             return nan, nan
         loss = torch.zeros(k, device=self.device, dtype=torch.float64)
         correct = torch.zeros(k, device=self.device, dtype=torch.int64)
+        self.model.train(False)
         for start in range(0, n, self.eval_chunk):
             xs, ys = x[start : start + self.eval_chunk], y[start : start + self.eval_chunk]
             logits = self.model.forward(xs.unsqueeze(0).expand(k, *xs.shape))
             target = ys.unsqueeze(0).expand(k, -1)
             loss += F.cross_entropy(logits, target, reduction="none").sum(1, dtype=torch.float64)
             correct += (logits.argmax(1) == target).sum(1)
+        self.model.train(True)
         return (loss / n).tolist(), (correct.double() * 100.0 / n).tolist()
 
     def _record(self) -> None:
@@ -313,6 +315,7 @@ class Trainer:
         return {
             "iteration": self.iteration,
             "params": {n: p.detach().clone() for n, p in self.model.params.items()},
+            "buffers": {n: b.clone() for n, b in getattr(self.model, "buffers", {}).items()},
             "optimizer": self.optimizer.state_dict(),
             "generators": [g.get_state() for g in self.generators],
             "order": None if self.order is None else self.order.clone(),
@@ -328,6 +331,8 @@ class Trainer:
         self.iteration = int(state["iteration"])
         for n, p in self.model.params.items():
             p.copy_(state["params"][n])
+        for n, b in getattr(self.model, "buffers", {}).items():
+            b.copy_(state["buffers"][n])
         self.optimizer.load_state_dict(state["optimizer"])
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s)
@@ -341,11 +346,14 @@ class Trainer:
 def _eval_chunk(template: nn.Module, input_shape: torch.Size, k: int) -> int:
     """Evaluation batch size that keeps the largest activation of all K tickets near 64 MB."""
     peak = input_shape.numel()
-    with torch.no_grad():
-        h = torch.zeros(1, *input_shape)
-        for layer in template.children():
-            h = layer(h)
-            peak = max(peak, h.numel())
+    if isinstance(template, nn.Sequential):
+        with torch.no_grad():
+            h = torch.zeros(1, *input_shape)
+            for layer in template.children():
+                h = layer(h)
+                peak = max(peak, h.numel())
+    else:
+        peak *= 64  # a conservative guess for the widest activation of an arbitrary model
     return max(1, min(10_000, (1 << 24) // (k * peak)))
 
 
@@ -362,7 +370,5 @@ def train(
     job = TicketJob(init=model.state_dict(), masks=masks, seed=seed)
     result = Trainer(model, [job], data, config, device).run()
     assert result is not None
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(result[0].final[name])
+    model.load_state_dict(result[0].final, strict=False)
     return result[0]
