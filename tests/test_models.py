@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lth.errors import LTHError
+from lth.masks import prunable_parameters
 from lth.models import (
     ALLOWED_LAYERS,
     INIT_SCHEMES,
@@ -19,6 +20,8 @@ from lth.models import (
     create_model,
     init_names,
     initialize,
+    is_flat_model,
+    is_flat_sequential,
     model_names,
     output_layer,
     register_model,
@@ -28,6 +31,7 @@ MNIST = (1, 28, 28)
 CIFAR = (3, 32, 32)
 SHAPES = [MNIST, CIFAR]
 ALL_MODELS = ["lenet_300_100", "lenet5", "conv2", "conv4", "conv6"]
+GENERAL_MODELS = ["resnet20", "vgg16"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,3 +518,261 @@ def test_init_errors():
     _one_line(ei)
     with pytest.raises(LTHError):
         create_model("lenet_300_100", generator=0, scheme="nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR ResNet-20 and VGG-16 (general, non-flat models)
+# ---------------------------------------------------------------------------------------------
+
+
+def conv_nobias(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k
+
+
+def bn(c: int) -> int:
+    return 2 * c  # weight and bias (running stats are buffers, not parameters)
+
+
+def expected_resnet20(c: int = 3, classes: int = 10) -> int:
+    total = conv_nobias(c, 16, 3) + bn(16)
+    c_in = 16
+    for stage, width in enumerate([16, 32, 64]):
+        for block in range(3):
+            total += conv_nobias(c_in, width, 3) + bn(width)
+            total += conv_nobias(width, width, 3) + bn(width)
+            if stage > 0 and block == 0:  # 1x1 conv + BN projection shortcut
+                total += conv_nobias(c_in, width, 1) + bn(width)
+            c_in = width
+    return total + linear(64, classes)
+
+
+def expected_vgg16(c: int = 3, classes: int = 10, h: int = 32, w: int = 32) -> int:
+    total, c_in = 0, c
+    for spec in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512,
+                 512]:  # fmt: skip
+        if spec == "M":
+            h, w = h // 2, w // 2
+        else:
+            total += conv(c_in, spec, 3) + bn(spec)
+            c_in = spec
+    return total + linear(c_in * (h // 2) * (w // 2), classes)
+
+
+def test_hand_counts_resnet20_vgg16():
+    # ResNet-20 on paper: stem 432 + 32; stage 1: 3 x 2 x (2304 + 32) = 14,016; stage 2:
+    # 4608 + 9216 + 512 + 3 x 64 (first block) + 2 x 2 x (9216 + 64) = 51,648; stage 3:
+    # 18,432 + 36,864 + 2048 + 3 x 128 + 2 x 2 x (36,864 + 128) = 205,696; fc 650.
+    assert expected_resnet20() == 432 + 32 + 14_016 + 51_648 + 205_696 + 650 == 272_474
+    # He et al. 2016, Table 6: ResNet-20 has 0.27M parameters.
+    assert 260_000 <= expected_resnet20() <= 280_000
+    assert round(expected_resnet20() / 1e6, 2) == 0.27
+    # VGG-16: convs (with bias) 14,714,688, BN 2 x 4224 = 8448, fc 5130.
+    assert expected_vgg16() == 14_714_688 + 8_448 + 5_130 == 14_728_266
+    assert round(expected_vgg16() / 1e6, 1) == 14.7
+
+
+@pytest.mark.parametrize("name", GENERAL_MODELS)
+def test_general_models_forward_and_counts(name):
+    model = create_model(name, CIFAR, 10)
+    assert name in model_names()
+    model.eval()
+    assert model(torch.zeros(2, *CIFAR)).shape == (2, 10)
+    model.train()
+    assert model(torch.randn(2, *CIFAR, generator=gen(0))).shape == (2, 10)
+    expected = expected_resnet20() if name == "resnet20" else expected_vgg16()
+    assert count_parameters(model) == expected
+    assert output_layer(model) == "fc.weight"
+    assert dict(model.named_parameters())["fc.weight"].shape == (10, 64 if name == "resnet20"
+                                                                 else 512)  # fmt: skip
+    big = create_model(name, (3, 64, 48), 100)
+    assert big(torch.zeros(2, 3, 64, 48)).shape == (2, 100)
+
+
+def test_resnet20_structure():
+    model = create_model("resnet20", CIFAR)
+    params = dict(model.named_parameters())
+    for pname in [
+        "conv.weight",
+        "bn.weight",
+        "bn.bias",
+        "blocks.0.conv1.weight",
+        "blocks.0.bn2.bias",
+        "blocks.3.shortcut.0.weight",
+        "blocks.3.shortcut.1.weight",
+        "blocks.6.shortcut.0.weight",
+        "blocks.8.conv2.weight",
+        "fc.weight",
+        "fc.bias",
+    ]:
+        assert pname in params, pname  # fmt: skip
+    assert len(model.blocks) == 9
+    shortcuts = [i for i, b in enumerate(model.blocks) if len(b.shortcut) > 0]
+    assert shortcuts == [3, 6]
+    for i, block in enumerate(model.blocks):
+        width = [16, 32, 64][i // 3]
+        assert block.conv1.out_channels == block.conv2.out_channels == width
+        assert block.conv1.stride == ((2, 2) if i in (3, 6) else (1, 1))
+        assert block.conv2.stride == (1, 1)
+    assert model.blocks[3].shortcut[0].kernel_size == (1, 1)
+    assert model.blocks[3].shortcut[0].stride == (2, 2)
+    assert isinstance(model.blocks[3].shortcut[1], nn.BatchNorm2d)
+    convs = _convs(model)
+    assert len(convs) == 1 + 18 + 2
+    assert all(c.bias is None for c in convs)
+    # 32x32 -> 32 -> 16 -> 8 spatially: check via hooks on the last block of each stage
+    sizes = []
+    hooks = [model.blocks[i].register_forward_hook(lambda m, i, o: sizes.append(o.shape[1:]))
+             for i in (2, 5, 8)]  # fmt: skip
+    model(torch.zeros(2, *CIFAR))
+    for h in hooks:
+        h.remove()
+    assert sizes == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+    # Other channel counts and sizes (e.g. MNIST) work too.
+    mnist = create_model("resnet20", MNIST)
+    assert mnist(torch.zeros(2, *MNIST)).shape == (2, 10)
+    assert count_parameters(mnist) == expected_resnet20(c=1)
+
+
+def test_vgg16_structure():
+    model = create_model("vgg16", CIFAR)
+    convs = _convs(model)
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512,
+                                               512, 512, 512]  # fmt: skip
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 4
+    assert model.fc.in_features == 512
+    assert "layers.0.conv.weight" in dict(model.named_parameters())
+    assert "layers.0.bn.weight" in dict(model.named_parameters())
+    big = create_model("vgg16", (3, 64, 64), 10)
+    assert big.fc.in_features == 512 * 2 * 2
+    assert count_parameters(big) == expected_vgg16(h=64, w=64)
+    with pytest.raises(LTHError) as ei:
+        create_model("vgg16", MNIST)
+    assert "at least 32" in _one_line(ei)
+
+
+def test_flatness():
+    for name in ALL_MODELS:
+        assert is_flat_model(name)
+        assert is_flat_sequential(create_model(name, CIFAR))
+    for name in GENERAL_MODELS:
+        assert not is_flat_model(name)
+        model = create_model(name, CIFAR)
+        assert not is_flat_sequential(model)
+        with pytest.raises(LTHError) as ei:  # the batched engine would reject it
+            check_flat_sequential(model, name=name)
+        assert name in _one_line(ei)
+    with pytest.raises(LTHError) as ei:
+        is_flat_model("resnet9000")
+    assert "resnet20" in _one_line(ei)
+
+
+def test_register_general_model():
+    @register_model("_test_general_bn", flat=False)
+    def with_bn(input_shape, num_classes):
+        c, h, w = input_shape
+        return nn.Sequential(
+            OrderedDict(bn=nn.BatchNorm2d(c), flatten=nn.Flatten(), fc=nn.Linear(c * h * w, 3))
+        )
+
+    @register_model("_test_general_nolinear", flat=False)
+    def no_linear(input_shape, num_classes):
+        return nn.Sequential(nn.Conv2d(input_shape[0], 2, 1))
+
+    @register_model("_test_general_notmodule", flat=False)
+    def not_module(input_shape, num_classes):
+        return "model"
+
+    try:
+        model = create_model("_test_general_bn", (2, 3, 3))
+        assert output_layer(model) == "fc.weight"
+        assert not is_flat_sequential(model) and not is_flat_model("_test_general_bn")
+        with pytest.raises(LTHError) as ei:
+            create_model("_test_general_nolinear")
+        assert "nn.Linear" in _one_line(ei)
+        with pytest.raises(LTHError) as ei:
+            create_model("_test_general_notmodule")
+        assert "nn.Module" in _one_line(ei)
+    finally:
+        for name in ("_test_general_bn", "_test_general_nolinear", "_test_general_notmodule"):
+            MODELS.pop(name, None)
+
+
+@pytest.mark.parametrize("name", GENERAL_MODELS)
+def test_general_models_bn_not_prunable(name):
+    model = create_model(name, CIFAR)
+    bns = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == (19 + 2 if name == "resnet20" else 13)
+    names = prunable_parameters(model)
+    expected = [
+        f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+    assert sorted(names) == sorted(expected)
+    assert len(names) == (1 + 18 + 2 + 1 if name == "resnet20" else 13 + 1)
+    assert names[-1] == output_layer(model) == "fc.weight"
+    for bn_name in bns:
+        assert f"{bn_name}.weight" not in names and f"{bn_name}.bias" not in names
+    assert not any(n.endswith("bias") for n in names)
+
+
+@pytest.mark.parametrize("name", GENERAL_MODELS)
+def test_general_models_init(name):
+    state = torch.get_rng_state()
+    a = create_model(name, CIFAR, generator=gen(3), scheme="kaiming_normal")
+    b = create_model(name, CIFAR, generator=gen(3), scheme="kaiming_normal")
+    c = create_model(name, CIFAR, generator=gen(4), scheme="kaiming_normal")
+    assert torch.equal(state, torch.get_rng_state())
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys() == sc.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    for pname in prunable_parameters(a):
+        assert not torch.equal(sa[pname], sc[pname]), pname
+    # conv weights follow the scheme: kaiming normal std sqrt(2 / fan_in)
+    w = (a.blocks[8].conv2 if name == "resnet20" else a.layers[-1].conv).weight.detach()
+    assert w.std().item() == pytest.approx(math.sqrt(2 / w[0].numel()), rel=0.05)
+
+    # BN: weight 1, bias 0, running stats reset even after they were disturbed by training.
+    a.train()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.5)
+        a(torch.randn(2, *CIFAR, generator=gen(0)))
+    initialize(a, "kaiming_normal", gen(3))
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, sb[key]), key
+    for m in a.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+            assert torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)
+            assert m.num_batches_tracked.item() == 0
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            assert torch.count_nonzero(m.bias) == 0
+
+
+@pytest.mark.parametrize("name", GENERAL_MODELS)
+def test_general_models_train_step(name):
+    model = create_model(name, CIFAR, generator=gen(0))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, *CIFAR, generator=gen(1))
+    y = torch.tensor([1, 7])
+    loss = nn.functional.cross_entropy(model(x), y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    assert model.fc.weight.grad.abs().sum() > 0
+    assert _convs(model)[0].weight.grad.abs().sum() > 0  # gradient reaches the first conv
+    with torch.no_grad():  # one plain SGD step (torch.optim's first import is slow)
+        for p in model.parameters():
+            p.sub_(0.1 * p.grad)
+    after = model.state_dict()
+    for pname in ["fc.weight", prunable_parameters(model)[0], prunable_parameters(model)[-2]]:
+        assert not torch.equal(before[pname], after[pname]), pname
+    first_bn = next(n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
+    assert not torch.equal(before[f"{first_bn}.running_mean"], after[f"{first_bn}.running_mean"])
+    assert after[f"{first_bn}.num_batches_tracked"].item() == 1
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()

@@ -1,10 +1,20 @@
 """Model registry, the Lottery Ticket architectures, and seeded weight initialisation.
 
-Every registry model is a *flat* ``nn.Sequential`` built from an ``OrderedDict`` whose layers are
-only ``nn.Linear``, ``nn.Conv2d``, ``nn.ReLU``, ``nn.MaxPool2d`` and ``nn.Flatten`` (see
-:data:`ALLOWED_LAYERS`), so the batched engine can stack K copies of it. Layers are named
-``conv1, conv2, ...``, ``pool1, ...``, ``relu1, ...``, ``flatten`` and ``fc1, fc2, ...`` (numbered
-in order of appearance); the last ``nn.Linear`` is the output layer. Models take (N, C, H, W).
+Two kinds of registry model:
+
+* *Flat* models (the default for :func:`register_model`): an ``nn.Sequential`` built from an
+  ``OrderedDict`` whose layers are only ``nn.Linear``, ``nn.Conv2d``, ``nn.ReLU``,
+  ``nn.MaxPool2d`` and ``nn.Flatten`` (see :data:`ALLOWED_LAYERS`), so the batched engine can
+  stack K copies of it. Layers are named ``conv1, conv2, ...``, ``pool1, ...``, ``relu1, ...``,
+  ``flatten`` and ``fc1, fc2, ...`` (numbered in order of appearance). LeNet-300-100, LeNet-5
+  and Conv-2/4/6 are flat; :func:`create_model` checks them with :func:`check_flat_sequential`.
+* *General* models (registered with ``flat=False``): any ``nn.Module`` with at least one
+  ``nn.Linear``. The CIFAR ResNet-20 (:class:`CifarResNet`) and VGG-16 (:class:`CifarVGG`) use
+  BatchNorm and residual connections, so they are general; they are trained one at a time.
+  Use :func:`is_flat_sequential` (or :func:`is_flat_model` by name) to choose the engine.
+
+In both kinds the last ``nn.Linear`` is the output layer (:func:`output_layer`) and models take
+(N, C, H, W).
 
 Weights are set by :func:`initialize`, which draws only from the ``torch.Generator`` it is given,
 so the same seed gives the same weights and the global RNG is never touched. :func:`create_model`
@@ -20,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lth.errors import LTHError
 
@@ -27,20 +38,30 @@ __all__ = [
     "ALLOWED_LAYERS",
     "INIT_SCHEMES",
     "MODELS",
+    "CifarResNet",
+    "CifarVGG",
+    "ResNetBlock",
+    "VGG16_PLAN",
+    "VGGConvModule",
     "check_flat_sequential",
     "count_parameters",
     "create_model",
     "init_names",
     "initialize",
+    "is_flat_model",
+    "is_flat_sequential",
     "model_names",
     "output_layer",
     "register_model",
 ]
 
-ModelBuilder = Callable[[tuple[int, int, int], int], nn.Sequential]
+ModelBuilder = Callable[[tuple[int, int, int], int], nn.Module]
 
-#: Registered model builders: ``name -> builder(input_shape, num_classes) -> nn.Sequential``.
+#: Registered model builders: ``name -> builder(input_shape, num_classes) -> nn.Module``.
 MODELS: dict[str, ModelBuilder] = {}
+
+#: Names registered with ``flat=False`` (every other registered name is a flat model).
+_GENERAL_MODELS: set[str] = set()
 
 #: The only layer types a registry model may contain (exact types, no subclasses).
 ALLOWED_LAYERS: tuple[type[nn.Module], ...] = (
@@ -57,12 +78,13 @@ ALLOWED_LAYERS: tuple[type[nn.Module], ...] = (
 # --------------------------------------------------------------------------------------------
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering ``builder(input_shape, num_classes) -> nn.Sequential`` as ``name``.
+def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder(input_shape, num_classes) -> nn.Module`` as ``name``.
 
-    The builder receives a validated ``(C, H, W)`` tuple of positive ints and a positive int,
-    and must return a flat ``nn.Sequential`` of :data:`ALLOWED_LAYERS` (checked by
-    :func:`create_model`).
+    The builder receives a validated ``(C, H, W)`` tuple of positive ints and a positive int.
+    With ``flat=True`` (the default) it must return a flat ``nn.Sequential`` of
+    :data:`ALLOWED_LAYERS` that the batched engine can stack; with ``flat=False`` any
+    ``nn.Module`` containing an ``nn.Linear`` (its output layer). :func:`create_model` checks this.
     """
     if not isinstance(name, str) or not name.strip():
         raise LTHError(f"model name must be a non-empty string, got {name!r}")
@@ -74,6 +96,10 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
                 f"(taken: {', '.join(model_names())})"
             )
         MODELS[name] = builder
+        if flat:
+            _GENERAL_MODELS.discard(name)
+        else:
+            _GENERAL_MODELS.add(name)
         return builder
 
     return decorator
@@ -84,6 +110,13 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
+def is_flat_model(name: str) -> bool:
+    """Whether registry model ``name`` was registered as flat (the batched engine can stack it)."""
+    if name not in MODELS:
+        raise LTHError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    return name not in _GENERAL_MODELS
+
+
 def create_model(
     name: str,
     input_shape: Sequence[int] = (1, 28, 28),
@@ -91,8 +124,12 @@ def create_model(
     *,
     generator: torch.Generator | int | None = None,
     scheme: str = "xavier_normal",
-) -> nn.Sequential:
+) -> nn.Module:
     """Build registry model ``name`` for images shaped ``input_shape`` = (C, H, W).
+
+    Flat models come back as a flat ``nn.Sequential`` (checked with
+    :func:`check_flat_sequential`); general ones (``resnet20``, ``vgg16``) as their own
+    ``nn.Module`` subclass. Use :func:`is_flat_sequential` to tell them apart.
 
     Without ``generator`` the weights are PyTorch's defaults, drawn from a *forked* copy of the
     global RNG (the global state is left unchanged, so two such calls give the same weights):
@@ -112,7 +149,10 @@ def create_model(
         raise LTHError(
             f"input_shape {shape} is too small for model {name!r} ({exc}); {hint}"
         ) from None
-    check_flat_sequential(model, name=name)
+    if is_flat_model(name):
+        check_flat_sequential(model, name=name)
+    else:
+        _check_general_model(model, name)
     if generator is not None:
         initialize(model, scheme, generator)
     return model
@@ -138,6 +178,25 @@ def check_flat_sequential(model: nn.Module, name: str = "model") -> None:
                 f"engine cannot stack; use only ({allowed}) directly inside the nn.Sequential"
             )
     if not any(type(child) is nn.Linear for child in model.children()):
+        raise LTHError(f"{name} has no nn.Linear layer; the last nn.Linear is the output layer")
+
+
+def is_flat_sequential(model: nn.Module) -> bool:
+    """True if ``model`` passes :func:`check_flat_sequential` (the batched engine can stack it)."""
+    try:
+        check_flat_sequential(model)
+    except LTHError:
+        return False
+    return True
+
+
+def _check_general_model(model: object, name: str) -> None:
+    """A non-flat registry model must be an ``nn.Module`` with an ``nn.Linear`` output layer."""
+    if not isinstance(model, nn.Module):
+        raise LTHError(
+            f"model builder {name!r} returned a {type(model).__name__}; it must return an nn.Module"
+        )
+    if not any(isinstance(module, nn.Linear) for module in model.modules()):
         raise LTHError(f"{name} has no nn.Linear layer; the last nn.Linear is the output layer")
 
 
@@ -322,6 +381,153 @@ def conv4(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
 def conv6(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
     """Conv-6: conv64 x2, pool, conv128 x2, pool, conv256 x2, pool, fc 256, fc 256, fc out."""
     return _conv_net(input_shape, num_classes, (64, 128, 256))
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR ResNet-20 and VGG-16 (general models: BatchNorm, residual connections)
+# --------------------------------------------------------------------------------------------
+
+
+class ResNetBlock(nn.Module):
+    """Basic residual block: conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU.
+
+    The shortcut is the identity (an empty ``nn.Sequential``) when the shape is unchanged, and
+    otherwise a 1x1 convolution with the block's stride followed by BatchNorm (a projection, as
+    in open_lth). Convolutions have no bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool = False):
+        super().__init__()
+        stride = 2 if downsample else 1
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if downsample or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. 2016 as in open_lth's ``cifar_resnet_N``.
+
+    ``conv`` (3x3, no bias) + ``bn`` + ReLU, then ``blocks``: for each ``(channels, count)`` of
+    ``plan`` that many :class:`ResNetBlock` (the first block of every stage after the first
+    halves H and W), then global average pooling and ``fc``. Parameter names match open_lth:
+    ``conv.weight``, ``bn.weight``, ``blocks.0.conv1.weight``, ``blocks.3.shortcut.0.weight``,
+    ``fc.weight``. Any H and W work (stride-2 convolutions round up).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        plan: Sequence[tuple[int, int]] = ((16, 3), (32, 3), (64, 3)),
+    ):
+        super().__init__()
+        channels = plan[0][0]
+        self.conv = nn.Conv2d(in_channels, channels, 3, stride=1, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        blocks = []
+        for stage, (filters, count) in enumerate(plan):
+            for index in range(count):
+                blocks.append(ResNetBlock(channels, filters, downsample=stage > 0 and index == 0))
+                channels = filters
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.conv(x)))
+        out = self.blocks(out)
+        out = out.mean(dim=(2, 3))  # global average pool (open_lth: avg_pool2d over the map)
+        return self.fc(out)
+
+
+class VGGConvModule(nn.Module):
+    """One VGG layer: ``conv`` 3x3 (padding 1, with bias, as in open_lth), ``bn``, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+#: open_lth's ``cifar_vgg_16`` plan: output channels of each conv module, "M" = max-pool 2x2.
+VGG16_PLAN: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+)  # fmt: skip
+
+
+class CifarVGG(nn.Module):
+    """A CIFAR VGG with BatchNorm as in open_lth's ``cifar_vgg_N``.
+
+    ``layers``: a :class:`VGGConvModule` per int in ``plan`` and ``nn.MaxPool2d(2)`` per "M";
+    then average pooling 2x2, flatten and a single ``fc``. For 32x32 images the features are
+    1x1 at the end, so ``fc`` is 512 -> classes; larger images give ``512 * (H//32) * (W//32)``
+    inputs. Parameter names: ``layers.0.conv.weight``, ``layers.0.bn.weight``, ``fc.weight``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        plan: Sequence[int | str] = VGG16_PLAN,
+        input_size: tuple[int, int] = (32, 32),
+    ):
+        super().__init__()
+        height, width = input_size
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for spec in plan:
+            if spec == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                height, width = height // 2, width // 2
+                if height < 1 or width < 1:
+                    raise _InputTooSmall(
+                        f"the activation would be {height}x{width} after layer {len(layers) - 1}"
+                    )
+            else:
+                assert isinstance(spec, int)
+                layers.append(VGGConvModule(channels, spec))
+                channels = spec
+        height, width = height // 2, width // 2
+        if height < 1 or width < 1:
+            raise _InputTooSmall(
+                f"the activation would be {height}x{width} after the final 2x2 average pool"
+            )
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels * height * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        out = F.avg_pool2d(out, 2)
+        return self.fc(out.flatten(1))
+
+
+@register_model("resnet20", flat=False)
+def resnet20(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """ResNet-20 for CIFAR-10 (He et al. 2016; open_lth ``cifar_resnet_20``): 16-32-64 channels,
+    3 blocks per stage, BatchNorm, 1x1-conv projection shortcuts; 272,474 parameters."""
+    return CifarResNet(input_shape[0], num_classes, ((16, 3), (32, 3), (64, 3)))
+
+
+@register_model("vgg16", flat=False)
+def vgg16(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """VGG-16 with BatchNorm for CIFAR-10 (open_lth ``cifar_vgg_16``); 14,728,266 parameters for
+    32x32 images and 10 classes. Needs H and W of at least 32."""
+    channels, height, width = input_shape
+    return CifarVGG(channels, num_classes, VGG16_PLAN, (height, width))
 
 
 # --------------------------------------------------------------------------------------------
