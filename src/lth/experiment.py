@@ -10,22 +10,28 @@ together in the stacked engine.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
+import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from fnmatch import fnmatch
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from .engine import supports as engine_supports
 from .errors import LTHError
-from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
+from .masks import MaskSet, count_remaining, ones_mask
 from .models import create_model, initialize, output_layer
 from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
 from .training import History, TicketJob, TrainConfig, Trainer
 
-RESETS = ("rewind", "finetune", "reinit")
+RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
 CONTROLS = ("reinit", "random_prune")
 BRANCHES = ("ticket", *CONTROLS)
@@ -41,8 +47,12 @@ class ExperimentConfig:
     levels: int = 5
     rate: float = 0.2
     output_rate: float = 0.1
+    conv_rate: float = 0.0
+    target: float = 0.0
     pruning: str = "layerwise"
     exclude: tuple[str, ...] = ()
+    prune_types: tuple[str, ...] = ("Linear", "Conv2d")
+    prune_patterns: tuple[str, ...] = ()
     reset: str = "rewind"
     rewind_iteration: int = 0
     controls: tuple[str, ...] = CONTROLS
@@ -61,6 +71,7 @@ class ExperimentConfig:
     val_size: int = 5000
     seed: int = 0
     max_parallel: int = 16
+    augment: bool = True
 
     def __post_init__(self) -> None:
         def whole(name: str, low: int) -> None:
@@ -75,10 +86,14 @@ class ExperimentConfig:
         whole("val_size", 0)
         whole("iterations", 1)
         whole("epochs", 0)
-        for name in ("rate", "output_rate"):
+        for name in ("rate", "output_rate", "conv_rate", "target"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            optional = name in ("conv_rate", "target") and value == 0
+            bad = isinstance(value, bool) or not isinstance(value, int | float)
+            if bad or not (optional or 0 < value < 1):
                 raise LTHError(f"{name} must be a fraction between 0 and 1, got {value!r}")
+        if self.target and self.levels < 1:
+            raise LTHError("a target sparsity needs at least one pruning level (levels >= 1)")
         if self.pruning not in PRUNINGS:
             raise LTHError(f"unknown pruning {self.pruning!r}; choose {' or '.join(PRUNINGS)}")
         if self.reset not in RESETS:
@@ -114,6 +129,7 @@ class ExperimentConfig:
             gamma=self.gamma,
             warmup=self.warmup,
             eval_every=self.eval_every,
+            augment=self.augment,
         )
 
     def to_dict(self) -> dict:
@@ -127,7 +143,7 @@ class ExperimentConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise LTHError(f"unknown setting {unknown[0]!r}; valid: {', '.join(sorted(known))}")
-        tuples = {"exclude", "controls", "milestones"}
+        tuples = {"exclude", "controls", "milestones", "prune_types", "prune_patterns"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
 
@@ -200,15 +216,31 @@ Hook = Callable[[int, int, Trainer], None]
 
 
 class Experiment:
-    """Runs the level loop of one study on one dataset and device."""
+    """Runs the level loop of one study on one dataset and device.
 
-    def __init__(self, config: ExperimentConfig, data, device: torch.device | str = "cpu"):
+    ``model`` overrides ``config.model``: any ``nn.Module`` (used as the template that every
+    ticket copies) or a factory ``f(input_shape, num_classes)``. ``config.model`` itself may
+    name a registry model or a factory as ``package.module:function``.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data,
+        device: torch.device | str = "cpu",
+        model: nn.Module | Callable[..., nn.Module] | None = None,
+    ):
         self.config = config
         self.data = data
         self.device = torch.device(device)
-        self.template = create_model(config.model, tuple(data.input_shape), data.num_classes)
+        shape, classes = tuple(data.input_shape), data.num_classes
+        if model is None:
+            model = build_model(config.model, shape, classes)
+        elif not isinstance(model, nn.Module):
+            model = _call_factory(model, shape, classes, repr(model))
+        self.template = model.cpu()
         self.train_config = config.train_config(data.train_x.shape[0])
-        self.prunable = prunable_parameters(self.template)
+        self.prunable = select_prunable(self.template, config.prune_types, config.prune_patterns)
         names = set(self.prunable)
         for name in config.exclude:
             if name not in names:
@@ -217,10 +249,13 @@ class Experiment:
                     f"{', '.join(self.prunable)}"
                 )
         self.output = output_layer(self.template)
+        self.conv_layers = {
+            f"{n}.weight" for n, m in self.template.named_modules() if isinstance(m, nn.Conv2d)
+        }
 
     def fresh_weights(self, *keys: object) -> dict[str, Tensor]:
-        """A new random initialisation of the model, seeded by ``keys``."""
-        model = create_model(self.config.model, tuple(self.data.input_shape), self.data.num_classes)
+        """A new random initialisation of the model (weights and buffers), seeded by ``keys``."""
+        model = copy.deepcopy(self.template)
         gen = torch.Generator().manual_seed(derive_seed(self.config.seed, *keys))
         initialize(model, self.config.init, gen)
         return {n: t.detach().clone() for n, t in model.state_dict().items()}
@@ -229,18 +264,37 @@ class Experiment:
         """The replicate's initial weights θ0."""
         return self.fresh_weights("init", replicate)
 
-    def prune(self, weights: dict[str, Tensor], masks: MaskSet) -> MaskSet:
-        """The ticket's next mask: prune its trained weights by magnitude."""
+    def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
+        """Per-layer pruning rates for ``level``: by layer type, or derived from the target."""
+        c = self.config
+        if c.target:
+            return {n: _rate_to(m, c.target, level, c.levels) for n, m in masks.items()}
+        rates = layer_rates(list(masks), c.rate)
+        if self.output in rates:
+            rates[self.output] = c.output_rate
+        if c.conv_rate:
+            rates |= {n: c.conv_rate for n in masks if n in self.conv_layers}
+        return rates
+
+    def prune(self, weights: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
+        """The ticket's mask for ``level``: prune its trained weights by magnitude."""
         c = self.config
         if c.pruning == "global":
-            return prune_global(weights, masks, c.rate, exclude=c.exclude)
-        rates = layer_rates(list(masks), c.rate, c.output_rate, self.output)
+            rate = c.rate
+            if c.target:
+                pruned = {n: m for n, m in masks.items() if n not in c.exclude}
+                rate = _rate_to(torch.cat([m.flatten() for m in pruned.values()]), c.target,
+                                level, c.levels)  # fmt: skip
+            return prune_global(weights, masks, rate, exclude=c.exclude)
+        rates = self.rates(masks, level)
         for name in c.exclude:
             rates[name] = 0.0
         return prune_layerwise(weights, masks, rates)
 
     def group_size(self) -> int:
         """How many tickets train together: ``max_parallel``, or fewer if memory is short."""
+        if not engine_supports(self.template):
+            return 1
         n_params = sum(p.numel() for p in self.template.parameters())
         activations = 0
         with torch.no_grad():
@@ -259,12 +313,12 @@ class Experiment:
         planned = []
         for r in range(c.replicates) if level == 0 else sorted(previous):
             if level == 0:
-                masks = ones_mask(self.template)
+                masks = ones_mask(self.template, self.prunable)
                 start = self.theta0(r)
             else:
                 prev = previous[r]
-                masks = self.prune(prev.final, prev.masks)
-                if c.reset == "finetune":
+                masks = self.prune(prev.final, prev.masks, level)
+                if c.reset in ("finetune", "lr_rewind"):
                     start = prev.final
                 elif c.reset == "reinit":
                     start = self.fresh_weights("reinit-chain", r, level)
@@ -287,6 +341,14 @@ class Experiment:
                 planned.append((control, r, TicketJob(_masked(init, cmask), cmask, data_seed)))
         return planned
 
+    def level_train_config(self, level: int) -> TrainConfig:
+        """Training settings of a level: fine-tuning goes on at the schedule's final rate."""
+        tc = self.train_config
+        if level == 0 or self.config.reset != "finetune":
+            return tc
+        final_lr = tc.lr * tc.gamma ** len(tc.milestones)
+        return dataclasses.replace(tc, lr=final_lr, milestones=(), warmup=0)
+
     def run_level(
         self, level: int, planned, store: Store, hook: Hook | None = None
     ) -> list[LevelResult]:
@@ -301,7 +363,7 @@ class Experiment:
                 self.template,
                 [job for _, _, job in group],
                 self.data,
-                self.train_config,
+                self.level_train_config(level),
                 self.device,
                 snapshot_at=snapshot_at,
             )
@@ -357,6 +419,61 @@ class Experiment:
         return everything
 
 
+def _rate_to(mask: Tensor, target: float, level: int, levels: int) -> float:
+    """The rate that brings ``mask`` to round(size x target^(level/levels)) kept entries."""
+    kept = int(mask.sum())
+    goal = round(mask.numel() * target ** (level / levels))
+    return 0.0 if kept == 0 else max(0.0, (kept - goal) / kept)
+
+
+def select_prunable(
+    model: nn.Module, types: tuple[str, ...], patterns: tuple[str, ...] = ()
+) -> list[str]:
+    """Names of the parameters to prune: matching a name pattern if given, else by layer type."""
+    if patterns:
+        names = [n for n, _ in model.named_parameters() if any(fnmatch(n, p) for p in patterns)]
+        what = f"matches {', '.join(patterns)}"
+    else:
+        names = [
+            f"{mod_name}.weight" if mod_name else "weight"
+            for mod_name, m in model.named_modules()
+            if type(m).__name__ in types and isinstance(getattr(m, "weight", None), nn.Parameter)
+        ]
+        what = f"is a {' or '.join(types)} weight"
+    if not names:
+        raise LTHError(f"no parameter of the model {what}; nothing to prune")
+    return names
+
+
+def _call_factory(factory: Callable[..., nn.Module], shape, classes, name: str) -> nn.Module:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    try:
+        model = factory(shape, classes) if len(params) >= 2 else factory()
+    except Exception as e:
+        raise LTHError(f"model factory {name} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise LTHError(f"model factory {name} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def build_model(spec: str, input_shape: tuple, num_classes: int) -> nn.Module:
+    """A registry model by name, or a user's factory given as ``package.module:function``."""
+    if ":" not in spec:
+        return create_model(spec, input_shape, num_classes)
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise LTHError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise LTHError(f"{module_name} has no function {attr!r} for model {spec!r}")
+    return _call_factory(factory, input_shape, num_classes, spec)
+
+
 def _free_memory(device: torch.device) -> int:
     """Bytes of memory free for new tensors on ``device``."""
     if device.type == "cuda":
@@ -380,8 +497,13 @@ def run_experiment(
     data_dir: str | None = None,
     store: Store | None = None,
     hook: Hook | None = None,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
 ) -> list[LevelResult]:
-    """Run a whole study and return every trained network (ticket and controls, every level)."""
+    """Run a whole study and return every trained network (ticket and controls, every level).
+
+    ``model`` (an ``nn.Module`` or a factory) replaces ``config.model``; ``data`` may be any
+    :class:`~lth.data.Dataset`, e.g. from :func:`~lth.data.dataset_from_tensors`.
+    """
     from .data import load_dataset
 
     config = config or ExperimentConfig()
@@ -389,7 +511,7 @@ def run_experiment(
         data = load_dataset(
             config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
-    return Experiment(config, data, device).run(store, hook)
+    return Experiment(config, data, device, model).run(store, hook)
 
 
 __all__ = [

@@ -41,6 +41,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup: int = 0
     eval_every: int = 100
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -168,6 +169,13 @@ class Trainer:
                 f"batch size {config.batch_size} exceeds the {n_train} training examples"
             )
         self.steps_per_epoch = n_train // config.batch_size
+        augmentation = getattr(data, "augmentation", None) if config.augment else None
+        if augmentation:
+            from .augment import AUGMENTATIONS
+
+            self.augmentation = AUGMENTATIONS[augmentation]
+        else:
+            self.augmentation = None
         self.order: Tensor | None = None
         self.iteration = 0
         self.loss_sum = torch.zeros(len(jobs), device=self.device)
@@ -196,6 +204,10 @@ class Trainer:
         idx = self.order[:, position * b : (position + 1) * b].reshape(-1)
         x = self.data.train_x.index_select(0, idx)
         y = self.data.train_y.index_select(0, idx)
+        if self.augmentation is not None:
+            draw, apply = self.augmentation
+            draws = [draw(b, g) for g in self.generators]
+            x = apply(x, *(torch.cat(parts) for parts in zip(*draws)))
         return x.view(self.k, b, *x.shape[1:]), y.view(self.k, b)
 
     def step(self) -> None:
