@@ -1,13 +1,25 @@
 """Tests for lth.plots: the drawn data, axes and legends of each figure, and the saved files."""
 
+import shutil
 import statistics
 
 import matplotlib
 import numpy as np
 import pytest
 
+import lth.plots as plots_module
+from lth.analysis import (
+    ANALYSIS_COLUMNS,
+    analyze_run,
+    load_analysis,
+    load_histograms,
+    magnitude_histograms,
+    write_analysis,
+)
 from lth.errors import LTHError
 from lth.plots import default_levels, fmt_tick, plot_runs
+from lth.runs import level_dir
+from test_analysis import level_tensors, make_tensor_run
 from test_report import (
     BRANCHES,
     LAYERS,
@@ -252,3 +264,162 @@ def test_missing_files_raise(tmp_path):
         plot_runs([run], formats=())
     with pytest.raises(LTHError, match="no run folders"):
         plot_runs([], formats=())
+
+
+# ----------------------------------------------------------------------------- mask analysis
+
+
+def analysis_means(rows, branch, column):
+    """(x, y) a mask-analysis line should show: per level, the mean over replicates of the
+    'all' rows' ``column`` (levels without a value left out) against weights remaining."""
+    xs, ys = [], []
+    for level in sorted({r["level"] for r in rows}):
+        group = [r for r in rows if (r["branch"], r["level"], r["layer"]) == (branch, level, "all")]
+        values = [r[column] for r in group if not np.isnan(r[column])]
+        if values:
+            xs.append(statistics.mean(r["weights_remaining"] for r in group))
+            ys.append(statistics.mean(values))
+    return xs, ys
+
+
+def test_mask_analysis_figure_computes_and_draws(tmp_path):
+    run = make_tensor_run(tmp_path / "run", replicates=2)
+    assert not (run / "analysis.csv").exists()
+    figs = plot_runs([run], formats=())
+    assert set(figs) == {
+        "accuracy_vs_weights",
+        "curves",
+        "early_stop",
+        "layer_remaining",
+        "mask_analysis",
+        "weight_histograms",
+    }
+    assert (run / "analysis.csv").is_file() and (run / "analysis_histograms.csv").is_file()
+    rows = load_analysis(run)
+    assert rows and [r["sign_kept"] for r in rows] == [r["sign_kept"] for r in analyze_run(run)]
+    ax_j, ax_s = figs["mask_analysis"].axes
+    for b in BRANCHES:
+        x, y = analysis_means(rows, b, "jaccard_previous_level")
+        assert len(x) == 2  # levels 1 and 2: level 0 has no previous level
+        ln = line(ax_j, f"{b} vs. previous level")
+        np.testing.assert_array_equal(ln.get_xdata(), x)
+        np.testing.assert_array_equal(ln.get_ydata(), y)
+        x, y = analysis_means(rows, b, "sign_kept")
+        np.testing.assert_array_equal(line(ax_s, b).get_xdata(), x)
+        np.testing.assert_array_equal(line(ax_s, b).get_ydata(), y)
+    x, y = analysis_means(rows, "ticket", "jaccard_random_prune")
+    ln = line(ax_j, "ticket vs. random_prune")
+    np.testing.assert_array_equal(ln.get_xdata(), x)
+    np.testing.assert_array_equal(ln.get_ydata(), y)
+    assert y == [1.0, 4 / 10, 3 / 7]  # the same hand-made masks in both replicates
+    # two replicates whose signs differ: ±1 std error bars on the sign panel
+    assert collection(ax_s, "errorbar:ticket") is not None
+    for ax in (ax_j, ax_s):
+        assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+        assert "Weights remaining (%" in ax.get_xlabel()
+    assert ax_j.get_ylabel() == "Jaccard overlap of kept weights"
+    assert ax_s.get_ylabel() == "Fraction of survivors"
+
+
+def test_weight_histograms_figure(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    fig = plot_runs([run], formats=())["weight_histograms"]
+    hist = load_histograms(run)
+    edges = sorted({r["bin_low"] for r in hist}) + [max(r["bin_high"] for r in hist)]
+    assert len(fig.axes) == 3  # levels 0, 1 and 2 of the ticket, replicate 0
+    for level, ax in enumerate(fig.axes):
+        assert ax.get_xscale() == "log"
+        assert ax.get_title().startswith(f"level {level} (")
+        masks, init, final = level_tensors("ticket", 0, level)
+        want = magnitude_histograms(init, final, masks, edges)
+        for which in ("init", "final"):
+            (patch,) = [p for p in ax.patches if p.get_gid() == f"{which}:{level}"]
+            values, drawn_edges, _ = patch.get_data()
+            np.testing.assert_array_equal(drawn_edges, edges)  # shared bins in every panel
+            np.testing.assert_array_equal(values, want[which])
+    assert legend_texts(fig) == ["at θ-start (init)", "at the end of training (final)"]
+    # levels= picks the panels
+    fig = plot_runs([run], formats=(), levels=[2])["weight_histograms"]
+    assert [ax.get_title().split(" (")[0] for ax in fig.axes] == ["level 2"]
+
+
+def test_no_level_files_no_analysis_figures(tmp_path):
+    run = make_run(tmp_path / "run", levels=2)
+    figs = plot_runs([run], formats=())
+    assert set(figs) == {"accuracy_vs_weights", "curves", "early_stop", "layer_remaining"}
+    assert not (run / "analysis.csv").exists()
+    # without plot: figures even when the files are there
+    run = make_tensor_run(tmp_path / "tensors")
+    assert "mask_analysis" not in plot_runs([run], formats=(), mask_analysis=False)
+    assert not (run / "analysis.csv").exists()
+
+
+def test_stale_analysis_is_recomputed(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    (run / "analysis.csv").write_text(",".join(ANALYSIS_COLUMNS) + "\n")  # no rows: stale
+    (run / "analysis_histograms.csv").write_text("branch\n")
+    figs = plot_runs([run], formats=())
+    assert {"mask_analysis", "weight_histograms"} <= set(figs)
+    keys = [(r["branch"], r["level"], r["layer"]) for r in load_analysis(run)]
+    assert keys == [(r["branch"], r["level"], r["layer"]) for r in analyze_run(run)]
+    assert len(load_histograms(run)) == 3 * 3 * 2 * 40
+
+
+def test_existing_analysis_is_used_without_level_files(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    write_analysis(run)
+    for b in BRANCHES:
+        shutil.rmtree(run / b)  # only the CSV files are left
+    figs = plot_runs([run], formats=())
+    rows = load_analysis(run)
+    x, y = analysis_means(rows, "ticket", "sign_kept")
+    np.testing.assert_array_equal(line(figs["mask_analysis"].axes[1], "ticket").get_ydata(), y)
+    assert "weight_histograms" in figs
+
+
+def test_read_only_run_folder_analysed_in_memory(tmp_path, monkeypatch):
+    run = make_tensor_run(tmp_path / "run")
+    monkeypatch.setattr(plots_module.os, "access", lambda *a, **k: False)
+    figs = plot_runs([run], formats=())
+    assert not (run / "analysis.csv").exists()
+    rows = analyze_run(run)
+    _, y = analysis_means(
+        [{k: np.nan if v is None else v for k, v in r.items()} for r in rows],
+        "ticket",
+        "jaccard_random_prune",
+    )
+    np.testing.assert_array_equal(
+        line(figs["mask_analysis"].axes[0], "ticket vs. random_prune").get_ydata(), y
+    )
+
+
+def test_analysis_figures_saved_and_overlaid(tmp_path):
+    a = make_tensor_run(tmp_path / "a")
+    b = make_tensor_run(tmp_path / "b", branches=("ticket",))
+    figs = plot_runs([a, b], formats=("png",), dpi=30)
+    names = sorted(p.name for p in (a / "plots").iterdir())
+    assert "mask_analysis.png" in names and "weight_histograms.png" in names
+    labels = [ln.get_label() for ln in figs["mask_analysis"].axes[0].get_lines()]
+    assert "a: ticket vs. random_prune" in labels and "b: ticket vs. previous level" in labels
+    assert "b: ticket vs. random_prune" not in labels  # b has no random_prune control
+
+
+def test_corrupt_level_file_is_reported(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    (level_dir(run, "ticket", 0, 1) / "mask.safetensors").write_bytes(b"junk")
+    with pytest.raises(LTHError, match="ticket/0/level_01/mask.safetensors"):
+        plot_runs([run], formats=())
+
+
+def test_damaged_analysis_csv(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    write_analysis(run)
+    good = (run / "analysis.csv").read_text()
+    (run / "analysis.csv").write_text(good.replace("ticket,0,1,all,70.0", "ticket,0,1,all,x"))
+    assert "mask_analysis" in plot_runs([run], formats=())  # recomputed from the level files
+    assert (run / "analysis.csv").read_text() == good
+    (run / "analysis.csv").write_text(good.replace("ticket,0,1,all,70.0", "ticket,0,1,all,x"))
+    for b in BRANCHES:
+        shutil.rmtree(run / b)
+    with pytest.raises(LTHError, match="analysis.csv data row .*weights_remaining = 'x'"):
+        plot_runs([run], formats=())

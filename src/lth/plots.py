@@ -1,13 +1,22 @@
 """Publication-quality figures of one or several run folders (Frankle & Carbin's figure style).
 
-:func:`plot_runs` draws four figures, saves each as PNG and PDF and returns the
-:class:`matplotlib.figure.Figure` objects by name:
+:func:`plot_runs` draws four figures (six with a mask analysis), saves each as PNG and PDF
+and returns the :class:`matplotlib.figure.Figure` objects by name:
 
 - ``accuracy_vs_weights``: test accuracy at the end of training (and at the early-stop
   iteration) against percent of weights remaining, log x axis running from 100% down;
 - ``curves``: validation accuracy and loss over training for a few levels of the ticket;
 - ``early_stop``: the early-stop iteration against weights remaining;
-- ``layer_remaining``: percent of weights remaining per layer against pruning level.
+- ``layer_remaining``: percent of weights remaining per layer against pruning level;
+
+and, when the first run folder has a mask analysis (``analysis.csv``, computed and written by
+:func:`lth.analysis.write_analysis` if the level files are there but it is missing or stale):
+
+- ``mask_analysis``: Jaccard overlap of each mask with the previous level's and of the ticket
+  with the random-pruning control, and the fraction of survivors that kept their sign from
+  θ-start to the end of training, against weights remaining (means over replicates);
+- ``weight_histograms``: histograms of the surviving weights' magnitudes at θ-start and at the
+  end of training for a few levels of the ticket (first replicate), on shared log bins.
 
 Figures are built as bare ``Figure`` objects (no pyplot), so nothing global is created or has
 to be closed; styling is applied through a temporary ``rc_context``. Colours identify the
@@ -15,7 +24,10 @@ branch (ticket, reinit, random_prune); line styles and markers identify the run 
 
 Artists carry their legend label, and ``gid`` values for tests and tools: a branch's mean
 line has ``gid == label``; its error bars (a LineCollection) ``"errorbar:" + label``; its
-min-max band ``"band:" + label``; its diverged replicates ``"diverged:" + label``.
+min-max band ``"band:" + label``; its diverged replicates ``"diverged:" + label``. In
+``mask_analysis`` the lines are labelled ``"<branch> vs. previous level"`` and ``"ticket vs.
+random_prune"`` (left panel) and ``"<branch>"`` (right panel); in ``weight_histograms`` the step
+patches have ``gid`` ``"init:<level>"`` and ``"final:<level>"``.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from . import analysis as _analysis
 from .errors import LTHError
 from .report import (
     LayerRow,
@@ -51,9 +64,13 @@ from .report import (
 )
 
 FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
+ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
 BANDS = ("std", "minmax")
 
 BRANCH_COLORS = {"ticket": "#1f77b4", "reinit": "#d62728", "random_prune": "#2ca02c"}
+OVERLAP_COLOR = "#ff7f0e"  # ticket vs. random_prune overlap
+HIST_COLORS = {"init": "#7f7f7f", "final": "#1f77b4"}
+HIST_LEVELS = 4
 _EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 RUN_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -89,6 +106,8 @@ class _Run:
     summary: list[SummaryRow]
     layers: list[LayerRow]
     config: dict = field(default_factory=dict)
+    analysis: list[dict] | None = None  # analysis.csv rows (lth.analysis.load_analysis)
+    histograms: list[dict] | None = None  # analysis_histograms.csv rows
 
 
 def fmt_tick(value: float) -> str:
@@ -424,6 +443,204 @@ def _layer_figure(runs: list[_Run]) -> Figure:
     return fig
 
 
+def _none_to_nan(rows: list[dict]) -> list[dict]:
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in rows]
+
+
+def _attach_analysis(run: _Run) -> None:
+    """Set ``run.analysis``/``run.histograms`` from the run folder's analysis files; compute
+    and write them first when the level files are there but the files are missing or do not
+    cover summary.csv (in memory only when the folder is read-only); leave None when neither
+    exists."""
+    path = run.path
+    keys = {(r.branch, r.replicate, r.level) for r in run.summary}
+    rows = hist = None
+    damaged = None
+    try:
+        if (path / _analysis.ANALYSIS_FILE).is_file():
+            rows = _analysis.load_analysis(path)
+        if (path / _analysis.HISTOGRAM_FILE).is_file():
+            hist = _analysis.load_histograms(path)
+    except LTHError as e:  # damaged: recomputed below when the level files are there
+        damaged = e
+    current = (
+        damaged is None
+        and rows is not None
+        and hist is not None
+        and {(r["branch"], r["replicate"], r["level"]) for r in rows} == keys
+    )
+    if not current and _analysis.has_level_files(path):
+        if os.access(path, os.W_OK):
+            _analysis.write_analysis(path)
+            rows, hist = _analysis.load_analysis(path), _analysis.load_histograms(path)
+        else:
+            rows, hist = _analysis.compute_analysis(path)
+            rows = _none_to_nan(rows)
+    elif damaged is not None:
+        raise damaged
+    if rows is not None:
+        run.analysis, run.histograms = rows, hist or []
+
+
+def _mean_over_replicates(ax, rows: list[dict], column: str, label: str, **style) -> list[float]:
+    """Mean of ``column`` over replicates per level (finite values only) against the level's
+    weights remaining, with ±1 std error bars where two or more replicates have a value.
+    Returns the x values drawn."""
+    by_level: dict[int, list[dict]] = {}
+    for r in rows:
+        by_level.setdefault(r["level"], []).append(r)
+    points = []  # (x, mean, std, n)
+    for level in sorted(by_level):
+        group = by_level[level]
+        values = [r[column] for r in group if math.isfinite(r[column])]
+        if not values:
+            continue
+        x = math.fsum(r["weights_remaining"] for r in group) / len(group)
+        mean = math.fsum(values) / len(values)
+        std = (
+            math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else math.nan
+        )
+        points.append((x, mean, std, len(values)))
+    if not points:
+        return []
+    xs = [p[0] for p in points]
+    ax.plot(xs, [p[1] for p in points], label=label, gid=label, **({"zorder": 3} | style))
+    spread = [p for p in points if p[3] >= 2]
+    if spread:
+        bars = ax.errorbar(
+            [p[0] for p in spread],
+            [p[1] for p in spread],
+            yerr=[p[2] for p in spread],
+            fmt="none",
+            ecolor=style.get("color"),
+            elinewidth=1.2,
+            capsize=3,
+            label="_nolegend_",
+            zorder=style.get("zorder", 3) - 1,
+        )
+        bars.lines[2][0].set_gid(f"errorbar:{label}")
+    return xs
+
+
+def _mask_figure(runs: list[_Run]) -> Figure:
+    fig = Figure(figsize=(11.2, 4.6), layout="constrained")
+    ax_j, ax_s = fig.subplots(1, 2)
+    multi = len(runs) > 1
+    extras: dict[str, str] = {}
+    xs: list[float] = []
+    for ri, run in enumerate(runs):
+        if not run.analysis:
+            continue
+        rows = [r for r in run.analysis if r["layer"] == _analysis.ALL]
+        style = {
+            "linestyle": RUN_LINESTYLES[ri % len(RUN_LINESTYLES)],
+            "marker": RUN_MARKERS[ri % len(RUN_MARKERS)],
+        }
+        prefix = f"{run.name}: " if multi else ""
+        xs += [r["weights_remaining"] for r in rows]
+        for branch in branch_order({r["branch"] for r in rows}):
+            mine = [r for r in rows if r["branch"] == branch]
+            color = _branch_color(branch, extras)
+            # the ticket on top: reinit trains with the ticket's masks, so its overlap line
+            # coincides with the ticket's
+            style["zorder"] = 4 if branch == "ticket" else 3
+            _mean_over_replicates(
+                ax_j,
+                mine,
+                "jaccard_previous_level",
+                f"{prefix}{branch} vs. previous level",
+                color=color,
+                **style,
+            )
+            if branch == "ticket":
+                _mean_over_replicates(
+                    ax_j,
+                    mine,
+                    "jaccard_random_prune",
+                    f"{prefix}ticket vs. {_analysis.CONTROL}",
+                    color=OVERLAP_COLOR,
+                    **style,
+                )
+            _mean_over_replicates(
+                ax_s, mine, "sign_kept", f"{prefix}{branch}", color=color, **style
+            )
+    for ax in (ax_j, ax_s):
+        _log_x_axis(ax, xs)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(max(lo, -0.02), min(hi, 1.02))  # fractions: keep error bars in [0, 1]
+        if ax.get_lines():
+            ax.legend(loc="best")
+    ax_j.set_ylabel("Jaccard overlap of kept weights")
+    ax_j.set_title("Mask overlap |A ∩ B| / |A ∪ B|")
+    ax_s.set_ylabel("Fraction of survivors")
+    ax_s.set_title("Survivors that kept their sign from θ-start to the end")
+    reps = max(
+        (
+            max((r["replicate"] for r in run.analysis), default=0) + 1
+            for run in runs
+            if run.analysis
+        ),
+        default=1,
+    )
+    note = "; mean over replicates, error bars ±1 std" if reps > 1 else ""
+    fig.suptitle(f"Mask analysis (all prunable layers)\n{_title(runs)}{note}", wrap=True)
+    return fig
+
+
+def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure | None:
+    run = next((r for r in runs if r.histograms), None)
+    if run is None:
+        return None
+    branch = branch_order({r["branch"] for r in run.histograms})[0]
+    replicate = min(r["replicate"] for r in run.histograms if r["branch"] == branch)
+    rows = [r for r in run.histograms if r["branch"] == branch and r["replicate"] == replicate]
+    available = sorted({r["level"] for r in rows})
+    chosen = [lv for lv in levels if lv in available] if levels is not None else []
+    chosen = chosen or default_levels(available, HIST_LEVELS)
+    remaining = {
+        r["level"]: r["weights_remaining"]
+        for r in run.analysis or []
+        if r["branch"] == branch and r["replicate"] == replicate and r["layer"] == _analysis.ALL
+    }
+    fig = Figure(figsize=(3.3 * len(chosen) + 0.8, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(chosen), squeeze=False, sharex=True)[0]
+    labels = {"init": "at θ-start (init)", "final": "at the end of training (final)"}
+    for ax, level in zip(axes, chosen):
+        for which in ("init", "final"):
+            mine = sorted(
+                (r for r in rows if r["level"] == level and r["weights"] == which),
+                key=lambda r: r["bin"],
+            )
+            if not mine:
+                continue
+            edges = [r["bin_low"] for r in mine] + [mine[-1]["bin_high"]]
+            ax.stairs(
+                [r["count"] for r in mine],
+                edges,
+                color=HIST_COLORS[which],
+                linewidth=1.5,
+                label=labels[which],
+                gid=f"{which}:{level}",
+            )
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        wr = remaining.get(level)
+        where = f" ({fmt_tick(wr)}% remaining)" if wr is not None and math.isfinite(wr) else ""
+        ax.set_title(f"level {level}{where}", fontsize=10)
+        ax.set_xlabel("|weight| (log scale)")
+    axes[0].set_ylabel("Surviving weights per bin")
+    handles = [p for p in axes[0].patches if not p.get_label().startswith("_")]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    fig.suptitle(
+        f"Magnitudes of the surviving weights ({branch}, replicate {replicate})\n{run.name}",
+        wrap=True,
+    )
+    return fig
+
+
 def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int) -> Path:
     """Write ``name.fmt`` atomically: a temporary file in the same folder, then os.replace."""
     target = out_dir / f"{name}.{fmt}"
@@ -448,9 +665,10 @@ def plot_runs(
     *,
     band: str = "std",
     early_stop_panel: bool = True,
+    mask_analysis: bool = True,
     dpi: int = 200,
 ) -> dict[str, Figure]:
-    """Draw the four figures of one or several run folders, save them, and return them by name.
+    """Draw the figures of one or several run folders, save them, and return them by name.
 
     ``run_dirs``: run folders to overlay (a single path is accepted too); legend labels are
     "run-name: branch" when there are several. ``out_dir``: where ``<name>.<fmt>`` files go
@@ -459,7 +677,10 @@ def plot_runs(
     draws ±1 sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has
     two or more usable replicates). ``early_stop_panel``: add a second accuracy panel with the
     test accuracy at the early-stop iteration. Diverged replicates are left out of means and
-    drawn as hollow markers.
+    drawn as hollow markers. ``mask_analysis``: also draw ``mask_analysis`` and
+    ``weight_histograms`` when the first run folder has ``analysis.csv`` or the level files to
+    compute it (then written there, see :func:`lth.analysis.write_analysis`); silently left
+    out otherwise.
     """
     if band not in BANDS:
         raise LTHError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
@@ -474,6 +695,9 @@ def plot_runs(
         raise LTHError(f"cannot save figures as {bad[0]!r}; choose from {', '.join(supported)}")
 
     runs = _load_runs(list(run_dirs))
+    if mask_analysis:
+        for run in runs:
+            _attach_analysis(run)
     with matplotlib.rc_context(STYLE):
         figures = {
             "accuracy_vs_weights": _accuracy_figure(runs, band, early_stop_panel),
@@ -481,6 +705,11 @@ def plot_runs(
             "early_stop": _early_stop_figure(runs, band),
             "layer_remaining": _layer_figure(runs),
         }
+        if runs[0].analysis:
+            figures["mask_analysis"] = _mask_figure(runs)
+            hist = _histogram_figure(runs[:1], levels)
+            if hist is not None:
+                figures["weight_histograms"] = hist
         if formats:
             target = Path(out_dir) if out_dir is not None else runs[0].path / "plots"
             try:
