@@ -119,12 +119,13 @@ def raw_mnist_train() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry_names_and_aliases():
-    assert dataset_names() == ["mnist", "fashion_mnist"]
-    assert set(DATASETS) == {"mnist", "fashion_mnist"}
+    assert dataset_names() == ["mnist", "fashion_mnist", "cifar10"]
+    assert set(DATASETS) == {"mnist", "fashion_mnist", "cifar10"}
     assert get_spec("fashion-mnist") is DATASETS["fashion_mnist"]
     assert get_spec("Fashion_MNIST") is DATASETS["fashion_mnist"]
     assert get_spec("MNIST") is DATASETS["mnist"]
-    for spec in DATASETS.values():
+    assert DATASETS["cifar10"].input_shape == (3, 32, 32)
+    for spec in (DATASETS["mnist"], DATASETS["fashion_mnist"]):
         assert spec.num_classes == 10
         assert spec.input_shape == (1, 28, 28)
         assert [f.name for f in spec.files] == list(IDX_FILES)

@@ -318,3 +318,28 @@ def test_any_module_trains_one_at_a_time_like_plain_pytorch(cfg_name):
     assert not torch.equal(result.final["bn.running_mean"], torch.zeros(4)), "BN statistics move"
     with pytest.raises(LTHError, match="one at a time"):
         Trainer(model, [TicketJob(model.state_dict(), masks, s) for s in (1, 2)], data, cfg)
+
+
+def test_augmentation_is_applied_per_ticket_seeded_and_only_in_training():
+    from lth.data import dataset_from_tensors
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (120,), generator=g)
+    data = dataset_from_tensors("tiny", x, y, x[:40], y[:40], val_size=20, augmentation="crop_flip")
+    model = make_model("lenet5", 0, shape=(3, 32, 32))
+    masks = random_masks(model, 1)
+    cfg = TrainConfig(iterations=8, batch_size=20, eval_every=4)
+    plain = TrainConfig(iterations=8, batch_size=20, eval_every=4, augment=False)
+    job = [TicketJob(model.state_dict(), masks, 3)]
+    a = Trainer(model, job, data, cfg)
+    batch, _ = a._batch()
+    a.iteration = 0
+    assert not torch.equal(batch[0], data.train_x[a.order[0, :20]]), "crop/flip applied"
+    r1, r2 = Trainer(model, job, data, cfg).run()[0], Trainer(model, job, data, cfg).run()[0]
+    r3 = Trainer(model, job, data, plain).run()[0]
+    assert torch.equal(r1.final["fc1.weight"], r2.final["fc1.weight"]), "seeded"
+    assert not torch.equal(r1.final["fc1.weight"], r3.final["fc1.weight"])
+    # evaluation sees the data as it is: the same weights evaluate the same with or without
+    t1, t3 = Trainer(model, job, data, cfg), Trainer(model, job, data, plain)
+    assert t1.evaluate(data.test_x, data.test_y) == t3.evaluate(data.test_x, data.test_y)

@@ -9,6 +9,12 @@ Data directory layout: ``<data_dir>/<spec.folder>/<file>``, for example
 ``<data_dir>/mnist/train-images-idx3-ubyte.gz`` and
 ``<data_dir>/fashion-mnist/t10k-labels-idx1-ubyte.gz`` (each file may also be stored uncompressed,
 without ``.gz``). MNIST is bundled with the package, so it never needs downloading.
+
+CIFAR-10 lives in ``<data_dir>/cifar-10/`` as the official archive ``cifar-10-python.tar.gz``
+(verified by its MD5, read without extracting it) or as its extracted folder
+``cifar-10-batches-py/`` (validated by its structure: the six pickled batches, their shapes,
+dtypes, counts and labels). Missing both, the archive is downloaded. The batches are unpickled
+with a restricted unpickler that only builds dicts, lists, bytes and numpy arrays.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import io
 import os
+import pickle
 import shutil
 import struct
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -31,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lth.augment import AUGMENTATIONS
 from lth.errors import LTHError
 
 __all__ = [
@@ -101,6 +111,9 @@ class RawArrays:
 
 # A loader turns the located files (DataFile.name -> path) into verified arrays.
 Loader = Callable[["DatasetSpec", Mapping[str, Path]], RawArrays]
+# A locator finds (and downloads, when allowed) a dataset whose files do not fit the DataFile
+# model: (spec, dataset folder, download) -> {key: path}, the mapping its loader reads.
+Locator = Callable[["DatasetSpec", Path, bool], dict[str, Path]]
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,10 @@ class DatasetSpec:
     loader: Loader
     bundled: str | None = None  # folder under lth/_data holding a copy of the files, if any
     aliases: tuple[str, ...] = field(default=())
+    # finds the files when they do not fit ``files`` (e.g. an archive or its extracted folder);
+    # None: look for ``files`` in the dataset folder and download the missing ones
+    locator: Locator | None = None
+    augmentation: str | None = None  # name in lth.augment.AUGMENTATIONS of its standard one
 
 
 def _load_idx_dataset(spec: DatasetSpec, paths: Mapping[str, Path]) -> RawArrays:
@@ -255,10 +272,9 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split()) or type(text).__name__
 
 
-def _read_content(path: Path) -> bytes:
-    """The decompressed bytes of ``path`` (gzip detected by suffix or by magic bytes)."""
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise LTHError(
             f"file {path} does not exist; check the path or point --data-dir elsewhere"
@@ -269,6 +285,11 @@ def _read_content(path: Path) -> bytes:
         raise LTHError(
             f"cannot read {path}: {_one_line(e.strerror or e)}; check its permissions"
         ) from None
+
+
+def _read_content(path: Path) -> bytes:
+    """The decompressed bytes of ``path`` (gzip detected by suffix or by magic bytes)."""
+    raw = _read_bytes(path)
     if path.name.endswith(".gz") or raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
@@ -440,9 +461,15 @@ def locate_files(
     Looks in ``resolve_data_dir(data_dir) / spec.folder``. If files are missing there, a
     bundled copy is used when the package has one; otherwise they are downloaded (unless
     ``download`` is false) into that folder. Files are not verified here, only found.
+
+    A spec with a ``locator`` (CIFAR-10) is located by it instead; its paths then map
+    ``"cifar-10-python.tar.gz"`` to the archive or ``"cifar-10-batches-py"`` to the extracted
+    folder, both directly inside the dataset folder.
     """
     root = resolve_data_dir(data_dir)
     folder = root / spec.folder
+    if spec.locator is not None:
+        return spec.locator(spec, folder, download)
     found, missing = _find_files(folder, spec.files)
     if not missing:
         return found
@@ -483,6 +510,304 @@ def locate_files(
 
 
 # --------------------------------------------------------------------------------------------
+# CIFAR-10: the python-pickle batches, as the official archive or its extracted folder
+# --------------------------------------------------------------------------------------------
+
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+# MD5 of the official archive; a module attribute so that tests can accept their own archives.
+_CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+_CIFAR_EXTRACTED = "cifar-10-batches-py"  # the folder the archive holds
+_CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST_BATCH = "test_batch"
+_CIFAR_BATCHES = (*_CIFAR_TRAIN_BATCHES, _CIFAR_TEST_BATCH)
+_CIFAR_EXPECTED = (
+    f"expected the archive {_CIFAR_ARCHIVE} or its extracted folder {_CIFAR_EXTRACTED}/ "
+    f"holding data_batch_1 to data_batch_5 and test_batch"
+)
+
+
+def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR-10 batch may refer to: what pickles bytes and numpy arrays."""
+    import _codecs
+
+    reconstruct = np.empty(0).__reduce__()[0]  # numpy's _reconstruct, whatever its module
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # bytes in protocol-2 pickles written by Python 3 (b"" is pickled as a call to bytes())
+        ("_codecs", "encode"): _codecs.encode,
+        ("__builtin__", "bytes"): bytes,
+        ("builtins", "bytes"): bytes,
+    }
+    frombuffer = np.empty(1).__reduce_ex__(5)[0]  # arrays in protocol-5 pickles
+    if getattr(frombuffer, "__name__", "") == "_frombuffer":
+        allowed[("numpy.core.numeric", "_frombuffer")] = frombuffer
+        allowed[("numpy._core.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, numbers, strings, bytes and numpy arrays, and nothing else."""
+
+    _allowed = _numpy_pickle_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which is not allowed"
+            ) from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("it uses persistent ids, which are not allowed")
+
+
+def _cifar_fail(what: str, problem: str) -> LTHError:
+    return LTHError(f"CIFAR-10 {what} {problem}; {_FIX_HINT}")
+
+
+def _unpickle_cifar_batch(raw: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(data (N, 3, 32, 32) uint8, labels (N,) int64)`` of one pickled batch, validated.
+
+    ``what`` names the batch in messages (``file <path>`` or ``archive <path> member <name>``).
+    """
+    try:
+        batch = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except EOFError:
+        raise _cifar_fail(what, "cannot be unpickled (it is truncated)") from None
+    except Exception as e:  # damaged pickles raise nearly any exception type
+        raise _cifar_fail(what, f"cannot be unpickled ({_one_line(e)})") from None
+    if not isinstance(batch, dict):
+        raise _cifar_fail(what, f"holds a {type(batch).__name__}, expected a dict")
+    found = {}
+    for key in ("data", "labels"):
+        value = batch.get(key.encode(), batch.get(key))
+        if value is None:
+            raise _cifar_fail(what, f"has no {key!r} entry")
+        found[key] = value
+    data, labels = found["data"], found["labels"]
+    if not isinstance(data, np.ndarray):
+        raise _cifar_fail(what, f"holds data of type {type(data).__name__}, expected a numpy array")
+    if data.dtype != np.uint8:
+        raise _cifar_fail(what, f"holds data of dtype {data.dtype}, expected uint8")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise _cifar_fail(what, f"holds data of shape {data.shape}, expected (N, 3072)")
+    if data.shape[0] == 0:
+        raise _cifar_fail(what, "holds no images")
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError) as e:
+        raise _cifar_fail(
+            what, f"holds labels that are not a list of numbers ({_one_line(e)})"
+        ) from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise _cifar_fail(
+            what,
+            f"holds labels of dtype {labels.dtype} and shape {labels.shape}, "
+            "expected a list of integers",
+        )
+    if labels.shape[0] != data.shape[0]:
+        raise _cifar_fail(
+            what, f"holds {data.shape[0]} images but {labels.shape[0]} labels; they must match"
+        )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > 9:
+        bad = low if low < 0 else high
+        raise _cifar_fail(what, f"holds label {bad}, but labels must lie in 0..9")
+    images = np.ascontiguousarray(data).reshape(-1, 3, 32, 32)  # R, G, B planes, row-major
+    return images, labels.astype(np.int64)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_cifar_archive(path: Path) -> None:
+    try:
+        md5 = _md5(path)
+    except OSError as e:
+        raise LTHError(
+            f"cannot read {path}: {_one_line(e.strerror or e)}; check its permissions"
+        ) from None
+    if md5 != _CIFAR_MD5:
+        raise LTHError(
+            f"CIFAR-10 archive {path} does not match the official checksum (md5 {md5}, expected "
+            f"{_CIFAR_MD5}), so it is damaged or not the official file; {_FIX_HINT}"
+        )
+
+
+def _read_cifar_archive(path: Path) -> dict[str, bytes]:
+    """The six batches' bytes, read straight from the (already verified) archive."""
+    wanted = {f"{_CIFAR_EXTRACTED}/{name}": name for name in _CIFAR_BATCHES}
+    contents: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                name = wanted.get(member.name.removeprefix("./"))
+                if name is None or name in contents:
+                    continue
+                if not member.isfile():
+                    raise LTHError(
+                        f"CIFAR-10 archive {path} member {member.name} is not a regular file; "
+                        f"{_FIX_HINT}"
+                    )
+                stream = tar.extractfile(member)
+                contents[name] = stream.read() if stream is not None else b""
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise LTHError(
+            f"CIFAR-10 archive {path} is not a valid tar.gz file or is damaged ({_one_line(e)}); "
+            f"{_FIX_HINT}"
+        ) from None
+    missing = [f"{_CIFAR_EXTRACTED}/{n}" for n in _CIFAR_BATCHES if n not in contents]
+    if missing:
+        raise LTHError(
+            f"CIFAR-10 archive {path} lacks {', '.join(missing)}; it is not the official "
+            f"archive; {_FIX_HINT}"
+        )
+    return contents
+
+
+def _load_cifar10(spec: DatasetSpec, paths: Mapping[str, Path]) -> RawArrays:
+    """Loader for CIFAR-10: ``paths`` holds the archive or the extracted folder (see
+    :func:`_locate_cifar10`). Every batch is read and validated before anything is returned.
+
+    Every batch must hold ``data`` (uint8, ``(N, 3072)``: the R, G and B planes of 32x32 images)
+    and ``N`` labels in 0..9, with the same ``N`` in all six (10,000 in the official files; the
+    archive's checksum pins those down, a folder's counts are only checked for consistency).
+    """
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if _CIFAR_ARCHIVE in paths:
+        archive = paths[_CIFAR_ARCHIVE]
+        _verify_cifar_archive(archive)
+        contents = _read_cifar_archive(archive)
+        names = {n: f"archive {archive} member {_CIFAR_EXTRACTED}/{n}" for n in _CIFAR_BATCHES}
+        for n in _CIFAR_BATCHES:
+            batches[n] = _unpickle_cifar_batch(contents.pop(n), names[n])
+    else:
+        folder = paths[_CIFAR_EXTRACTED]
+        names = {n: f"file {folder / n}" for n in _CIFAR_BATCHES}
+        for n in _CIFAR_BATCHES:
+            batches[n] = _unpickle_cifar_batch(_read_bytes(folder / n), names[n])
+    first = _CIFAR_BATCHES[0]
+    count = batches[first][0].shape[0]
+    for n in _CIFAR_BATCHES[1:]:
+        if batches[n][0].shape[0] != count:
+            raise _cifar_fail(
+                names[n],
+                f"holds {batches[n][0].shape[0]} images but {first} holds {count}; every batch "
+                "must hold the same number",
+            )
+    train = [batches[n] for n in _CIFAR_TRAIN_BATCHES]
+    test_x, test_y = batches[_CIFAR_TEST_BATCH]
+    return RawArrays(
+        train_x=np.concatenate([x for x, _ in train]),
+        train_y=np.concatenate([y for _, y in train]),
+        test_x=test_x,
+        test_y=test_y,
+    )
+
+
+def _fetch_cifar_archive(spec: DatasetSpec, folder: Path) -> None:
+    """Download the archive into ``folder``, verify its MD5, then move it into place."""
+    errors = []
+    for base in spec.urls:
+        url = base + _CIFAR_ARCHIVE
+        tmp = None
+        try:
+            fd, tmp_name = tempfile.mkstemp(
+                dir=folder, prefix=f".{_CIFAR_ARCHIVE}.", suffix=".part"
+            )
+            os.close(fd)
+            tmp = Path(tmp_name)
+            _download(url, tmp)
+            md5 = _md5(tmp)
+            if md5 != _CIFAR_MD5:
+                raise LTHError(
+                    f"checksum of the file downloaded from {url} does not match (md5 {md5}, "
+                    f"expected {_CIFAR_MD5})"
+                )
+            os.replace(tmp, folder / _CIFAR_ARCHIVE)
+            return
+        except (OSError, http.client.HTTPException, ValueError, LTHError) as e:
+            errors.append(f"{url}: {_one_line(e)}")  # URLError is an OSError
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+    raise _DownloadFailed("; ".join(errors))
+
+
+def _locate_cifar10(spec: DatasetSpec, folder: Path, download: bool) -> dict[str, Path]:
+    """``{"cifar-10-batches-py": dir}`` or ``{"cifar-10-python.tar.gz": file}`` in ``folder``.
+
+    A complete extracted folder is preferred (no decompression); otherwise the archive; missing
+    both, the archive is downloaded when ``download`` is true.
+    """
+    extracted = folder / _CIFAR_EXTRACTED
+    archive = folder / _CIFAR_ARCHIVE
+    absent = [n for n in _CIFAR_BATCHES if not (extracted / n).is_file()]
+    if extracted.is_dir() and not absent:
+        return {_CIFAR_EXTRACTED: extracted}
+    if archive.is_file():
+        return {_CIFAR_ARCHIVE: archive}
+    message = f"{spec.title} files missing from {folder}: {_CIFAR_EXPECTED}"
+    if extracted.is_dir():
+        message += f" ({_CIFAR_EXTRACTED}/ lacks {', '.join(absent)})"
+    if not download:
+        raise LTHError(
+            f"{message}; put them there, point --data-dir at a folder holding a "
+            f"{spec.folder}/ subfolder with them, or allow downloading"
+        )
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LTHError(
+            f"{message}, and the folder cannot be created to download them "
+            f"({_one_line(e.strerror or e)}); point --data-dir at a writable folder"
+        ) from None
+    try:
+        _fetch_cifar_archive(spec, folder)
+    except _DownloadFailed as e:
+        if created:  # leave no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise LTHError(
+            f"{message}, and downloading {_CIFAR_ARCHIVE} failed ({e}); download it by hand from "
+            f"{spec.urls[0]}{_CIFAR_ARCHIVE} into that folder, or point --data-dir at a folder "
+            f"holding a {spec.folder}/ subfolder with it"
+        ) from None
+    return {_CIFAR_ARCHIVE: archive}
+
+
+DATASETS["cifar10"] = DatasetSpec(
+    name="cifar10",
+    title="CIFAR-10",
+    folder="cifar-10",
+    files=(),  # an archive or its extracted folder: found by the locator
+    urls=(_CIFAR_URL,),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    num_classes=10,
+    input_shape=(3, 32, 32),
+    train_size=50000,
+    test_size=10000,
+    loader=_load_cifar10,
+    aliases=("cifar-10",),
+    locator=_locate_cifar10,
+    augmentation="crop_flip",
+)
+
+
+# --------------------------------------------------------------------------------------------
 # Datasets as tensors
 # --------------------------------------------------------------------------------------------
 
@@ -494,7 +819,9 @@ class Dataset:
     ``*_x`` are float32 of shape ``(N, *input_shape)``; ``*_y`` are int64 of shape ``(N,)``.
     ``train_indices``/``val_indices`` (int64, CPU, sorted) say which images of the full
     training set went to each split. ``mean``/``std`` are the per-channel normalisation
-    constants applied, or ``None`` when the tensors were given as-is.
+    constants applied, or ``None`` when the tensors were given as-is. ``augmentation`` names
+    the dataset's standard training augmentation in :data:`lth.augment.AUGMENTATIONS`
+    (``"crop_flip"`` for CIFAR-10), or is ``None`` for none; it is never applied here.
     """
 
     name: str
@@ -510,6 +837,7 @@ class Dataset:
     val_indices: torch.Tensor
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    augmentation: str | None = None
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -648,6 +976,7 @@ def load_dataset(
         val_indices=val_idx,
         mean=tuple(spec.mean),
         std=tuple(spec.std),
+        augmentation=spec.augmentation,
     )
 
 
@@ -687,6 +1016,7 @@ def dataset_from_tensors(
     seed: int = 0,
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
+    augmentation: str | None = None,
 ) -> Dataset:
     """Build a :class:`Dataset` from user tensors, with the same validation split as
     :func:`load_dataset`.
@@ -694,7 +1024,14 @@ def dataset_from_tensors(
     ``*_x`` must be float tensors ``(N, *input_shape)``; their values are used as-is (no
     normalisation) but cast to float32. ``*_y`` are integer labels, cast to int64.
     ``num_classes`` defaults to ``max label + 1``; labels must lie in ``[0, num_classes)``.
+    ``augmentation`` names the training augmentation to use (a key of
+    :data:`lth.augment.AUGMENTATIONS`, e.g. ``"crop_flip"`` for 3-channel images), or ``None``.
     """
+    if augmentation is not None and augmentation not in AUGMENTATIONS:
+        raise LTHError(
+            f"dataset {name!r}: unknown augmentation {augmentation!r}; use one of: "
+            f"{', '.join(AUGMENTATIONS)}, or None"
+        )
     train_x, train_y = _check_pair(name, "train", train_x, train_y)
     test_x, test_y = _check_pair(name, "test", test_x, test_y)
     if train_x.shape[1:] != test_x.shape[1:]:
@@ -738,4 +1075,5 @@ def dataset_from_tensors(
         test_y=put(test_y),
         train_indices=train_idx,
         val_indices=val_idx,
+        augmentation=augmentation,
     )

@@ -174,6 +174,9 @@ class Trainer:
             from .augment import AUGMENTATIONS
 
             self.augmentation = AUGMENTATIONS[augmentation]
+            mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+            # pad with black in the raw images, as torchvision's RandomCrop does
+            self.pad_value = [-m / s for m, s in zip(mean, std)] if mean and std else 0.0
         else:
             self.augmentation = None
         self.order: Tensor | None = None
@@ -207,7 +210,7 @@ class Trainer:
         if self.augmentation is not None:
             draw, apply = self.augmentation
             draws = [draw(b, g) for g in self.generators]
-            x = apply(x, *(torch.cat(parts) for parts in zip(*draws)))
+            x = apply(x, *(torch.cat(parts) for parts in zip(*draws)), fill=self.pad_value)
         return x.view(self.k, b, *x.shape[1:]), y.view(self.k, b)
 
     def step(self) -> None:
