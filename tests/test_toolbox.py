@@ -177,3 +177,20 @@ def test_model_factory_from_a_module_path(tmp_path, monkeypatch, small):
         with pytest.raises(LTHError, match=message) as err:
             build_model(spec, (1, 28, 28), 10)
         assert "\n" not in str(err.value)
+
+
+def test_map_style_dataset_is_loaded_once_into_tensors():
+    from lth.data import tensors_from_dataset
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.full((1, 2, 2), float(i)), i % 2
+
+    x, y = tensors_from_dataset(Items())
+    assert x.shape == (5, 1, 2, 2) and x[3].eq(3.0).all()
+    assert y.tolist() == [0, 1, 0, 1, 0] and y.dtype == torch.int64
+    with pytest.raises(LTHError, match="pair"):
+        tensors_from_dataset([torch.zeros(2)])

@@ -44,6 +44,7 @@ from lth.augment import AUGMENTATIONS
 from lth.errors import LTHError
 
 __all__ = [
+    "tensors_from_dataset",
     "DATASETS",
     "DataFile",
     "Dataset",
@@ -1003,6 +1004,28 @@ def _check_pair(name: str, split: str, x: object, y: object) -> tuple[torch.Tens
             f"{y.shape[0]} labels; they must match"
         )
     return x, y.to(torch.int64)
+
+
+def tensors_from_dataset(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a map-style dataset of ``(image, label)`` items once into an x and a y tensor."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise LTHError("the dataset must be map-style (support len() and indexing)") from None
+    if n == 0:
+        raise LTHError("the dataset is empty")
+    xs, ys = [], []
+    for i in range(n):
+        item = dataset[i]
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise LTHError(f"item {i} of the dataset is not an (image, label) pair")
+        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
+        ys.append(int(item[1]))
+    try:
+        x = torch.stack(xs)
+    except RuntimeError:
+        raise LTHError("the dataset's images do not all have the same shape") from None
+    return x, torch.tensor(ys, dtype=torch.int64)
 
 
 def dataset_from_tensors(
