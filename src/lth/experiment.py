@@ -318,6 +318,7 @@ class Experiment:
             else:
                 prev = previous[r]
                 masks = self.prune(prev.final, prev.masks, level)
+                masks = {n: masks[n] for n in self.prunable}  # a fixed order for random draws
                 if c.reset in ("finetune", "lr_rewind"):
                     start = prev.final
                 elif c.reset == "reinit":

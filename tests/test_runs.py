@@ -1,0 +1,388 @@
+"""Tests for lth.runs: atomic writes, the run folder as a Store, resume, lock, load_ticket.
+
+Uses a small synthetic 28x28 dataset so that a whole study takes well under a second.
+"""
+
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth.data import dataset_from_tensors
+from lth.errors import LTHError
+from lth.experiment import Experiment, ExperimentConfig
+from lth.runs import (
+    METRICS_COLUMNS,
+    RunFolder,
+    atomic_write,
+    csv_text,
+    load_tensors,
+    load_ticket,
+    read_config,
+    save_tensors,
+    toml_text,
+)
+
+CONFIG = ExperimentConfig(
+    levels=2, iterations=30, eval_every=10, batch_size=20, val_size=100, max_parallel=2
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread: as fast as two for these small networks, and far less slowed down
+    when other processes share the CPU. (Results are compared only between runs that use the
+    same number of threads.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(700, 1, 28, 28, generator=g)
+    w = torch.randn(784, 10, generator=g)
+    y = (x.flatten(1) @ w).argmax(1)
+    return dataset_from_tensors("mnist", x[:500], y[:500], x[500:], y[500:], val_size=100)
+
+
+def run_study(path, data, config=CONFIG, hook=None, **kw):
+    with RunFolder(path, config, **kw) as folder:
+        return Experiment(config, data).run(folder, hook)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every result file of a run folder (plots and internal state excluded) with its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in (".lth", "plots")
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("reference") / "run"
+    results = run_study(path, data)
+    return path, results
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write(target, "one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_failure_keeps_old_file_and_names_it(tmp_path, monkeypatch):
+    target = tmp_path / "a.txt"
+    atomic_write(target, "old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write(target, "new content")
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(target)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_tensors_roundtrip_bool_and_float(tmp_path):
+    t = {"m": torch.tensor([True, False]), "w": torch.tensor([-0.0, 1.5])}
+    save_tensors(tmp_path / "t.safetensors", t)
+    back = load_tensors(tmp_path / "t.safetensors")
+    assert back["m"].dtype == torch.bool and back["m"].tolist() == [True, False]
+    assert torch.equal(back["w"].view(torch.int32), t["w"].view(torch.int32))  # -0.0 kept
+    with pytest.raises(LTHError, match="missing"):
+        load_tensors(tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(LTHError, match="not a readable safetensors"):
+        load_tensors(tmp_path / "bad.safetensors")
+
+
+def test_csv_and_toml_text_are_exact():
+    text = csv_text(
+        [{"branch": "ticket", "val_loss": 0.1 + 0.2, "test_acc": None}], METRICS_COLUMNS
+    )
+    header, row = text.splitlines()
+    assert header.split(",") == METRICS_COLUMNS
+    assert "0.30000000000000004" in row
+    values = CONFIG.to_dict() | {"environment": {"device": "cpu", "data_dir": 'a "b"'}}
+    import tomllib
+
+    assert tomllib.loads(toml_text(values)) == values
+
+
+# ---------------------------------------------------------------- store, resume, checkpoints
+
+
+def test_folder_layout_and_config(reference):
+    path, results = reference
+    assert read_config(path) == CONFIG
+    assert json.loads((path / ".lth" / "progress.json").read_text()) == {"levels_done": 2}
+    assert not list((path / ".lth").glob("*.pt"))  # checkpoints of finished levels are gone
+    for r in results:
+        folder = path / r.branch / str(r.replicate) / f"level_{r.level:02d}"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "final.safetensors",
+            "init.safetensors",
+            "mask.safetensors",
+        ]
+        for name, m in load_tensors(folder / "mask.safetensors").items():
+            assert torch.equal(m, r.masks[name])
+        for name, w in load_tensors(folder / "final.safetensors").items():
+            assert torch.equal(w, r.final[name])
+    summary = (path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3 * 3
+
+
+def test_reopen_loads_finished_levels_without_training(reference, data):
+    path, results = reference
+
+    def must_not_train(level, group, trainer):
+        raise AssertionError("a finished level was trained again")
+
+    before = files(path)
+    again = run_study(path, data, hook=must_not_train)
+    assert files(path) == before
+    assert [(r.branch, r.level) for r in again] == [(r.branch, r.level) for r in results]
+    for a, b in zip(again, results):
+        assert all(torch.equal(a.final[k], b.final[k]) for k in b.final)
+        assert all(torch.equal(a.init[k], b.init[k]) for k in b.init)
+        assert a.history.val_loss == b.history.val_loss
+        assert a.history.iteration == b.history.iteration
+        assert a.summary() == b.summary()
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("at", [(0, 1, 20), (1, 0, 10), (2, 1, 0)])
+def test_resume_from_in_level_checkpoint_is_bit_identical(reference, data, tmp_path, at):
+    ref_path, _ = reference
+    path = tmp_path / "run"
+
+    def crash(level, group, trainer):
+        if (level, group, trainer.iteration) == at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_study(path, data, hook=crash, checkpoint_seconds=0)
+    level, group, _ = at
+    assert (path / ".lth" / f"level_{level:02d}_group_{group:02d}.pt").exists()
+    resumed_from = []
+
+    class Spy(RunFolder):
+        def load_checkpoint(self, level, group):
+            state = super().load_checkpoint(level, group)
+            if state is not None:
+                resumed_from.append((level, group, state["iteration"]))
+            return state
+
+    with Spy(path, CONFIG) as folder:
+        Experiment(CONFIG, data).run(folder)
+    assert resumed_from and resumed_from[-1] == at
+    assert files(path) == files(ref_path)
+
+
+def test_late_rewinding_resumes_bit_identically(data, tmp_path):
+    config = ExperimentConfig.from_dict(CONFIG.to_dict() | {"rewind_iteration": 10})
+    ref = tmp_path / "ref"
+    run_study(ref, data, config)
+    assert (ref / "ticket" / "0" / "level_00" / "step_10.safetensors").exists()
+    theta_k = load_tensors(ref / "ticket" / "0" / "level_00" / "step_10.safetensors")
+    init = load_tensors(ref / "ticket" / "0" / "level_02" / "init.safetensors")
+    mask = load_tensors(ref / "ticket" / "0" / "level_02" / "mask.safetensors")
+    assert all(torch.equal(init[n][m], theta_k[n][m]) for n, m in mask.items())
+    path = tmp_path / "run"
+    for at in [(0, 0, 20), (1, 1, 10)]:
+
+        def crash(level, group, trainer, at=at):
+            if (level, group, trainer.iteration) == at:
+                raise Crash
+
+        with pytest.raises(Crash):
+            run_study(path, data, config, hook=crash, checkpoint_seconds=0)
+    run_study(path, data, config)
+    assert files(path) == files(ref)
+
+
+def test_damaged_folder_is_reported(reference, data, tmp_path):
+    path = tmp_path / "run"
+    run_study(path, data)
+    summary = path / "summary.csv"
+    summary.write_text(summary.read_text().splitlines()[0] + "\n")
+    with pytest.raises(LTHError, match="lacks results of level 0.*--overwrite"):
+        RunFolder(path, CONFIG).open()
+    summary.unlink()
+    with pytest.raises(LTHError, match="summary.csv: No such file or directory; start over"):
+        RunFolder(path, CONFIG).open()
+    (path / ".lth" / "progress.json").write_text("{")
+    with pytest.raises(LTHError, match="cannot read .*progress.json"):
+        RunFolder(path, CONFIG).open()
+    with RunFolder(path, CONFIG, overwrite=True) as folder:  # the way out
+        assert folder.levels_done == -1
+
+
+def test_crash_while_saving_a_level_resumes_bit_identically(reference, data, tmp_path, monkeypatch):
+    ref_path, _ = reference
+    path = tmp_path / "run"
+    original = RunFolder.write_tables
+    calls = []
+
+    def failing(self):
+        calls.append(1)
+        if len(calls) == 2:  # level 1: weights written, tables and progress not
+            raise OSError(errno.ENOSPC, "No space left on device", "summary.csv")
+        original(self)
+
+    monkeypatch.setattr(RunFolder, "write_tables", failing)
+    with pytest.raises(OSError):
+        run_study(path, data)
+    monkeypatch.setattr(RunFolder, "write_tables", original)
+    assert json.loads((path / ".lth" / "progress.json").read_text()) == {"levels_done": 0}
+    run_study(path, data)
+    assert files(path) == files(ref_path)
+
+
+def test_rows_of_an_unfinished_level_are_dropped_on_resume(reference, data, tmp_path):
+    ref_path, _ = reference
+    path = tmp_path / "run"
+    run_study(path, data)
+    # as if killed after the tables of level 2 were written but before its progress marker
+    atomic_write(path / ".lth" / "progress.json", json.dumps({"levels_done": 1}))
+    with RunFolder(path, CONFIG) as folder:
+        assert folder.levels_done == 1
+        assert {int(r["level"]) for r in folder.rows["summary"]} == {0, 1}
+        assert folder.load_level(2) is None
+        Experiment(CONFIG, data).run(folder)
+    assert files(path) == files(ref_path)
+
+
+def test_stale_temporaries_are_removed_on_open(reference, data, tmp_path):
+    path = tmp_path / "run"
+    run_study(path, data)
+    stale = path / "ticket" / "0" / "level_01" / ".final.safetensors.tmp12345"
+    stale.write_bytes(b"half")
+    keep = path / "notes.tmp1"  # not a temporary of ours: kept
+    keep.write_text("mine")
+    with RunFolder(path, CONFIG):
+        pass
+    assert not stale.exists() and keep.exists()
+
+
+def test_checkpoint_interval(data, tmp_path, monkeypatch):
+    import lth.runs
+
+    written = []
+    original = lth.runs.atomic_write
+
+    def spy(path, payload):
+        if Path(path).suffix == ".pt":
+            written.append(Path(path).name)
+        original(path, payload)
+
+    monkeypatch.setattr(lth.runs, "atomic_write", spy)
+    config = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 0, "controls": []})
+    run_study(tmp_path / "a", data, config, checkpoint_seconds=3600)
+    assert written == []
+    progress = []
+
+    def hook(level, group, trainer):
+        progress.append((trainer.iteration, len(written)))
+
+    run_study(tmp_path / "b", data, config, hook=hook, checkpoint_seconds=0)
+    # a checkpoint at every evaluation but the last (the finished level is saved instead)
+    assert progress == [(0, 1), (10, 2), (20, 3), (30, 3)]
+    assert set(written) == {"level_00_group_00.pt"}
+    assert not list((tmp_path / "b" / ".lth").glob("*.pt"))
+
+
+# ------------------------------------------------------------------ refusing bad folders
+
+
+def test_second_process_is_refused_by_the_lock(reference, tmp_path):
+    path = tmp_path / "run"
+    with RunFolder(path, CONFIG), pytest.raises(LTHError, match="another lth process is using"):
+        RunFolder(path, CONFIG).open()
+    with RunFolder(path, CONFIG):  # released on close
+        pass
+    with open(path / ".lth" / "lock", "a") as held:  # as another process would hold it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(LTHError, match="another lth process"):
+            RunFolder(path, CONFIG).open()
+
+
+def test_other_settings_are_refused_and_named(reference, data, tmp_path):
+    path = tmp_path / "run"
+    run_study(path, data)
+    before = files(path)
+    other = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 3, "lr": 0.01})
+    with pytest.raises(LTHError) as info:
+        RunFolder(path, other).open()
+    message = str(info.value)
+    assert "levels (2 -> 3)" in message and "lr (0.0012 -> 0.01)" in message
+    assert "--overwrite" in message and "\n" not in message
+    assert files(path) == before
+    with RunFolder(path, other, overwrite=True) as folder:
+        assert folder.levels_done == -1
+    assert sorted(files(path)) == ["config.toml"]
+    assert read_config(path) == other
+
+
+def test_bad_paths_are_refused_without_touching_anything(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(LTHError, match="is a file"):
+        RunFolder(a_file, CONFIG).open()
+    with pytest.raises(LTHError, match="is a file"):
+        RunFolder(a_file / "sub", CONFIG).open()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    for overwrite in (False, True):
+        with pytest.raises(LTHError, match="not an lth run folder"):
+            RunFolder(foreign, CONFIG, overwrite=overwrite).open()
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+
+
+# ----------------------------------------------------------------------------- load_ticket
+
+
+def test_load_ticket(reference, data):
+    path, results = reference
+    for r in results:
+        model, masks = load_ticket(path, r.level, r.branch, r.replicate)
+        params = dict(model.named_parameters())
+        assert all(torch.equal(params[k], r.final[k]) for k in r.final)
+        assert all(torch.equal(masks[k], r.masks[k]) for k in r.masks)
+        start, _ = load_ticket(path, r.level, r.branch, r.replicate, which="init")
+        assert all(torch.equal(p, r.init[k]) for k, p in start.named_parameters())
+        with torch.no_grad():  # the loaded model computes what training reported
+            acc = (model(data.test_x).argmax(1) == data.test_y).double().mean().item() * 100
+        assert acc == pytest.approx(r.history.test_acc[-1], abs=0.51)
+    for kwargs, match in [
+        ({"level": 3}, "levels 0 to 2"),
+        ({"level": 0, "branch": "lottery"}, "ticket, reinit, random_prune"),
+        ({"level": 0, "replicate": 1}, "replicates 0 to 0"),
+        ({"level": 0, "which": "best"}, "final, init"),
+    ]:
+        with pytest.raises(LTHError, match=match):
+            load_ticket(path, **kwargs)
+    with pytest.raises(LTHError, match="not an lth run folder"):
+        load_ticket(path / "ticket", 0)
