@@ -194,3 +194,52 @@ def test_map_style_dataset_is_loaded_once_into_tensors():
     assert y.tolist() == [0, 1, 0, 1, 0] and y.dtype == torch.int64
     with pytest.raises(LTHError, match="pair"):
         tensors_from_dataset([torch.zeros(2)])
+
+
+def test_cifar_presets_follow_the_reference_settings():
+    from lth.presets import PRESETS
+
+    r = ExperimentConfig.from_dict(PRESETS["cifar_resnet_20"])
+    assert (r.model, r.dataset, r.optimizer, r.lr, r.momentum, r.weight_decay) == (
+        "resnet20", "cifar10", "sgd", 0.1, 0.9, 1e-4,
+    )  # fmt: skip
+    assert (r.batch_size, r.epochs, r.pruning, r.rate, r.exclude) == (
+        128, 160, "global", 0.2, ("fc.weight",),
+    )  # fmt: skip
+    steps_per_epoch = (50_000 - r.val_size) // r.batch_size
+    assert r.milestones == (80 * steps_per_epoch, 120 * steps_per_epoch)
+    assert r.train_config(50_000 - r.val_size).iterations == 160 * steps_per_epoch
+    for name, lr, iters, conv in (("conv2", 2e-4, 20_000, 0.1), ("conv4", 3e-4, 25_000, 0.1),
+                                  ("conv6", 3e-4, 30_000, 0.15)):  # fmt: skip
+        c = ExperimentConfig.from_dict(PRESETS[f"{name}_cifar10_paper"])
+        assert (c.model, c.optimizer, c.lr, c.batch_size, c.iterations) == (
+            name, "adam", lr, 60, iters,
+        )  # fmt: skip
+        assert (c.conv_rate, c.rate, c.output_rate) == (conv, 0.2, 0.1)
+
+
+def test_cli_runs_a_user_model_factory_with_replicates(tmp_path, monkeypatch, capsys):
+    from lth.cli import main
+
+    (tmp_path / "user_models.py").write_text(
+        "from torch import nn\n\n"
+        "def mlp(input_shape, num_classes):\n"
+        "    c, h, w = input_shape\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU(),\n"
+        "                         nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    code = main([
+        "run", "--model", "user_models:mlp", "--levels", "1", "--iterations", "100",
+        "--eval-every", "50", "--val-size", "500", "--replicates", "2", "--controls", "none",
+        "--data-dir", str(DATA_DIR), "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    stats = (out / "summary_stats.csv").read_text().splitlines()
+    assert stats[0].startswith("branch,level,weights_remaining,replicates,n")
+    assert [line.split(",")[:5] for line in stats[1:]] == [
+        ["ticket", "0", "100.0", "2", "2"], ["ticket", "1", stats[2].split(",")[2], "2", "2"],
+    ]  # fmt: skip
+    assert (out / "analysis.csv").exists()
+    assert (out / "ticket" / "1" / "level_01" / "mask.safetensors").exists()

@@ -779,8 +779,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _plot_at_end(out: Path) -> None:
-    from . import plots
+    """Derived files of a finished study: statistics over replicates, mask analysis, figures."""
+    from . import analysis, plots, report
+    from .runs import atomic_write
 
+    atomic_write(out / "summary_stats.csv", report.report(out, "csv"))
+    analysis.write_analysis(out)
     try:
         plots.plot_runs([out], out_dir=out / "plots")
     except OSError:
