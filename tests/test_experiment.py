@@ -97,6 +97,9 @@ def test_controls_use_the_tickets_sparsity(small):
             rm = rand.masks[name]
             assert torch.equal(rand.init[name][rm], theta0[name][rm]), "random pruning keeps θ0"
         assert reinit.weights_remaining == ticket.weights_remaining == rand.weights_remaining
+        if level == 0:  # an all-ones random mask is the ticket itself: the very same network
+            assert all(torch.equal(rand.final[n], ticket.final[n]) for n in ticket.final)
+            assert repr(rand.history) == repr(ticket.history)
 
 
 def test_late_rewinding_uses_the_weights_at_iteration_k(small):

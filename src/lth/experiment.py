@@ -330,6 +330,10 @@ class Experiment:
             data_seed = derive_seed(c.seed, "data", r, level)
             planned.append(("ticket", r, TicketJob(_masked(start, masks), masks, data_seed)))
             for control in c.controls:
+                if level == 0 and control == "random_prune":
+                    # a random mask keeping everything is the ticket itself: train it once
+                    planned.append((control, r, None))
+                    continue
                 if control == "reinit":
                     init = self.fresh_weights("reinit", r, level)
                     cmask = masks
@@ -358,7 +362,9 @@ class Experiment:
         snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
         results: list[LevelResult] = []
         size = self.group_size()
-        groups = [planned[i : i + size] for i in range(0, len(planned), size)]
+        trainable = [p for p in planned if p[2] is not None]
+        groups = [trainable[i : i + size] for i in range(0, len(trainable), size)]
+        trained_by_key = {}
         for gi, group in enumerate(groups):
             trainer = Trainer(
                 self.template,
@@ -380,18 +386,16 @@ class Experiment:
             trained = trainer.run(callback=callback)
             assert trained is not None
             for (branch, r, job), res in zip(group, trained, strict=True):
-                results.append(
-                    LevelResult(
-                        branch,
-                        r,
-                        level,
-                        job.masks,
-                        dict(job.init),
-                        res.final,
-                        res.history,
-                        res.snapshots,
-                    )
-                )
+                trained_by_key[branch, r] = LevelResult(
+                    branch, r, level, job.masks, dict(job.init), res.final, res.history,
+                    res.snapshots,
+                )  # fmt: skip
+        for branch, r, job in planned:
+            if job is None:  # the same network as the ticket: share its result
+                ticket = trained_by_key["ticket", r]
+                results.append(dataclasses.replace(ticket, branch=branch))
+            else:
+                results.append(trained_by_key[branch, r])
         return results
 
     def run(self, store: Store | None = None, hook: Hook | None = None) -> list[LevelResult]:
