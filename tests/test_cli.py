@@ -581,3 +581,5 @@ def test_plot_overlays_runs(tiny, tmp_path, capsys):
     assert list(ticket.get_ydata()) == pytest.approx([float(r["test_acc"]) for r in summary])
     assert main(["plot", str(tmp_path / "nope")]) == 2
     assert "does not exist" in _one_line_error(capsys)
+    assert main(["plot", str(tiny), "--out", str(out), "--formats", "png", "--band", "minmax"]) == 0
+    assert main(["plot", str(tiny), "--band", "range"]) == 2

@@ -360,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=["png", "pdf"],
         help="comma list of file formats (default: png,pdf)",
     )
+    plot.add_argument(
+        "--band",
+        choices=("std", "minmax"),
+        default="std",
+        help="spread over replicates: error bars of one standard deviation, or min-max bands "
+        "(default: std)",
+    )
     plot.add_argument("--debug", action="store_true", help="show tracebacks")
     plot.set_defaults(func=cmd_plot)
 
@@ -805,7 +812,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
     if out.exists() and not out.is_dir():
         raise LTHError(f"--out {out} is a file; choose a folder")
-    figures = plots.plot_runs(args.run_dirs, out_dir=out, levels=args.levels, formats=args.formats)
+    figures = plots.plot_runs(
+        args.run_dirs, out_dir=out, levels=args.levels, formats=args.formats, band=args.band
+    )
     for name in figures:
         print("  ".join(str(out / f"{name}.{fmt}") for fmt in args.formats))
     return EXIT_OK
