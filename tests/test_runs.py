@@ -171,7 +171,7 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("at", [(0, 1, 20), (1, 0, 10), (2, 1, 0)])
+@pytest.mark.parametrize("at", [(0, 0, 20), (1, 1, 10), (2, 1, 0)])
 def test_resume_from_in_level_checkpoint_is_bit_identical(reference, data, tmp_path, at):
     ref_path, _ = reference
     path = tmp_path / "run"
