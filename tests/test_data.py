@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import lth.data as data
+from conftest import assert_one_line
 from lth.data import (
     DATASETS,
     Dataset,
@@ -48,23 +49,8 @@ needs_shared = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def _offline_and_isolated(monkeypatch, tmp_path):
-    """No test may touch the network, the user's cache or a stray LTH_DATA_DIR."""
-
-    def no_network(url, dest):
-        raise AssertionError(f"test tried to download {url}")
-
-    monkeypatch.setattr(data, "_download", no_network)
-    monkeypatch.delenv("LTH_DATA_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-def assert_one_line(exc: pytest.ExceptionInfo, *needles: object) -> str:
-    msg = str(exc.value)
-    assert msg and "\n" not in msg and "\r" not in msg, msg
-    for needle in needles:
-        assert str(needle) in msg, (needle, msg)
-    return msg
+def _offline_and_isolated(offline_and_isolated):
+    """Every test here runs offline and away from the user's cache (see conftest)."""
 
 
 def mnist_copy(tmp_path: Path, source: Path = BUNDLED_MNIST) -> Path:

@@ -33,14 +33,8 @@ CONFIG = ExperimentConfig(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train on one thread: as fast as two for these small networks, and far less slowed down
-    when other processes share the CPU. (Results are compared only between runs that use the
-    same number of threads.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here trains on one thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
