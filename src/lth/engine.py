@@ -13,11 +13,22 @@ Layouts (per ticket the parameters keep their usual PyTorch shapes):
   silently mis-reads gradients whose strides differ from the parameter's).
 * Conv2d weight ``(K, out, in, kh, kw)``, bias ``(K, out)``. Activations are
   ``(batch, K * channels, H, W)`` and a convolution runs with ``groups = K``.
+
+All parameters live in one flat buffer (``flat``) and all gradients in another
+(``grad_flat``); ``params`` and ``grads`` are views into them. So masking is one multiply and
+the optimizer one fused kernel over one tensor, whatever the architecture.
+
+``loss_and_grad`` computes the per-ticket cross-entropy and fills ``grad_flat``. For the
+multilayer perceptrons of the lottery-ticket papers (Flatten, then Linear layers each
+optionally followed by ReLU) it runs a hand-written backward pass: the same matrix products as
+autograd, written straight into the gradient buffer, without building a graph. Everything else
+goes through autograd.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 
 import torch
@@ -50,7 +61,71 @@ def build(template: nn.Module, k: int, device: torch.device | str) -> StackedMod
     return ModuleModel(template, device)
 
 
-class StackedModel:
+class FlatParameters:
+    """Parameters and gradients of K tickets in two flat buffers, with a view per parameter."""
+
+    device: torch.device
+    params: dict[str, Tensor]
+
+    def _allocate(self, engine_shapes: Mapping[str, tuple[int, ...]]) -> None:
+        self.engine_shapes = dict(engine_shapes)
+        total = sum(math.prod(shape) for shape in self.engine_shapes.values())
+        self.flat = torch.zeros(total, device=self.device)
+        self.grad_flat = torch.zeros(total, device=self.device)
+        self.params = {n: v.requires_grad_() for n, v in self.views(self.flat).items()}
+        self.grads = self.views(self.grad_flat)
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        """Per-parameter views (engine layout) of a buffer laid out like ``flat``."""
+        out, offset = {}, 0
+        for name, shape in self.engine_shapes.items():
+            size = math.prod(shape)
+            out[name] = flat[offset : offset + size].view(shape)
+            offset += size
+        return out
+
+    def flatten(self, tensors: Mapping[str, Tensor], fill: float) -> Tensor:
+        """A buffer laid out like ``flat``: ``tensors`` (engine layout) where given, else fill."""
+        flat = torch.full_like(self.flat, fill)
+        views = self.views(flat)
+        for name, t in tensors.items():
+            views[name].copy_(t)
+        return flat
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-ticket mean cross-entropy on ``(x, y)``; fills ``grad_flat`` (autograd)."""
+        losses = F.cross_entropy(self.forward(x), y, reduction="none").mean(1)
+        names = list(self.params)
+        grads = torch.autograd.grad(
+            losses.sum(), [self.params[n] for n in names], allow_unused=True
+        )
+        for name, g in zip(names, grads):
+            if g is None:
+                self.grads[name].zero_()
+            else:
+                self.grads[name].copy_(g)
+        return losses.detach()
+
+
+def mlp_layers(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, bool]] | None:
+    """``[(linear name, followed by ReLU)]`` when the layers are Flatten, (Linear, ReLU?)+."""
+    if not layers or not isinstance(layers[0][1], nn.Flatten):
+        return None
+    plan: list[tuple[str, bool]] = []
+    for name, layer in layers[1:]:
+        if isinstance(layer, nn.Linear):
+            plan.append((name, False))
+        elif isinstance(layer, nn.ReLU) and plan and not plan[-1][1]:
+            plan[-1] = (plan[-1][0], True)
+        else:
+            return None
+    return plan if plan and not plan[-1][1] else None
+
+
+class StackedModel(FlatParameters):
     """K tickets of one architecture as stacked parameter tensors with a batched forward pass."""
 
     def __init__(self, template: nn.Module, k: int, device: torch.device | str = "cpu"):
@@ -68,11 +143,11 @@ class StackedModel:
         self.shapes: dict[str, torch.Size] = {
             name: p.shape for name, p in template.named_parameters()
         }
-        self.params: dict[str, Tensor] = {}
-        for name, shape in self.shapes.items():
-            self.params[name] = torch.zeros(
-                (k, *self._engine_shape(name, shape)), device=self.device
-            )
+        self._allocate(
+            {n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()}
+        )
+        self.mlp = mlp_layers(self.layers)
+        self._minus_ones: dict[int, Tensor] = {}
 
     def _is_linear_bias(self, name: str) -> bool:
         layer = dict(self.layers)[name.rsplit(".", 1)[0]]
@@ -154,11 +229,48 @@ class StackedModel:
             raise LTHError("the model must end in a Linear layer to be stacked")
         return h
 
+    def loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-ticket mean cross-entropy on ``(x, y)``; fills ``grad_flat``."""
+        if self.mlp is None:
+            return super().loss_and_grad(x, y)
+        with torch.no_grad():
+            return self._mlp_loss_and_grad(x, y)
+
+    def _mlp_loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
+        k, batch = self.k, x.shape[1]
+        p, g = self.params, self.grads
+        h = x.reshape(k, batch, -1).transpose(1, 2)
+        inputs = []
+        for name, relu in self.mlp:
+            inputs.append(h)
+            b = p.get(f"{name}.bias")
+            w = p[f"{name}.weight"]
+            h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)
+            if relu:
+                h.relu_()
+        # cross-entropy and its gradient (softmax - one_hot) / batch, in place
+        log_p = torch.log_softmax(h, 1)
+        target = y.unsqueeze(1)
+        losses = log_p.gather(1, target).mean((1, 2)).neg_()
+        if batch not in self._minus_ones:
+            self._minus_ones[batch] = torch.full((k, 1, batch), -1.0, device=self.device)
+        d = log_p.exp_().scatter_add_(1, target, self._minus_ones[batch]).mul_(1.0 / batch)
+        for i in reversed(range(len(self.mlp))):
+            name, relu = self.mlp[i]
+            if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
+                d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
+            torch.bmm(d, inputs[i].transpose(1, 2), out=g[f"{name}.weight"])
+            if f"{name}.bias" in g:
+                torch.sum(d, 2, keepdim=True, out=g[f"{name}.bias"])
+            if i > 0:
+                d = torch.bmm(p[f"{name}.weight"].transpose(1, 2), d)
+        return losses
+
     def train(self, mode: bool = True) -> None:
         """No-op: the stacked layers behave the same in training and evaluation."""
 
 
-class ModuleModel:
+class ModuleModel(FlatParameters):
     """One ticket of any ``nn.Module`` behind the StackedModel interface (K = 1).
 
     Parameters live in ``params`` with a leading ticket dimension of 1 and are fed to the module
@@ -171,9 +283,7 @@ class ModuleModel:
         self.device = torch.device(device)
         self.module = copy.deepcopy(template).to(self.device)
         self.shapes = {n: p.shape for n, p in self.module.named_parameters()}
-        self.params = {
-            n: torch.zeros((1, *shape), device=self.device) for n, shape in self.shapes.items()
-        }
+        self._allocate({n: (1, *shape) for n, shape in self.shapes.items()})
         self.buffers = dict(self.module.named_buffers())
 
     def load(self, index: int, state: Mapping[str, Tensor]) -> None:

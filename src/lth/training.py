@@ -25,6 +25,7 @@ from .errors import LTHError
 from .optim import OPTIMIZERS, FusedOptimizer, learning_rate
 
 MaskSet = dict[str, Tensor]
+CHECKPOINT_FORMAT = 2  # 2: optimizer state over one flat parameter buffer
 
 
 @dataclass(frozen=True)
@@ -148,16 +149,15 @@ class Trainer:
         self.model: StackedModel | ModuleModel = build(template, len(jobs), self.device)
         for i, job in enumerate(jobs):
             self.model.load(i, job.init)
-        self.masks = _stack_masks(self.model, jobs)
+        model = self.model
+        masks = _stack_masks(model, jobs)
+        # one multiply masks every gradient: 1 for unmasked parameters (e.g. biases)
+        self.mask_flat = model.flatten(masks, 1.0)
+        self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
         with torch.no_grad():
-            for name, m in self.masks.items():
-                self.model.params[name].masked_fill_(m == 0, 0.0)
-        self.param_names = list(self.model.params)
-        self.param_list = [self.model.params[n].requires_grad_() for n in self.param_names]
-        self.mask_index = [self.param_names.index(n) for n in self.masks]
-        self.mask_list = list(self.masks.values())
+            model.flat.masked_fill_(self.mask_flat == 0, 0.0)
         self.optimizer = FusedOptimizer(
-            self.param_list,
+            [model.flat],
             config.optimizer,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
@@ -216,13 +216,8 @@ class Trainer:
     def step(self) -> None:
         """One training step for every ticket."""
         x, y = self._batch()
-        logits = self.model.forward(x)
-        losses = F.cross_entropy(logits, y, reduction="none").mean(1)
-        grads = list(torch.autograd.grad(losses.sum(), self.param_list))
-        for i, (g, p) in enumerate(zip(grads, self.param_list)):
-            if g.stride() != p.stride():
-                grads[i] = g.contiguous()
-        torch._foreach_mul_([grads[i] for i in self.mask_index], self.mask_list)
+        losses = self.model.loss_and_grad(x, y)
+        self.model.grad_flat.mul_(self.mask_flat)
         lr = learning_rate(
             self.config.lr,
             self.iteration,
@@ -230,8 +225,8 @@ class Trainer:
             self.config.gamma,
             self.config.warmup,
         )
-        self.optimizer.step(grads, lr)
-        self.loss_sum += losses.detach()
+        self.optimizer.step([self.model.grad_flat], lr)
+        self.loss_sum += losses
         self.loss_steps += 1
         self.iteration += 1
 
@@ -328,6 +323,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to continue this training bit-identically."""
         return {
+            "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
             "params": {n: p.detach().clone() for n, p in self.model.params.items()},
             "buffers": {n: b.clone() for n, b in getattr(self.model, "buffers", {}).items()},
@@ -343,6 +339,11 @@ class Trainer:
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         """Restore a state produced by :meth:`state_dict`."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise LTHError(
+                "this checkpoint was written by another version of lth; "
+                "delete the run's .lth folder to redo the unfinished level"
+            )
         self.iteration = int(state["iteration"])
         for n, p in self.model.params.items():
             p.copy_(state["params"][n])
