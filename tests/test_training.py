@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lth.engine import StackedModel, mlp_layers
 from lth.errors import LTHError
 from lth.models import create_model, initialize
 from lth.optim import learning_rate
@@ -206,9 +207,25 @@ def test_history_records_evaluations_and_early_stop():
     assert torch.equal(model.fc1.weight.detach(), result.final["fc1.weight"])
 
 
-def test_evaluation_matches_plain_forward():
-    data = synthetic_data()
-    models = [make_model("lenet5", s) for s in (0, 1)]
+def grouped_conv_net() -> torch.nn.Sequential:
+    """A conv net of grouped convolutions (groups=2) over 2-channel images."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, groups=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 6, 3, groups=2),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 12 * 12, 10),
+    )
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5", "conv2", "grouped"])
+def test_evaluation_matches_plain_forward(name):
+    data = synthetic_data(shape=(2, 28, 28) if name == "grouped" else (1, 28, 28))
+    if name == "grouped":
+        models = [grouped_conv_net() for _ in range(2)]
+    else:
+        models = [make_model(name, s) for s in (0, 1)]
     masks = [random_masks(m, 5) for m in models]
     jobs = [TicketJob(m.state_dict(), mk, 0) for m, mk in zip(models, masks)]
     trainer = Trainer(models[0], jobs, data, TrainConfig(iterations=1))
@@ -224,6 +241,66 @@ def test_evaluation_matches_plain_forward():
         assert losses[i] == pytest.approx(F.cross_entropy(logits, data.test_y).item(), rel=1e-5)
         expected = (logits.argmax(1) == data.test_y).float().mean().item() * 100
         assert accs[i] == pytest.approx(expected)
+
+
+MLPS = {
+    "lenet_300_100": lambda: create_model("lenet_300_100"),
+    "no_bias_no_relu": lambda: torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 40, bias=False),
+        torch.nn.Linear(40, 30),
+        torch.nn.ReLU(),
+        torch.nn.Linear(30, 10, bias=False),
+    ),
+    "one_layer": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)),
+}
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("name", list(MLPS))
+def test_handwritten_mlp_backward_matches_autograd(name, k):
+    torch.manual_seed(0)
+    template = MLPS[name]()
+    fast = StackedModel(template, k)
+    slow = StackedModel(template, k)
+    assert fast.mlp is not None
+    slow.mlp = None  # force the autograd path
+    for i in range(k):
+        state = {n: torch.randn(p.shape) for n, p in template.named_parameters()}
+        fast.load(i, state)
+        slow.load(i, state)
+    x = torch.randn(k, 20, 1, 28, 28)
+    y = torch.randint(0, 10, (k, 20))
+    losses_fast = fast.loss_and_grad(x, y)
+    losses_slow = slow.loss_and_grad(x, y)
+    torch.testing.assert_close(losses_fast, losses_slow)
+    for n in fast.grads:
+        torch.testing.assert_close(fast.grads[n], slow.grads[n], rtol=1e-4, atol=1e-6)
+        assert fast.grads[n].abs().sum() > 0, f"{n}: an all-zero gradient proves nothing"
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [torch.nn.Linear(784, 10)],  # no Flatten first
+        [torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.ReLU()],  # ends in ReLU
+        [torch.nn.Flatten(), torch.nn.ReLU(), torch.nn.Linear(784, 10)],  # ReLU first
+        [torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(1352, 10)],
+    ],
+)
+def test_non_mlp_layers_take_the_autograd_path(layers):
+    assert mlp_layers(list(torch.nn.Sequential(*layers).named_children())) is None
+
+
+def test_old_checkpoint_format_is_refused_in_one_line():
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    trainer = Trainer(model, [TicketJob(model.state_dict(), random_masks(model, 1), 0)], data,
+                      TrainConfig(iterations=2))  # fmt: skip
+    state = trainer.state_dict()
+    state.pop("format")
+    with pytest.raises(LTHError, match="another version of lth"):
+        trainer.load_state_dict(state)
 
 
 def test_divergence_is_detected_and_recorded():

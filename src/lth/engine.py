@@ -92,7 +92,7 @@ class FlatParameters:
             views[name].copy_(t)
         return flat
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
         raise NotImplementedError
 
     def loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
@@ -143,9 +143,7 @@ class StackedModel(FlatParameters):
         self.shapes: dict[str, torch.Size] = {
             name: p.shape for name, p in template.named_parameters()
         }
-        self._allocate(
-            {n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()}
-        )
+        self._allocate({n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()})
         self.mlp = mlp_layers(self.layers)
         self._minus_ones: dict[int, Tensor] = {}
 
@@ -183,25 +181,39 @@ class StackedModel(FlatParameters):
         shape = self._engine_shape(name, self.shapes[name])
         return torch.stack([t.reshape(shape) for t in tensors]).to(self.device)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``."""
+    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
+        """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``.
+
+        ``shared=True``: one input batch ``(batch, *input_shape)`` for every ticket (evaluation).
+        The first weight layer then runs as one product with all K weight matrices stacked,
+        instead of K products over K copies of the input.
+        """
         k = self.k
-        batch = x.shape[1]
+        batch = x.shape[0] if shared else x.shape[1]
         if isinstance(self.layers[0][1], nn.Flatten):
-            h = x.reshape(k, batch, -1).transpose(1, 2)
+            h = x.reshape(batch, -1).t() if shared else x.reshape(k, batch, -1).transpose(1, 2)
             mode = "features"
         else:
-            h = x.transpose(0, 1).reshape(batch, k * x.shape[2], *x.shape[3:])
+            h = x if shared else x.transpose(0, 1).reshape(batch, k * x.shape[2], *x.shape[3:])
             mode = "image"
         p = self.params
         for name, layer in self.layers:
             if isinstance(layer, nn.Linear):
                 b = p.get(f"{name}.bias")
                 w = p[f"{name}.weight"]
-                h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)
+                if shared:
+                    w2 = w.reshape(-1, w.shape[2])
+                    h = torch.mm(w2, h) if b is None else torch.addmm(b.reshape(-1, 1), w2, h)
+                    h = h.view(k, -1, batch)
+                    shared = False
+                else:
+                    h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)
             elif isinstance(layer, nn.Conv2d):
                 w = p[f"{name}.weight"]
                 b = p.get(f"{name}.bias")
+                if shared and layer.groups != 1:  # grouped: each ticket needs its own copy
+                    h = h.repeat(1, k, 1, 1)
+                    shared = False
                 h = F.conv2d(
                     h,
                     w.reshape(-1, *w.shape[2:]),
@@ -209,8 +221,9 @@ class StackedModel(FlatParameters):
                     layer.stride,
                     layer.padding,
                     layer.dilation,
-                    layer.groups * k,
+                    layer.groups * (1 if shared else k),
                 )
+                shared = False
             elif isinstance(layer, nn.ReLU):
                 h = torch.relu(h)
             elif isinstance(layer, nn.MaxPool2d):
@@ -223,7 +236,7 @@ class StackedModel(FlatParameters):
                     ceil_mode=layer.ceil_mode,
                 )
             elif isinstance(layer, nn.Flatten) and mode == "image":
-                h = h.reshape(batch, k, -1).permute(1, 2, 0)
+                h = h.reshape(batch, -1).t() if shared else h.reshape(batch, k, -1).permute(1, 2, 0)
                 mode = "features"
         if mode != "features":
             raise LTHError("the model must end in a Linear layer to be stacked")
@@ -317,8 +330,11 @@ class ModuleModel(FlatParameters):
         """Switch the module between training and evaluation behaviour (BatchNorm, dropout)."""
         self.module.train(mode)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(1, classes, batch)`` for inputs ``(1, batch, *input_shape)``."""
+    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
+        """Logits ``(1, classes, batch)`` for inputs ``(1, batch, *input_shape)``.
+
+        ``shared=True``: the input is ``(batch, *input_shape)`` (there is only one ticket).
+        """
         weights = {n: p[0] for n, p in self.params.items()}
-        out = torch.func.functional_call(self.module, weights, (x[0],))
+        out = torch.func.functional_call(self.module, weights, (x if shared else x[0],))
         return out.t().unsqueeze(0)
