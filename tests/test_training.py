@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lth.engine import StackedModel, mlp_layers
+from lth.engine import StackedModel, bmm, mlp_layers
 from lth.errors import LTHError
 from lth.models import create_model, initialize
 from lth.optim import learning_rate
@@ -277,6 +277,23 @@ def test_handwritten_mlp_backward_matches_autograd(name, k):
     for n in fast.grads:
         torch.testing.assert_close(fast.grads[n], slow.grads[n], rtol=1e-4, atol=1e-6)
         assert fast.grads[n].abs().sum() > 0, f"{n}: an all-zero gradient proves nothing"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_thread_balanced_bmm_matches_torch(k, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, bias = torch.randn(k, 7, 5), torch.randn(k, 7, 1)
+        b = torch.randn(k, 6, 9).transpose(1, 2)[:, :5]  # a strided view, as in the engine
+        torch.testing.assert_close(bmm(a, b), torch.bmm(a, b))
+        torch.testing.assert_close(bmm(a, b, bias), torch.baddbmm(bias, a, b))
+        out = torch.full((k, 7, 6), float("nan"))
+        assert bmm(a, b, bias, out=out) is out
+        torch.testing.assert_close(out, torch.baddbmm(bias, a, b))
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,35 @@ class FlatParameters:
         return losses.detach()
 
 
+def bmm(a: Tensor, b: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """``bias + a @ b`` for every ticket, as ``torch.baddbmm``, balanced across CPU threads.
+
+    On CPU, ``bmm`` gives each thread whole tickets, so 3 tickets on 2 threads take as long as
+    4. The tickets beyond a multiple of the thread count go through ``mm``, which splits one
+    product across all threads. (Under autograd, ``out=`` is not allowed: plain ``bmm``.)
+    """
+    k = a.shape[0]
+    balance = (
+        a.device.type == "cpu"
+        and k > 1
+        and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+    )
+    rest = k % torch.get_num_threads() if balance else 0
+    if rest == 0:
+        return torch.bmm(a, b, out=out) if bias is None else torch.baddbmm(bias, a, b, out=out)
+    if out is None:
+        out = torch.empty(k, a.shape[1], b.shape[2], device=a.device, dtype=a.dtype)
+    head = k - rest
+    if head:
+        bmm(a[:head], b[:head], None if bias is None else bias[:head], out[:head])
+    for i in range(head, k):
+        if bias is None:
+            torch.mm(a[i], b[i], out=out[i])
+        else:
+            torch.addmm(bias[i], a[i], b[i], out=out[i])
+    return out
+
+
 def mlp_layers(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, bool]] | None:
     """``[(linear name, followed by ReLU)]`` when the layers are Flatten, (Linear, ReLU?)+."""
     if not layers or not isinstance(layers[0][1], nn.Flatten):
@@ -207,7 +236,7 @@ class StackedModel(FlatParameters):
                     h = h.view(k, -1, batch)
                     shared = False
                 else:
-                    h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)
+                    h = bmm(w, h, b)
             elif isinstance(layer, nn.Conv2d):
                 w = p[f"{name}.weight"]
                 b = p.get(f"{name}.bias")
@@ -258,7 +287,7 @@ class StackedModel(FlatParameters):
             inputs.append(h)
             b = p.get(f"{name}.bias")
             w = p[f"{name}.weight"]
-            h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)
+            h = bmm(w, h, b)
             if relu:
                 h.relu_()
         # cross-entropy and its gradient (softmax - one_hot) / batch, in place
@@ -272,11 +301,11 @@ class StackedModel(FlatParameters):
             name, relu = self.mlp[i]
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
-            torch.bmm(d, inputs[i].transpose(1, 2), out=g[f"{name}.weight"])
+            bmm(d, inputs[i].transpose(1, 2), out=g[f"{name}.weight"])
             if f"{name}.bias" in g:
                 torch.sum(d, 2, keepdim=True, out=g[f"{name}.bias"])
             if i > 0:
-                d = torch.bmm(p[f"{name}.weight"].transpose(1, 2), d)
+                d = bmm(p[f"{name}.weight"].transpose(1, 2), d)
         return losses
 
     def train(self, mode: bool = True) -> None:
