@@ -217,10 +217,18 @@ def test_a_diverged_ticket_ends_its_chain(small):
     assert results[0].summary()["diverged_at"] == results[0].history.diverged_at
 
 
-def test_group_size_shrinks_when_memory_is_short(small, monkeypatch):
+def test_group_size_follows_threads_on_cpu_and_shrinks_when_memory_is_short(small, monkeypatch):
     import lth.experiment as experiment
 
     exp = Experiment(quick(), small)
-    assert exp.group_size() == 16
-    monkeypatch.setattr(experiment, "_free_memory", lambda device: 10 << 20)
-    assert exp.group_size() == 1
+    before = torch.get_num_threads()
+    try:
+        for threads, expected in [(1, 2), (2, 2), (5, 5)]:
+            torch.set_num_threads(threads)
+            assert exp.group_size() == expected
+        torch.set_num_threads(32)
+        assert exp.group_size() == 16, "max_parallel still caps it"
+        monkeypatch.setattr(experiment, "_free_memory", lambda device: 10 << 20)
+        assert exp.group_size() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -193,6 +193,47 @@ def test_resume_from_in_level_checkpoint_is_bit_identical(reference, data, tmp_p
     assert files(path) == files(ref_path)
 
 
+def test_resume_keeps_the_grouping_the_level_started_with(reference, data, tmp_path, monkeypatch):
+    """Group size follows the machine (threads, memory): a resume elsewhere must not regroup."""
+    ref_path, _ = reference
+    path = tmp_path / "run"
+
+    def crash(level, group, trainer):
+        if (level, group, trainer.iteration) == (1, 0, 10):
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_study(path, data, hook=crash, checkpoint_seconds=0)
+    sizes = []
+
+    def spy(level, group, trainer):
+        sizes.append((level, group, trainer.k))
+
+    monkeypatch.setattr(Experiment, "group_size", lambda self: 1)  # a smaller machine
+    run_study(path, data, hook=spy)
+    assert (1, 0, 2) in sizes, "level 1 resumed in its original groups of 2"
+    assert (2, 0, 1) in sizes, "level 2 started after the resume uses the new size"
+    assert files(path) != files(ref_path)  # level 2 trained in other groups...
+    for name, content in files(ref_path).items():  # ...but levels 0 and 1 are bit-identical
+        if "level_02" not in name and not name.endswith(".csv"):
+            assert files(path)[name] == content, name
+
+
+def test_checkpoint_of_other_tickets_is_refused(data, tmp_path):
+    path = tmp_path / "run"
+
+    def crash(level, group, trainer):
+        if (level, group, trainer.iteration) == (1, 1, 10):
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_study(path, data, hook=crash, checkpoint_seconds=0)
+    # group 1's checkpoint where group 0's should be: other tickets
+    (path / ".lth" / "level_01_group_01.pt").replace(path / ".lth" / "level_01_group_00.pt")
+    with pytest.raises(LTHError, match="holds other tickets"):
+        run_study(path, data)
+
+
 def test_late_rewinding_resumes_bit_identically(data, tmp_path):
     config = ExperimentConfig.from_dict(CONFIG.to_dict() | {"rewind_iteration": 10})
     ref = tmp_path / "ref"

@@ -292,7 +292,12 @@ class Experiment:
         return prune_layerwise(weights, masks, rates)
 
     def group_size(self) -> int:
-        """How many tickets train together: ``max_parallel``, or fewer if memory is short."""
+        """How many tickets train together: ``max_parallel``, or fewer if memory is short.
+
+        On CPU also at most the thread count (and at least 2): there, stacking more tickets
+        than threads runs no faster per ticket and falls out of cache (15 LeNet-300-100 tickets
+        train 20% faster in groups of 2 than in one group of 15 on 2 cores).
+        """
         if not engine_supports(self.template):
             return 1
         n_params = sum(p.numel() for p in self.template.parameters())
@@ -305,6 +310,8 @@ class Experiment:
         # weights, gradients, two optimizer moments, mask; activations kept for backward
         per_ticket = 4 * (5 * n_params + 3 * activations * self.config.batch_size)
         fits = max(1, int(0.5 * _free_memory(self.device) // per_ticket))
+        if self.device.type == "cpu":
+            fits = min(fits, max(2, torch.get_num_threads()))
         return min(self.config.max_parallel, fits)
 
     def plan(self, level: int, previous: dict[int, LevelResult], level0: dict[int, LevelResult]):
@@ -328,7 +335,9 @@ class Experiment:
                 else:
                     start = level0[r].snapshots[c.rewind_iteration]
             data_seed = derive_seed(c.seed, "data", r, level)
-            planned.append(("ticket", r, TicketJob(_masked(start, masks), masks, data_seed)))
+            planned.append(
+                ("ticket", r, TicketJob(_masked(start, masks), masks, data_seed, f"ticket/{r}"))
+            )
             for control in c.controls:
                 if level == 0 and control == "random_prune":
                     # a random mask keeping everything is the ticket itself: train it once
@@ -343,7 +352,13 @@ class Experiment:
                     )
                     cmask = prune_random_like(masks, generator=gen)
                     init = start
-                planned.append((control, r, TicketJob(_masked(init, cmask), cmask, data_seed)))
+                planned.append(
+                    (
+                        control,
+                        r,
+                        TicketJob(_masked(init, cmask), cmask, data_seed, f"{control}/{r}"),
+                    )
+                )
         return planned
 
     def level_train_config(self, level: int) -> TrainConfig:
@@ -361,7 +376,9 @@ class Experiment:
         c = self.config
         snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
         results: list[LevelResult] = []
-        size = self.group_size()
+        # a level resumed from a checkpoint keeps the grouping it started with
+        first = store.load_checkpoint(level, 0)
+        size = len(first["tickets"]) if first and "tickets" in first else self.group_size()
         trainable = [p for p in planned if p[2] is not None]
         groups = [trainable[i : i + size] for i in range(0, len(trainable), size)]
         trained_by_key = {}
@@ -374,7 +391,7 @@ class Experiment:
                 self.device,
                 snapshot_at=snapshot_at,
             )
-            state = store.load_checkpoint(level, gi)
+            state = first if gi == 0 else store.load_checkpoint(level, gi)
             if state is not None:
                 trainer.load_state_dict(state)
 

@@ -25,7 +25,7 @@ from .errors import LTHError
 from .optim import OPTIMIZERS, FusedOptimizer, learning_rate
 
 MaskSet = dict[str, Tensor]
-CHECKPOINT_FORMAT = 2  # 2: optimizer state over one flat parameter buffer
+CHECKPOINT_FORMAT = 2  # 2: one flat optimizer state, ticket names
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,16 @@ class TrainConfig:
 
 @dataclass
 class TicketJob:
-    """One ticket to train: its starting weights (usual shapes), its mask and its data seed."""
+    """One ticket to train: its starting weights (usual shapes), its mask and its data seed.
+
+    ``name`` identifies the ticket in checkpoints (e.g. ``"reinit/2"``), so that a checkpoint
+    is never loaded into other tickets.
+    """
 
     init: Mapping[str, Tensor]
     masks: MaskSet
     seed: int
+    name: str = ""
 
 
 @dataclass
@@ -162,6 +167,7 @@ class Trainer:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
+        self.names = [job.name for job in jobs]
         self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
         n_train = data.train_x.shape[0]
         if n_train < config.batch_size:
@@ -324,6 +330,7 @@ class Trainer:
         """Everything needed to continue this training bit-identically."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "tickets": self.names,
             "iteration": self.iteration,
             "params": {n: p.detach().clone() for n, p in self.model.params.items()},
             "buffers": {n: b.clone() for n, b in getattr(self.model, "buffers", {}).items()},
@@ -342,6 +349,11 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise LTHError(
                 "this checkpoint was written by another version of lth; "
+                "delete the run's .lth folder to redo the unfinished level"
+            )
+        if state["tickets"] != self.names:
+            raise LTHError(
+                "this checkpoint holds other tickets than the ones being trained; "
                 "delete the run's .lth folder to redo the unfinished level"
             )
         self.iteration = int(state["iteration"])
