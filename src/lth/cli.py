@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_whole,
         metavar="N",
         key="max_parallel",
-        help="networks trained at once in the stacked engine",
+        help="at most this many networks trained at once (fewer if memory or threads are short)",
     )
 
     covered = {a.dest for a in run._actions}

@@ -8,15 +8,16 @@ them. A single ticket is simply K = 1.
 Layouts (per ticket the parameters keep their usual PyTorch shapes):
 
 * Linear weight ``(K, out, in)``, bias ``(K, out, 1)``. Activations are feature-major,
-  ``(K, features, batch)``, so that ``h = W @ x + b`` is a plain ``baddbmm`` whose weight
-  gradient autograd returns contiguous, in the weight's own layout (a fused optimizer kernel
-  silently mis-reads gradients whose strides differ from the parameter's).
+  ``(K, features, batch)``, so that ``h = W @ x + b`` is a plain ``baddbmm`` and the weight
+  gradient ``dh @ x^T`` comes out in the weight's own layout.
 * Conv2d weight ``(K, out, in, kh, kw)``, bias ``(K, out)``. Activations are
   ``(batch, K * channels, H, W)`` and a convolution runs with ``groups = K``.
 
 All parameters live in one flat buffer (``flat``) and all gradients in another
 (``grad_flat``); ``params`` and ``grads`` are views into them. So masking is one multiply and
-the optimizer one fused kernel over one tensor, whatever the architecture.
+the optimizer one fused kernel over one tensor, whatever the architecture. (The gradient
+buffer is contiguous like the parameters: ``torch._fused_adam_`` silently mis-reads
+gradients whose strides differ from their parameter's.)
 
 ``loss_and_grad`` computes the per-ticket cross-entropy and fills ``grad_flat``. For the
 multilayer perceptrons of the lottery-ticket papers (Flatten, then Linear layers each
