@@ -46,6 +46,29 @@ def timed(fn: Callable[[], None], sync: Callable[[], None], steps: int, repeats:
     return statistics.median(times)
 
 
+def interleaved(
+    fns: dict[str, tuple[Callable[[], None], int]], sync: Callable[[], None], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each ``fn`` (``steps`` calls per timing), the functions taking turns.
+
+    Timing them in turns, rather than one after the other, exposes each to the same moments
+    of a shared machine's noise, so the ratios of the per-round times are steadier.
+    """
+    for fn, steps in fns.values():
+        for _ in range(max(3, steps // 5)):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (fn, steps) in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
 def weights_count() -> int:
     return sum(i * o for i, o in zip(DIMS[:-1], DIMS[1:]))
 
@@ -70,15 +93,20 @@ def make_jobs(k: int) -> tuple[torch.nn.Module, list[TicketJob]]:
     return template, jobs
 
 
-def bench_lth(data, k: int, batch: int, device, sync, steps: int, repeats: int) -> float:
+def lth_step(data, k: int, batch: int, device) -> Callable[[], None]:
+    """One training step of K tickets."""
     template, jobs = make_jobs(k)
     trainer = Trainer(template, jobs, data, TrainConfig(iterations=10**9, batch_size=batch), device)
-    return timed(trainer.step, sync, steps, repeats)
+    return trainer.step
 
 
-def bench_gemms(batch: int, device, sync, steps: int, repeats: int) -> float:
-    """The step's matrix products alone, best of row-major and feature-major layouts."""
-    best = float("inf")
+def bench_lth(data, k: int, batch: int, device, sync, steps: int, repeats: int) -> float:
+    return timed(lth_step(data, k, batch, device), sync, steps, repeats)
+
+
+def gemm_step(batch: int, device, sync) -> Callable[[], None]:
+    """The step's matrix products alone, in the faster of row-major and feature-major layouts."""
+    best, best_fn = float("inf"), None
     for feature_major in (False, True):
         ws = [torch.randn(o, i, device=device) for i, o in zip(DIMS[:-1], DIMS[1:])]
         if feature_major:
@@ -104,8 +132,11 @@ def bench_gemms(batch: int, device, sync, steps: int, repeats: int) -> float:
                     if li > 0:
                         torch.mm(acts[li + 1], w, out=outs[li])
 
-        best = min(best, timed(products, sync, steps, repeats))
-    return best
+        t = timed(products, sync, 50, 3)
+        if t < best:
+            best, best_fn = t, products
+    assert best_fn is not None
+    return best_fn
 
 
 def bench_peak(device, sync, repeats: int, n: int = 2048) -> float:
@@ -151,8 +182,8 @@ class PerSampleMNIST(torch.utils.data.Dataset):
         return normalize(to_tensor(img), (0.1307,), (0.3081,)), target
 
 
-def bench_dataloader(data, batch: int, device, sync, steps: int, repeats: int) -> float:
-    """Seconds per step of the common loop: DataLoader, nn.Module, torch.optim, masks after step."""
+def dataloader_step(data, batch: int, device) -> Callable[[], None]:
+    """One step of the common loop: DataLoader, nn.Module, torch.optim, masks after the step."""
     raw = ((data.train_x.cpu() * 0.3081 + 0.1307) * 255).round().clamp(0, 255)
     images = raw.to(torch.uint8).squeeze(1)
     labels = data.train_y.cpu()
@@ -183,7 +214,12 @@ def bench_dataloader(data, batch: int, device, sync, steps: int, repeats: int) -
             for n, m in masks.items():
                 params[n].mul_(m)
 
-    return timed(step, sync, steps, repeats)
+    return step
+
+
+def ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a / b, for times taken in turns."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def main() -> None:
@@ -191,7 +227,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--ks", default="2,4,8,16")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -202,12 +238,22 @@ def main() -> None:
     rows = []
     peak = bench_peak(device, sync, reps)
     rows.append(("reference: one 2048^2 float32 matmul", None, None, peak))
-    single = {}
-    for batch in (60, 128):
-        t = bench_lth(data, 1, batch, device, sync, steps, reps)
-        single[batch] = t
+    # the three figures that make the single-ticket ratios, timed in turns
+    times = interleaved(
+        {
+            "lth": (lth_step(data, 1, 60, device), steps),
+            "gemm": (gemm_step(60, device, sync), steps),
+            "dataloader": (dataloader_step(data, 60, device), max(5, steps // 5)),
+        },
+        sync,
+        reps,
+    )
+    single = {60: statistics.median(times["lth"])}
+    gemm = statistics.median(times["gemm"])
+    dl = statistics.median(times["dataloader"])
+    single[128] = bench_lth(data, 1, 128, device, sync, steps, reps)
+    for batch, t in single.items():
         rows.append((f"lth, one ticket, batch {batch}", t, batch / t, step_flops(batch) / t))
-    gemm = bench_gemms(60, device, sync, steps, reps)
     rows.append(
         ("reference: the step's matrix products, batch 60", gemm, 60 / gemm, step_flops(60) / gemm)
     )
@@ -216,7 +262,6 @@ def main() -> None:
         t = bench_lth(data, k, 60, device, sync, max(5, steps // k), reps)
         batched[k] = t
         rows.append((f"lth, {k} tickets at once, batch 60", t, k * 60 / t, k * step_flops(60) / t))
-    dl = bench_dataloader(data, 60, device, sync, steps, reps)
     rows.append(("common way: DataLoader + torch.optim + mask", dl, 60 / dl, step_flops(60) / dl))
 
     print(f"{'what':52s} {'ms/step':>9s} {'samples/s':>11s} {'GFLOP/s':>9s}")
@@ -227,9 +272,9 @@ def main() -> None:
 
     best_k = max(batched, key=lambda k: k * step_flops(60) / batched[k])
     result = {
-        "single_vs_same_gemms": round(gemm / single[60], 3),
+        "single_vs_same_gemms": round(ratio(times["gemm"], times["lth"]), 3),
         "batched_vs_peak": round(best_k * step_flops(60) / batched[best_k] / peak, 3),
-        "speedup_vs_dataloader": round(dl / single[60], 2),
+        "speedup_vs_dataloader": round(ratio(times["dataloader"], times["lth"]), 2),
         "best_k": best_k,
         "single_samples_per_s": {b: round(b / t) for b, t in single.items()},
         "batched_samples_per_s": {k: round(k * 60 / t) for k, t in batched.items()},
