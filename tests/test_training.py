@@ -118,6 +118,33 @@ def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k):
                 assert torch.equal(pruned, torch.zeros_like(pruned)), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model_name", ["lenet_300_100", "lenet5"])
+@pytest.mark.parametrize("cfg_name", list(CONFIGS))
+def test_cuda_training_matches_cpu(model_name, cfg_name):
+    """Everything on the GPU: same data order, same results as on the CPU up to float rounding."""
+    cfg, k = CONFIGS[cfg_name], 3
+    data = synthetic_data()
+    on_gpu = SimpleNamespace(
+        **{n: v.cuda() if torch.is_tensor(v) else v for n, v in vars(data).items()}
+    )
+    models = [make_model(model_name, seed) for seed in range(k)]
+    jobs = [TicketJob(m.state_dict(), random_masks(m, 10 + i), 100 + i) for i, m in
+            enumerate(models)]  # fmt: skip
+    cpu = Trainer(models[0], jobs, data, cfg).run()
+    gpu_trainer = Trainer(models[0], jobs, on_gpu, cfg, device="cuda")
+    assert gpu_trainer.model.flat.is_cuda and gpu_trainer.optimizer.params[0].is_cuda
+    gpu = gpu_trainer.run()
+    for c, g, job in zip(cpu, gpu, jobs):
+        for name, w in c.final.items():
+            torch.testing.assert_close(g.final[name], w, rtol=1e-3, atol=1e-4)
+            if name in job.masks:
+                pruned = g.final[name][~job.masks[name]]
+                assert torch.equal(pruned, torch.zeros_like(pruned)), name
+        assert g.history.iteration == c.history.iteration
+        assert g.history.test_loss == pytest.approx(c.history.test_loss, rel=1e-3)
+
+
 def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay():
     data = synthetic_data()
     model = make_model("lenet_300_100", 0)
