@@ -228,6 +228,8 @@ def test_group_size_follows_threads_on_cpu_and_shrinks_when_memory_is_short(smal
             assert exp.group_size() == expected
         torch.set_num_threads(32)
         assert exp.group_size() == 16, "max_parallel still caps it"
+        conv = Experiment(quick(model="lenet5"), small)
+        assert conv.group_size() == 1, "conv nets train one at a time on CPU"
         monkeypatch.setattr(experiment, "_free_memory", lambda device: 10 << 20)
         assert exp.group_size() == 1
     finally:
