@@ -175,7 +175,7 @@ class StackedModel(FlatParameters):
         }
         self._allocate({n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()})
         self.mlp = mlp_layers(self.layers)
-        self._minus_ones: dict[int, Tensor] = {}
+        self._eye: Tensor | None = None  # rows are one-hot targets
 
     def _is_linear_bias(self, name: str) -> bool:
         layer = dict(self.layers)[name.rsplit(".", 1)[0]]
@@ -295,9 +295,12 @@ class StackedModel(FlatParameters):
         log_p = torch.log_softmax(h, 1)
         target = y.unsqueeze(1)
         losses = log_p.gather(1, target).mean((1, 2)).neg_()
-        if batch not in self._minus_ones:
-            self._minus_ones[batch] = torch.full((k, 1, batch), -1.0, device=self.device)
-        d = log_p.exp_().scatter_add_(1, target, self._minus_ones[batch]).mul_(1.0 / batch)
+        classes = h.shape[1]
+        if self._eye is None or self._eye.shape[0] != classes:
+            self._eye = torch.eye(classes, device=self.device)
+        # one-hot rows by index_select, not scatter: deterministic on CUDA too
+        one_hot = self._eye.index_select(0, y.reshape(-1)).view(k, batch, classes)
+        d = log_p.exp_().sub_(one_hot.transpose(1, 2)).mul_(1.0 / batch)
         for i in reversed(range(len(self.mlp))):
             name, relu = self.mlp[i]
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
