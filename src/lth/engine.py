@@ -63,9 +63,14 @@ def build(template: nn.Module, k: int, device: torch.device | str) -> StackedMod
 
 
 class FlatParameters:
-    """Parameters and gradients of K tickets in two flat buffers, with a view per parameter."""
+    """Parameters and gradients of K tickets in two flat buffers, with a view per parameter.
+
+    ``shapes`` are the parameters' usual PyTorch shapes; ``engine_shapes`` their layout here,
+    with the leading ticket dimension.
+    """
 
     device: torch.device
+    shapes: dict[str, torch.Size]
     params: dict[str, Tensor]
 
     def _allocate(self, engine_shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -92,6 +97,33 @@ class FlatParameters:
         for name, t in tensors.items():
             views[name].copy_(t)
         return flat
+
+    def load(self, index: int, state: Mapping[str, Tensor]) -> None:
+        """Copy one ticket's weights (usual PyTorch shapes, e.g. a state_dict) into ``index``."""
+        missing = set(self.shapes) - set(state)
+        if missing:
+            raise LTHError(f"weights for ticket {index} lack {sorted(missing)}")
+        with torch.no_grad():
+            for name, p in self.params.items():
+                src = state[name]
+                if src.shape != self.shapes[name]:
+                    raise LTHError(
+                        f"weight {name} has shape {tuple(src.shape)}, "
+                        f"the model expects {tuple(self.shapes[name])}"
+                    )
+                p[index].copy_(src.reshape(p.shape[1:]))
+
+    def export(self, index: int) -> dict[str, Tensor]:
+        """One ticket's weights with their usual PyTorch shapes, as fresh CPU tensors."""
+        return {
+            name: p[index].detach().reshape(self.shapes[name]).to("cpu", copy=True)
+            for name, p in self.params.items()
+        }
+
+    def to_engine_layout(self, name: str, tensors: list[Tensor]) -> Tensor:
+        """Stack per-ticket tensors shaped like parameter ``name`` into the engine's layout."""
+        shape = self.engine_shapes[name][1:]
+        return torch.stack([t.reshape(shape) for t in tensors]).to(self.device)
 
     def forward(self, x: Tensor, shared: bool = False) -> Tensor:
         raise NotImplementedError
@@ -175,7 +207,15 @@ class StackedModel(FlatParameters):
         }
         self._allocate({n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()})
         self.mlp = mlp_layers(self.layers)
-        self._eye: Tensor | None = None  # rows are one-hot targets
+        if self.mlp is not None:
+            # looked up once: (weight, bias, weight grad, bias grad, followed by ReLU) per layer
+            p, g = self.params, self.grads
+            self._mlp_tensors = [
+                (p[f"{n}.weight"], p.get(f"{n}.bias"), g[f"{n}.weight"], g.get(f"{n}.bias"), relu)
+                for n, relu in self.mlp
+            ]
+            classes = self.shapes[f"{self.mlp[-1][0]}.weight"][0]
+            self._eye = torch.eye(classes, device=self.device)  # rows are one-hot targets
 
     def _is_linear_bias(self, name: str) -> bool:
         layer = dict(self.layers)[name.rsplit(".", 1)[0]]
@@ -183,33 +223,6 @@ class StackedModel(FlatParameters):
 
     def _engine_shape(self, name: str, shape: torch.Size) -> tuple[int, ...]:
         return (*shape, 1) if self._is_linear_bias(name) else tuple(shape)
-
-    def load(self, index: int, state: Mapping[str, Tensor]) -> None:
-        """Copy one ticket's weights (usual PyTorch shapes, e.g. a state_dict) into ``index``."""
-        missing = set(self.shapes) - set(state)
-        if missing:
-            raise LTHError(f"weights for ticket {index} lack {sorted(missing)}")
-        with torch.no_grad():
-            for name, p in self.params.items():
-                src = state[name]
-                if src.shape != self.shapes[name]:
-                    raise LTHError(
-                        f"weight {name} has shape {tuple(src.shape)}, "
-                        f"the model expects {tuple(self.shapes[name])}"
-                    )
-                p[index].copy_(src.reshape(p.shape[1:]))
-
-    def export(self, index: int) -> dict[str, Tensor]:
-        """One ticket's weights with their usual PyTorch shapes, as fresh CPU tensors."""
-        return {
-            name: p[index].detach().reshape(self.shapes[name]).to("cpu", copy=True)
-            for name, p in self.params.items()
-        }
-
-    def to_engine_layout(self, name: str, tensors: list[Tensor]) -> Tensor:
-        """Stack per-ticket tensors shaped like parameter ``name`` into the engine's layout."""
-        shape = self._engine_shape(name, self.shapes[name])
-        return torch.stack([t.reshape(shape) for t in tensors]).to(self.device)
 
     def forward(self, x: Tensor, shared: bool = False) -> Tensor:
         """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``.
@@ -281,35 +294,29 @@ class StackedModel(FlatParameters):
 
     def _mlp_loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
         k, batch = self.k, x.shape[1]
-        p, g = self.params, self.grads
+        layers = self._mlp_tensors
         h = x.reshape(k, batch, -1).transpose(1, 2)
         inputs = []
-        for name, relu in self.mlp:
+        for w, b, _, _, relu in layers:
             inputs.append(h)
-            b = p.get(f"{name}.bias")
-            w = p[f"{name}.weight"]
             h = bmm(w, h, b)
             if relu:
                 h.relu_()
         # cross-entropy and its gradient (softmax - one_hot) / batch, in place
         log_p = torch.log_softmax(h, 1)
-        target = y.unsqueeze(1)
-        losses = log_p.gather(1, target).mean((1, 2)).neg_()
-        classes = h.shape[1]
-        if self._eye is None or self._eye.shape[0] != classes:
-            self._eye = torch.eye(classes, device=self.device)
+        losses = log_p.gather(1, y.unsqueeze(1)).mean((1, 2)).neg_()
         # one-hot rows by index_select, not scatter: deterministic on CUDA too
-        one_hot = self._eye.index_select(0, y.reshape(-1)).view(k, batch, classes)
+        one_hot = self._eye.index_select(0, y.reshape(-1)).view(k, batch, -1)
         d = log_p.exp_().sub_(one_hot.transpose(1, 2)).mul_(1.0 / batch)
-        for i in reversed(range(len(self.mlp))):
-            name, relu = self.mlp[i]
+        for i in reversed(range(len(layers))):
+            w, _, grad_w, grad_b, relu = layers[i]
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
-            bmm(d, inputs[i].transpose(1, 2), out=g[f"{name}.weight"])
-            if f"{name}.bias" in g:
-                torch.sum(d, 2, keepdim=True, out=g[f"{name}.bias"])
+            bmm(d, inputs[i].transpose(1, 2), out=grad_w)
+            if grad_b is not None:
+                torch.sum(d, 2, keepdim=True, out=grad_b)
             if i > 0:
-                d = bmm(p[f"{name}.weight"].transpose(1, 2), d)
+                d = bmm(w.transpose(1, 2), d)
         return losses
 
     def train(self, mode: bool = True) -> None:
@@ -334,30 +341,17 @@ class ModuleModel(FlatParameters):
 
     def load(self, index: int, state: Mapping[str, Tensor]) -> None:
         """Copy weights (and any buffers in ``state``) into the ticket."""
-        missing = set(self.shapes) - set(state)
-        if missing:
-            raise LTHError(f"weights lack {sorted(missing)}")
+        super().load(index, state)
         with torch.no_grad():
-            for name, p in self.params.items():
-                if state[name].shape != self.shapes[name]:
-                    raise LTHError(
-                        f"weight {name} has shape {tuple(state[name].shape)}, "
-                        f"the model expects {tuple(self.shapes[name])}"
-                    )
-                p[0].copy_(state[name])
             for name, b in self.buffers.items():
                 if name in state:
                     b.copy_(state[name])
 
     def export(self, index: int) -> dict[str, Tensor]:
         """The ticket's weights and buffers, as fresh CPU tensors."""
-        out = {n: p[0].detach().to("cpu", copy=True) for n, p in self.params.items()}
+        out = super().export(index)
         out |= {n: b.detach().to("cpu", copy=True) for n, b in self.buffers.items()}
         return out
-
-    def to_engine_layout(self, name: str, tensors: list[Tensor]) -> Tensor:
-        """Stack per-ticket tensors shaped like parameter ``name`` (a leading dimension of 1)."""
-        return torch.stack(tensors).to(self.device)
 
     def train(self, mode: bool = True) -> None:
         """Switch the module between training and evaluation behaviour (BatchNorm, dropout)."""
