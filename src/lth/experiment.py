@@ -57,21 +57,22 @@ class ExperimentConfig:
     rewind_iteration: int = 0
     controls: tuple[str, ...] = CONTROLS
     replicates: int = 1
-    iterations: int = 50_000
+    # training settings, flat for the command line and TOML; TrainConfig holds the defaults
+    iterations: int = TrainConfig.iterations
     epochs: int = 0
-    batch_size: int = 60
-    optimizer: str = "adam"
-    lr: float = 1.2e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup: int = 0
-    eval_every: int = 100
+    batch_size: int = TrainConfig.batch_size
+    optimizer: str = TrainConfig.optimizer
+    lr: float = TrainConfig.lr
+    momentum: float = TrainConfig.momentum
+    weight_decay: float = TrainConfig.weight_decay
+    milestones: tuple[int, ...] = TrainConfig.milestones
+    gamma: float = TrainConfig.gamma
+    warmup: int = TrainConfig.warmup
+    eval_every: int = TrainConfig.eval_every
     val_size: int = 5000
     seed: int = 0
     max_parallel: int = 16
-    augment: bool = True
+    augment: bool = TrainConfig.augment
 
     def __post_init__(self) -> None:
         def whole(name: str, low: int) -> None:
