@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +41,35 @@ def assert_one_line(exc: pytest.ExceptionInfo, *needles: object) -> str:
     for needle in needles:
         assert str(needle) in msg, (needle, msg)
     return msg
+
+
+def _test_data_dir() -> Path:
+    """Where the real MNIST / Fashion-MNIST files are: $LTH_TEST_DATA, else ../shared/data."""
+    env = os.environ.get("LTH_TEST_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+TEST_DATA = _test_data_dir()
+
+
+def real_data(*datasets: str) -> Path:
+    """The real-data folder, checked to hold ``datasets`` (default mnist); fail, never skip.
+
+    A test that needs the real files and cannot find them fails with what to set.
+    """
+    for name in datasets or ("mnist",):
+        if not (TEST_DATA / name).is_dir():
+            pytest.fail(
+                f"real test data not found: {TEST_DATA / name} is missing; set LTH_TEST_DATA to "
+                "the folder holding mnist/ and fashion-mnist/ (the project's shared/data)",
+                pytrace=False,
+            )
+    return TEST_DATA
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real-data folder holding mnist/ (fails with what to set when it is missing)."""
+    return real_data("mnist")

@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TEST_DATA, real_data
 from lth.cli import build_parser, main, resolve_config
 from lth.errors import LTHError
 from lth.presets import PRESETS
 from lth.runs import load_tensors, load_ticket, read_config
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = TEST_DATA
 TINY = ["--levels", "2", "--iterations", "200", "--eval-every", "100", "--val-size", "1000"]
 BRANCHES = ("ticket", "reinit", "random_prune")
 METRICS = "branch,replicate,level,iteration,weights_remaining,train_loss,val_loss,val_acc,test_acc"
@@ -33,7 +34,11 @@ SUMMARY = (
     "test_acc_at_early_stop,best_val_acc"
 )
 
-pytestmark = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="needs ../shared/data")
+
+@pytest.fixture(scope="module", autouse=True)
+def _real_data():
+    """Every test here runs lth on the real MNIST files: fail (never skip) when they are missing."""
+    real_data("mnist")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import os
 import shutil
 import urllib.error
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 import lth.data as data
-from conftest import assert_one_line
+from conftest import TEST_DATA, assert_one_line, real_data
 from lth.data import (
     DATASETS,
     Dataset,
@@ -29,10 +28,7 @@ from lth.data import (
 )
 from lth.errors import LTHError
 
-SHARED_DATA = Path(
-    os.environ.get("LTH_TEST_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
+SHARED_DATA = TEST_DATA
 BUNDLED_MNIST = Path(data.__file__).resolve().parent / "_data" / "mnist"
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -41,11 +37,6 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-
-needs_shared = pytest.mark.skipif(
-    not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "fashion-mnist").is_dir(),
-    reason=f"shared data folder {SHARED_DATA} not found (set LTH_TEST_DATA)",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +64,7 @@ def rewrite(path: Path, content: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def mnist_shared() -> Dataset:
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} not found")
+    real_data("mnist")
     return load_dataset("mnist", SHARED_DATA, download=False)
 
 
@@ -86,8 +76,7 @@ def mnist_bundled(tmp_path_factory) -> Dataset:
 
 @pytest.fixture(scope="module")
 def fashion() -> Dataset:
-    if not (SHARED_DATA / "fashion-mnist").is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} not found")
+    real_data("fashion-mnist")
     return load_dataset("fashion-mnist", SHARED_DATA, download=False)
 
 
@@ -161,7 +150,6 @@ def check_mnist(ds: Dataset, raw_x: np.ndarray, raw_y: np.ndarray) -> None:
     assert abs(float(ds.test_x.std()) - 1.0) < 0.05
 
 
-@needs_shared
 def test_mnist_from_shared_folder(mnist_shared, raw_mnist_train):
     check_mnist(mnist_shared, *raw_mnist_train)
 
@@ -170,7 +158,6 @@ def test_mnist_from_bundled_copy(mnist_bundled, raw_mnist_train):
     check_mnist(mnist_bundled, *raw_mnist_train)
 
 
-@needs_shared
 def test_shared_and_bundled_mnist_are_identical(mnist_shared, mnist_bundled):
     for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "val_indices"):
         assert torch.equal(getattr(mnist_shared, f), getattr(mnist_bundled, f)), f
@@ -189,7 +176,6 @@ def test_raw_mnist_pixel_statistics(raw_mnist_train):
     assert std == pytest.approx(78.567, abs=1e-3)
 
 
-@needs_shared
 def test_fashion_mnist_from_shared_folder(fashion):
     assert fashion.name == "fashion_mnist"
     assert fashion.num_classes == 10
@@ -435,7 +421,6 @@ def test_offline_download_failure(tmp_path, monkeypatch):
     assert not folder.exists()  # no partial files nor an empty folder left behind
 
 
-@needs_shared
 def test_download_into_data_dir(tmp_path, monkeypatch, fashion):
     urls = []
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import real_data
 from lth.data import load_dataset
 from lth.errors import LTHError
 from lth.experiment import Experiment, ExperimentConfig, run_experiment
 from lth.masks import count_remaining
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def mnist():
-    return load_dataset("mnist", DATA_DIR, val_size=5000, seed=0)
+    return load_dataset("mnist", real_data(), val_size=5000, seed=0)
 
 
 @pytest.fixture(scope="module")

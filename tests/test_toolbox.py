@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import real_data
 from lth.data import dataset_from_tensors, load_dataset
 from lth.errors import LTHError
 from lth.experiment import Experiment, ExperimentConfig, build_model, run_experiment
 from lth.masks import count_remaining
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def small():
-    mnist = load_dataset("mnist", DATA_DIR, val_size=0, seed=0)
+    mnist = load_dataset("mnist", real_data(), val_size=0, seed=0)
     return dataset_from_tensors(
         "mnist-small", mnist.train_x[:1500], mnist.train_y[:1500], mnist.test_x[:300],
         mnist.test_y[:300], val_size=300, seed=0,
@@ -233,7 +231,7 @@ def test_cli_runs_a_user_model_factory_with_replicates(tmp_path, monkeypatch, ca
     code = main([
         "run", "--model", "user_models:mlp", "--levels", "1", "--iterations", "100",
         "--eval-every", "50", "--val-size", "500", "--replicates", "2", "--controls", "none",
-        "--data-dir", str(DATA_DIR), "--out", str(out), "--quiet",
+        "--data-dir", str(real_data()), "--out", str(out), "--quiet",
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     stats = (out / "summary_stats.csv").read_text().splitlines()
