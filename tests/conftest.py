@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import lth.data as data
-
 
 @pytest.fixture
 def offline_and_isolated(monkeypatch, tmp_path):
-    """No test may touch the network, the user's cache or a stray LTH_DATA_DIR."""
+    """No test may touch the network, the user's cache or a stray LTH_DATA_DIR.
 
-    def no_network(url, dest):
-        raise AssertionError(f"test tried to download {url}")
-
-    monkeypatch.setattr(data, "_download", no_network)
+    ``LTH_OFFLINE=1`` makes the default downloader refuse (tests that download pass their own).
+    """
+    monkeypatch.setenv("LTH_OFFLINE", "1")
     monkeypatch.delenv("LTH_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 

@@ -1,4 +1,4 @@
-"""Tests for lth.augment: batched random crop with padding and horizontal flip."""
+"""Tests for lth.data.augment: batched random crop with padding and horizontal flip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from lth.augment import AUGMENTATIONS, crop_flip, draw_crop_flip
+from lth.data.augment import AUGMENTATIONS, crop_flip, draw_crop_flip
 from lth.errors import LTHError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

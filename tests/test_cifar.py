@@ -4,11 +4,13 @@ The official batches hold 10,000 images each; these tests write 20 per batch, as
 with the same keys (b"batch_label", b"labels", b"data", b"filenames"), pickled as Python 2 did
 (protocol 2, strings as BINSTRING, numpy.core.multiarray._reconstruct), both as an extracted
 ``cifar-10-batches-py/`` folder and as a ``cifar-10-python.tar.gz`` archive. The archive's MD5
-check is pointed at the test archive through ``lth.data._CIFAR_MD5``. No network is used.
+check is pointed at the test archive by registering a copy of the spec with its MD5
+(``DatasetSpec.archive_md5``). Downloads use the ``downloader`` parameter; no network is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -23,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 
-import lth.data as data
 from conftest import assert_one_line
 from lth.data import (
     DATASETS,
@@ -164,7 +165,10 @@ def accept(monkeypatch):
     """``accept(content)`` makes the loader take ``content`` as the official archive."""
 
     def _accept(content: bytes) -> None:
-        monkeypatch.setattr(data, "_CIFAR_MD5", hashlib.md5(content).hexdigest())
+        spec = dataclasses.replace(
+            DATASETS["cifar10"], archive_md5=hashlib.md5(content).hexdigest()
+        )
+        monkeypatch.setitem(DATASETS, "cifar10", spec)
 
     return _accept
 
@@ -220,7 +224,7 @@ def test_registry_entry():
     assert spec.mean == MEAN and spec.std == STD
     assert spec.augmentation == "crop_flip"
     assert spec.urls[0] + ARCHIVE == URL
-    assert data._CIFAR_MD5 == OFFICIAL_MD5
+    assert spec.archive_md5 == OFFICIAL_MD5
     assert DATASETS["mnist"].augmentation is None
     assert DATASETS["fashion_mnist"].augmentation is None
 
@@ -556,19 +560,18 @@ def test_incomplete_folder_without_download_names_the_missing_batches(tmp_path):
     assert "data_batch_2, test_batch" in msg
 
 
-def test_offline(tmp_path, monkeypatch):
+def test_offline(tmp_path):
     def offline(url, dest):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(LTHError) as exc:
-        load_dataset("cifar10", tmp_path, val_size=5)
+        load_dataset("cifar10", tmp_path, val_size=5, downloader=offline)
     folder = tmp_path / "cifar-10"
     assert_one_line(exc, folder, ARCHIVE, EXTRACTED, "download", URL, "--data-dir")
     assert not folder.exists()  # no partial file nor an empty folder left behind
 
 
-def test_download(tmp_path, monkeypatch, accept):
+def test_download(tmp_path, accept):
     batches = make_batches(seed=4)
     content = archive_bytes(batches)
     accept(content)
@@ -579,44 +582,40 @@ def test_download(tmp_path, monkeypatch, accept):
         assert dest.parent == tmp_path / "cifar-10" and dest.name.endswith(".part")
         dest.write_bytes(content)
 
-    monkeypatch.setattr(data, "_download", fake_download)
-    ds = load_dataset("cifar10", tmp_path, val_size=6)
+    ds = load_dataset("cifar10", tmp_path, val_size=6, downloader=fake_download)
     assert urls == [URL]
     assert [p.name for p in (tmp_path / "cifar-10").iterdir()] == [ARCHIVE]
     assert (tmp_path / "cifar-10" / ARCHIVE).read_bytes() == content
     check_dataset(ds, batches, val_size=6, seed=0)
-    again = load_dataset("cifar10", tmp_path, val_size=6)  # found now: no second download
+    again = load_dataset("cifar10", tmp_path, val_size=6, downloader=fake_download)
     assert urls == [URL] and torch.equal(again.train_x, ds.train_x)
 
 
-def test_download_into_the_cache(tmp_path, monkeypatch, accept):
+def test_download_into_the_cache(tmp_path, accept):
     content = archive_bytes(make_batches())
     accept(content)
-    monkeypatch.setattr(data, "_download", lambda url, dest: dest.write_bytes(content))
-    load_dataset("cifar10", val_size=6)
+    load_dataset("cifar10", val_size=6, downloader=lambda url, dest: dest.write_bytes(content))
     assert (tmp_path / "xdg-cache" / "lth" / "cifar-10" / ARCHIVE).read_bytes() == content
 
 
-def test_download_of_bad_content_is_rejected(tmp_path, monkeypatch):
+def test_download_of_bad_content_is_rejected(tmp_path):
     def bad_download(url, dest):
         dest.write_bytes(archive_bytes(make_batches()))  # not the official archive
 
-    monkeypatch.setattr(data, "_download", bad_download)
     with pytest.raises(LTHError) as exc:
-        load_dataset("cifar10", tmp_path, val_size=5)
+        load_dataset("cifar10", tmp_path, val_size=5, downloader=bad_download)
     assert_one_line(exc, tmp_path / "cifar-10", "checksum", OFFICIAL_MD5, "--data-dir")
     assert not (tmp_path / "cifar-10").exists()
 
 
-def test_failed_download_keeps_an_existing_folder(tmp_path, monkeypatch):
+def test_failed_download_keeps_an_existing_folder(tmp_path):
     folder = write_folder(tmp_path, make_batches())
     (folder / "data_batch_1").unlink()
 
     def offline(url, dest):
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(LTHError) as exc:
-        load_dataset("cifar10", tmp_path, val_size=5)
+        load_dataset("cifar10", tmp_path, val_size=5, downloader=offline)
     assert_one_line(exc, "data_batch_1", "no route to host")
     assert sorted(p.name for p in (tmp_path / "cifar-10").iterdir()) == [EXTRACTED]

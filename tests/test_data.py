@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import lth.data as data
+import lth
 from conftest import TEST_DATA, assert_one_line, real_data
 from lth.data import (
     DATASETS,
@@ -20,16 +20,18 @@ from lth.data import (
     dataset_from_tensors,
     dataset_names,
     get_spec,
+    http_download,
     load_dataset,
     locate_files,
     read_idx,
+    register_dataset,
     resolve_data_dir,
     split_indices,
 )
 from lth.errors import LTHError
 
 SHARED_DATA = TEST_DATA
-BUNDLED_MNIST = Path(data.__file__).resolve().parent / "_data" / "mnist"
+BUNDLED_MNIST = Path(lth.__file__).resolve().parent / "_data" / "mnist"
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -409,27 +411,55 @@ def test_missing_files_without_download(tmp_path):
     assert_one_line(exc, tmp_path / "fashion-mnist", "--data-dir", *IDX_FILES)
 
 
-def test_offline_download_failure(tmp_path, monkeypatch):
+def test_offline_download_failure(tmp_path):
     def offline(url, dest):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(LTHError) as exc:
-        load_dataset("fashion-mnist", tmp_path)
+        load_dataset("fashion-mnist", tmp_path, downloader=offline)
     folder = tmp_path / "fashion-mnist"
     assert_one_line(exc, folder, "--data-dir", "train-images-idx3-ubyte.gz", "download")
     assert not folder.exists()  # no partial files nor an empty folder left behind
 
 
-def test_download_into_data_dir(tmp_path, monkeypatch, fashion):
+def test_offline_guard_turns_the_default_downloader_off(tmp_path, monkeypatch):
+    """The fixture sets LTH_OFFLINE=1: the default downloader refuses in one line, no network."""
+    with pytest.raises(LTHError) as exc:
+        load_dataset("fashion_mnist", tmp_path)
+    assert_one_line(exc, tmp_path / "fashion-mnist", "LTH_OFFLINE", "train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "fashion-mnist").exists()
+    with pytest.raises(LTHError) as exc:
+        http_download("https://example.invalid/x.gz", tmp_path / "x.gz")
+    assert_one_line(exc, "https://example.invalid/x.gz", "LTH_OFFLINE=1")
+    assert not (tmp_path / "x.gz").exists()
+    monkeypatch.setenv("LTH_OFFLINE", "0")  # "0" turns the guard off (a file:// URL: no network)
+    source = tmp_path / "source"
+    source.write_bytes(b"content")
+    http_download(source.as_uri(), tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"content"
+
+
+def test_register_dataset():
+    spec = dataclasses.replace(DATASETS["mnist"], name="mnist_copy", aliases=("mnist-2",))
+    try:
+        assert register_dataset(spec) is spec
+        assert get_spec("MNIST-2") is spec and dataset_names()[-1] == "mnist_copy"
+        with pytest.raises(LTHError) as exc:
+            register_dataset(dataclasses.replace(spec, name="other", aliases=("mnist_2",)))
+        assert_one_line(exc, "mnist_2", "mnist_copy")
+        assert "other" not in DATASETS
+    finally:
+        DATASETS.pop("mnist_copy", None)
+
+
+def test_download_into_data_dir(tmp_path, fashion):
     urls = []
 
     def fake_download(url, dest):
         urls.append(url)
         shutil.copyfile(SHARED_DATA / "fashion-mnist" / url.rsplit("/", 1)[1], dest)
 
-    monkeypatch.setattr(data, "_download", fake_download)
-    ds = load_dataset("fashion_mnist", tmp_path)
+    ds = load_dataset("fashion_mnist", tmp_path, downloader=fake_download)
     base = DATASETS["fashion_mnist"].urls[0]
     assert sorted(urls) == sorted(base + f"{name}.gz" for name in IDX_FILES)
     folder = tmp_path / "fashion-mnist"
@@ -438,13 +468,12 @@ def test_download_into_data_dir(tmp_path, monkeypatch, fashion):
     assert torch.equal(ds.test_x, fashion.test_x)
 
 
-def test_download_of_bad_content_is_rejected(tmp_path, monkeypatch):
+def test_download_of_bad_content_is_rejected(tmp_path):
     def bad_download(url, dest):
         dest.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02"))
 
-    monkeypatch.setattr(data, "_download", bad_download)
     with pytest.raises(LTHError) as exc:
-        load_dataset("fashion_mnist", tmp_path)
+        load_dataset("fashion_mnist", tmp_path, downloader=bad_download)
     assert_one_line(exc, tmp_path / "fashion-mnist", "checksum")
     assert not (tmp_path / "fashion-mnist").exists()
 

@@ -1,0 +1,322 @@
+"""Datasets as tensors: the in-memory :class:`Dataset` with its validation split.
+
+:func:`load_dataset` finds a registered dataset's files (see :func:`lth.data.locate_files`),
+has its loader read and verify all of them, holds out a seeded validation split from the
+training set and returns a frozen :class:`Dataset` of normalised tensors on a device.
+:func:`dataset_from_tensors` builds the same from your own tensors, and
+:func:`tensors_from_dataset` turns a map-style dataset into such tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lth.errors import LTHError
+
+from .augment import AUGMENTATIONS
+from .files import Downloader, http_download, locate_files, one_line
+from .specs import get_spec
+
+__all__ = [
+    "Dataset",
+    "dataset_from_tensors",
+    "load_dataset",
+    "split_indices",
+    "tensors_from_dataset",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset split into train/val/test tensors, all on the same device.
+
+    ``*_x`` are float32 of shape ``(N, *input_shape)``; ``*_y`` are int64 of shape ``(N,)``.
+    ``train_indices``/``val_indices`` (int64, CPU, sorted) say which images of the full
+    training set went to each split. ``mean``/``std`` are the per-channel normalisation
+    constants applied, or ``None`` when the tensors were given as-is. ``augmentation`` names
+    the dataset's standard training augmentation in :data:`lth.data.augment.AUGMENTATIONS`
+    (``"crop_flip"`` for CIFAR-10), or is ``None`` for none; it is never applied here.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_indices: torch.Tensor
+    val_indices: torch.Tensor
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augmentation: str | None = None
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Number of examples per split: ``{"train": ..., "val": ..., "test": ...}``."""
+        return {
+            "train": int(self.train_y.shape[0]),
+            "val": int(self.val_y.shape[0]),
+            "test": int(self.test_y.shape[0]),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, num_classes={self.num_classes}, "
+            f"input_shape={self.input_shape}, sizes={self.sizes}, device={self.device})"
+        )
+
+
+def _check_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise LTHError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _check_val_size(val_size: object, n_train: int) -> int:
+    val_size = _check_int(val_size, "val_size")
+    if val_size < 0 or val_size >= n_train:
+        raise LTHError(
+            f"val_size {val_size} is out of range: it must be between 0 and {n_train - 1} "
+            f"(the training set has {n_train} examples); pass a smaller --val-size"
+        )
+    return val_size
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise LTHError(
+            f"invalid device {device!r} ({one_line(e)}); use e.g. cpu, cuda or cuda:0"
+        ) from None
+    _to_device(torch.empty(0), dev)  # fail now, before any file is read, if it is unusable
+    return dev
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    try:
+        return t.to(device)
+    except (RuntimeError, AssertionError) as e:
+        raise LTHError(
+            f"cannot put the data on device {device} ({one_line(e)}); pick another --device"
+        ) from None
+
+
+def _generator(seed: object) -> torch.Generator:
+    """A private CPU generator seeded with ``seed`` (validated)."""
+    seed = _check_int(seed, "seed")
+    generator = torch.Generator(device="cpu")
+    try:
+        generator.manual_seed(seed)
+    except (RuntimeError, ValueError, OverflowError) as e:
+        raise LTHError(
+            f"invalid seed {seed} ({one_line(e)}); use an integer between 0 and 2**63 - 1"
+        ) from None
+    return generator
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(n)`` into sorted ``(train_indices, val_indices)`` (int64, CPU).
+
+    The ``val_size`` validation indices are the first entries of a ``torch.randperm(n)`` drawn
+    from a private generator seeded with ``seed``; the global RNG is not touched.
+    """
+    n = _check_int(n, "n")
+    val_size = _check_val_size(val_size, n)
+    perm = torch.randperm(n, generator=_generator(seed))
+    val_idx = torch.sort(perm[:val_size]).values
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep, as_tuple=False).squeeze(1)
+    return train_idx, val_idx
+
+
+def _normalise(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` per channel (dim 1), as float32."""
+    shape = (1, len(mean)) + (1,) * (x_u8.dim() - 2)
+    m = torch.tensor(mean, dtype=torch.float32, device=x_u8.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=x_u8.device).view(shape)
+    return x_u8.to(torch.float32).div_(255.0).sub_(m).div_(s)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    val_size: int = 5000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    downloader: Downloader = http_download,
+) -> Dataset:
+    """Load a registered dataset as normalised tensors on ``device``, with a validation split.
+
+    Files are found as described in :func:`~lth.data.locate_files` (missing ones are fetched with
+    ``downloader``, unless ``download`` is false), and all of them are read and verified before
+    any tensor is built. ``val_size`` training images chosen by ``seed`` (see
+    :func:`split_indices`) form the validation set; the rest, in their original order, form the
+    training set. Images become float32 ``(x / 255 - mean) / std``; labels int64.
+    """
+    spec = get_spec(name)
+    val_size = _check_val_size(val_size, spec.train_size)
+    _generator(seed)  # validate the seed before reading any file
+    dev = _check_device(device)
+    paths = locate_files(spec, data_dir, download=download, downloader=downloader)
+    raw = spec.loader(spec, paths)
+    n_train = int(raw.train_x.shape[0])
+    train_idx, val_idx = split_indices(n_train, val_size, seed)
+    x_all = torch.from_numpy(raw.train_x)
+    y_all = torch.from_numpy(raw.train_y)
+
+    def images(x: torch.Tensor) -> torch.Tensor:
+        return _normalise(_to_device(x, dev), spec.mean, spec.std)
+
+    return Dataset(
+        name=spec.name,
+        num_classes=spec.num_classes,
+        input_shape=tuple(spec.input_shape),
+        train_x=images(x_all[train_idx]),
+        train_y=_to_device(y_all[train_idx], dev),
+        val_x=images(x_all[val_idx]),
+        val_y=_to_device(y_all[val_idx], dev),
+        test_x=images(torch.from_numpy(raw.test_x)),
+        test_y=_to_device(torch.from_numpy(raw.test_y), dev),
+        train_indices=train_idx,
+        val_indices=val_idx,
+        mean=tuple(spec.mean),
+        std=tuple(spec.std),
+        augmentation=spec.augmentation,
+    )
+
+
+def _check_pair(name: str, split: str, x: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise LTHError(f"dataset {name!r}: {split}_x and {split}_y must be torch tensors")
+    if not x.is_floating_point():
+        raise LTHError(
+            f"dataset {name!r}: {split}_x has dtype {x.dtype}, expected a float tensor; "
+            f"convert and normalise the images first"
+        )
+    if x.dim() < 2:
+        raise LTHError(
+            f"dataset {name!r}: {split}_x has shape {tuple(x.shape)}, expected (N, ...features)"
+        )
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise LTHError(
+            f"dataset {name!r}: {split}_y must be a 1-D integer tensor of class labels, got "
+            f"dtype {y.dtype} and shape {tuple(y.shape)}"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise LTHError(
+            f"dataset {name!r}: {split}_x has {x.shape[0]} examples but {split}_y has "
+            f"{y.shape[0]} labels; they must match"
+        )
+    return x, y.to(torch.int64)
+
+
+def tensors_from_dataset(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a map-style dataset of ``(image, label)`` items once into an x and a y tensor."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise LTHError("the dataset must be map-style (support len() and indexing)") from None
+    if n == 0:
+        raise LTHError("the dataset is empty")
+    xs, ys = [], []
+    for i in range(n):
+        item = dataset[i]
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise LTHError(f"item {i} of the dataset is not an (image, label) pair")
+        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
+        ys.append(int(item[1]))
+    try:
+        x = torch.stack(xs)
+    except RuntimeError:
+        raise LTHError("the dataset's images do not all have the same shape") from None
+    return x, torch.tensor(ys, dtype=torch.int64)
+
+
+def dataset_from_tensors(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    val_size: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    augmentation: str | None = None,
+) -> Dataset:
+    """Build a :class:`Dataset` from user tensors, with the same validation split as
+    :func:`load_dataset`.
+
+    ``*_x`` must be float tensors ``(N, *input_shape)``; their values are used as-is (no
+    normalisation) but cast to float32. ``*_y`` are integer labels, cast to int64.
+    ``num_classes`` defaults to ``max label + 1``; labels must lie in ``[0, num_classes)``.
+    ``augmentation`` names the training augmentation to use (a key of
+    :data:`lth.data.augment.AUGMENTATIONS`, e.g. ``"crop_flip"`` for 3-channel images), or ``None``.
+    """
+    if augmentation is not None and augmentation not in AUGMENTATIONS:
+        raise LTHError(
+            f"dataset {name!r}: unknown augmentation {augmentation!r}; use one of: "
+            f"{', '.join(AUGMENTATIONS)}, or None"
+        )
+    train_x, train_y = _check_pair(name, "train", train_x, train_y)
+    test_x, test_y = _check_pair(name, "test", test_x, test_y)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise LTHError(
+            f"dataset {name!r}: train_x examples have shape {tuple(train_x.shape[1:])} but "
+            f"test_x examples have shape {tuple(test_x.shape[1:])}; they must match"
+        )
+    n_train = int(train_x.shape[0])
+    if n_train < 1:
+        raise LTHError(f"dataset {name!r}: the training set is empty")
+    labels = torch.cat([train_y.cpu(), test_y.cpu()])
+    low, high = int(labels.min()), int(labels.max())
+    if num_classes is None:
+        num_classes = high + 1
+    num_classes = _check_int(num_classes, "num_classes")
+    if num_classes < 1:
+        raise LTHError(f"dataset {name!r}: num_classes must be at least 1, got {num_classes}")
+    if low < 0 or high >= num_classes:
+        raise LTHError(
+            f"dataset {name!r}: labels range from {low} to {high}, but they must lie in "
+            f"[0, {num_classes}); relabel them or pass a larger num_classes"
+        )
+    train_idx, val_idx = split_indices(n_train, val_size, seed)
+    dev = _check_device(device)
+
+    def put(t: torch.Tensor, idx: torch.Tensor | None = None, float32: bool = False):
+        if idx is not None:
+            t = t[idx.to(t.device)]
+        t = _to_device(t, dev)
+        return t.to(torch.float32) if float32 else t
+
+    return Dataset(
+        name=name,
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in train_x.shape[1:]),
+        train_x=put(train_x, train_idx, float32=True),
+        train_y=put(train_y, train_idx),
+        val_x=put(train_x, val_idx, float32=True),
+        val_y=put(train_y, val_idx),
+        test_x=put(test_x, float32=True),
+        test_y=put(test_y),
+        train_indices=train_idx,
+        val_indices=val_idx,
+        augmentation=augmentation,
+    )
