@@ -18,6 +18,7 @@ import pickle
 import struct
 import tarfile
 import tempfile
+import tracemalloc
 import urllib.error
 from pathlib import Path
 
@@ -122,9 +123,13 @@ def meta(rows: int = ROWS) -> bytes:
     return dump({b"num_cases_per_batch": rows, b"label_names": LABEL_NAMES, b"num_vis": 3072})
 
 
-def write_folder(root: Path, batches: dict, replace: dict[str, bytes] | None = None) -> Path:
-    """Write ``root/cifar-10/cifar-10-batches-py/``; ``replace`` gives raw bytes for some files."""
-    folder = root / "cifar-10" / EXTRACTED
+def write_folder(
+    root: Path, batches: dict, replace: dict[str, bytes] | None = None, parent: str = "cifar-10"
+) -> Path:
+    """Write ``root/<parent>/cifar-10-batches-py/``; ``replace`` gives raw bytes for some files.
+
+    ``parent`` is lth's ``cifar-10``, or ``""`` for torchvision's layout (right under root)."""
+    folder = root / parent / EXTRACTED
     folder.mkdir(parents=True)
     replace = replace or {}
     for name, batch in batches.items():
@@ -152,8 +157,8 @@ def archive_bytes(batches: dict, replace: dict[str, bytes] | None = None) -> byt
     return buffer.getvalue()
 
 
-def write_archive(root: Path, content: bytes) -> Path:
-    folder = root / "cifar-10"
+def write_archive(root: Path, content: bytes, parent: str = "cifar-10") -> Path:
+    folder = root / parent
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ARCHIVE
     path.write_bytes(content)
@@ -451,6 +456,13 @@ CORRUPTIONS = {
         "integers",
     ),
     "float labels": (lambda: _with("test_batch", labels=[1.0] * ROWS), "test_batch", "integers"),
+    "bool labels": (lambda: _with("test_batch", labels=[True] * ROWS), "test_batch", "integers"),
+    "labels not a list": (lambda: _with("test_batch", labels={0: 1}), "test_batch", "integers"),
+    "2-d label array": (
+        lambda: _with("test_batch", labels=np.zeros((ROWS, 1), np.int64)),
+        "test_batch",
+        "integers",
+    ),
     "short batch": (
         lambda: dump({b"data": np.zeros((ROWS - 2, 3072), np.uint8), b"labels": [0] * (ROWS - 2)}),
         "data_batch_4",
@@ -484,6 +496,25 @@ def test_damaged_batch_in_archive(case, tmp_path, accept):
         load_dataset("cifar10", tmp_path, val_size=5, download=False)
     assert_one_line(exc, path, f"{EXTRACTED}/{name}", needle)
     assert not PWNED.exists()
+
+
+def test_nested_labels_are_rejected_before_they_are_expanded(tmp_path):
+    """20 references to one list of 1,000 references to one list of 1,000 zeros: a few KB of
+    pickle, but 160 MB as a numpy array."""
+    inner = [0] * 1000
+    labels = [[inner] * 1000] * ROWS
+    content = _with("data_batch_1", labels=labels)
+    assert len(content) < 100_000
+    folder = write_folder(tmp_path, make_batches(), {"data_batch_1": content})
+    tracemalloc.start()
+    try:
+        with pytest.raises(LTHError) as exc:
+            load_dataset("cifar10", tmp_path, val_size=5, download=False)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert_one_line(exc, folder / "data_batch_1", "labels", "integers")
+    assert peak < 16, f"peak {peak:.0f} MiB before the error"
 
 
 def test_batch_that_is_a_directory(tmp_path):
@@ -619,3 +650,35 @@ def test_failed_download_keeps_an_existing_folder(tmp_path):
         load_dataset("cifar10", tmp_path, val_size=5, downloader=offline)
     assert_one_line(exc, "data_batch_1", "no route to host")
     assert sorted(p.name for p in (tmp_path / "cifar-10").iterdir()) == [EXTRACTED]
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision's layout: ROOT/cifar-10-batches-py/ or ROOT/cifar-10-python.tar.gz
+# --------------------------------------------------------------------------------------------
+
+
+def test_torchvision_layout(tmp_path, accept):
+    batches = make_batches(seed=6)
+    folder = write_folder(tmp_path / "a", batches, parent="")
+    assert folder == tmp_path / "a" / EXTRACTED
+    assert locate_files(DATASETS["cifar10"], tmp_path / "a") == {EXTRACTED: folder}
+    check_dataset(load_dataset("cifar10", tmp_path / "a", val_size=4), batches, 4, seed=0)
+    content = archive_bytes(batches)
+    path = write_archive(tmp_path / "b", content, parent="")
+    accept(content)
+    assert locate_files(DATASETS["cifar10"], tmp_path / "b") == {ARCHIVE: path}
+    check_dataset(load_dataset("cifar10", tmp_path / "b", val_size=4), batches, 4, seed=0)
+    ours = write_folder(tmp_path / "a", batches)  # lth's own folder comes first
+    assert locate_files(DATASETS["cifar10"], tmp_path / "a") == {EXTRACTED: ours}
+
+
+def test_torchvision_layout_is_validated_like_ours(tmp_path):
+    make, name, needle = CORRUPTIONS["label too large"]
+    folder = write_folder(tmp_path, make_batches(), {name: make()}, parent="")
+    with pytest.raises(LTHError) as exc:
+        load_dataset("cifar10", tmp_path, val_size=5, download=False)
+    assert_one_line(exc, folder / name, needle, "CIFAR-10")
+    (folder / name).unlink()  # incomplete, no archive: the message names both places
+    with pytest.raises(LTHError) as exc:
+        load_dataset("cifar10", tmp_path, val_size=5, download=False)
+    assert_one_line(exc, tmp_path / "cifar-10", folder, name, "--data-dir")

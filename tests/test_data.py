@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import shutil
+import struct
+import tracemalloc
 import urllib.error
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def _offline_and_isolated(offline_and_isolated):
 def mnist_copy(tmp_path: Path, source: Path = BUNDLED_MNIST) -> Path:
     """Copy the four MNIST .gz files into tmp_path/mnist; return that folder."""
     folder = tmp_path / "mnist"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for name in IDX_FILES:
         shutil.copyfile(source / f"{name}.gz", folder / f"{name}.gz")
     return folder
@@ -57,6 +59,32 @@ def mnist_copy(tmp_path: Path, source: Path = BUNDLED_MNIST) -> Path:
 
 def rewrite(path: Path, content: bytes) -> None:
     path.write_bytes(gzip.compress(content, compresslevel=1))
+
+
+def idx_header(magic: int, *dims: int) -> bytes:
+    return struct.pack(f">{1 + len(dims)}I", magic, *dims)
+
+
+def write_zeros_gz(path: Path, header: bytes, mib: int) -> None:
+    """``header`` then ``mib`` MiB of zeros, gzipped: a file of a few dozen KB."""
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        for _ in range(mib):
+            f.write(bytes(1 << 20))
+
+
+def raises_within(mib: float, call) -> pytest.ExceptionInfo:
+    """``call()`` raises LTHError, and Python's allocations (numpy's included) never exceed
+    ``mib`` MiB on the way."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(LTHError) as exc:
+            call()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert peak < mib, f"peak {peak:.0f} MiB before the error: {exc.value}"
+    return exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,6 +391,49 @@ def test_wrong_magic(tmp_path):
     assert_one_line(exc, path, "magic", "0x12345678")
 
 
+@pytest.mark.parametrize(
+    "name, magic",
+    [
+        ("train-labels-idx1-ubyte", 0x00000803),  # says 3 dims: 8 label bytes read as dims
+        ("t10k-images-idx3-ubyte", 0x00000801),  # says 1 dim: the rest looks like extra data
+        ("t10k-labels-idx1-ubyte", 0x3C68746D),  # "<htm"
+    ],
+)
+def test_wrong_magic_says_not_an_idx_file(tmp_path, name, magic):
+    path = mnist_copy(tmp_path) / f"{name}.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[0:4] = struct.pack(">I", magic)
+    rewrite(path, bytes(content))
+    with pytest.raises(LTHError) as exc:
+        load_copy(tmp_path)
+    msg = assert_one_line(exc, path, "not an IDX", f"magic 0x{magic:08X}")
+    assert "truncated" not in msg and "trailing" not in msg
+
+
+def test_idx_header_is_checked_against_the_spec_before_decompressing(tmp_path):
+    """A 64 KB .gz whose header declares 2,000,000 images is refused before it is inflated."""
+    path = mnist_copy(tmp_path) / "train-images-idx3-ubyte.gz"
+    write_zeros_gz(path, idx_header(0x803, 2_000_000, 28, 28), mib=64)
+    assert path.stat().st_size < 200_000
+    exc = raises_within(16, lambda: load_copy(tmp_path))
+    assert_one_line(exc, path, "(2000000, 28, 28)", "(60000, 28, 28)")
+
+
+def test_read_idx_caps_the_declared_size(tmp_path):
+    path = tmp_path / "huge-idx3-ubyte.gz"
+    write_zeros_gz(path, idx_header(0x803, 100_000, 100, 100), mib=64)
+    exc = raises_within(16, lambda: read_idx(path))
+    assert_one_line(exc, path, "1000000000 bytes", "limit")
+    labels = BUNDLED_MNIST / "t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(LTHError) as exc:
+        read_idx(labels, max_bytes=9999)
+    assert_one_line(exc, labels, "10000 bytes", "9999")
+    with pytest.raises(LTHError) as exc:
+        read_idx(labels, shape=(60000,))
+    assert_one_line(exc, labels, "(10000,)", "(60000,)")
+    assert read_idx(labels, shape=(10000,), max_bytes=10000).shape == (10000,)
+
+
 def test_flipped_byte_fails_checksum(tmp_path):
     path = mnist_copy(tmp_path) / "train-labels-idx1-ubyte.gz"
     content = bytearray(gzip.decompress(path.read_bytes()))
@@ -512,6 +583,17 @@ def test_env_var_is_honoured(tmp_path, monkeypatch):
     assert_one_line(exc, tmp_path / "fashion-mnist")
 
 
+def test_tilde_in_the_data_dir_is_expanded(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    mnist_copy(home / "data")
+    monkeypatch.setenv("HOME", str(home))
+    for given in ("~/data", Path("~/data")):
+        paths = locate_files(DATASETS["mnist"], given, download=False)
+        assert all(p.parent == home / "data" / "mnist" for p in paths.values())
+    monkeypatch.setenv("LTH_DATA_DIR", "~/data")
+    assert resolve_data_dir() == home / "data"
+
+
 def test_env_var_must_be_a_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("LTH_DATA_DIR", str(tmp_path / "missing"))
     with pytest.raises(LTHError) as exc:
@@ -524,3 +606,77 @@ def test_default_cache_dir(tmp_path, monkeypatch):
     assert resolve_data_dir() == tmp_path / "lth"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert resolve_data_dir() == Path.home() / ".cache" / "lth"
+
+
+# --------------------------------------------------------------------------------------------
+# Where users already keep data: torchvision's layout, and the bundled MNIST as a fallback
+# --------------------------------------------------------------------------------------------
+
+
+def test_torchvision_layout_for_fashion_mnist(tmp_path, fashion):
+    """torchvision keeps ROOT/FashionMNIST/raw/ with each file both gzipped and extracted."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = real_data("fashion-mnist") / "fashion-mnist"
+    for name in IDX_FILES:
+        shutil.copyfile(source / f"{name}.gz", raw / f"{name}.gz")
+        (raw / name).write_bytes(gzip.decompress((source / f"{name}.gz").read_bytes()))
+    paths = locate_files(DATASETS["fashion_mnist"], tmp_path, download=False)
+    assert paths == {name: raw / name for name in IDX_FILES}  # the extracted ones: faster
+    ds = load_dataset("fashion_mnist", tmp_path, download=False)
+    for f in ("train_x", "train_y", "val_x", "test_x", "test_y"):
+        assert torch.equal(getattr(ds, f), getattr(fashion, f)), f
+    ours = tmp_path / "fashion-mnist"  # lth's own folder, when complete, comes first
+    ours.mkdir()
+    for name in IDX_FILES:
+        shutil.copyfile(source / f"{name}.gz", ours / f"{name}.gz")
+    paths = locate_files(DATASETS["fashion_mnist"], tmp_path, download=False)
+    assert all(p.parent == ours for p in paths.values())
+
+
+def test_torchvision_layout_for_mnist(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.parent.mkdir()
+    mnist_copy(tmp_path / "elsewhere").rename(raw)
+    paths = locate_files(DATASETS["mnist"], tmp_path, download=False)
+    assert all(p.parent == raw for p in paths.values())  # not the bundled copy
+
+
+def test_torchvision_layout_is_verified_like_ours(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = real_data("fashion-mnist") / "fashion-mnist"
+    for name in IDX_FILES:
+        shutil.copyfile(source / f"{name}.gz", raw / f"{name}.gz")
+    path = raw / "train-labels-idx1-ubyte.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[5000] ^= 1
+    rewrite(path, bytes(content))
+    with pytest.raises(LTHError) as exc:
+        load_dataset("fashion_mnist", tmp_path, download=False)
+    assert_one_line(exc, path, "checksum")
+    path.unlink()  # incomplete: the message names both places looked in
+    with pytest.raises(LTHError) as exc:
+        load_dataset("fashion_mnist", tmp_path, download=False)
+    assert_one_line(exc, tmp_path / "fashion-mnist", raw, "--data-dir")
+
+
+def test_explicit_data_dir_without_mnist_says_the_bundled_copy_is_used(
+    tmp_path, monkeypatch, capsys
+):
+    paths = locate_files(DATASETS["mnist"], tmp_path, download=False)
+    assert all(p.parent == BUNDLED_MNIST for p in paths.values())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "mnist") in err and "bundled" in err, err
+    locate_files(DATASETS["mnist"], tmp_path, download=False)
+    assert capsys.readouterr().err == ""  # said once
+    env = tmp_path / "env"
+    env.mkdir()
+    monkeypatch.setenv("LTH_DATA_DIR", str(env))
+    locate_files(DATASETS["mnist"], download=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(env / "mnist") in err, err
+    monkeypatch.delenv("LTH_DATA_DIR")  # the default cache is not a choice: no note
+    paths = locate_files(DATASETS["mnist"], download=False)
+    assert all(p.parent == BUNDLED_MNIST for p in paths.values())
+    assert capsys.readouterr().err == ""

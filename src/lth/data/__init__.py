@@ -24,6 +24,7 @@ from .dataset import (
 )
 from .files import (
     DATA_DIR_ENV,
+    IDX_MAX_BYTES,
     OFFLINE_ENV,
     Downloader,
     default_cache_dir,
@@ -47,6 +48,7 @@ __all__ = [
     "CIFAR10",
     "DATASETS",
     "DATA_DIR_ENV",
+    "IDX_MAX_BYTES",
     "OFFLINE_ENV",
     "DataFile",
     "Dataset",

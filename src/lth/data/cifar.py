@@ -1,10 +1,12 @@
 """CIFAR-10: finding, downloading and safely reading the python-pickle batches.
 
-CIFAR-10 lives in ``<data_dir>/cifar-10/`` as the official archive ``cifar-10-python.tar.gz``
-(verified by its MD5, ``DatasetSpec.archive_md5``, and read without extracting it) or as its
-extracted folder ``cifar-10-batches-py/`` (validated by its structure: the six pickled batches,
-their shapes, dtypes, counts and labels). Missing both, the archive is downloaded. The batches
-are unpickled with a restricted unpickler that only builds dicts, lists, bytes and numpy arrays.
+CIFAR-10 lives in ``<data_dir>/cifar-10/`` (or, as torchvision keeps it, right in
+``<data_dir>/``) as the official archive ``cifar-10-python.tar.gz`` (verified by its MD5,
+``DatasetSpec.archive_md5``, and read without extracting it) or as its extracted folder
+``cifar-10-batches-py/`` (validated by its structure: the six pickled batches, their shapes,
+dtypes, counts and labels). Missing both, the archive is downloaded. The batches are unpickled
+with a restricted unpickler that only builds dicts, lists, bytes and numpy arrays, and their
+labels' types and lengths are checked before they are converted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import numpy as np
 
 from lth.errors import LTHError
 
-from .files import FIX_HINT, Downloader, Wanted, download_into, one_line, read_bytes
+from .files import (
+    FIX_HINT,
+    Downloader,
+    Wanted,
+    dataset_folders,
+    download_into,
+    missing_from,
+    one_line,
+    read_bytes,
+)
 from .specs import DatasetSpec, RawArrays, register_dataset
 
 __all__ = ["CIFAR10"]
@@ -110,28 +121,38 @@ def _unpickle_cifar_batch(raw: bytes, what: str) -> tuple[np.ndarray, np.ndarray
         raise _cifar_fail(what, f"holds data of shape {data.shape}, expected (N, 3072)")
     if data.shape[0] == 0:
         raise _cifar_fail(what, "holds no images")
-    try:
-        labels = np.asarray(labels)
-    except (ValueError, TypeError) as e:
+    # Types and lengths are checked before anything is converted: a few KB of pickle can hold
+    # lists of lists that numpy would expand to gigabytes.
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise _cifar_fail(
+                what,
+                f"holds labels of dtype {labels.dtype} and shape {labels.shape}, "
+                "expected a list of integers",
+            )
+    elif isinstance(labels, list | tuple):
+        for value in labels:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise _cifar_fail(
+                    what, f"holds a label of type {type(value).__name__}, expected integers"
+                )
+    else:
         raise _cifar_fail(
-            what, f"holds labels that are not a list of numbers ({one_line(e)})"
-        ) from None
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise _cifar_fail(
-            what,
-            f"holds labels of dtype {labels.dtype} and shape {labels.shape}, "
-            "expected a list of integers",
+            what, f"holds labels of type {type(labels).__name__}, expected a list of integers"
         )
-    if labels.shape[0] != data.shape[0]:
+    if len(labels) != data.shape[0]:
         raise _cifar_fail(
-            what, f"holds {data.shape[0]} images but {labels.shape[0]} labels; they must match"
+            what, f"holds {data.shape[0]} images but {len(labels)} labels; they must match"
         )
-    low, high = int(labels.min()), int(labels.max())
+    if isinstance(labels, np.ndarray):
+        low, high = int(labels.min()), int(labels.max())
+    else:
+        low, high = min(labels), max(labels)
     if low < 0 or high > 9:
         bad = low if low < 0 else high
         raise _cifar_fail(what, f"holds label {bad}, but labels must lie in 0..9")
     images = np.ascontiguousarray(data).reshape(-1, 3, 32, 32)  # R, G, B planes, row-major
-    return images, labels.astype(np.int64)
+    return images, np.asarray(labels, dtype=np.int64)
 
 
 def _md5(path: Path) -> str:
@@ -231,22 +252,27 @@ def _locate_cifar10(
     spec: DatasetSpec, root: Path, downloader: Downloader | None
 ) -> dict[str, Path]:
     """``{"cifar-10-batches-py": dir}`` or ``{"cifar-10-python.tar.gz": file}`` in the dataset
-    folder ``root / spec.folder``.
+    folder ``root / spec.folder``, or else in ``root`` itself (torchvision's layout).
 
-    A complete extracted folder is preferred (no decompression); otherwise the archive; missing
-    both, the archive is downloaded with ``downloader`` (None: downloading is not allowed).
+    In each folder, a complete extracted folder is preferred (no decompression), then the
+    archive; missing everywhere, the archive is downloaded into the dataset folder with
+    ``downloader`` (None: downloading is not allowed).
     """
-    folder = root / spec.folder
-    extracted = folder / _CIFAR_EXTRACTED
-    archive = folder / _CIFAR_ARCHIVE
-    absent = [n for n in _CIFAR_BATCHES if not (extracted / n).is_file()]
-    if extracted.is_dir() and not absent:
-        return {_CIFAR_EXTRACTED: extracted}
-    if archive.is_file():
-        return {_CIFAR_ARCHIVE: archive}
-    message = f"{spec.title} files missing from {folder}: {_CIFAR_EXPECTED}"
-    if extracted.is_dir():
-        message += f" ({_CIFAR_EXTRACTED}/ lacks {', '.join(absent)})"
+    folders = dataset_folders(spec, root)
+    lacking = []  # what incomplete extracted folders lack, for the message
+    for folder in folders:
+        extracted = folder / _CIFAR_EXTRACTED
+        absent = [n for n in _CIFAR_BATCHES if not (extracted / n).is_file()]
+        if extracted.is_dir() and not absent:
+            return {_CIFAR_EXTRACTED: extracted}
+        if (folder / _CIFAR_ARCHIVE).is_file():
+            return {_CIFAR_ARCHIVE: folder / _CIFAR_ARCHIVE}
+        if extracted.is_dir():
+            lacking.append(f"{extracted}/ lacks {', '.join(absent)}")
+    folder = folders[0]
+    message = f"{missing_from(spec, folders)}: {_CIFAR_EXPECTED}"
+    if lacking:
+        message += f" ({'; '.join(lacking)})"
 
     def verify(path: Path, url: str) -> None:
         md5 = _md5(path)
@@ -261,7 +287,7 @@ def _locate_cifar10(
         f"--data-dir at a folder holding a {spec.folder}/ subfolder with it"
     )
     download_into(spec, folder, message, [Wanted(_CIFAR_ARCHIVE, verify, by_hand)], downloader)
-    return {_CIFAR_ARCHIVE: archive}
+    return {_CIFAR_ARCHIVE: folder / _CIFAR_ARCHIVE}
 
 
 #: The CIFAR-10 spec, registered as ``"cifar10"``.
@@ -283,5 +309,6 @@ CIFAR10 = register_dataset(
         locator=_locate_cifar10,
         augmentation="crop_flip",
         archive_md5=_CIFAR_MD5,
+        also_in=(".",),
     )
 )

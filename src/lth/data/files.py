@@ -3,9 +3,16 @@
 Data directory layout: ``<data_dir>/<spec.folder>/<file>``, for example
 ``<data_dir>/mnist/train-images-idx3-ubyte.gz`` and
 ``<data_dir>/fashion-mnist/t10k-labels-idx1-ubyte.gz`` (each file may also be stored uncompressed,
-without ``.gz``). The data directory is ``--data-dir`` (the ``data_dir`` argument), else
+without ``.gz``). Files kept as torchvision keeps them are found too (``<data_dir>/MNIST/raw/``,
+``<data_dir>/FashionMNIST/raw/``: ``DatasetSpec.also_in``) and verified the same way. The data
+directory is ``--data-dir`` (the ``data_dir`` argument; ``~`` is expanded), else
 ``$LTH_DATA_DIR``, else the per-user cache (see :func:`resolve_data_dir`). MNIST is bundled with
-the package (``lth/_data/mnist/``), so it never needs downloading.
+the package (``lth/_data/mnist/``), so it never needs downloading; when a data directory was
+chosen but holds no MNIST, one line on stderr says the bundled copy is used.
+
+IDX files are read as streams: the header is checked first (magic number, the shape the dataset
+expects, at most :data:`IDX_MAX_BYTES`), and nothing is decompressed beyond what it declares, so
+a small damaged or hostile ``.gz`` cannot fill the memory.
 
 Downloading: :func:`locate_files` fetches missing files with a *downloader*, any callable
 ``(url: str, dest: Path) -> None`` that writes the content of ``url`` into the file ``dest``
@@ -25,9 +32,11 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import urllib.request
 import zlib
@@ -47,13 +56,17 @@ __all__ = [
     "BUNDLED_ROOT",
     "DATA_DIR_ENV",
     "FIX_HINT",
+    "IDX_MAX_BYTES",
     "OFFLINE_ENV",
     "Downloader",
     "Wanted",
+    "content_sha256",
+    "dataset_folders",
     "default_cache_dir",
     "download_into",
     "http_download",
     "locate_files",
+    "missing_from",
     "one_line",
     "read_bytes",
     "read_idx",
@@ -66,7 +79,10 @@ OFFLINE_ENV = "LTH_OFFLINE"
 BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "_data"
 #: How to fix a damaged data file; ends most messages about one.
 FIX_HINT = "delete it and download it again, or point --data-dir elsewhere"
+#: The most bytes of data an IDX file may declare (MNIST's largest file holds 47 MB).
+IDX_MAX_BYTES = 1 << 28
 _DOWNLOAD_TIMEOUT_S = 60
+_CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 # IDX magic numbers this module reads: unsigned-byte data with 1 (labels) or 3 (images) dims.
 _IDX_MAGICS = {0x00000801: "label", 0x00000803: "image"}
@@ -80,20 +96,21 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split()) or type(text).__name__
 
 
+def _file_error(path: Path, e: OSError) -> LTHError:
+    """The one-line error for an ``OSError`` raised while opening or reading ``path``."""
+    if isinstance(e, FileNotFoundError):
+        return LTHError(f"file {path} does not exist; check the path or point --data-dir elsewhere")
+    if isinstance(e, IsADirectoryError):
+        return LTHError(f"{path} is a directory, not a data file; remove or rename it")
+    return LTHError(f"cannot read {path}: {one_line(e.strerror or e)}; check its permissions")
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of ``path``; any problem is a one-line :class:`LTHError` naming it."""
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise LTHError(
-            f"file {path} does not exist; check the path or point --data-dir elsewhere"
-        ) from None
-    except IsADirectoryError:
-        raise LTHError(f"{path} is a directory, not a data file; remove or rename it") from None
     except OSError as e:
-        raise LTHError(
-            f"cannot read {path}: {one_line(e.strerror or e)}; check its permissions"
-        ) from None
+        raise _file_error(path, e) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,70 +118,150 @@ def read_bytes(path: Path) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_content(path: Path) -> bytes:
-    """The decompressed bytes of ``path`` (gzip detected by suffix or by magic bytes)."""
-    raw = read_bytes(path)
-    if path.name.endswith(".gz") or raw[:2] == _GZIP_MAGIC:
+class _Content:
+    """The decompressed content of a data file, read as a stream, never all at once (gzip is
+    detected by the ``.gz`` suffix or by its magic bytes). Every problem is an LTHError."""
+
+    def __init__(self, path: Path):
+        self.path = path
         try:
-            return gzip.decompress(raw)
+            self._file = path.open("rb")
+        except OSError as e:
+            raise _file_error(path, e) from None
+        try:
+            self.gzip = path.name.endswith(".gz") or self._file.read(2) == _GZIP_MAGIC
+            self._file.seek(0)
+        except OSError as e:
+            self._file.close()
+            raise _file_error(path, e) from None
+        self._stream = gzip.GzipFile(fileobj=self._file, mode="rb") if self.gzip else self._file
+
+    def __enter__(self) -> _Content:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end of the content."""
+        try:
+            return self._stream.read(n)
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            if not self.gzip:
+                raise _file_error(self.path, e) from None
             raise LTHError(
-                f"{path} is not a valid gzip file or is damaged ({one_line(e)}); {FIX_HINT}"
+                f"{self.path} is not a valid gzip file or is damaged ({one_line(e)}); {FIX_HINT}"
             ) from None
-    return raw
+
+    def read_up_to(self, n: int) -> bytearray:
+        """The next ``n`` bytes, or all that is left when fewer; memory grows with what is read,
+        never with ``n``."""
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.read(min(_CHUNK, n - len(data)))
+            if not chunk:
+                break
+            data += chunk
+        return data
 
 
-def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> np.ndarray:
+def content_sha256(path: Path, max_bytes: int = IDX_MAX_BYTES) -> str:
+    """SHA-256 of the decompressed content of ``path``, which may not exceed ``max_bytes``."""
+    digest = hashlib.sha256()
+    size = 0
+    with _Content(path) as content:
+        while chunk := content.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise LTHError(f"{path} decompresses to more than {max_bytes} bytes")
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_magic(path: Path, magic: int, ndim: int | None) -> None:
+    """``magic`` must be one of unsigned-byte IDX data, of ``ndim`` dimensions when given."""
+    if magic in _IDX_MAGICS and (ndim is None or magic == 0x800 | ndim):
+        return
+    if ndim is None:
+        what, expected = "IDX file", "0x00000801 for labels or 0x00000803 for images"
+    else:
+        what = f"IDX {_IDX_MAGICS.get(0x800 | ndim, f'{ndim}-dimensional')} file"
+        expected = f"0x{0x800 | ndim:08X}"
+    raise LTHError(
+        f"{path} is not an {what} (magic 0x{magic:08X}, expected {expected}); {FIX_HINT}"
+    )
+
+
+def read_idx(
+    path: str | os.PathLike[str],
+    sha256: str | None = None,
+    *,
+    shape: Sequence[int] | None = None,
+    max_bytes: int = IDX_MAX_BYTES,
+) -> np.ndarray:
     """Read an IDX file of unsigned bytes (``.gz`` or uncompressed) into a uint8 numpy array.
 
-    Checks the magic number (0x00000801 for labels, 0x00000803 for images), that the payload
-    holds exactly as many bytes as the header's dimensions say (no truncation, no trailing data)
-    and, when ``sha256`` is given, the SHA-256 of the decompressed content. Any problem raises
-    :class:`~lth.errors.LTHError` naming the file. The returned array is writable.
+    The header is read and checked first, before any data is decompressed: the magic number
+    (0x00000801 for labels, 0x00000803 for images), the dimensions (exactly ``shape`` when given)
+    and the size they declare (at most ``max_bytes``). The data is then decompressed as a
+    stream, never beyond what the header declares, and must hold exactly that many bytes (no
+    truncation, no trailing data); when ``sha256`` is given, the SHA-256 of the decompressed
+    content must match it. Any problem raises :class:`~lth.errors.LTHError` naming the file.
+    The returned array is writable.
     """
     path = Path(path)
-    data = _read_content(path)
-    if len(data) < 4:
-        raise LTHError(
-            f"IDX file {path} is truncated: it holds {len(data)} bytes, too few for a header; "
-            f"{FIX_HINT}"
-        )
-    (magic,) = struct.unpack(">I", data[:4])
-    kind = _IDX_MAGICS.get(magic)
-    if kind is None:
-        raise LTHError(
-            f"{path} is not an IDX file of unsigned bytes: magic number 0x{magic:08X}, expected "
-            f"0x00000801 (labels) or 0x00000803 (images); {FIX_HINT}"
-        )
-    ndim = magic & 0xFF
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise LTHError(
-            f"IDX file {path} is truncated: its header needs {header_len} bytes, got "
-            f"{len(data)}; {FIX_HINT}"
-        )
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
-    expected = int(np.prod(dims, dtype=np.int64)) if dims else 0
-    got = len(data) - header_len
-    if got < expected:
-        raise LTHError(
-            f"IDX file {path} is truncated: expected {expected} bytes of {kind} data, got {got}; "
-            f"{FIX_HINT}"
-        )
-    if got > expected:
-        raise LTHError(
-            f"IDX file {path} has {got - expected} bytes of trailing data after the "
-            f"{expected} bytes of {kind} data its header declares; {FIX_HINT}"
-        )
+    with _Content(path) as content:
+        header = content.read_up_to(4)
+        if len(header) < 4:
+            raise LTHError(
+                f"IDX file {path} is truncated: it holds {len(header)} bytes, too few for a "
+                f"header; {FIX_HINT}"
+            )
+        (magic,) = struct.unpack(">I", header)
+        _check_magic(path, magic, None if shape is None else len(shape))
+        kind = _IDX_MAGICS[magic]
+        ndim = magic & 0xFF
+        header += content.read_up_to(4 * ndim)
+        if len(header) < 4 + 4 * ndim:
+            raise LTHError(
+                f"IDX file {path} is truncated: its header needs {4 + 4 * ndim} bytes, got "
+                f"{len(header)}; {FIX_HINT}"
+            )
+        dims = struct.unpack(f">{ndim}I", header[4:])
+        if shape is not None and dims != tuple(shape):
+            raise LTHError(
+                f"IDX file {path} declares {kind} data of shape {dims}, expected "
+                f"{tuple(shape)}; {FIX_HINT}"
+            )
+        expected = math.prod(dims)
+        if expected > max_bytes:
+            raise LTHError(
+                f"IDX file {path} declares {expected} bytes of {kind} data {dims}, more than the "
+                f"limit of {max_bytes} bytes (a damaged header?); {FIX_HINT}"
+            )
+        data = content.read_up_to(expected)
+        if len(data) < expected:
+            raise LTHError(
+                f"IDX file {path} is truncated: expected {expected} bytes of {kind} data, got "
+                f"{len(data)}; {FIX_HINT}"
+            )
+        extra = len(content.read_up_to(_CHUNK))
+        if extra:
+            more = "at least " if extra == _CHUNK else ""
+            raise LTHError(
+                f"IDX file {path} has {more}{extra} bytes of trailing data after the "
+                f"{expected} bytes of {kind} data its header declares; {FIX_HINT}"
+            )
     if sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(header)
+        digest.update(data)
+        actual = digest.hexdigest()
         if actual != sha256.lower():
             raise LTHError(
                 f"checksum of {path} does not match: sha256 of its content is {actual}, expected "
                 f"{sha256.lower()}; the file is damaged or not the expected one, {FIX_HINT}"
             )
-    array = np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
-    return array.copy()
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,16 +283,24 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     directory; ``~`` in it is expanded. The default cache folder need not exist yet (it is
     created on download).
     """
+    return _resolve(data_dir)[0]
+
+
+def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """:func:`resolve_data_dir`, and whether the directory was chosen (argument or environment
+    variable) rather than the default cache."""
     if data_dir is not None:
-        return _check_dir(data_dir, "data directory", "pass --data-dir with an existing folder")
+        path = _check_dir(data_dir, "data directory", "pass --data-dir with an existing folder")
+        return path, True
     env = os.environ.get(DATA_DIR_ENV, "")
     if env:
-        return _check_dir(
+        path = _check_dir(
             env,
             f"data directory {DATA_DIR_ENV}",
             f"set {DATA_DIR_ENV} to an existing folder or unset it",
         )
-    return default_cache_dir()
+        return path, True
+    return default_cache_dir(), False
 
 
 def _check_dir(value: str | os.PathLike[str], what: str, fix: str) -> Path:
@@ -323,14 +428,40 @@ def _find_files(folder: Path, files: Sequence[DataFile]) -> tuple[dict[str, Path
     return found, missing
 
 
-def _missing_message(spec: DatasetSpec, folder: Path, missing: Sequence[DataFile]) -> str:
+def dataset_folders(spec: DatasetSpec, root: Path) -> list[Path]:
+    """Where the files of ``spec`` may be under the data directory ``root``, in order: lth's own
+    ``root/spec.folder`` (where downloads go), then ``spec.also_in`` (torchvision's layout)."""
+    folders = [root / spec.folder]
+    folders += [root / other for other in spec.also_in if root / other not in folders]
+    return folders
+
+
+def missing_from(spec: DatasetSpec, folders: Sequence[Path]) -> str:
+    """``"<title> files missing from <folder> (and from <others>)"``, for messages."""
+    others = f" (and from {', '.join(map(str, folders[1:]))})" if len(folders) > 1 else ""
+    return f"{spec.title} files missing from {folders[0]}{others}"
+
+
+def _missing_message(
+    spec: DatasetSpec, folders: Sequence[Path], missing: Sequence[DataFile]
+) -> str:
     names = ", ".join(f.download_name for f in missing)
-    return f"{spec.title} files missing from {folder}: expected {names} (gzip or uncompressed)"
+    return f"{missing_from(spec, folders)}: expected {names} (gzip or uncompressed)"
+
+
+_noted: set[str] = set()
+
+
+def _note_once(line: str) -> None:
+    """Print ``line`` on stderr, unless this process has printed it already."""
+    if line not in _noted:
+        _noted.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def _sha256_checker(f: DataFile) -> Callable[[Path, str], None]:
     def verify(path: Path, url: str) -> None:
-        if hashlib.sha256(_read_content(path)).hexdigest() != f.sha256:
+        if content_sha256(path) != f.sha256:
             raise LTHError(f"checksum of the file downloaded from {url} does not match")
 
     return verify
@@ -345,25 +476,34 @@ def locate_files(
 ) -> dict[str, Path]:
     """Paths of the dataset's files (``DataFile.name`` -> path), downloading missing ones.
 
-    Looks in ``resolve_data_dir(data_dir) / spec.folder``. If files are missing there, a
-    bundled copy is used when the package has one; otherwise they are fetched with
-    ``downloader`` (unless ``download`` is false) into that folder. Files are not verified
-    here, only found (downloads are verified before they are kept).
+    Looks in ``resolve_data_dir(data_dir) / spec.folder``, then in the folders where
+    torchvision keeps the same files (``spec.also_in``, e.g. ``MNIST/raw``); the first folder
+    holding all of them wins. Failing that, a bundled copy is used when the package has one
+    (saying so in one line on stderr, once per process, when the data directory was chosen, by
+    argument or ``$LTH_DATA_DIR``); otherwise the files are fetched with ``downloader`` (unless
+    ``download`` is false) into ``spec.folder``. Files are not verified here, only found
+    (downloads are verified before they are kept).
 
     A spec with a ``locator`` (CIFAR-10) is located by it instead; its paths then map
     ``"cifar-10-python.tar.gz"`` to the archive or ``"cifar-10-batches-py"`` to the extracted
-    folder, both directly inside the dataset folder.
+    folder.
     """
-    root = resolve_data_dir(data_dir)
+    root, chosen = _resolve(data_dir)
     if spec.locator is not None:
         return spec.locator(spec, root, downloader if download else None)
-    folder = root / spec.folder
-    found, missing = _find_files(folder, spec.files)
-    if not missing:
-        return found
+    folders = dataset_folders(spec, root)
+    searched = [_find_files(folder, spec.files) for folder in folders]
+    for found, missing in searched:
+        if not missing:
+            return found
+    folder, missing = folders[0], searched[0][1]
     if spec.bundled is not None:
         bundled_found, bundled_missing = _find_files(BUNDLED_ROOT / spec.bundled, spec.files)
         if not bundled_missing:
+            if chosen:
+                _note_once(
+                    f"lth: note: {missing_from(spec, folders)}; using the copy bundled with lth"
+                )
             return bundled_found
     wanted = [
         Wanted(
@@ -377,11 +517,11 @@ def locate_files(
     download_into(
         spec,
         folder,
-        _missing_message(spec, folder, missing),
+        _missing_message(spec, folders, missing),
         wanted,
         downloader if download else None,
     )
     found, missing = _find_files(folder, spec.files)
     if missing:  # pragma: no cover - only if the folder is changed under our feet
-        raise LTHError(_missing_message(spec, folder, missing) + " after downloading; retry")
+        raise LTHError(_missing_message(spec, [folder], missing) + " after downloading; retry")
     return found

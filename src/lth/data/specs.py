@@ -100,6 +100,9 @@ class DatasetSpec:
     locator: Locator | None = None
     augmentation: str | None = None  # name in lth.data.augment.AUGMENTATIONS of its standard one
     archive_md5: str | None = None  # MD5 of the dataset's archive, for a locator that uses one
+    # other subfolders of the data directory that may hold the same files, as torchvision lays
+    # them out (e.g. "MNIST/raw"; "." for the data directory itself), looked in after ``folder``
+    also_in: tuple[str, ...] = ()
 
 
 #: The registered datasets by canonical name, in registration order.
@@ -151,35 +154,29 @@ def _valid() -> str:
 
 
 def _load_idx_dataset(spec: DatasetSpec, paths: Mapping[str, Path]) -> RawArrays:
-    """Loader for the four-file IDX layout of MNIST and Fashion-MNIST."""
+    """Loader for the four-file IDX layout of MNIST and Fashion-MNIST.
+
+    Each file's header must declare the spec's shape (checked before its data is decompressed),
+    its content must match the spec's checksum, and every label must be below ``num_classes``.
+    """
     if len(spec.files) != 4:
         raise ValueError(f"IDX dataset spec {spec.name} must list exactly 4 files")
-    arrays = [read_idx(paths[f.name], sha256=f.sha256) for f in spec.files]
-    names = [paths[f.name] for f in spec.files]
-    train_x, train_y, test_x, test_y = arrays
     _, height, width = spec.input_shape
-    for path, x, expected_n in (
-        (names[0], train_x, spec.train_size),
-        (names[2], test_x, spec.test_size),
-    ):
-        if x.ndim != 3 or x.shape[1:] != (height, width) or x.shape[0] != expected_n:
-            raise LTHError(
-                f"{spec.title} file {path} holds images of shape {tuple(x.shape)}, expected "
-                f"({expected_n}, {height}, {width}); {FIX_HINT}"
-            )
-    for path, y, expected_n in (
-        (names[1], train_y, spec.train_size),
-        (names[3], test_y, spec.test_size),
-    ):
-        if y.ndim != 1 or y.shape[0] != expected_n:
-            raise LTHError(
-                f"{spec.title} file {path} holds labels of shape {tuple(y.shape)}, expected "
-                f"({expected_n},); {FIX_HINT}"
-            )
+    shapes = (
+        (spec.train_size, height, width),
+        (spec.train_size,),
+        (spec.test_size, height, width),
+        (spec.test_size,),
+    )
+    train_x, train_y, test_x, test_y = (
+        read_idx(paths[f.name], sha256=f.sha256, shape=shape)
+        for f, shape in zip(spec.files, shapes, strict=True)
+    )
+    for f, y in ((spec.files[1], train_y), (spec.files[3], test_y)):
         if y.size and int(y.max()) >= spec.num_classes:
             raise LTHError(
-                f"{spec.title} file {path} holds label {int(y.max())}, but the dataset has "
-                f"{spec.num_classes} classes; {FIX_HINT}"
+                f"{spec.title} file {paths[f.name]} holds label {int(y.max())}, but the dataset "
+                f"has {spec.num_classes} classes; {FIX_HINT}"
             )
     return RawArrays(
         train_x=train_x[:, None],
@@ -225,6 +222,7 @@ register_dataset(
         mean=(0.1307,),
         std=(0.3081,),
         bundled="mnist",
+        also_in=("MNIST/raw",),
     )
 )
 register_dataset(
@@ -242,5 +240,6 @@ register_dataset(
         mean=(0.2860,),
         std=(0.3530,),
         aliases=("fashion-mnist", "fashionmnist"),
+        also_in=("FashionMNIST/raw",),
     )
 )
