@@ -21,8 +21,8 @@ import torch
 
 from conftest import TEST_DATA, real_data
 from lth.cli import build_parser, main, resolve_config
+from lth.config import PRESETS
 from lth.errors import LTHError
-from lth.presets import PRESETS
 from lth.runs import load_tensors, load_ticket, read_config
 
 DATA = TEST_DATA
@@ -285,13 +285,13 @@ BAD_INPUT = [
     (["--rate", "0"], "rate must be a fraction between 0 and 1, got 0.0"),
     (["--rate", "1.5"], "rate must be a fraction between 0 and 1, got 1.5"),
     (["--output-rate", "abc"], "argument --output-rate: expected a number, got 'abc'"),
-    (["--levels", "-1"], "levels must be a whole number >= 0, got -1"),
+    (["--levels", "-1"], "levels must be a whole number >= 0 and <= 10000, got -1"),
     (["--levels", "2.5"], "argument --levels: expected a whole number, got '2.5'"),
     (["--iterations", "0"], "iterations must be a whole number >= 1, got 0"),
     (["--iterations", "100", "--epochs", "1"], "--epochs: not allowed with argument --iterations"),
     (["--pruning", "random"], "argument --pruning: invalid choice: 'random'"),
     (["--controls", "reinit,shuffle"], "unknown control 'shuffle'"),
-    (["--batch-size", "0"], "batch_size must be a positive whole number"),
+    (["--batch-size", "0"], "batch_size must be a whole number >= 1, got 0"),
     (["--val-size", "60000"], "val_size 60000 is out of range"),
     (["--exclude", "fc9.weight"], "cannot leave 'fc9.weight' unpruned"),
     (["--rewind-iteration", "500"], "rewind_iteration 500 is past the 200 training iterations"),
@@ -429,7 +429,7 @@ def test_interrupt_exits_130_with_resume_note(tmp_path, capsys, monkeypatch):
     def interrupt(self, level, group, trainer):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lth.cli.Progress.hook", interrupt)
+    monkeypatch.setattr("lth.progress.Progress.hook", interrupt)
     out = tmp_path / "run"
     assert lth_run(out, "--levels", "0", "--iterations", "20", "--eval-every", "10") == 130
     err = capsys.readouterr().err.strip()

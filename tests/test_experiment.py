@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from conftest import real_data
+from lth.config import ExperimentConfig
 from lth.data import load_dataset
 from lth.errors import LTHError
-from lth.experiment import Experiment, ExperimentConfig, run_experiment
+from lth.experiment import Experiment
 from lth.masks import count_remaining
+from lth.study import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -307,14 +307,23 @@ def test_layer_rates():
 
 
 def test_target_rate():
-    """(1 - p) ** levels == target_fraction; invalid inputs raise."""
-    p = target_rate(0.036, 15)
-    assert (1 - p) ** 15 == pytest.approx(0.036)
-    assert target_rate(0.8**3, 3) == pytest.approx(0.2)
-    assert target_rate(1.0, 4) == 0.0
+    """Each level keeps round(size x target^(level/levels)); invalid inputs raise."""
+    size = 1000
+    mask = torch.ones(size, dtype=torch.bool)
+    for level in range(1, 16):
+        p = target_rate(mask, 0.036, level, 15)
+        kept = int(mask.sum())
+        mask = mask.clone()
+        mask[mask.nonzero().flatten()[: round(kept * p)]] = False  # which survivors go: any
+        assert int(mask.sum()) == round(size * 0.036 ** (level / 15)), level
+    assert int(mask.sum()) == 36  # the target, exactly
+    # hand-computed: 100 kept, target 0.25 over 2 levels -> 50 at level 1 (rate 0.5)
+    assert target_rate(torch.ones(100, dtype=torch.bool), 0.25, 1, 2) == 0.5
+    assert target_rate(torch.ones(10, dtype=torch.bool), 1.0, 1, 4) == 0.0
+    assert target_rate(torch.zeros(10, dtype=torch.bool), 0.5, 1, 2) == 0.0  # nothing left
     for frac, levels in ((0.0, 3), (1.5, 3), (0.5, 0), (0.5, 2.0), (-0.1, 2)):
         with pytest.raises(LTHError):
-            target_rate(frac, levels)
+            target_rate(mask, frac, 1, levels)
 
 
 # ------------------------------------------------------------------------ prune_random_like

@@ -10,10 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import real_data
+from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors, load_dataset
 from lth.errors import LTHError
-from lth.experiment import Experiment, ExperimentConfig, build_model, run_experiment
+from lth.experiment import Experiment
 from lth.masks import count_remaining
+from lth.models import build_model
+from lth.study import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,7 @@ def test_map_style_dataset_is_loaded_once_into_tensors():
 
 
 def test_cifar_presets_follow_the_reference_settings():
-    from lth.presets import PRESETS
+    from lth.config import PRESETS
 
     r = ExperimentConfig.from_dict(PRESETS["cifar_resnet_20"])
     assert (r.model, r.dataset, r.optimizer, r.lr, r.momentum, r.weight_decay) == (

@@ -37,18 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import LTHError
-
-SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
+from .models import check_flat_sequential, is_flat_sequential
 
 
 def supports(model: nn.Module) -> bool:
-    """True when ``model`` is a flat Sequential of layers the stacked engine can run."""
-    return (
-        isinstance(model, nn.Sequential)
-        and all(type(layer) in SUPPORTED_LAYERS for layer in model.children())
-        and isinstance(list(model.children())[-1], nn.Linear)
-        and not any(isinstance(m, nn.Conv2d) and m.padding_mode != "zeros" for m in model)
-    )
+    """True when the stacked engine can run ``model`` (:func:`lth.models.is_flat_sequential`)."""
+    return is_flat_sequential(model)
 
 
 def build(template: nn.Module, k: int, device: torch.device | str) -> StackedModel | ModuleModel:
@@ -191,12 +185,7 @@ class StackedModel(FlatParameters):
     """K tickets of one architecture as stacked parameter tensors with a batched forward pass."""
 
     def __init__(self, template: nn.Module, k: int, device: torch.device | str = "cpu"):
-        if not supports(template):
-            kinds = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
-            raise LTHError(
-                f"the stacked engine runs flat nn.Sequential models of {kinds} only; "
-                "train other models one at a time"
-            )
+        check_flat_sequential(template, name=type(template).__name__)  # else: one at a time
         if k < 1:
             raise LTHError(f"need at least one ticket to stack, got k={k}")
         self.k = k

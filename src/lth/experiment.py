@@ -13,139 +13,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
-import inspect
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from fnmatch import fnmatch
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from .config import ExperimentConfig, TrainConfig
 from .engine import supports as engine_supports
 from .errors import LTHError
-from .masks import MaskSet, count_remaining, ones_mask
-from .models import create_model, initialize, output_layer
-from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
-from .training import History, TicketJob, TrainConfig, Trainer
-
-RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
-PRUNINGS = ("layerwise", "global")
-CONTROLS = ("reinit", "random_prune")
-BRANCHES = ("ticket", *CONTROLS)
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Every setting of a study. Defaults: Frankle & Carbin's LeNet-300-100 on MNIST, 5 levels."""
-
-    model: str = "lenet_300_100"
-    dataset: str = "mnist"
-    init: str = "xavier_normal"
-    levels: int = 5
-    rate: float = 0.2
-    output_rate: float = 0.1
-    conv_rate: float = 0.0
-    target: float = 0.0
-    pruning: str = "layerwise"
-    exclude: tuple[str, ...] = ()
-    prune_types: tuple[str, ...] = ("Linear", "Conv2d")
-    prune_patterns: tuple[str, ...] = ()
-    reset: str = "rewind"
-    rewind_iteration: int = 0
-    controls: tuple[str, ...] = CONTROLS
-    replicates: int = 1
-    # training settings, flat for the command line and TOML; TrainConfig holds the defaults
-    iterations: int = TrainConfig.iterations
-    epochs: int = 0
-    batch_size: int = TrainConfig.batch_size
-    optimizer: str = TrainConfig.optimizer
-    lr: float = TrainConfig.lr
-    momentum: float = TrainConfig.momentum
-    weight_decay: float = TrainConfig.weight_decay
-    milestones: tuple[int, ...] = TrainConfig.milestones
-    gamma: float = TrainConfig.gamma
-    warmup: int = TrainConfig.warmup
-    eval_every: int = TrainConfig.eval_every
-    val_size: int = 5000
-    seed: int = 0
-    max_parallel: int = 16
-    augment: bool = TrainConfig.augment
-
-    def __post_init__(self) -> None:
-        def whole(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise LTHError(f"{name} must be a whole number >= {low}, got {value!r}")
-
-        whole("levels", 0)
-        whole("replicates", 1)
-        whole("rewind_iteration", 0)
-        whole("max_parallel", 1)
-        whole("val_size", 0)
-        whole("iterations", 1)
-        whole("epochs", 0)
-        for name in ("rate", "output_rate", "conv_rate", "target"):
-            value = getattr(self, name)
-            optional = name in ("conv_rate", "target") and value == 0
-            bad = isinstance(value, bool) or not isinstance(value, int | float)
-            if bad or not (optional or 0 < value < 1):
-                raise LTHError(f"{name} must be a fraction between 0 and 1, got {value!r}")
-        if self.target and self.levels < 1:
-            raise LTHError("a target sparsity needs at least one pruning level (levels >= 1)")
-        if self.pruning not in PRUNINGS:
-            raise LTHError(f"unknown pruning {self.pruning!r}; choose {' or '.join(PRUNINGS)}")
-        if self.reset not in RESETS:
-            raise LTHError(f"unknown reset {self.reset!r}; choose one of {', '.join(RESETS)}")
-        unknown = [c for c in self.controls if c not in CONTROLS]
-        if unknown:
-            raise LTHError(
-                f"unknown control {unknown[0]!r}; choose from {', '.join(CONTROLS)} or none"
-            )
-        if len(set(self.controls)) != len(self.controls):
-            raise LTHError("each control may be named once")
-        if not self.epochs:
-            self.train_config(self.batch_size)  # validates the training settings early
-
-    def train_config(self, n_train: int) -> TrainConfig:
-        """The per-level training settings; ``epochs`` > 0 overrides ``iterations``."""
-        iterations = self.iterations
-        if self.epochs:
-            iterations = self.epochs * max(1, n_train // self.batch_size)
-        if self.rewind_iteration > iterations:
-            raise LTHError(
-                f"rewind_iteration {self.rewind_iteration} is past the {iterations} "
-                "training iterations of a level"
-            )
-        return TrainConfig(
-            iterations=iterations,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            milestones=tuple(self.milestones),
-            gamma=self.gamma,
-            warmup=self.warmup,
-            eval_every=self.eval_every,
-            augment=self.augment,
-        )
-
-    def to_dict(self) -> dict:
-        """Plain values (tuples as lists) for config files."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ExperimentConfig:
-        """Build from plain values, naming any unknown setting."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise LTHError(f"unknown setting {unknown[0]!r}; valid: {', '.join(sorted(known))}")
-        tuples = {"exclude", "controls", "milestones", "prune_types", "prune_patterns"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
+from .models import build_model, call_factory, initialize, output_layer
+from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like, target_rate
+from .training import History, TicketJob, Trainer
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -238,10 +120,15 @@ class Experiment:
         if model is None:
             model = build_model(config.model, shape, classes)
         elif not isinstance(model, nn.Module):
-            model = _call_factory(model, shape, classes, repr(model))
+            model = call_factory(model, shape, classes, repr(model))
         self.template = model.cpu()
         self.train_config = config.train_config(data.train_x.shape[0])
-        self.prunable = select_prunable(self.template, config.prune_types, config.prune_patterns)
+        self.prunable = prunable_parameters(
+            self.template, config.prune_types, patterns=config.prune_patterns
+        )
+        if not self.prunable:
+            how = config.prune_patterns or config.prune_types
+            raise LTHError(f"no parameter of the model matches {', '.join(how)}; nothing to prune")
         names = set(self.prunable)
         for name in config.exclude:
             if name not in names:
@@ -269,7 +156,7 @@ class Experiment:
         """Per-layer pruning rates for ``level``: by layer type, or derived from the target."""
         c = self.config
         if c.target:
-            return {n: _rate_to(m, c.target, level, c.levels) for n, m in masks.items()}
+            return {n: target_rate(m, c.target, level, c.levels) for n, m in masks.items()}
         rates = layer_rates(list(masks), c.rate)
         if self.output in rates:
             rates[self.output] = c.output_rate
@@ -284,7 +171,7 @@ class Experiment:
             rate = c.rate
             if c.target:
                 pruned = {n: m for n, m in masks.items() if n not in c.exclude}
-                rate = _rate_to(torch.cat([m.flatten() for m in pruned.values()]), c.target,
+                rate = target_rate(torch.cat([m.flatten() for m in pruned.values()]), c.target,
                                 level, c.levels)  # fmt: skip
             return prune_global(weights, masks, rate, exclude=c.exclude)
         rates = self.rates(masks, level)
@@ -447,61 +334,6 @@ class Experiment:
         return everything
 
 
-def _rate_to(mask: Tensor, target: float, level: int, levels: int) -> float:
-    """The rate that brings ``mask`` to round(size x target^(level/levels)) kept entries."""
-    kept = int(mask.sum())
-    goal = round(mask.numel() * target ** (level / levels))
-    return 0.0 if kept == 0 else max(0.0, (kept - goal) / kept)
-
-
-def select_prunable(
-    model: nn.Module, types: tuple[str, ...], patterns: tuple[str, ...] = ()
-) -> list[str]:
-    """Names of the parameters to prune: matching a name pattern if given, else by layer type."""
-    if patterns:
-        names = [n for n, _ in model.named_parameters() if any(fnmatch(n, p) for p in patterns)]
-        what = f"matches {', '.join(patterns)}"
-    else:
-        names = [
-            f"{mod_name}.weight" if mod_name else "weight"
-            for mod_name, m in model.named_modules()
-            if type(m).__name__ in types and isinstance(getattr(m, "weight", None), nn.Parameter)
-        ]
-        what = f"is a {' or '.join(types)} weight"
-    if not names:
-        raise LTHError(f"no parameter of the model {what}; nothing to prune")
-    return names
-
-
-def _call_factory(factory: Callable[..., nn.Module], shape, classes, name: str) -> nn.Module:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    try:
-        model = factory(shape, classes) if len(params) >= 2 else factory()
-    except Exception as e:
-        raise LTHError(f"model factory {name} failed: {type(e).__name__}: {e}") from None
-    if not isinstance(model, nn.Module):
-        raise LTHError(f"model factory {name} returned {type(model).__name__}, not an nn.Module")
-    return model
-
-
-def build_model(spec: str, input_shape: tuple, num_classes: int) -> nn.Module:
-    """A registry model by name, or a user's factory given as ``package.module:function``."""
-    if ":" not in spec:
-        return create_model(spec, input_shape, num_classes)
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise LTHError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise LTHError(f"{module_name} has no function {attr!r} for model {spec!r}")
-    return _call_factory(factory, input_shape, num_classes, spec)
-
-
 def _free_memory(device: torch.device) -> int:
     """Bytes of memory free for new tensors on ``device``."""
     if device.type == "cuda":
@@ -543,8 +375,6 @@ def run_experiment(
 
 
 __all__ = [
-    "BRANCHES",
-    "CONTROLS",
     "Experiment",
     "ExperimentConfig",
     "LevelResult",

@@ -23,6 +23,8 @@ also leaves the global RNG state as it found it.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import operator
 from collections import OrderedDict
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lth.errors import LTHError
+from .errors import LTHError
 
 __all__ = [
     "ALLOWED_LAYERS",
@@ -50,6 +52,8 @@ __all__ = [
     "initialize",
     "is_flat_model",
     "is_flat_sequential",
+    "build_model",
+    "call_factory",
     "model_names",
     "output_layer",
     "register_model",
@@ -163,7 +167,8 @@ def check_flat_sequential(model: nn.Module, name: str = "model") -> None:
 
     Flat means: an ``nn.Sequential`` whose children are exactly of the types in
     :data:`ALLOWED_LAYERS` (no nesting, no subclasses) and which contains at least one
-    ``nn.Linear`` (the output layer).
+    ``nn.Linear`` as its last layer (the output layer); convolutions pad with zeros. This is
+    the one test of whether the stacked engine (:mod:`lth.engine`) can run a model.
     """
     allowed = ", ".join(t.__name__ for t in ALLOWED_LAYERS)
     if type(model) is not nn.Sequential:
@@ -177,8 +182,15 @@ def check_flat_sequential(model: nn.Module, name: str = "model") -> None:
                 f"{name} layer {child_name!r} is a {type(child).__name__}, which the batched "
                 f"engine cannot stack; use only ({allowed}) directly inside the nn.Sequential"
             )
-    if not any(type(child) is nn.Linear for child in model.children()):
-        raise LTHError(f"{name} has no nn.Linear layer; the last nn.Linear is the output layer")
+    children = list(model.children())
+    if not children or type(children[-1]) is not nn.Linear:
+        raise LTHError(f"{name} must end with an nn.Linear layer, the output layer")
+    for child_name, child in model.named_children():
+        if isinstance(child, nn.Conv2d) and child.padding_mode != "zeros":
+            raise LTHError(
+                f"{name} layer {child_name!r} pads with {child.padding_mode!r}; the batched "
+                "engine stacks only zero-padded convolutions"
+            )
 
 
 def is_flat_sequential(model: nn.Module) -> bool:
@@ -731,3 +743,57 @@ def initialize(
             _init_embedding(module, g)
         elif any(True for _ in module.parameters(recurse=False)):
             _init_other(module, g)
+
+
+def call_factory(
+    factory: Callable[..., nn.Module], input_shape, num_classes: int, name: str
+) -> nn.Module:
+    """Build a model with a user's factory: ``factory(input_shape, num_classes)`` or ``factory()``.
+
+    Whatever the factory raises (even ``SystemExit``) becomes a one-line :class:`LTHError`, and
+    so does a result that is not an ``nn.Module``.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    try:
+        model = factory(input_shape, num_classes) if len(params) >= 2 else factory()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - user code: SystemExit, os.abort-like exits
+        raise LTHError(f"model factory {name} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise LTHError(f"model factory {name} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A registry model by name, or a user's factory named ``package.module:function``.
+
+    Naming ``package.module:function`` imports that module: pass it only for code you trust
+    (the command line and the Python API pass what the user named).
+
+    >>> build_model("lenet_300_100", (1, 28, 28), 10)[-1]
+    Linear(in_features=100, out_features=10, bias=True)
+    """
+    if ":" not in spec:
+        return create_model(spec, tuple(input_shape), num_classes)
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise LTHError(
+            f"cannot import {module_name!r} for model {spec!r} ({e}); put its folder on "
+            "PYTHONPATH or install it"
+        ) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - a syntax error or an exit in the user's module
+        raise LTHError(
+            f"cannot import {module_name!r} for model {spec!r}: {type(e).__name__}: {e}"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise LTHError(f"{module_name} has no function {attr!r} for model {spec!r}")
+    return call_factory(factory, tuple(input_shape), num_classes, spec)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-OPTIMIZERS = ("adam", "sgd")
+from .config import OPTIMIZERS
 
 
 def learning_rate(

@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping, Sequence
 import torch
 from torch import nn
 
-from lth.errors import LTHError
-from lth.masks import MaskSet, _as_name_set, _names_hint, check_masks, named_weights
+from .errors import LTHError
+from .masks import MaskSet, as_name_set, check_masks, named_weights, names_preview
 
 __all__ = [
     "layer_rates",
@@ -52,7 +52,9 @@ def layer_rates(
         raise LTHError("no layer names given; pass the prunable parameter names")
     output_name = names[-1] if output_name is None else output_name
     if output_name not in rates:
-        raise LTHError(f"output_name {output_name!r} is not among the layers: {_names_hint(names)}")
+        raise LTHError(
+            f"output_name {output_name!r} is not among the layers: {names_preview(names)}"
+        )
     if output_rate is not None:
         rates[output_name] = _check_rate(output_rate, "output_rate")
     return rates
@@ -85,8 +87,8 @@ def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]
     unknown = [name for name in rates if name not in masks]
     if unknown:
         raise LTHError(
-            f"rates given for {_names_hint(unknown)}, which have no mask; "
-            f"masked layers: {_names_hint(masks)}"
+            f"rates given for {names_preview(unknown)}, which have no mask; "
+            f"masked layers: {names_preview(masks)}"
         )
     checked = {name: _check_rate(r, f"rate for {name!r}") for name, r in rates.items()}
     new: MaskSet = {}
@@ -107,12 +109,12 @@ def prune_global(
     """Remove ``round(rate * survivors)`` lowest-|w| survivors ranked across non-excluded layers."""
     tensors = _validated(weights, masks)
     rate = _check_rate(rate, "rate")
-    excluded = _as_name_set(exclude, "exclude")
+    excluded = as_name_set(exclude, "exclude")
     unknown = sorted(excluded - set(masks))
     if unknown:
         raise LTHError(
-            f"exclude names {_names_hint(unknown)} have no mask; "
-            f"masked layers: {_names_hint(masks)}"
+            f"exclude names {names_preview(unknown)} have no mask; "
+            f"masked layers: {names_preview(masks)}"
         )
     new: MaskSet = {name: mask.to(tensors[name].device, copy=True) for name, mask in masks.items()}
     ranked = [name for name in masks if name not in excluded]
@@ -151,7 +153,7 @@ def prune_random_like(
         if set(previous) != set(reference):
             raise LTHError(
                 "reference and previous mask sets must have the same layers; "
-                f"they differ in {_names_hint(sorted(set(reference) ^ set(previous)))}"
+                f"they differ in {names_preview(sorted(set(reference) ^ set(previous)))}"
             )
         check_masks(reference, previous)  # same shapes
     new: MaskSet = {}
@@ -177,15 +179,23 @@ def prune_random_like(
     return new
 
 
-def target_rate(target_fraction: float, levels: int) -> float:
-    """Return the per-level rate p with ``(1 - p) ** levels == target_fraction``."""
+def target_rate(mask: torch.Tensor, target: float, level: int, levels: int) -> float:
+    """The rate that brings ``mask`` to ``round(size × target ** (level / levels))`` kept entries.
+
+    Pruning at this rate at every level reaches ``target`` (a fraction of the weights kept)
+    after ``levels`` levels, each layer within one weight of it; the constant per-level rate
+    ``1 - target ** (1 / levels)`` would drift by rounding. ``mask`` may hold several layers
+    flattened together (global pruning).
+
+    >>> target_rate(torch.ones(100, dtype=torch.bool), 0.25, 1, 2)  # 100 -> 50 kept
+    0.5
+    """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise LTHError(f"levels must be a positive integer, got {levels!r}")
-    if isinstance(target_fraction, bool) or not isinstance(target_fraction, (int, float)):
-        raise LTHError(f"target_fraction must be a number in (0, 1], got {target_fraction!r}")
-    if not 0.0 < target_fraction <= 1.0:
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
         raise LTHError(
-            f"target_fraction must be in (0, 1] (e.g. 0.036 for 3.6% remaining), "
-            f"got {target_fraction!r}"
+            f"target must be a fraction in (0, 1] (e.g. 0.036 for 3.6% remaining), got {target!r}"
         )
-    return 1.0 - target_fraction ** (1.0 / levels)
+    kept = int(mask.sum())
+    goal = round(mask.numel() * target ** (level / levels))
+    return 0.0 if kept == 0 else max(0.0, (kept - goal) / kept)

@@ -20,45 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import TrainConfig
 from .engine import ModuleModel, StackedModel, build
 from .errors import LTHError
-from .optim import OPTIMIZERS, FusedOptimizer, learning_rate
+from .optim import FusedOptimizer, learning_rate
 
 MaskSet = dict[str, Tensor]
 CHECKPOINT_FORMAT = 2  # 2: one flat optimizer state, ticket names
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train one level. Defaults follow Frankle & Carbin's LeNet-300-100 protocol."""
-
-    iterations: int = 50_000
-    batch_size: int = 60
-    optimizer: str = "adam"
-    lr: float = 1.2e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup: int = 0
-    eval_every: int = 100
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise LTHError(
-                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-            )
-        for name in ("iterations", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise LTHError(f"{name} must be a positive whole number, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LTHError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise LTHError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise LTHError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
 @dataclass
@@ -177,7 +145,7 @@ class Trainer:
         self.steps_per_epoch = n_train // config.batch_size
         augmentation = getattr(data, "augmentation", None) if config.augment else None
         if augmentation:
-            from .augment import AUGMENTATIONS
+            from .data.augment import AUGMENTATIONS
 
             self.augmentation = AUGMENTATIONS[augmentation]
             mean, std = getattr(data, "mean", None), getattr(data, "std", None)

@@ -1,0 +1,292 @@
+"""Running a whole study: the one path behind ``lth run`` and :func:`run_experiment`.
+
+It puts the pieces together: the data (:mod:`lth.data`), the level loop
+(:mod:`lth.experiment`), the run folder (:mod:`lth.runs`), the progress display
+(:mod:`lth.progress`) and, at the end, the derived tables, mask analysis and figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ExperimentConfig
+from .errors import LTHError
+from .experiment import Experiment, Hook, LevelResult, Store
+from .progress import Progress
+
+
+class ReportingStore:
+    """The run folder as the experiment's Store, reporting each finished level as it goes."""
+
+    def __init__(self, folder, progress: Progress, config):
+        self.folder = folder
+        self.progress = progress
+        self.config = config
+
+    def load_level(self, level: int):
+        """A finished level from the folder, reported as such."""
+        results = self.folder.load_level(level)
+        if results is not None:
+            self.progress.level_done(level, results, resumed=True)
+            self._diverged(level, results)
+        return results
+
+    def save_level(self, level: int, results) -> None:
+        """Save a finished level and report it."""
+        self.folder.save_level(level, results)
+        self.progress.level_done(level, results)
+        self._diverged(level, results)
+
+    def load_checkpoint(self, level: int, group: int):
+        """A checkpoint of an unfinished level, announced."""
+        state = self.folder.load_checkpoint(level, group)
+        if state is not None:
+            self.progress.line(
+                f"level {level}: continuing from the checkpoint at iteration {state['iteration']}"
+            )
+        return state
+
+    def save_checkpoint(self, level: int, group: int, trainer) -> None:
+        """Checkpoint an unfinished level."""
+        self.folder.save_checkpoint(level, group, trainer)
+
+    def _diverged(self, level: int, results) -> None:
+        bad = [r for r in results if r.history.diverged_at is not None]
+        for r in bad:
+            self.progress.line(
+                f"lth: warning: training diverged (NaN or inf loss) for branch {r.branch}, "
+                f"replicate {r.replicate}, level {level} at iteration {r.history.diverged_at}; "
+                "that branch stopped there (diverged_at in summary.csv)",
+                err=True,
+            )
+        chains = [r.replicate for r in bad if r.branch == "ticket"]
+        if chains and level < self.config.levels:
+            which = ", ".join(str(c) for c in chains)
+            self.progress.line(
+                f"lth: warning: the ticket of replicate {which} diverged at level {level}, so "
+                "its chain of pruning levels ends there",
+                err=True,
+            )
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; otherwise the device named."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise LTHError(
+            f"invalid device {str(name)!r}; use cpu, cuda, cuda:1, ... or auto"
+        ) from None
+
+
+def environment(device: torch.device, data_dir: str | None = None) -> dict:
+    """What a run folder records about the machine (``[environment]`` of its config.toml)."""
+    from . import __version__
+
+    info = {
+        "device": str(device),
+        "data_dir": data_dir,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "lth": __version__,
+        "python": platform.python_version(),
+    }
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def _factory_spec(factory: Callable) -> str | None:
+    """``package.module:function`` of a module-level factory, or None (a lambda, a closure)."""
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not module or module == "__main__" or not name.isidentifier():
+        return None
+    return f"{module}:{name}"
+
+
+def describe_model(model: nn.Module) -> dict:
+    """The ``[source]`` entries of a user model: its class and parameter shapes."""
+    shapes = [f"{n} {tuple(p.shape)}" for n, p in model.named_parameters()]
+    return {"model_class": type(model).__name__, "model_parameters": shapes}
+
+
+def describe_data(data) -> dict:
+    """The ``[source]`` entries of a dataset: name, shapes and a sha256 of its tensors."""
+    digest = hashlib.sha256()
+    shapes = []
+    for split in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        t = getattr(data, split).detach().cpu().contiguous()
+        digest.update(f"{split}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.numpy().tobytes())
+        shapes.append(f"{split} {tuple(t.shape)}")
+    return {
+        "data_name": data.name,
+        "data_input_shape": list(data.input_shape),
+        "data_num_classes": int(data.num_classes),
+        "data_tensors": shapes,
+        "data_sha256": digest.hexdigest(),
+    }
+
+
+def finish_run(out: Path, warn: Callable[[str], None]) -> None:
+    """Derived files of a finished study: statistics over replicates, mask analysis, figures.
+
+    A figure that cannot be drawn is a warning (the study's results are all on disk); a disk
+    error is not.
+    """
+    from . import analysis, plots, report
+    from .runs import atomic_write
+
+    atomic_write(out / "summary_stats.csv", report.report(out, "csv"))
+    analysis.write_analysis(out)
+    try:
+        plots.plot_runs([out], out_dir=out / "plots")
+    except OSError:
+        raise
+    except Exception as e:  # a figure problem must not hide a finished study
+        problem = " ".join(str(e).split())
+        warn(f"could not draw the plots ({problem}); retry with: lth plot {out}")
+
+
+def run_in_folder(
+    experiment: Experiment,
+    folder,
+    *,
+    quiet: bool = False,
+    hook: Hook | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[LevelResult]:
+    """Run (or resume) ``experiment`` into an opened-on-entry :class:`~lth.runs.RunFolder`."""
+    config = experiment.config
+    progress = Progress(config, experiment.train_config.iterations, experiment.group_size(), quiet)
+
+    def both(level: int, group: int, trainer) -> None:
+        progress.hook(level, group, trainer)
+        if hook is not None:
+            hook(level, group, trainer)
+
+    with folder:
+        progress.line(f"run folder: {folder.path}")
+        store = ReportingStore(folder, progress, config)
+        try:
+            everything = experiment.run(store, both)
+        finally:
+            progress.close()
+        finish_run(folder.path, warn or (lambda text: progress.line(f"lth: warning: {text}", True)))
+    return everything
+
+
+def run_experiment(
+    config: ExperimentConfig | None = None,
+    data=None,
+    *,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
+    out: str | Path | None = None,
+    device: torch.device | str = "auto",
+    data_dir: str | Path | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    store: Store | None = None,
+    hook: Hook | None = None,
+) -> list[LevelResult]:
+    """Run a whole study and return every trained network (ticket and controls, every level).
+
+    With no arguments it runs what ``lth run`` runs with no options (the ``default`` preset).
+
+    - ``config``: an :class:`~lth.config.ExperimentConfig` (default: its defaults).
+    - ``data``: a :class:`~lth.data.Dataset` (e.g. from :func:`~lth.data.dataset_from_tensors`);
+      default: ``config.dataset`` loaded from ``data_dir`` (or the bundled MNIST).
+    - ``model``: an ``nn.Module`` (the template every ticket copies) or a factory
+      ``f(input_shape, num_classes)``; replaces ``config.model``.
+    - ``out``: a run folder to save into (and resume from), as ``lth run --out`` does; its
+      ``config.toml`` records what really ran: a user factory as ``module:function``, a
+      user module as ``"user model"`` with its parameter shapes, user data with its shapes
+      and a sha256 of its tensors (table ``[source]``). ``lth report``/``lth plot`` read it;
+      :func:`~lth.runs.load_ticket` takes ``model=`` for a user model.
+    - ``quiet``: no progress bars (the one line per finished level stays).
+
+    Returns a list of :class:`~lth.experiment.LevelResult`, level by level::
+
+        results = run_experiment(ExperimentConfig(levels=3, iterations=1000), out="runs/x")
+        ticket = [r for r in results if r.branch == "ticket"][-1]
+    """
+    from .data import load_dataset
+
+    config = config or ExperimentConfig()
+    dev = resolve_device(device)
+    source: dict = {}
+    if data is None:
+        data = load_dataset(
+            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=dev
+        )
+    elif out is not None:
+        source |= describe_data(data)
+        config = dataclasses.replace(config, dataset=str(data.name))
+    if model is not None and out is not None:
+        spec = None if isinstance(model, nn.Module) else _factory_spec(model)
+        config = dataclasses.replace(config, model=spec or "user model")
+    experiment = Experiment(config, data, dev, model)
+    if out is None:
+        if quiet and store is None:
+            return experiment.run(None, hook)
+        progress = Progress(config, experiment.train_config.iterations, experiment.group_size(),
+                            quiet)  # fmt: skip
+
+        def both(level: int, group: int, trainer) -> None:
+            progress.hook(level, group, trainer)
+            if hook is not None:
+                hook(level, group, trainer)
+
+        try:
+            return experiment.run(ShowingStore(store, progress), both)
+        finally:
+            progress.close()
+    from .runs import RunFolder
+
+    if config.model == "user model":
+        source |= describe_model(experiment.template)
+    folder = RunFolder(out, config, overwrite=overwrite)
+    folder.environment = environment(dev, None if data_dir is None else str(data_dir))
+    if source:
+        folder.source = source
+    return run_in_folder(experiment, folder, quiet=quiet, hook=hook)
+
+
+class ShowingStore:
+    """Wraps a Store (or none) to report each finished level on the progress display."""
+
+    def __init__(self, store: Store | None, progress: Progress):
+        from .experiment import MemoryStore
+
+        self.store = store or MemoryStore()
+        self.progress = progress
+
+    def load_level(self, level: int):
+        """The inner store's level, reported when it has one."""
+        results = self.store.load_level(level)
+        if results is not None:
+            self.progress.level_done(level, results, resumed=True)
+        return results
+
+    def save_level(self, level: int, results) -> None:
+        """Save into the inner store and report."""
+        self.store.save_level(level, results)
+        self.progress.level_done(level, results)
+
+    def load_checkpoint(self, level: int, group: int):
+        """The inner store's checkpoint."""
+        return self.store.load_checkpoint(level, group)
+
+    def save_checkpoint(self, level: int, group: int, trainer) -> None:
+        """Checkpoint into the inner store."""
+        self.store.save_checkpoint(level, group, trainer)
+
+
+__all__ = ["ReportingStore", "finish_run", "run_experiment", "run_in_folder"]
