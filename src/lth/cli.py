@@ -29,6 +29,7 @@ from pathlib import Path
 from .config import (
     PRESET_DESCRIPTIONS,
     PRESETS,
+    STUDY,
     ExperimentConfig,
     add_options,
     config_from_toml,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="TOML file of settings, e.g. a run's config.toml",
     )
-    add_options(run, preset_config(DEFAULT_PRESET))
+    add_options(run, preset_config(DEFAULT_PRESET), {STUDY: g})
 
     e = run.add_argument_group("environment and output")
     e.add_argument(

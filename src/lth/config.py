@@ -175,7 +175,7 @@ class StudyConfig(_Declared):
 
     model: str = setting(
         "lenet_300_100",
-        "architecture: a registered model, or package.module:function building an nn.Module",
+        "architecture: a registered model or package.module:function (a factory)",
         text,
         group=STUDY,
         metavar="NAME",
@@ -644,25 +644,27 @@ def option_name(setting_name: str) -> str:
     return "--" + setting_name.replace("_", "-")
 
 
-def add_options(parser: argparse.ArgumentParser, defaults: ExperimentConfig) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, defaults: ExperimentConfig, groups: dict | None = None
+) -> None:
     """One ``lth run`` option per setting, in groups, generated from the declarations.
 
     An option is absent from the parsed namespace unless given (so that a preset or config
     file is not overridden by a default). ``--iterations`` and ``--epochs`` exclude each other.
+    ``groups`` maps group titles to argument groups the caller already made.
     """
     kinds = field_kinds()
-    by_group: dict[str, Any] = {}
+    by_group: dict[str, Any] = dict(groups or {})
     for group in (STUDY, TRAINING, MORE):
-        by_group[group] = parser.add_argument_group(group)
+        if group not in by_group:
+            by_group[group] = parser.add_argument_group(group)
     length = by_group[TRAINING].add_mutually_exclusive_group()
     for f in fields(ExperimentConfig):
         meta = f.metadata
         group = length if f.name in ("iterations", "epochs") else by_group[meta["group"]]
         help_text = meta["help"]
         if meta["names"]:
-            help_text += f": {', '.join(_registry_names(meta['names']))}"
-            if meta["names"] == "models":
-                help_text += ", or package.module:function"
+            help_text += f"; registered: {', '.join(_registry_names(meta['names']))}"
         help_text += f" (default: {_show(getattr(defaults, f.name))})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
         outer, element = kinds[f.name]
@@ -688,6 +690,7 @@ __all__ = [
     "PRESET_DESCRIPTIONS",
     "PRUNINGS",
     "RESETS",
+    "STUDY",
     "ExperimentConfig",
     "StudyConfig",
     "TrainConfig",
