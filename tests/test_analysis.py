@@ -24,7 +24,7 @@ from lth.analysis import (
     write_analysis,
 )
 from lth.errors import LTHError
-from lth.runs import level_dir, save_tensors
+from lth.storage import level_dir, save_tensors
 from test_report import make_run
 
 T, F = True, False

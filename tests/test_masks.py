@@ -235,6 +235,15 @@ def test_save_load_round_trip(tmp_path):
     assert os.listdir(path.parent) == ["masks.safetensors"]
 
 
+def test_saved_mask_file_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_masks({"w": torch.ones(3, dtype=torch.bool)}, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_load_uint8_file_as_bool(tmp_path):
     """A file written with uint8 tensors loads as bool."""
     path = tmp_path / "u8.safetensors"

@@ -1,16 +1,20 @@
 """Tests for lth.plots: the drawn data, axes and legends of each figure, and the saved files."""
 
+import os
 import shutil
+import stat
 import statistics
 
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
-import lth.plots as plots_module
+import lth.analysis as analysis_module
 from lth.analysis import (
     ANALYSIS_COLUMNS,
     analyze_run,
+    ensure_analysis,
     load_analysis,
     load_histograms,
     magnitude_histograms,
@@ -18,7 +22,7 @@ from lth.analysis import (
 )
 from lth.errors import LTHError
 from lth.plots import default_levels, fmt_tick, plot_runs
-from lth.runs import level_dir
+from lth.storage import level_dir, save_tensors
 from test_analysis import level_tensors, make_tensor_run
 from test_report import (
     BRANCHES,
@@ -257,6 +261,18 @@ def test_files_saved_atomically(runs, tmp_path):
         plot_runs([run], formats=("xyz",))
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_figure_files_follow_the_umask(tmp_path, umask):
+    run = make_run(tmp_path / "run", replicates=1, levels=1, branches=("ticket",))
+    old = os.umask(umask)
+    try:
+        plot_runs([run], formats=("png", "pdf"), dpi=30)
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (run / "plots").iterdir()}
+    assert modes == {0o666 & ~umask}  # like every other file of the run, not 0600
+
+
 def test_missing_files_raise(tmp_path):
     run = make_run(tmp_path / "run")
     (run / "layers.csv").unlink()
@@ -282,10 +298,27 @@ def analysis_means(rows, branch, column):
     return xs, ys
 
 
+def tree(root):
+    return {p: p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def plot_like_lth_plot(runs, **kw):
+    """What ``lth plot`` does: bring each run's analysis up to date, then draw."""
+    return plot_runs(runs, analyses=[ensure_analysis(r) for r in runs], **kw)
+
+
+def test_plotting_only_reads(tmp_path):
+    run = make_tensor_run(tmp_path / "run", replicates=2)
+    before = tree(run)
+    figs = plot_runs([run], formats=())  # no analysis.csv yet: none is computed or drawn
+    assert "mask_analysis" not in figs
+    assert tree(run) == before
+
+
 def test_mask_analysis_figure_computes_and_draws(tmp_path):
     run = make_tensor_run(tmp_path / "run", replicates=2)
     assert not (run / "analysis.csv").exists()
-    figs = plot_runs([run], formats=())
+    figs = plot_like_lth_plot([run], formats=())
     assert set(figs) == {
         "accuracy_vs_weights",
         "curves",
@@ -323,7 +356,7 @@ def test_mask_analysis_figure_computes_and_draws(tmp_path):
 
 def test_weight_histograms_figure(tmp_path):
     run = make_tensor_run(tmp_path / "run")
-    fig = plot_runs([run], formats=())["weight_histograms"]
+    fig = plot_like_lth_plot([run], formats=())["weight_histograms"]
     hist = load_histograms(run)
     edges = sorted({r["bin_low"] for r in hist}) + [max(r["bin_high"] for r in hist)]
     assert len(fig.axes) == 3  # levels 0, 1 and 2 of the ticket, replicate 0
@@ -358,11 +391,32 @@ def test_stale_analysis_is_recomputed(tmp_path):
     run = make_tensor_run(tmp_path / "run")
     (run / "analysis.csv").write_text(",".join(ANALYSIS_COLUMNS) + "\n")  # no rows: stale
     (run / "analysis_histograms.csv").write_text("branch\n")
-    figs = plot_runs([run], formats=())
+    figs = plot_like_lth_plot([run], formats=())
     assert {"mask_analysis", "weight_histograms"} <= set(figs)
     keys = [(r["branch"], r["level"], r["layer"]) for r in load_analysis(run)]
     assert keys == [(r["branch"], r["level"], r["layer"]) for r in analyze_run(run)]
     assert len(load_histograms(run)) == 3 * 3 * 2 * 40
+
+
+def test_analysis_older_than_the_masks_is_recomputed(tmp_path):
+    run = make_tensor_run(tmp_path / "run")
+    ensure_analysis(run)
+    good = (run / "analysis.csv").read_bytes()
+    # the level's masks are rewritten after the analysis (a resumed run that went on)
+    masks, _, _ = level_tensors("ticket", 0, 2)
+    masks["fc2.weight"] = torch.tensor([True, False, False, False])
+    save_tensors(level_dir(run, "ticket", 0, 2) / "mask.safetensors", masks)
+    stamp = (run / "analysis.csv").stat().st_mtime_ns - 10**9
+    for name in ("analysis.csv", "analysis_histograms.csv"):
+        os.utime(run / name, ns=(stamp, stamp))
+    rows, _ = ensure_analysis(run)
+    assert (run / "analysis.csv").read_bytes() != good
+    by = {(r["branch"], r["level"], r["layer"]): r for r in rows}
+    assert by[("ticket", 2, "fc2.weight")]["weights_remaining"] == 25.0
+    # up to date: not rewritten
+    written = (run / "analysis.csv").stat().st_mtime_ns
+    ensure_analysis(run)
+    assert (run / "analysis.csv").stat().st_mtime_ns == written
 
 
 def test_existing_analysis_is_used_without_level_files(tmp_path):
@@ -370,7 +424,7 @@ def test_existing_analysis_is_used_without_level_files(tmp_path):
     write_analysis(run)
     for b in BRANCHES:
         shutil.rmtree(run / b)  # only the CSV files are left
-    figs = plot_runs([run], formats=())
+    figs = plot_like_lth_plot([run], formats=())
     rows = load_analysis(run)
     x, y = analysis_means(rows, "ticket", "sign_kept")
     np.testing.assert_array_equal(line(figs["mask_analysis"].axes[1], "ticket").get_ydata(), y)
@@ -379,8 +433,8 @@ def test_existing_analysis_is_used_without_level_files(tmp_path):
 
 def test_read_only_run_folder_analysed_in_memory(tmp_path, monkeypatch):
     run = make_tensor_run(tmp_path / "run")
-    monkeypatch.setattr(plots_module.os, "access", lambda *a, **k: False)
-    figs = plot_runs([run], formats=())
+    monkeypatch.setattr(analysis_module.os, "access", lambda *a, **k: False)
+    figs = plot_like_lth_plot([run], formats=())
     assert not (run / "analysis.csv").exists()
     rows = analyze_run(run)
     _, y = analysis_means(
@@ -396,7 +450,7 @@ def test_read_only_run_folder_analysed_in_memory(tmp_path, monkeypatch):
 def test_analysis_figures_saved_and_overlaid(tmp_path):
     a = make_tensor_run(tmp_path / "a")
     b = make_tensor_run(tmp_path / "b", branches=("ticket",))
-    figs = plot_runs([a, b], formats=("png",), dpi=30)
+    figs = plot_like_lth_plot([a, b], formats=("png",), dpi=30)
     names = sorted(p.name for p in (a / "plots").iterdir())
     assert "mask_analysis.png" in names and "weight_histograms.png" in names
     labels = [ln.get_label() for ln in figs["mask_analysis"].axes[0].get_lines()]
@@ -408,7 +462,7 @@ def test_corrupt_level_file_is_reported(tmp_path):
     run = make_tensor_run(tmp_path / "run")
     (level_dir(run, "ticket", 0, 1) / "mask.safetensors").write_bytes(b"junk")
     with pytest.raises(LTHError, match="ticket/0/level_01/mask.safetensors"):
-        plot_runs([run], formats=())
+        plot_like_lth_plot([run], formats=())
 
 
 def test_damaged_analysis_csv(tmp_path):
@@ -416,10 +470,11 @@ def test_damaged_analysis_csv(tmp_path):
     write_analysis(run)
     good = (run / "analysis.csv").read_text()
     (run / "analysis.csv").write_text(good.replace("ticket,0,1,all,70.0", "ticket,0,1,all,x"))
-    assert "mask_analysis" in plot_runs([run], formats=())  # recomputed from the level files
+    assert "mask_analysis" in plot_like_lth_plot([run], formats=())  # recomputed
     assert (run / "analysis.csv").read_text() == good
     (run / "analysis.csv").write_text(good.replace("ticket,0,1,all,70.0", "ticket,0,1,all,x"))
     for b in BRANCHES:
         shutil.rmtree(run / b)
-    with pytest.raises(LTHError, match="analysis.csv data row .*weights_remaining = 'x'"):
-        plot_runs([run], formats=())
+    for plot in (plot_runs, plot_like_lth_plot):
+        with pytest.raises(LTHError, match="analysis.csv data row .*weights_remaining = 'x'"):
+            plot([run], formats=())

@@ -1,4 +1,4 @@
-"""Tests for lth.csvio and lth.report, on run folders generated from known numbers.
+"""Tests for lth.storage's CSV files and lth.report, on run folders generated from known numbers.
 
 ``make_run`` here is also used by tests/test_plots.py.
 """
@@ -10,9 +10,9 @@ import statistics
 
 import pytest
 
-from lth.csvio import read_csv, to_float, write_csv_text
 from lth.errors import LTHError
 from lth.report import aggregate, load_summary, report
+from lth.storage import csv_text, read_csv, to_float
 
 BRANCHES = ("ticket", "reinit", "random_prune")
 LAYERS = (
@@ -150,12 +150,12 @@ def make_run(
     return path
 
 
-# ----------------------------------------------------------------------------- csvio
+# ----------------------------------------------------------------------------- CSV files
 
 
-def test_csvio_round_trip(tmp_path):
+def test_csv_round_trip(tmp_path):
     rows = [{"a": 1, "b": 0.1 + 0.2, "c": None}, {"a": 2, "b": float("nan"), "c": "x,y"}]
-    text = write_csv_text(rows, ["a", "b", "c"])
+    text = csv_text(rows, ["a", "b", "c"])
     assert text.splitlines()[0] == "a,b,c"
     (tmp_path / "t.csv").write_text(text)
     back = read_csv(tmp_path / "t.csv")
@@ -167,6 +167,31 @@ def test_csvio_round_trip(tmp_path):
     assert math.isnan(to_float("")) and math.isnan(to_float("  "))
     with pytest.raises(ValueError):
         to_float("abc")
+
+
+def test_schemas_are_declared_once_with_a_meaning_per_column():
+    from lth.storage import TABLES, schema_markdown
+
+    text = schema_markdown()
+    for table in TABLES:
+        assert f"`{table.file}`" in text
+        assert len(set(table.names)) == len(table.names) and set(table.key) <= set(table.names)
+        for column in table.columns:
+            assert column.meaning and f"| `{column.name}` |" in text
+
+
+def test_missing_values_are_empty_cells_and_nan_still_reads(tmp_path):
+    from lth.storage import SUMMARY, read_rows, read_table
+
+    text = csv_text([{"branch": "ticket", "test_acc": math.nan, "diverged_at": None}], SUMMARY)
+    assert text.splitlines()[1] == "ticket" + "," * (len(SUMMARY.columns) - 1)
+    old = tmp_path / "old.csv"  # lth wrote NaN as nan before
+    old.write_text(",".join(SUMMARY.names) + "\nticket,0,0,100.0,NaN,100,nan,nan,\n")
+    (row,) = read_table(old, SUMMARY)
+    assert math.isnan(row["test_acc"]) and math.isnan(row["best_val_acc"])
+    assert row["diverged_at"] is None and row["early_stop_iteration"] == 100
+    (raw,) = read_rows(old, SUMMARY)  # as a resume reads it: written back in one spelling
+    assert raw["test_acc"] == raw["best_val_acc"] == "" and raw["level"] == "0"
 
 
 def test_read_csv_errors(tmp_path):
@@ -327,3 +352,54 @@ def test_csv_report_single_replicate_has_empty_std(tmp_path):
     rows = list(csv.DictReader(io.StringIO(report(run, fmt="csv"))))
     assert len(rows) == 3 * 4
     assert all(r["test_acc_std"] == "" and r["n"] == "1" for r in rows)
+
+
+# ----------------------------------------------------------------------------- --output
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "summary.csv",
+        "metrics.csv",
+        "config.toml",
+        "summary_stats.csv",
+        "analysis.csv",
+        ".lth-run",
+        ".lth/progress.json",
+        ".lth/report.txt",
+        "ticket/0/level_01/mask.safetensors",
+        "ticket/0/level_01/report.md",
+        "ticket",
+        "plots/curves.png",
+        "sub/../layers.csv",
+        ".",
+    ],
+)
+def test_report_output_refuses_the_run_folders_own_files(tmp_path, capsys, target):
+    from lth.cli import main
+    from lth.report import save_report
+
+    run = make_run(tmp_path / "run")
+    (run / "ticket" / "0" / "level_01").mkdir(parents=True)
+    (run / "sub").mkdir()
+    before = {p: p.read_bytes() if p.is_file() else None for p in sorted(run.rglob("*"))}
+    with pytest.raises(LTHError, match="is a file of the run folder .* that lth writes"):
+        save_report(run, run / target)
+    assert main(["report", str(run), "--output", str(run / target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lth writes (or in one of its folders); choose" in err
+    (tmp_path / "link").symlink_to(run)  # the same file through a linked folder
+    if target != ".":  # (link/. is the link itself, which a write would replace)
+        with pytest.raises(LTHError, match="that lth writes"):
+            save_report(run, tmp_path / "link" / target)
+    assert {p: p.read_bytes() if p.is_file() else None for p in sorted(run.rglob("*"))} == before
+
+
+def test_report_output_elsewhere_or_beside_the_runs_files(tmp_path):
+    from lth.report import save_report
+
+    run = make_run(tmp_path / "run")
+    for target in (tmp_path / "r.md", run / "report.md", run / "plots" / "notes.md"):
+        assert save_report(run, target, "md") == target
+        assert target.read_text() == report(run, "md")

@@ -7,6 +7,8 @@ import errno
 import fcntl
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -15,16 +17,16 @@ import torch
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
 from lth.experiment import Experiment, ExperimentConfig
-from lth.runs import (
-    METRICS_COLUMNS,
-    RunFolder,
+from lth.runs import RunFolder, load_ticket, read_config, toml_text
+from lth.storage import (
+    LAYERS,
+    METRICS,
+    SUMMARY,
     atomic_write,
+    check_manifest,
     csv_text,
     load_tensors,
-    load_ticket,
-    read_config,
     save_tensors,
-    toml_text,
 )
 
 CONFIG = ExperimentConfig(
@@ -94,6 +96,19 @@ def test_atomic_write_failure_keeps_old_file_and_names_it(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "a.txt", "one")
+        save_tensors(tmp_path / "t.safetensors", {"w": torch.ones(2)})
+        atomic_write(tmp_path / "a.txt", "two")  # replacing keeps following it
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "t.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
 def test_tensors_roundtrip_bool_and_float(tmp_path):
     t = {"m": torch.tensor([True, False]), "w": torch.tensor([-0.0, 1.5])}
     save_tensors(tmp_path / "t.safetensors", t)
@@ -108,11 +123,9 @@ def test_tensors_roundtrip_bool_and_float(tmp_path):
 
 
 def test_csv_and_toml_text_are_exact():
-    text = csv_text(
-        [{"branch": "ticket", "val_loss": 0.1 + 0.2, "test_acc": None}], METRICS_COLUMNS
-    )
+    text = csv_text([{"branch": "ticket", "val_loss": 0.1 + 0.2, "test_acc": None}], METRICS)
     header, row = text.splitlines()
-    assert header.split(",") == METRICS_COLUMNS
+    assert header.split(",") == METRICS.names
     assert "0.30000000000000004" in row
     values = CONFIG.to_dict() | {"environment": {"device": "cpu", "data_dir": 'a "b"'}}
     import tomllib
@@ -141,6 +154,9 @@ def test_folder_layout_and_config(reference):
             assert torch.equal(w, r.final[name])
     summary = (path / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 3 * 3
+    for table in (METRICS, SUMMARY, LAYERS):  # the columns declared in lth.storage
+        assert (path / table.file).read_text().splitlines()[0] == ",".join(table.names)
+    assert (path / ".lth-run").is_file()
 
 
 def test_reopen_loads_finished_levels_without_training(reference, data):
@@ -261,19 +277,32 @@ def test_damaged_folder_is_reported(reference, data, tmp_path):
     run_study(path, data)
     summary = path / "summary.csv"
     summary.write_text(summary.read_text().splitlines()[0] + "\n")
+    with pytest.raises(LTHError, match="summary.csv was changed after lth wrote it.*--overwrite"):
+        RunFolder(path, CONFIG).open()
+    manifest = path / ".lth" / "manifest.json"
+    manifest.unlink()  # as in a run folder of an older lth: the files are taken as they are
     with pytest.raises(LTHError, match="lacks results of level 0.*--overwrite"):
         RunFolder(path, CONFIG).open()
     summary.unlink()
-    with pytest.raises(LTHError, match="summary.csv: No such file or directory; start over"):
+    with pytest.raises(LTHError, match="summary.csv not found; start over"):
         RunFolder(path, CONFIG).open()
+    assert not manifest.exists()  # a failed open saves nothing
     (path / ".lth" / "progress.json").write_text("{")
     with pytest.raises(LTHError, match="cannot read .*progress.json"):
+        RunFolder(path, CONFIG).open()
+    manifest.write_text("{")
+    with pytest.raises(LTHError, match="cannot read .*manifest.json"):
         RunFolder(path, CONFIG).open()
     with RunFolder(path, CONFIG, overwrite=True) as folder:  # the way out
         assert folder.levels_done == -1
 
 
-def test_crash_while_saving_a_level_resumes_bit_identically(reference, data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("other_bytes", [False, True])
+def test_crash_while_saving_a_level_resumes_bit_identically(
+    reference, data, tmp_path, monkeypatch, other_bytes
+):
+    """Also when the kill left files holding bytes the manifest never saw (``other_bytes``):
+    files being rewritten are not taken for files changed behind lth's back."""
     ref_path, _ = reference
     path = tmp_path / "run"
     original = RunFolder.write_tables
@@ -282,6 +311,11 @@ def test_crash_while_saving_a_level_resumes_bit_identically(reference, data, tmp
     def failing(self):
         calls.append(1)
         if len(calls) == 2:  # level 1: weights written, tables and progress not
+            if other_bytes:  # as an earlier attempt of the level would have left them
+                level = path / "ticket" / "0" / "level_01"
+                save_tensors(level / "mask.safetensors", {"x": torch.zeros(3, dtype=torch.bool)})
+                table = (path / "summary.csv").read_text()
+                atomic_write(path / "summary.csv", table + "ticket,0,1" + "," * 6 + "\n")
             raise OSError(errno.ENOSPC, "No space left on device", "summary.csv")
         original(self)
 
@@ -290,8 +324,12 @@ def test_crash_while_saving_a_level_resumes_bit_identically(reference, data, tmp
         run_study(path, data)
     monkeypatch.setattr(RunFolder, "write_tables", original)
     assert json.loads((path / ".lth" / "progress.json").read_text()) == {"levels_done": 0}
+    manifest = json.loads((path / ".lth" / "manifest.json").read_text())
+    assert "ticket/0/level_01/mask.safetensors" in manifest["writing"]
     run_study(path, data)
     assert files(path) == files(ref_path)
+    assert check_manifest(path) == []
+    assert json.loads((path / ".lth" / "manifest.json").read_text())["writing"] == []
 
 
 def test_rows_of_an_unfinished_level_are_dropped_on_resume(reference, data, tmp_path):
@@ -308,16 +346,30 @@ def test_rows_of_an_unfinished_level_are_dropped_on_resume(reference, data, tmp_
     assert files(path) == files(ref_path)
 
 
-def test_stale_temporaries_are_removed_on_open(reference, data, tmp_path):
+def test_stale_temporaries_are_removed_on_open(reference, tmp_path):
     path = tmp_path / "run"
-    run_study(path, data)
-    stale = path / "ticket" / "0" / "level_01" / ".final.safetensors.tmp12345"
-    stale.write_bytes(b"half")
-    keep = path / "notes.tmp1"  # not a temporary of ours: kept
-    keep.write_text("mine")
+    shutil.copytree(reference[0], path)
+    stale = [
+        path / "ticket" / "0" / "level_01" / ".final.safetensors.tmp12345",  # older lth
+        path / "ticket" / "0" / "level_01" / ".mask.safetensors.k3j4h5g6.tmp",
+        path / "plots" / ".curves.a1b2c3d4.png.tmp",  # a kill while drawing
+        path / ".summary.csv.0f9e8d7c.tmp",
+        path / ".lth" / ".progress.json.12ab34cd.tmp",
+        path / "mine" / ".notes.txt.abcdefgh.tmp",
+    ]
+    keep = [path / "notes.tmp1", path / ".notes.tmp", path / "plots" / "draft.tmp"]
+    for p in stale + keep:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"half")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".final.safetensors.tmp99").write_bytes(b"not in the run folder")
+    (path / "linked").symlink_to(outside)  # a linked folder is not followed
     with RunFolder(path, CONFIG):
         pass
-    assert not stale.exists() and keep.exists()
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in keep)
+    assert (outside / ".final.safetensors.tmp99").exists()
 
 
 def test_checkpoint_interval(data, tmp_path, monkeypatch):
@@ -375,8 +427,82 @@ def test_other_settings_are_refused_and_named(reference, data, tmp_path):
     assert files(path) == before
     with RunFolder(path, other, overwrite=True) as folder:
         assert folder.levels_done == -1
-    assert sorted(files(path)) == ["config.toml"]
+    assert sorted(files(path)) == [".lth-run", "config.toml"]
     assert read_config(path) == other
+
+
+def test_overwrite_deletes_only_what_lth_wrote(reference, tmp_path):
+    path = tmp_path / "run"
+    shutil.copytree(reference[0], path)
+    (path / "plots").mkdir()
+    (path / "plots" / "curves.png").write_bytes(b"figure")
+    (path / "analysis.csv").write_text("x\n")
+    mine = {
+        "thesis.tex": b"precious",
+        "code/train.py": b"print()",
+        "ticket/notes.txt": b"about the ticket",
+        "ticket/0/level_01/comments.md": b"look here",
+        "plots/sketch.svg": b"<svg/>",
+        ".lth/my-notes": b"mine too",
+    }
+    for rel, content in mine.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(content)
+    outside = tmp_path / "outside"
+    (outside / "0" / "level_00").mkdir(parents=True)
+    (outside / "0" / "level_00" / "mask.safetensors").write_bytes(b"not lth's to delete")
+    (outside / "summary.csv").write_bytes(b"keep")
+    (path / "random_prune" / "7").symlink_to(outside / "0")  # linked folders: not followed
+    (path / "data").symlink_to(outside)
+    (path / "layers.csv").unlink()
+    (path / "layers.csv").symlink_to(outside / "summary.csv")  # a link is not deleted through
+    other = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 1})
+    with RunFolder(path, other, overwrite=True) as folder:
+        assert folder.levels_done == -1
+    left = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() or p.is_symlink()}
+    assert left == {
+        ".lth-run",
+        ".lth/lock",
+        "config.toml",
+        *mine,
+        "random_prune/7",
+        "data",
+        "layers.csv",
+    }
+    for rel, content in mine.items():
+        assert (path / rel).read_bytes() == content
+    assert (outside / "0" / "level_00" / "mask.safetensors").exists()
+    assert (outside / "summary.csv").read_bytes() == b"keep"
+    assert not (path / "reinit").exists()  # emptied folders lth made are removed
+    assert read_config(path) == other
+
+
+def test_overwrite_refuses_a_folder_without_the_marker(reference, data, tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "config.toml").write_text((reference[0] / "config.toml").read_text())
+    (path / "thesis.tex").write_text("precious")
+    (path / "code").mkdir()
+    (path / "code" / "a.py").write_text("x = 1")
+    before = {p: p.read_bytes() if p.is_file() else None for p in path.rglob("*")}
+    with pytest.raises(LTHError) as info:
+        RunFolder(path, CONFIG, overwrite=True).open()
+    message = str(info.value)
+    assert "--overwrite refused" in message and ".lth-run" in message and "\n" not in message
+    assert {p: p.read_bytes() if p.is_file() else None for p in path.rglob("*")} == before
+
+    # a run folder of an older lth (no marker, no manifest): refused too, but it resumes
+    old = tmp_path / "old"
+    shutil.copytree(reference[0], old)
+    (old / ".lth-run").unlink()
+    (old / ".lth" / "manifest.json").unlink()
+    with pytest.raises(LTHError, match="--overwrite refused"):
+        RunFolder(old, CONFIG, overwrite=True).open()
+    with RunFolder(old, CONFIG) as folder:
+        assert folder.levels_done == 2
+    assert (old / ".lth-run").is_file() and check_manifest(old) == []
+    with RunFolder(old, CONFIG, overwrite=True) as folder:  # adopted: now it may be cleared
+        assert folder.levels_done == -1
 
 
 def test_bad_paths_are_refused_without_touching_anything(tmp_path):
@@ -394,6 +520,92 @@ def test_bad_paths_are_refused_without_touching_anything(tmp_path):
             RunFolder(foreign, CONFIG, overwrite=overwrite).open()
     assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def test_a_changed_file_is_refused_on_resume(reference, tmp_path):
+    path = tmp_path / "run"
+    shutil.copytree(reference[0], path)
+    assert check_manifest(path) == []
+    manifest = json.loads((path / ".lth" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {
+        p for p in files(path) if p != ".lth-run"
+    }  # every file of the run, plots and derived files aside
+    mask = path / "ticket" / "0" / "level_01" / "mask.safetensors"
+    good = mask.read_bytes()
+    mask.write_bytes((path / "ticket" / "0" / "level_02" / "mask.safetensors").read_bytes())
+    with pytest.raises(LTHError) as info:
+        RunFolder(path, CONFIG).open()
+    message = str(info.value)
+    assert f"{mask} was changed after lth wrote it" in message and "\n" not in message
+    (problem,) = check_manifest(path)
+    assert str(mask) in problem
+    mask.write_bytes(good)
+    (path / "ticket" / "0" / "level_00" / "final.safetensors").unlink()
+    with pytest.raises(LTHError, match="level_00/final.safetensors is missing"):
+        RunFolder(path, CONFIG).open()
+    (path / ".lth" / "manifest.json").unlink()
+    with pytest.raises(LTHError, match="has no .lth/manifest.json"):
+        check_manifest(path)
+
+
+# --------------------------------------------------------------------- older run folders
+
+
+def _old_nan_spelling(path: Path) -> int:
+    """Rewrite a run's tables as lth wrote them before: NaN as ``nan`` (None stayed empty);
+    return how many cells changed."""
+    changed = 0
+    for table in (METRICS, SUMMARY, LAYERS):
+        lines = (path / table.file).read_text().splitlines()
+        floats = {i for i, c in enumerate(table.columns) if c.kind is float}
+        out = [lines[0]]
+        for line in lines[1:]:
+            cells = line.split(",")
+            for i in floats:
+                if cells[i] == "":
+                    cells[i] = "nan"
+                    changed += 1
+            out.append(",".join(cells))
+        (path / table.file).write_text("\n".join(out) + "\n")
+    return changed
+
+
+def test_a_run_folder_in_the_old_nan_spelling_reads_reports_and_resumes(reference, data, tmp_path):
+    from lth.plots import plot_runs
+    from lth.report import report
+
+    ref_path, results = reference
+    path = tmp_path / "old" / "run"  # the same folder name: the report's title is the same
+    shutil.copytree(ref_path, path)
+    (path / ".lth-run").unlink()  # an older lth wrote neither the marker nor the manifest
+    (path / ".lth" / "manifest.json").unlink()
+    assert _old_nan_spelling(path) >= 3  # train_loss at iteration 0 of every network
+    assert ",nan," in (path / "metrics.csv").read_text()
+
+    for fmt in ("table", "md", "csv"):
+        assert report(path, fmt) == report(ref_path, fmt)
+    old, new = plot_runs([path], formats=()), plot_runs([ref_path], formats=())
+    for name in ("accuracy_vs_weights", "curves", "early_stop"):
+        for a, b in zip(old[name].axes, new[name].axes):
+            assert [ln.get_xydata().tolist() for ln in a.get_lines()] == [
+                ln.get_xydata().tolist() for ln in b.get_lines()
+            ]
+
+    def must_not_train(level, group, trainer):
+        raise AssertionError("a finished level was trained again")
+
+    again = run_study(path, data, hook=must_not_train)  # resumes: every level is finished
+    for a, b in zip(again, results):
+        assert a.summary() == pytest.approx(b.summary(), nan_ok=True)
+        assert a.history.train_loss == pytest.approx(b.history.train_loss, nan_ok=True)
+    # a resume that trains again rewrites the tables in one spelling, bit-identical to now
+    atomic_write(path / ".lth" / "progress.json", json.dumps({"levels_done": 1}))
+    run_study(path, data)
+    assert files(path) == files(ref_path)
+    assert ",nan," not in (path / "metrics.csv").read_text()
 
 
 # ----------------------------------------------------------------------------- load_ticket

@@ -10,41 +10,50 @@ Pure functions over tensors (a mask set is ``{parameter name: bool tensor}``, we
 - :func:`magnitude_histograms`: counts of the survivors' |w| at θ-start and at the end of
   training on shared log-spaced bins (:func:`log_bins`).
 
-And a run-folder driver: :func:`analyze_run` reads every branch, replicate and level listed in
-``summary.csv`` (``<branch>/<replicate>/level_<LL>/{mask,init,final}.safetensors``) and returns
-one row per prunable layer plus an ``all`` row; :func:`write_analysis` writes those rows to
-``RUN_DIR/analysis.csv`` and the per-level magnitude histograms to
-``RUN_DIR/analysis_histograms.csv``, atomically. :func:`load_analysis` and
-:func:`load_histograms` read them back (used by :mod:`lth.plots`).
+And a run-folder driver: :func:`compute_analysis` reads every branch, replicate and level
+listed in ``summary.csv`` (``<branch>/<replicate>/level_<LL>/{mask,init,final}.safetensors``)
+and returns one row per prunable layer plus an ``all`` row, and the per-level magnitude
+histograms on bins shared by the whole run; :func:`write_analysis` writes them to
+``RUN_DIR/analysis.csv`` and ``RUN_DIR/analysis_histograms.csv``, and :func:`ensure_analysis`
+does so only when they are missing or out of date (``lth run`` and ``lth plot`` call it before
+drawing). The files' columns are declared in :mod:`lth.storage` (:data:`~lth.storage.ANALYSIS`,
+:data:`~lth.storage.ANALYSIS_HISTOGRAMS`), which also reads them back
+(:func:`~lth.storage.load_analysis`, :func:`~lth.storage.load_histograms`).
 
-``analysis.csv`` columns: ``branch, replicate, level, layer, weights_remaining`` (percent of the
-layer's weights the mask keeps), ``jaccard_previous_level`` (overlap with the same branch and
-replicate's mask one level earlier; empty at level 0 or when that level is absent),
-``jaccard_random_prune`` (ticket rows only: overlap with the ``random_prune`` control's mask of
-the same replicate and level; empty otherwise), ``sign_kept`` (fraction 0-1; empty when the
-layer has no survivors).
-
-``analysis_histograms.csv`` columns: ``branch, replicate, level, weights`` (``init`` or
-``final``), ``bin``, ``bin_low``, ``bin_high``, ``count``; the bins are the same for every row
-of a run. Survivors whose magnitude is 0 or not finite are in no bin.
+In ``analysis.csv``, ``jaccard_previous_level`` is the overlap with the same branch and
+replicate's mask one level earlier (empty at level 0 or when that level is absent),
+``jaccard_random_prune`` (ticket rows only) the overlap with the ``random_prune`` control's
+mask of the same replicate and level, ``sign_kept`` a fraction 0-1 (empty when the layer has
+no survivors). Survivors whose magnitude is 0 or not finite are in no histogram bin.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .csvio import read_csv, to_float, write_csv_text
 from .errors import LTHError
 from .masks import jaccard
-from .report import branch_order, load_summary
-from .runs import atomic_write, level_dir, load_tensors
+from .storage import (
+    ALL,
+    ANALYSIS,
+    ANALYSIS_HISTOGRAMS,
+    CONTROL,
+    atomic_write,
+    branch_order,
+    csv_text,
+    level_dir,
+    load_analysis,
+    load_histograms,
+    load_summary,
+    load_tensors,
+)
 
 __all__ = [
     "ANALYSIS_COLUMNS",
@@ -52,6 +61,7 @@ __all__ = [
     "HIST_BINS",
     "analyze_run",
     "compute_analysis",
+    "ensure_analysis",
     "has_level_files",
     "jaccard_overlap",
     "load_analysis",
@@ -63,30 +73,10 @@ __all__ = [
     "write_analysis",
 ]
 
-ANALYSIS_FILE = "analysis.csv"
-HISTOGRAM_FILE = "analysis_histograms.csv"
-ANALYSIS_COLUMNS = [
-    "branch",
-    "replicate",
-    "level",
-    "layer",
-    "weights_remaining",
-    "jaccard_previous_level",
-    "jaccard_random_prune",
-    "sign_kept",
-]
-HISTOGRAM_COLUMNS = [
-    "branch",
-    "replicate",
-    "level",
-    "weights",
-    "bin",
-    "bin_low",
-    "bin_high",
-    "count",
-]
-ALL = "all"
-CONTROL = "random_prune"
+ANALYSIS_FILE = ANALYSIS.file
+HISTOGRAM_FILE = ANALYSIS_HISTOGRAMS.file
+ANALYSIS_COLUMNS = ANALYSIS.names
+HISTOGRAM_COLUMNS = ANALYSIS_HISTOGRAMS.names
 HIST_BINS = 40
 
 Weights = Mapping[str, Tensor]
@@ -399,8 +389,8 @@ def write_analysis(run_dir: str | os.PathLike[str], bins: int = HIST_BINS) -> Pa
     rows, hist_rows = compute_analysis(run, bins=bins)
     target = run / ANALYSIS_FILE
     try:
-        atomic_write(run / HISTOGRAM_FILE, write_csv_text(hist_rows, HISTOGRAM_COLUMNS))
-        atomic_write(target, write_csv_text(rows, ANALYSIS_COLUMNS))
+        atomic_write(run / HISTOGRAM_FILE, csv_text(hist_rows, ANALYSIS_HISTOGRAMS))
+        atomic_write(target, csv_text(rows, ANALYSIS))
     except OSError as e:
         raise LTHError(
             f"cannot write {e.filename or target} ({e.strerror or e}); check the folder's "
@@ -409,51 +399,51 @@ def write_analysis(run_dir: str | os.PathLike[str], bins: int = HIST_BINS) -> Pa
     return target
 
 
-# ----------------------------------------------------------------------------- reading back
+def _none_to_nan(rows: list[dict]) -> list[dict]:
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in rows]
 
 
-def _typed(path: Path, raw: list[dict], columns: Iterable[str], types: dict) -> list[dict]:
-    if raw:
-        missing = [c for c in columns if c not in raw[0]]
-        if missing:
-            raise LTHError(
-                f"{path} lacks column {missing[0]!r}; it is damaged, delete it and run "
-                "lth plot again to recompute it"
-            )
-    out = []
-    for n, rec in enumerate(raw, start=1):
-        row = {}
-        for col, kind in types.items():
-            cell = rec[col]
-            try:
-                row[col] = kind(cell)
-            except (TypeError, ValueError):
-                raise LTHError(
-                    f"{path} data row {n}: {col} = {cell!r} is not valid; delete the file and "
-                    "run lth plot again to recompute it"
-                ) from None
-        out.append(row)
-    return out
+def ensure_analysis(
+    run_dir: str | os.PathLike[str], bins: int = HIST_BINS
+) -> tuple[list[dict], list[dict]] | None:
+    """The run folder's analysis, brought up to date: ``(analysis rows, histogram rows)`` as
+    :func:`load_analysis` and :func:`load_histograms` return them, or None when the folder has
+    neither level files nor analysis files.
 
-
-def _int(cell: str) -> int:
-    value = float(cell)
-    if not value.is_integer():
-        raise ValueError(cell)
-    return int(value)
-
-
-def load_analysis(run_dir: str | os.PathLike[str]) -> list[dict]:
-    """The rows of RUN_DIR/analysis.csv, typed: numbers as int/float, empty cells as NaN."""
-    path = Path(run_dir) / ANALYSIS_FILE
-    types = {"branch": str.strip, "replicate": _int, "level": _int, "layer": str.strip}
-    types |= {c: to_float for c in ANALYSIS_COLUMNS[4:]}
-    return _typed(path, read_csv(path), ANALYSIS_COLUMNS, types)
-
-
-def load_histograms(run_dir: str | os.PathLike[str]) -> list[dict]:
-    """The rows of RUN_DIR/analysis_histograms.csv, typed."""
-    path = Path(run_dir) / HISTOGRAM_FILE
-    types = {"branch": str.strip, "replicate": _int, "level": _int, "weights": str.strip}
-    types |= {"bin": _int, "bin_low": float, "bin_high": float, "count": _int}
-    return _typed(path, read_csv(path), HISTOGRAM_COLUMNS, types)
+    ``analysis.csv`` and ``analysis_histograms.csv`` are recomputed from the level files and
+    written when either is missing, damaged, does not cover summary.csv or is older than a
+    level's ``mask.safetensors``; when the folder is not writable, they are computed in memory
+    only. Without level files, the files there are returned as they are (a damaged one raises
+    :class:`LTHError`).
+    """
+    run = Path(run_dir)
+    keys = _summary_keys(run)
+    masks = [level_dir(run, *k) / "mask.safetensors" for k in keys]
+    newest = max((m.stat().st_mtime_ns for m in masks if m.is_file()), default=None)
+    rows = hist = damaged = None
+    try:
+        if (run / ANALYSIS_FILE).is_file():
+            rows = load_analysis(run)
+        if (run / HISTOGRAM_FILE).is_file():
+            hist = load_histograms(run)
+    except LTHError as e:  # recomputed below when the level files are there
+        damaged = e
+    if newest is None:
+        if damaged is not None:
+            raise damaged
+        return None if rows is None else (rows, hist or [])
+    current = (
+        damaged is None
+        and rows is not None
+        and hist is not None
+        and {(r["branch"], r["replicate"], r["level"]) for r in rows} == set(keys)
+        and min((run / name).stat().st_mtime_ns for name in (ANALYSIS_FILE, HISTOGRAM_FILE))
+        >= newest
+    )
+    if current:
+        return rows, hist
+    if os.access(run, os.W_OK):
+        write_analysis(run, bins)
+        return load_analysis(run), load_histograms(run)
+    rows, hist = compute_analysis(run, bins)
+    return _none_to_nan(rows), hist

@@ -6,18 +6,16 @@ are small and pure except :func:`apply_masks` (in place, by design) and :func:`s
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as _st_save
 from torch import nn
 
 from lth.errors import LTHError
+from lth.storage import load_tensors, save_tensors
 
 __all__ = [
     "MaskSet",
@@ -36,10 +34,8 @@ __all__ = [
 
 MaskSet = dict[str, torch.Tensor]
 
-_ORDER_KEY = "lth_mask_order"  # safetensors metadata: JSON list of names in dict order
 
-
-def _names_hint(names: Iterable[str], limit: int = 8) -> str:
+def names_preview(names: Iterable[str], limit: int = 8) -> str:
     """Return a short comma-separated preview of ``names`` for error messages."""
     names = list(names)
     if not names:
@@ -48,7 +44,7 @@ def _names_hint(names: Iterable[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _as_name_set(names: Collection[str] | str, what: str) -> set[str]:
+def as_name_set(names: Collection[str] | str, what: str) -> set[str]:
     """Return ``names`` as a set, treating a lone string as one name rather than its characters."""
     if isinstance(names, str):
         return {names}
@@ -74,25 +70,40 @@ def named_weights(
 
 def prunable_parameters(
     model: nn.Module,
-    layer_types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d),
+    layer_types: Sequence[type[nn.Module] | str] | type[nn.Module] = (nn.Linear, nn.Conv2d),
     exclude: Collection[str] = (),
+    patterns: Sequence[str] = (),
 ) -> list[str]:
-    """Return the ``weight`` parameter names of ``layer_types`` modules, in parameter order."""
-    if isinstance(layer_types, type):
+    """The names of the parameters to prune, in parameter order.
+
+    By default the ``weight`` of every module of ``layer_types`` (classes, matched with
+    ``isinstance``, or class names such as ``"Linear"``, matched exactly); with ``patterns``,
+    every parameter whose name matches one of these ``fnmatch`` patterns instead. Names in
+    ``exclude`` are left out (each must be one of the selected names).
+
+    >>> prunable_parameters(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    ['0.weight', '2.weight']
+    """
+    if isinstance(layer_types, type | str):
         layer_types = (layer_types,)
-    excluded = _as_name_set(exclude, "exclude")
-    wanted = {
-        f"{mod_name}.weight" if mod_name else "weight"
-        for mod_name, module in model.named_modules()
-        if isinstance(module, tuple(layer_types))
-        and isinstance(getattr(module, "weight", None), nn.Parameter)
-    }
+    excluded = as_name_set(exclude, "exclude")
+    if patterns:
+        wanted = {n for n, _ in model.named_parameters() if any(fnmatch(n, p) for p in patterns)}
+    else:
+        classes = tuple(t for t in layer_types if isinstance(t, type))
+        type_names = {t for t in layer_types if isinstance(t, str)}
+        wanted = {
+            f"{mod_name}.weight" if mod_name else "weight"
+            for mod_name, module in model.named_modules()
+            if (isinstance(module, classes) or type(module).__name__ in type_names)
+            and isinstance(getattr(module, "weight", None), nn.Parameter)
+        }
     names = [name for name, _ in model.named_parameters() if name in wanted]
     unknown = sorted(excluded - set(names))
     if unknown:
         raise LTHError(
-            f"exclude names {_names_hint(unknown)} are not prunable parameters of the model; "
-            f"choose among: {_names_hint(names)}"
+            f"exclude names {names_preview(unknown)} are not prunable parameters of the model; "
+            f"choose among: {names_preview(names)}"
         )
     return [name for name in names if name not in excluded]
 
@@ -113,7 +124,7 @@ def ones_mask(
     missing = [name for name in names if name not in weights]
     if missing:
         raise LTHError(
-            f"no parameter named {_names_hint(missing)}; choose among: {_names_hint(weights)}"
+            f"no parameter named {names_preview(missing)}; choose among: {names_preview(weights)}"
         )
     return {name: torch.ones_like(weights[name], dtype=torch.bool) for name in names}
 
@@ -135,7 +146,7 @@ def check_masks(
             )
         if name not in weights:
             raise LTHError(
-                f"mask {name!r} matches no parameter; known names: {_names_hint(weights)} "
+                f"mask {name!r} matches no parameter; known names: {names_preview(weights)} "
                 "(build masks with lth.masks.ones_mask(model))"
             )
         if tuple(mask.shape) != tuple(weights[name].shape):
@@ -218,36 +229,16 @@ def nonzero_table(
 
 
 def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
-    """Write ``masks`` atomically to a safetensors file as bool tensors (order kept in metadata)."""
+    """Write ``masks`` atomically to a safetensors file as bool tensors, in their order
+    (:func:`lth.storage.save_tensors`); missing parent folders are created."""
     for name, mask in masks.items():
         if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
             raise LTHError(f"masks must map str -> bool tensor; entry {name!r} does not")
         if mask.dtype != torch.bool:
             raise LTHError(f"mask {name!r} has dtype {mask.dtype}; convert it with mask.bool()")
-    tensors = {name: mask.detach().to("cpu").contiguous() for name, mask in masks.items()}
-    data = _st_save(tensors, metadata={_ORDER_KEY: json.dumps(list(tensors))})
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    save_tensors(target, masks)
 
 
 def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MaskSet:
@@ -256,19 +247,11 @@ def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     if not path.is_file():
         raise LTHError(f"mask file {str(path)!r} does not exist or is not a file; check the path")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            order = json.loads((f.metadata() or {}).get(_ORDER_KEY, "[]"))
-            keys = list(f.keys())
-            tensors = {key: f.get_tensor(key) for key in keys}
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise LTHError(
-            f"mask file {str(path)!r} is not a readable safetensors file ({exc}); "
-            "it is corrupt or truncated: re-create it with lth.masks.save_masks"
-        ) from None
-    names = [n for n in order if n in tensors] + [k for k in keys if k not in order]
+        tensors = load_tensors(path)
+    except LTHError as e:
+        raise LTHError(f"mask file {e}: re-create it with lth.masks.save_masks") from None
     masks: MaskSet = {}
-    for name in names:
-        tensor = tensors[name]
+    for name, tensor in tensors.items():
         if tensor.dtype not in (torch.bool, torch.uint8):
             raise LTHError(
                 f"mask {name!r} in {str(path)!r} has dtype {tensor.dtype}; expected bool or uint8"
@@ -285,7 +268,7 @@ def jaccard(
     b = {"mask": b} if isinstance(b, torch.Tensor) else dict(b)
     if set(a) != set(b):
         raise LTHError(
-            f"mask sets have different layers ({_names_hint(sorted(set(a) ^ set(b)))} differ); "
+            f"mask sets have different layers ({names_preview(sorted(set(a) ^ set(b)))} differ); "
             "compare masks of the same model"
         )
     inter = union = 0

@@ -9,8 +9,8 @@ and returns the :class:`matplotlib.figure.Figure` objects by name:
 - ``early_stop``: the early-stop iteration against weights remaining;
 - ``layer_remaining``: percent of weights remaining per layer against pruning level;
 
-and, when the first run folder has a mask analysis (``analysis.csv``, computed and written by
-:func:`lth.analysis.write_analysis` if the level files are there but it is missing or stale):
+and, when the first run folder has a mask analysis (``analysis.csv``, written by
+:func:`lth.analysis.ensure_analysis`, which ``lth run`` and ``lth plot`` call first):
 
 - ``mask_analysis``: Jaccard overlap of each mask with the previous level's and of the ticket
   with the random-pruning control, and the fraction of survivors that kept their sign from
@@ -18,6 +18,7 @@ and, when the first run folder has a mask analysis (``analysis.csv``, computed a
 - ``weight_histograms``: histograms of the surviving weights' magnitudes at θ-start and at the
   end of training for a few levels of the ticket (first replicate), on shared log bins.
 
+This module only reads run folders (through :mod:`lth.storage`) and writes the figures.
 Figures are built as bare ``Figure`` objects (no pyplot), so nothing global is created or has
 to be closed; styling is applied through a temporary ``rc_context``. Colours identify the
 branch (ticket, reinit, random_prune); line styles and markers identify the run folder.
@@ -32,9 +33,9 @@ patches have ``gid`` ``"init:<level>"`` and ``"final:<level>"``.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,21 +51,29 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from . import analysis as _analysis
 from .errors import LTHError
-from .report import (
+from .report import aggregate
+from .storage import (
+    ALL,
+    ANALYSIS,
+    ANALYSIS_FIGURES,
+    ANALYSIS_HISTOGRAMS,
+    CONTROL,
+    FIGURES,
+    PLOTS,
     LayerRow,
     SummaryRow,
-    aggregate,
+    atomic_write,
     branch_order,
+    load_analysis,
     load_config,
+    load_histograms,
     load_layers,
     load_metrics,
     load_summary,
 )
 
-FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
-ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
+__all__ = ["ANALYSIS_FIGURES", "BANDS", "FIGURES", "default_levels", "fmt_tick", "plot_runs"]
 BANDS = ("std", "minmax")
 
 BRANCH_COLORS = {"ticket": "#1f77b4", "reinit": "#d62728", "random_prune": "#2ca02c"}
@@ -106,7 +115,7 @@ class _Run:
     summary: list[SummaryRow]
     layers: list[LayerRow]
     config: dict = field(default_factory=dict)
-    analysis: list[dict] | None = None  # analysis.csv rows (lth.analysis.load_analysis)
+    analysis: list[dict] | None = None  # analysis.csv rows (lth.storage.load_analysis)
     histograms: list[dict] | None = None  # analysis_histograms.csv rows
 
 
@@ -443,43 +452,12 @@ def _layer_figure(runs: list[_Run]) -> Figure:
     return fig
 
 
-def _none_to_nan(rows: list[dict]) -> list[dict]:
-    return [{k: math.nan if v is None else v for k, v in r.items()} for r in rows]
-
-
-def _attach_analysis(run: _Run) -> None:
-    """Set ``run.analysis``/``run.histograms`` from the run folder's analysis files; compute
-    and write them first when the level files are there but the files are missing or do not
-    cover summary.csv (in memory only when the folder is read-only); leave None when neither
-    exists."""
-    path = run.path
-    keys = {(r.branch, r.replicate, r.level) for r in run.summary}
-    rows = hist = None
-    damaged = None
-    try:
-        if (path / _analysis.ANALYSIS_FILE).is_file():
-            rows = _analysis.load_analysis(path)
-        if (path / _analysis.HISTOGRAM_FILE).is_file():
-            hist = _analysis.load_histograms(path)
-    except LTHError as e:  # damaged: recomputed below when the level files are there
-        damaged = e
-    current = (
-        damaged is None
-        and rows is not None
-        and hist is not None
-        and {(r["branch"], r["replicate"], r["level"]) for r in rows} == keys
-    )
-    if not current and _analysis.has_level_files(path):
-        if os.access(path, os.W_OK):
-            _analysis.write_analysis(path)
-            rows, hist = _analysis.load_analysis(path), _analysis.load_histograms(path)
-        else:
-            rows, hist = _analysis.compute_analysis(path)
-            rows = _none_to_nan(rows)
-    elif damaged is not None:
-        raise damaged
-    if rows is not None:
-        run.analysis, run.histograms = rows, hist or []
+def _read_analysis(path: Path) -> tuple[list[dict], list[dict]] | None:
+    """A run folder's analysis files, when it has analysis.csv (a damaged one raises)."""
+    if not (path / ANALYSIS.file).is_file():
+        return None
+    hist = path / ANALYSIS_HISTOGRAMS.file
+    return load_analysis(path), load_histograms(path) if hist.is_file() else []
 
 
 def _mean_over_replicates(ax, rows: list[dict], column: str, label: str, **style) -> list[float]:
@@ -533,7 +511,7 @@ def _mask_figure(runs: list[_Run]) -> Figure:
     for ri, run in enumerate(runs):
         if not run.analysis:
             continue
-        rows = [r for r in run.analysis if r["layer"] == _analysis.ALL]
+        rows = [r for r in run.analysis if r["layer"] == ALL]
         style = {
             "linestyle": RUN_LINESTYLES[ri % len(RUN_LINESTYLES)],
             "marker": RUN_MARKERS[ri % len(RUN_MARKERS)],
@@ -559,7 +537,7 @@ def _mask_figure(runs: list[_Run]) -> Figure:
                     ax_j,
                     mine,
                     "jaccard_random_prune",
-                    f"{prefix}ticket vs. {_analysis.CONTROL}",
+                    f"{prefix}ticket vs. {CONTROL}",
                     color=OVERLAP_COLOR,
                     **style,
                 )
@@ -602,7 +580,7 @@ def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure 
     remaining = {
         r["level"]: r["weights_remaining"]
         for r in run.analysis or []
-        if r["branch"] == branch and r["replicate"] == replicate and r["layer"] == _analysis.ALL
+        if r["branch"] == branch and r["replicate"] == replicate and r["layer"] == ALL
     }
     fig = Figure(figsize=(3.3 * len(chosen) + 0.8, 4.0), layout="constrained")
     axes = fig.subplots(1, len(chosen), squeeze=False, sharex=True)[0]
@@ -642,18 +620,12 @@ def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure 
 
 
 def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int) -> Path:
-    """Write ``name.fmt`` atomically: a temporary file in the same folder, then os.replace."""
+    """Write ``name.fmt`` atomically (:func:`lth.storage.atomic_write`)."""
     target = out_dir / f"{name}.{fmt}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
-            fig.savefig(f, format=fmt, dpi=dpi, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+    atomic_write(target, buffer.getvalue())
     return target
 
 
@@ -666,6 +638,7 @@ def plot_runs(
     band: str = "std",
     early_stop_panel: bool = True,
     mask_analysis: bool = True,
+    analyses: Sequence[tuple[list[dict], list[dict]] | None] | None = None,
     dpi: int = 200,
 ) -> dict[str, Figure]:
     """Draw the figures of one or several run folders, save them, and return them by name.
@@ -678,9 +651,11 @@ def plot_runs(
     two or more usable replicates). ``early_stop_panel``: add a second accuracy panel with the
     test accuracy at the early-stop iteration. Diverged replicates are left out of means and
     drawn as hollow markers. ``mask_analysis``: also draw ``mask_analysis`` and
-    ``weight_histograms`` when the first run folder has ``analysis.csv`` or the level files to
-    compute it (then written there, see :func:`lth.analysis.write_analysis`); silently left
-    out otherwise.
+    ``weight_histograms`` when the first run folder has an analysis: ``analyses`` (one
+    ``(analysis rows, histogram rows)`` or None per run folder, as
+    :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
+    ``analysis_histograms.csv`` as they are (call ``ensure_analysis`` first to bring them up to
+    date); silently left out when there is none.
     """
     if band not in BANDS:
         raise LTHError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
@@ -695,9 +670,13 @@ def plot_runs(
         raise LTHError(f"cannot save figures as {bad[0]!r}; choose from {', '.join(supported)}")
 
     runs = _load_runs(list(run_dirs))
+    if analyses is not None and len(analyses) != len(runs):
+        raise LTHError(f"analyses has {len(analyses)} entries for {len(runs)} run folders")
     if mask_analysis:
-        for run in runs:
-            _attach_analysis(run)
+        for i, run in enumerate(runs):
+            found = analyses[i] if analyses is not None else _read_analysis(run.path)
+            if found is not None:
+                run.analysis, run.histograms = found
     with matplotlib.rc_context(STYLE):
         figures = {
             "accuracy_vs_weights": _accuracy_figure(runs, band, early_stop_panel),
@@ -711,7 +690,7 @@ def plot_runs(
             if hist is not None:
                 figures["weight_histograms"] = hist
         if formats:
-            target = Path(out_dir) if out_dir is not None else runs[0].path / "plots"
+            target = Path(out_dir) if out_dir is not None else runs[0].path / PLOTS
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -1,285 +1,47 @@
-"""Reading a run folder's result files, and the text report of a study.
+"""The text report of a study, from its run folder.
 
-The run folder (written by :mod:`lth.runs`) holds ``summary.csv`` (one row per branch, replicate
-and level), ``layers.csv`` (one row per branch, replicate, level and prunable layer),
-``metrics.csv`` (one row per evaluation) and optionally ``config.toml``. This module parses them
-into typed rows (used by :mod:`lth.plots` too) and renders :func:`report`: the ticket's per-layer
-sparsity at every level and the per-level accuracy of every branch, as aligned text, GitHub
-markdown or CSV. Percentages and accuracies are in percent (0-100) throughout.
+:func:`report` renders the ticket's per-layer sparsity at every level and the per-level
+accuracy of every branch, as aligned text, GitHub markdown or CSV (the CSV is also the run's
+``summary_stats.csv``, :func:`write_summary_stats`). It reads ``summary.csv``, ``layers.csv``
+and ``config.toml`` through :mod:`lth.storage`, where their format is declared. Percentages
+and accuracies are in percent (0-100) throughout.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .csvio import read_csv, to_float, write_csv_text
 from .errors import LTHError
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 without tomli: titles lack config
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
-
-BRANCHES = ("ticket", "reinit", "random_prune")
-FORMATS = ("table", "md", "csv")
-
-SUMMARY_COLUMNS = (
-    "branch",
-    "replicate",
-    "level",
-    "weights_remaining",
-    "test_acc",
-    "early_stop_iteration",
-    "test_acc_at_early_stop",
+from .storage import (
+    SUMMARY_STATS,
+    LayerRow,
+    SummaryRow,
+    atomic_write,
+    branch_order,
+    check_output_path,
+    csv_text,
+    load_config,
+    load_layers,
+    load_summary,
 )
-LAYER_COLUMNS = ("branch", "replicate", "level", "layer", "kept", "total", "remaining", "shape")
-METRIC_COLUMNS = (
-    "branch",
-    "replicate",
-    "level",
-    "iteration",
-    "weights_remaining",
-    "val_loss",
-    "val_acc",
-    "test_acc",
-)
-ACCURACY_CSV_COLUMNS = [
-    "branch",
-    "level",
-    "weights_remaining",
-    "replicates",
-    "n",
-    "diverged",
-    "test_acc_mean",
-    "test_acc_std",
-    "test_acc_at_early_stop_mean",
-    "test_acc_at_early_stop_std",
-    "early_stop_iteration_mean",
-    "early_stop_iteration_std",
+
+__all__ = [
+    "FORMATS",
+    "Stat",
+    "aggregate",
+    "describe_config",
+    "fmt_pct",
+    "load_summary",
+    "report",
+    "save_report",
+    "write_summary_stats",
 ]
 
-
-# ----------------------------------------------------------------------------- typed rows
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    """One trained network's results: a row of summary.csv."""
-
-    branch: str
-    replicate: int
-    level: int
-    weights_remaining: float
-    test_acc: float
-    early_stop_iteration: float
-    test_acc_at_early_stop: float
-    diverged_at: str = ""
-
-    @property
-    def diverged(self) -> bool:
-        """Whether training diverged (such rows are left out of means)."""
-        return bool(self.diverged_at)
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One prunable layer of one network: a row of layers.csv."""
-
-    branch: str
-    replicate: int
-    level: int
-    layer: str
-    kept: int
-    total: int
-    remaining: float
-    shape: str
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One evaluation during training: a row of metrics.csv."""
-
-    branch: str
-    replicate: int
-    level: int
-    iteration: int
-    weights_remaining: float
-    train_loss: float
-    val_loss: float
-    val_acc: float
-    test_acc: float
-
-
-def _int(s: str) -> int:
-    value = float(s)
-    if not value.is_integer():
-        raise ValueError(s)
-    return int(value)
-
-
-_KINDS: dict[type, Callable[[str], object]] = {
-    str: lambda s: s.strip(),
-    int: _int,
-    float: to_float,
-}
-
-
-def _parse(
-    path: Path, raw: list[dict[str, str]], cls: type, required: Sequence[str], types: dict
-) -> list:
-    """Turn read_csv's strings into ``cls`` rows, naming the file, row and column on failure."""
-    if not raw:
-        raise LTHError(f"{path} has no data rows; the study has not finished a level yet")
-    missing = [c for c in required if c not in raw[0]]
-    if missing:
-        raise LTHError(
-            f"{path} lacks column {missing[0]!r} (needs {', '.join(required)}); "
-            "it is damaged or from another tool, rerun the study"
-        )
-    out = []
-    for i, rec in enumerate(raw, start=1):
-        values = {}
-        for name, kind in types.items():
-            cell = rec.get(name, "")
-            try:
-                values[name] = _KINDS[kind](cell)
-            except (ValueError, TypeError):
-                what = "a whole number" if kind is int else "a number"
-                raise LTHError(
-                    f"{path} data row {i}: {name} = {cell!r} is not {what}; "
-                    "the file is damaged, rerun the study to rewrite it"
-                ) from None
-        out.append(cls(**values))
-    return out
-
-
-def _run_file(run_dir: str | os.PathLike[str], name: str) -> Path:
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise LTHError(f"run folder {run} does not exist; pass the folder a study wrote")
-    return run / name
-
-
-def _check_unique(path: Path, rows: Iterable, key: Callable) -> None:
-    seen = set()
-    for row in rows:
-        k = key(row)
-        if k in seen:
-            raise LTHError(
-                f"{path} has two rows for {' '.join(map(str, k))}; "
-                "the file is damaged, rerun the study to rewrite it"
-            )
-        seen.add(k)
-
-
-def load_summary(run_dir: str | os.PathLike[str]) -> list[SummaryRow]:
-    """The rows of RUN_DIR/summary.csv (``diverged_at`` may be absent; extra columns ignored)."""
-    path = _run_file(run_dir, "summary.csv")
-    raw = read_csv(path)
-    types = {
-        "branch": str,
-        "replicate": int,
-        "level": int,
-        "weights_remaining": float,
-        "test_acc": float,
-        "early_stop_iteration": float,
-        "test_acc_at_early_stop": float,
-        "diverged_at": str,
-    }
-    rows = _parse(path, raw, SummaryRow, SUMMARY_COLUMNS, types)
-    _check_unique(path, rows, lambda r: (r.branch, "replicate", r.replicate, "level", r.level))
-    return rows
-
-
-def load_layers(run_dir: str | os.PathLike[str]) -> list[LayerRow]:
-    """The rows of RUN_DIR/layers.csv."""
-    path = _run_file(run_dir, "layers.csv")
-    raw = read_csv(path)
-    types = {
-        "branch": str,
-        "replicate": int,
-        "level": int,
-        "layer": str,
-        "kept": int,
-        "total": int,
-        "remaining": float,
-        "shape": str,
-    }
-    rows = _parse(path, raw, LayerRow, LAYER_COLUMNS, types)
-    _check_unique(
-        path, rows, lambda r: (r.branch, "replicate", r.replicate, "level", r.level, r.layer)
-    )
-    return rows
-
-
-def load_metrics(
-    run_dir: str | os.PathLike[str],
-    branch: str | None = None,
-    levels: Iterable[int] | None = None,
-) -> list[MetricRow]:
-    """The rows of RUN_DIR/metrics.csv, optionally only one branch and some levels.
-
-    ``train_loss`` may be absent or empty (NaN).
-    """
-    path = _run_file(run_dir, "metrics.csv")
-    raw = read_csv(path)
-    if raw and (branch is not None or levels is not None):
-        missing = [c for c in ("branch", "level") if c not in raw[0]]
-        if not missing:
-            wanted = None if levels is None else {str(int(lv)) for lv in levels}
-            raw = [
-                r
-                for r in raw
-                if (branch is None or r["branch"].strip() == branch)
-                and (wanted is None or _norm_int(r["level"]) in wanted)
-            ]
-            if not raw:
-                return []
-    types = {
-        "branch": str,
-        "replicate": int,
-        "level": int,
-        "iteration": int,
-        "weights_remaining": float,
-        "train_loss": float,
-        "val_loss": float,
-        "val_acc": float,
-        "test_acc": float,
-    }
-    return _parse(path, raw, MetricRow, METRIC_COLUMNS, types)
-
-
-def _norm_int(s: str) -> str:
-    try:
-        return str(_int(s))
-    except ValueError:
-        return s.strip()
-
-
-def load_config(run_dir: str | os.PathLike[str]) -> dict:
-    """RUN_DIR/config.toml as a flat dict ({} when absent; one level of tables is merged in)."""
-    path = _run_file(run_dir, "config.toml")
-    if tomllib is None or not path.is_file():
-        return {}
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LTHError(f"cannot read {path} ({msg}); fix or delete the file") from None
-    flat = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for table in data.values():
-        if isinstance(table, dict):
-            for k, v in table.items():
-                flat.setdefault(k, v)
-    return flat
+FORMATS = ("table", "md", "csv")
 
 
 def describe_config(config: dict) -> str:
@@ -309,12 +71,6 @@ def describe_config(config: dict) -> str:
         if config.get(key):
             parts.append(fmt.format(config[key]))
     return ", ".join(parts)
-
-
-def branch_order(names: Iterable[str]) -> list[str]:
-    """Branch names in display order: ticket, reinit, random_prune, then any others sorted."""
-    names = set(names)
-    return [b for b in BRANCHES if b in names] + sorted(names - set(BRANCHES))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -506,15 +262,15 @@ def _accuracy_csv(summary: list[SummaryRow]) -> str:
                     "early_stop_iteration_std": es_it.std,
                 }
             )
-    return write_csv_text(rows, ACCURACY_CSV_COLUMNS)
+    return csv_text(rows, SUMMARY_STATS)
 
 
 def report(run_dir: str | os.PathLike[str], fmt: str = "table") -> str:
     """The text report of a run folder.
 
     ``fmt="table"``: aligned plain text for a terminal; ``"md"``: GitHub markdown with headings;
-    ``"csv"``: only the accuracy table, one row per branch and level (columns
-    :data:`ACCURACY_CSV_COLUMNS`; std empty when fewer than two replicates).
+    ``"csv"``: only the accuracy table, one row per branch and level (the columns of
+    :data:`lth.storage.SUMMARY_STATS`; std empty when fewer than two replicates).
     Means and stds are over replicates that did not diverge (sample std, ddof=1).
     """
     if fmt not in FORMATS:
@@ -604,3 +360,21 @@ def report(run_dir: str | os.PathLike[str], fmt: str = "table") -> str:
     else:
         out.extend(notes)
     return "\n".join(out).rstrip() + "\n"
+
+
+def save_report(
+    run_dir: str | os.PathLike[str], output: str | os.PathLike[str], fmt: str = "table"
+) -> Path:
+    """Write :func:`report` to ``output``, atomically; refuses a path that is one of the run
+    folder's own files (:func:`lth.storage.check_output_path`). Returns the path written."""
+    check_output_path(run_dir, output)
+    text = report(run_dir, fmt)
+    atomic_write(output, text)
+    return Path(output)
+
+
+def write_summary_stats(run_dir: str | os.PathLike[str]) -> Path:
+    """Write RUN_DIR/summary_stats.csv: the accuracy table of :func:`report` as CSV."""
+    path = Path(run_dir) / SUMMARY_STATS.file
+    atomic_write(path, report(run_dir, "csv"))
+    return path

@@ -1,156 +1,54 @@
-"""The run folder: layout, atomic writes, checkpoints, resume and the single-writer lock.
+"""The run folder as an experiment's store: checkpoints, resume and the single-writer lock.
 
-Layout (``RUN_DIR``)::
-
-    config.toml                      resolved configuration (enough to repeat the run)
-    metrics.csv                      one row per evaluation
-    summary.csv                      one row per branch, replicate and level
-    layers.csv                       weights kept per layer, per branch, replicate and level
-    <branch>/<replicate>/level_<LL>/ mask.safetensors, init.safetensors, final.safetensors
-                                     (and step_<k>.safetensors: weights at iteration k)
-    plots/                           figures
-    .lth/                            progress, in-level checkpoints, lock (internal)
-
-Every file is written to a temporary name and renamed into place, so a reader never sees a
-truncated file. A level counts as finished only once ``.lth/progress.json`` says so; that is
-written last, after the level's weights and tables.
+The folder's format (layout, atomic writes, tensors, CSV tables, the marker and the manifest)
+is declared in :mod:`lth.storage`. A level counts as finished only once
+``.lth/progress.json`` says so; that is written last, after the level's weights and tables.
+Every file of the run is recorded in ``.lth/manifest.json`` with its sha256, and a resume
+refuses a folder whose files were changed since lth wrote them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import io
 import json
-import math
-import os
-import re
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-from torch import Tensor
+from torch import Tensor, nn
 
+from .config import ExperimentConfig, read_run_config, read_run_info, toml_text
 from .errors import LTHError
-from .experiment import ExperimentConfig, LevelResult
-from .masks import _ORDER_KEY as ORDER_KEY  # the same metadata key as lth.masks.save_masks
+from .experiment import LevelResult
+from .storage import (
+    CONFIG,
+    LAYERS,
+    MARKER,
+    MARKER_TEXT,
+    METRICS,
+    SUMMARY,
+    Manifest,
+    atomic_write,
+    clear_run,
+    csv_text,
+    is_missing,
+    level_dir,
+    load_tensors,
+    read_rows,
+    remove_temporaries,
+    tensor_bytes,
+    to_float,
+    to_int,
+    unmarked_message,
+)
 from .training import History, Trainer
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-METRICS_COLUMNS = [
-    "branch", "replicate", "level", "iteration", "weights_remaining",
-    "train_loss", "val_loss", "val_acc", "test_acc",
-]  # fmt: skip
-SUMMARY_COLUMNS = [
-    "branch", "replicate", "level", "weights_remaining", "test_acc", "early_stop_iteration",
-    "test_acc_at_early_stop", "best_val_acc", "diverged_at",
-]  # fmt: skip
-LAYERS_COLUMNS = ["branch", "replicate", "level", "layer", "kept", "total", "remaining", "shape"]
 WHICH = ("final", "init")
-_TMP_NAME = re.compile(r"^\..+\.tmp\d+$")
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never leaves a torn file.
-
-    An :class:`OSError` (disk full, permissions) is re-raised with ``filename`` set to ``path``,
-    after the temporary file is removed.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno is not None:
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-        raise
-
-
-def save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    """Save tensors as safetensors, atomically; the dict's key order is kept in the metadata.
-
-    (safetensors itself stores names sorted; the order matters because random draws follow it.)
-    """
-    data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, st_save(data, metadata={ORDER_KEY: json.dumps(list(data))}))
-
-
-def load_tensors(path: Path) -> dict[str, Tensor]:
-    """Load a safetensors file written by :func:`save_tensors`, in the order it was saved."""
-    try:
-        raw = Path(path).read_bytes()
-        tensors = st_load(raw)
-        size = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + size]).get("__metadata__") or {}
-        order = json.loads(metadata.get(ORDER_KEY, "[]"))
-    except FileNotFoundError:
-        raise LTHError(f"{path} is missing; the run folder is incomplete") from None
-    except Exception as e:
-        raise LTHError(f"{path} is not a readable safetensors file ({e})") from None
-    names = [n for n in order if n in tensors] + [n for n in tensors if n not in order]
-    return {n: tensors[n] for n in names}
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    """Rows as CSV text with exactly these columns (floats written with full precision)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_fmt(row.get(c)) for c in columns])
-    return out.getvalue()
-
-
-def toml_text(values: dict) -> str:
-    """A flat dict (plus one level of tables) as TOML."""
-
-    def literal(v) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(literal(x) for x in v) + "]"
-        return json.dumps(str(v))
-
-    lines, tables = [], []
-    for key, v in values.items():
-        if isinstance(v, dict):
-            tables.append((key, v))
-        elif v is not None:
-            lines.append(f"{key} = {literal(v)}")
-    for name, table in tables:
-        lines += ["", f"[{name}]"]
-        lines += [f"{k} = {literal(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def level_dir(root: Path, branch: str, replicate: int, level: int) -> Path:
-    """Folder of one branch, replicate and level, e.g. ``ticket/0/level_03``."""
-    return Path(root) / branch / str(replicate) / f"level_{level:02d}"
+_TABLES = {"metrics": METRICS, "summary": SUMMARY, "layers": LAYERS}
+_DAMAGED = "start over with --overwrite or use another --out"
 
 
 def load_ticket(
@@ -159,22 +57,25 @@ def load_ticket(
     branch: str = "ticket",
     replicate: int = 0,
     which: str = "final",
+    model: nn.Module | Callable[..., nn.Module] | None = None,
+    trust_code: bool = False,
 ):
     """Load a trained ticket from a run folder as a ready nn.Module with its mask applied.
 
-    Returns ``(model, masks)``: the registry model of the run's config holding the weights of
+    Returns ``(model, masks)``: the run's model holding the weights of
     ``<branch>/<replicate>/level_<LL>/<which>.safetensors`` (``which`` is ``"final"``, the
     trained weights, or ``"init"``, the weights the level started training from), pruned
     entries exactly 0, and the level's masks (parameter name -> bool tensor)::
 
         model, masks = load_ticket("runs/lenet_300_100-mnist-20250101-120000", level=3)
+
+    The model is built from the run's config: a registry name directly; a run of a user model
+    needs ``model=`` (an ``nn.Module`` of the same architecture, whose weights are replaced, or
+    its factory); a ``package.module:function`` recorded in the run is imported only with
+    ``trust_code=True`` (a run folder is data, and code named in it is not run by default).
     """
     from .data import get_spec
-
-    try:
-        from .experiment import build_model  # registry names and package.module:function
-    except ImportError:  # pragma: no cover - an experiment module without factories
-        from .models import create_model as build_model
+    from .models import build_model, call_factory
 
     run_dir = Path(run_dir)
     if which not in WHICH:
@@ -198,8 +99,28 @@ def load_ticket(
         )
     weights = load_tensors(folder / f"{which}.safetensors")
     masks = {k: v.bool() for k, v in load_tensors(folder / "mask.safetensors").items()}
-    spec = get_spec(config.dataset)
-    model = build_model(config.model, tuple(spec.input_shape), spec.num_classes)
+    source = read_run_info(run_dir).get("source", {})
+    if "data_input_shape" in source:
+        shape, classes = tuple(source["data_input_shape"]), int(source["data_num_classes"])
+    else:
+        spec = get_spec(config.dataset)
+        shape, classes = tuple(spec.input_shape), spec.num_classes
+    if isinstance(model, nn.Module):
+        pass
+    elif model is not None:
+        model = call_factory(model, shape, classes, repr(model))
+    elif config.model == "user model":
+        raise LTHError(
+            f"{run_dir} was run with a user model ({source.get('model_class', 'nn.Module')}); "
+            "pass it as load_ticket(..., model=...)"
+        )
+    elif ":" in config.model and not trust_code:
+        raise LTHError(
+            f"{run_dir} names model code {config.model!r}; pass model= (the factory), or "
+            "trust_code=True to import it"
+        )
+    else:
+        model = build_model(config.model, shape, classes)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
@@ -215,16 +136,8 @@ def load_ticket(
 
 
 def read_config(run_dir: str | Path) -> ExperimentConfig:
-    """The experiment configuration stored in a run folder."""
-    path = Path(run_dir) / "config.toml"
-    try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise LTHError(f"{run_dir} is not an lth run folder (no config.toml)") from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise LTHError(f"cannot read {path}: {e}") from None
-    values.pop("environment", None)
-    return ExperimentConfig.from_dict(values)
+    """The experiment configuration stored in a run folder (see :mod:`lth.config`)."""
+    return read_run_config(run_dir)
 
 
 class RunFolder:
@@ -248,6 +161,7 @@ class RunFolder:
         self.path = Path(path)
         self.config = config
         self.environment = environment or {}
+        self.source: dict = {}  # what a Python study ran: user model and data (lth.study)
         self.overwrite = overwrite
         self.checkpoint_seconds = checkpoint_seconds
         self.internal = self.path / ".lth"
@@ -256,6 +170,7 @@ class RunFolder:
         self.rows: dict[str, list[dict]] = {"metrics": [], "summary": [], "layers": []}
         self.levels_done = -1
         self._metrics_index: dict[tuple, list[dict]] | None = None
+        self.manifest = Manifest(self.path)
 
     # -- opening, locking, resuming ---------------------------------------------------------
     def check(self) -> bool:
@@ -279,6 +194,8 @@ class RunFolder:
                 f"--out {self.path} already holds files and is not an lth run folder; "
                 "choose a new or empty folder"
             )
+        if existing and self.overwrite and not (self.path / MARKER).is_file():
+            raise LTHError(unmarked_message(self.path))
         if existing and not self.overwrite:
             old = read_config(self.path).to_dict()
             new = self.config.to_dict()
@@ -310,14 +227,19 @@ class RunFolder:
             ) from None
         try:
             if existing and self.overwrite:
-                self._clear()
+                clear_run(self.path)
                 existing = False
-            self._remove_temporaries()
+            remove_temporaries(self.path)
+            if not (self.path / MARKER).is_file():
+                atomic_write(self.path / MARKER, MARKER_TEXT)
+            settled = self._open_manifest(existing)
             if existing:
                 self._load_progress()
-            environment = {"environment": self.environment} if self.environment else {}
-            text = toml_text(self.config.to_dict() | environment)
-            atomic_write(self.path / "config.toml", text)
+            if settled:
+                self.manifest.save()
+            info = {"environment": self.environment, "source": self.source}
+            text = toml_text(self.config.to_dict() | {k: v for k, v in info.items() if v})
+            self._write_config(text)
         except BaseException:
             self.close()
             raise
@@ -335,49 +257,59 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _clear(self) -> None:
-        for child in self.path.iterdir():
-            if child == self.internal:
-                for inner in child.iterdir():
-                    if inner.name != "lock":
-                        shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
-            elif child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    def _open_manifest(self, existing: bool) -> bool:
+        """Check the files of a run being resumed against its manifest; returns whether the
+        manifest changed and is to be saved (a run folder of an older lth has none: its files
+        are taken as they are; files a kill left half-written are taken as they are now)."""
+        self.manifest = Manifest(self.path)
+        if not existing:
+            return False
+        manifest = Manifest.load(self.path)
+        if manifest is None:
+            self.manifest = Manifest.of_files(self.path)
+            return True
+        problems = manifest.problems()
+        if problems:
+            raise LTHError(f"{problems[0]}; put back what lth wrote, or {_DAMAGED}")
+        self.manifest = manifest
+        if not manifest.writing:
+            return False
+        manifest.settle()
+        return True
 
-    def _remove_temporaries(self) -> None:
-        """Delete the temporary files of writes that a killed process left unfinished."""
-        for path in self.path.rglob(".*.tmp*"):
-            if _TMP_NAME.match(path.name) and path.is_file():
-                path.unlink()
+    def _write_config(self, text: str) -> None:
+        path, data = self.path / CONFIG, text.encode()
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data and CONFIG in self.manifest.files:
+                return
+        saved = self.manifest.path.is_file()
+        if saved:
+            self.manifest.begin([path])
+        self.manifest.write(path, data)
+        if saved:
+            self.manifest.end()
 
     def _load_progress(self) -> None:
         progress = self.internal / "progress.json"
         if not progress.exists():
             return
-        damaged = "; start over with --overwrite or use another --out"
         try:
             self.levels_done = int(json.loads(progress.read_text())["levels_done"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise LTHError(f"cannot read {progress} ({e}){damaged}") from None
-        for name in self.rows:
-            path = self.path / f"{name}.csv"
+            raise LTHError(f"cannot read {progress} ({e}); {_DAMAGED}") from None
+        for name, table in _TABLES.items():
+            path = self.path / table.file
+            rows = read_rows(path, table, _DAMAGED)
             try:
-                with open(path, newline="") as f:
-                    self.rows[name] = [
-                        r for r in csv.DictReader(f) if int(r["level"]) <= self.levels_done
-                    ]
-            except OSError as e:
-                raise LTHError(f"cannot read {path}: {e.strerror}{damaged}") from None
-            except (ValueError, KeyError, TypeError, csv.Error) as e:
-                raise LTHError(f"cannot read {path} ({e}){damaged}") from None
+                self.rows[name] = [r for r in rows if to_int(r["level"]) <= self.levels_done]
+            except ValueError as e:
+                raise LTHError(f"cannot read {path} (level {e}); {_DAMAGED}") from None
         for level in range(self.levels_done + 1):
             rows = [r for r in self.rows["summary"] if int(r["level"]) == level]
             if not any(r["branch"] == "ticket" for r in rows):
                 raise LTHError(
-                    f"{self.path / 'summary.csv'} lacks results of level {level}, which "
-                    f"{progress} says is finished{damaged}"
+                    f"{self.path / SUMMARY.file} lacks results of level {level}, which "
+                    f"{progress} says is finished; {_DAMAGED}"
                 )
 
     # -- the Store protocol -----------------------------------------------------------------
@@ -413,28 +345,37 @@ class RunFolder:
             for r in self.rows["metrics"]:
                 key = (r["branch"], int(r["replicate"]), int(r["level"]))
                 self._metrics_index.setdefault(key, []).append(r)
-        h = History(diverged_at=int(diverged) if diverged else None)
+        h = History(diverged_at=None if is_missing(diverged) else to_int(diverged))
         for r in self._metrics_index.get((branch, rep, level), []):
             h.iteration.append(int(r["iteration"]))
             for name in ("train_loss", "val_loss", "val_acc", "test_acc"):
-                getattr(h, name).append(float(r[name]))
+                getattr(h, name).append(to_float(r.get(name)))
         return h
 
     def save_level(self, level: int, results: list[LevelResult]) -> None:
-        """Write a finished level: weights first, then the tables, then the progress marker."""
+        """Write a finished level: weights first, then the tables, then the progress marker.
+
+        The manifest names the files before they are written and gets their checksums after.
+        """
+        files: dict[Path, dict[str, Tensor]] = {}
         for res in results:
             folder = level_dir(self.path, res.branch, res.replicate, level)
-            folder.mkdir(parents=True, exist_ok=True)
-            save_tensors(folder / "mask.safetensors", res.masks)
-            save_tensors(folder / "init.safetensors", res.init)
-            save_tensors(folder / "final.safetensors", res.final)
+            files[folder / "mask.safetensors"] = res.masks
+            files[folder / "init.safetensors"] = res.init
+            files[folder / "final.safetensors"] = res.final
             for step, weights in res.snapshots.items():
-                save_tensors(folder / f"step_{step}.safetensors", weights)
+                files[folder / f"step_{step}.safetensors"] = weights
+        self.manifest.begin([*files, *(self.path / t.file for t in _TABLES.values())])
+        for path, tensors in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.manifest.write(path, tensor_bytes(tensors))
+        for res in results:
             self.rows["summary"].append(res.summary())
             self.rows["metrics"] += metrics_rows(res)
             self.rows["layers"] += layer_rows(res)
         self._metrics_index = None
         self.write_tables()
+        self.manifest.end()
         atomic_write(self.internal / "progress.json", json.dumps({"levels_done": level}))
         self.levels_done = level
         for ckpt in self.internal.glob(f"level_{level:02d}_group_*.pt"):
@@ -442,9 +383,8 @@ class RunFolder:
 
     def write_tables(self) -> None:
         """Rewrite metrics.csv, summary.csv and layers.csv from the finished levels."""
-        columns = {"metrics": METRICS_COLUMNS, "summary": SUMMARY_COLUMNS, "layers": LAYERS_COLUMNS}
-        for name, cols in columns.items():
-            atomic_write(self.path / f"{name}.csv", csv_text(self.rows[name], cols))
+        for name, table in _TABLES.items():
+            self.manifest.write(self.path / table.file, csv_text(self.rows[name], table))
 
     def _checkpoint_path(self, level: int, group: int) -> Path:
         return self.internal / f"level_{level:02d}_group_{group:02d}.pt"
