@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for PyTorch; 0: PyTorch's default. 1 is as fast for small networks "
         "and much faster when other programs share the CPU (default: 0)",
     )
+    e.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import a package.module:function model named in --config (never done otherwise)",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--debug", action="store_true", help="show tracebacks")
     run.set_defaults(func=cmd_run)
@@ -273,14 +278,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``lth run``: validate everything, open the run folder, train, plot."""
     import torch
 
-    from .data import get_spec, load_dataset, locate_files
+    from .data import load_dataset, resolve_data_dir
     from .experiment import Experiment
     from .runs import RunFolder
-    from .study import environment, resolve_device, run_in_folder
+    from .study import check_study, environment, resolve_device, run_in_folder
 
     started = time.monotonic()
     config = resolve_config(args)
     _check_names(config)
+    if ":" in config.model:
+        _allow_user_code(config.model, given="model" in vars(args), trusted=args.trust_code)
     every = args.checkpoint_every
     if not (every >= 0 and math.isfinite(every)):
         raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
@@ -289,6 +296,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None and not str(args.out).strip():
         raise LTHError("--out is empty; give a folder path")
     out = Path(args.out if args.out is not None else f"runs/{model_name}-{config.dataset}-{stamp}")
+    out = out.expanduser()
     args.resolved_out = out
     if args.threads < 0:
         raise LTHError(f"--threads must be 0 (PyTorch's default) or more, got {args.threads}")
@@ -297,13 +305,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     folder = RunFolder(out, config, overwrite=args.overwrite, checkpoint_seconds=every)
     folder.check()
-    spec = get_spec(config.dataset)
-    paths = locate_files(spec, args.data_dir)
-    data_dir = Path(next(iter(paths.values()))).resolve().parent.parent
+    data_dir = resolve_data_dir(args.data_dir)
     data = load_dataset(
         config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
     )
     experiment = Experiment(config, data, device)
+    check_study(experiment, data, _warning)
     folder.environment = environment(device, str(data_dir))
     everything = run_in_folder(experiment, folder, quiet=args.quiet, warn=_warning)
     reached = max((r.level for r in everything), default=-1)
@@ -322,15 +329,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_run_dir(run_dir: str) -> None:
+    """A RUN_DIR argument must be an existing folder."""
+    path = Path(run_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise LTHError(f"{run_dir} is a file, not a run folder; give the --out of an lth run")
+    if not path.is_dir():
+        raise LTHError(f"run folder {run_dir} does not exist; give the --out of an lth run")
+
+
 def _warning(text: str) -> None:
     _error(text, "warning")
+
+
+def _allow_user_code(spec: str, given: bool, trusted: bool) -> None:
+    """Import a model factory only if named on the command line (or with --trust-code).
+
+    A config file (``--config``, a run folder's config.toml) is data: code it names is not
+    run unless the user says so. A module named on the command line is looked up in the
+    current folder too, as ``python -m`` would.
+    """
+    if not (given or trusted):
+        raise LTHError(
+            f"the configuration names model code {spec!r}; lth imports code only when it is "
+            "named on the command line (--model) or with --trust-code"
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``lth plot``: figures of one or several run folders."""
     for run_dir in args.run_dirs:
-        if not Path(run_dir).is_dir():
-            raise LTHError(f"run folder {run_dir} does not exist; give the --out of an lth run")
+        _check_run_dir(run_dir)
     if not args.formats:
         raise LTHError("--formats is empty; give e.g. png,pdf")
     from . import analysis, plots
@@ -356,8 +387,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``lth report``: the per-level table of a run folder."""
     from .report import report, save_report
 
-    if not Path(args.run_dir).is_dir():
-        raise LTHError(f"run folder {args.run_dir} does not exist; give the --out of an lth run")
+    _check_run_dir(args.run_dir)
     if args.output:
         save_report(args.run_dir, args.output, fmt=args.format)
     else:
@@ -406,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         what = e.strerror or _one_line(e) or type(e).__name__
         target = f"cannot write {e.filename}" if e.filename else "input/output error"
-        _error(f"{target}: {what}; fix this and run the same command again to resume")
+        again = "run the same command again to resume" if args.command == "run" else "rerun it"
+        _error(f"{target}: {what}; fix this and {again}")
         return EXIT_FAILURE
     except Exception as e:
         if debug:

@@ -77,6 +77,11 @@ class Progress:
         bar.update(max(0, done - bar.n))
         self.levels.refresh()
 
+    @staticmethod
+    def line_to_stderr(text: str) -> None:
+        """Print one line on stderr (a warning before any bar exists)."""
+        print(text, file=sys.stderr, flush=True)
+
     def line(self, text: str, err: bool = False) -> None:
         """Print one line above the bars (stderr when ``err``)."""
         stream = sys.stderr if err else sys.stdout

@@ -7,6 +7,7 @@ It puts the pieces together: the data (:mod:`lth.data`), the level loop
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import platform
@@ -77,15 +78,107 @@ class ReportingStore:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; otherwise the device named."""
+    """``"auto"``: CUDA when available, else the CPU; otherwise the device named (CPU or CUDA)."""
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise LTHError(f"invalid device {str(name)!r}; use cpu, cuda, cuda:1, ... or auto")
+    return device
+
+
+def check_model_output(model: nn.Module, data) -> None:
+    """One trial forward pass on two real training images: the output must be (2, classes).
+
+    Run before anything is created, so that a model that does not fit the data leaves no
+    half-made run folder behind.
+    """
+    classes = int(data.num_classes)
+    trial = copy.deepcopy(model).cpu()  # running statistics of the template stay untouched
+    try:
+        with torch.no_grad():
+            out = trial(data.train_x[:2].detach().cpu())
+    except Exception as e:
+        problem = " ".join(str(e).split()) or type(e).__name__
         raise LTHError(
-            f"invalid device {str(name)!r}; use cpu, cuda, cuda:1, ... or auto"
+            f"the model fails on {data.name}'s images of shape {tuple(data.input_shape)}: "
+            f"{type(e).__name__}: {problem}"
         ) from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, classes):
+        raise LTHError(
+            f"the model's output for a batch of 2 images is {shape}; it must be (2, {classes}), "
+            f"one score per class of {data.name}"
+        )
+
+
+def check_levels(experiment: Experiment, warn: Callable[[str], None]) -> None:
+    """Refuse levels that would empty a layer or prune nothing; warn of stalled layers.
+
+    The per-layer counts of every level follow from the sizes and rates alone (layer-wise
+    pruning removes ``round(rate × survivors)``), so they are simulated before training.
+    Global pruning is checked on the total.
+    """
+    from .pruning import target_rate
+
+    c = experiment.config
+    kept = {n: p.numel() for n, p in experiment.template.named_parameters()}
+    kept = {n: kept[n] for n in experiment.prunable}
+    size = dict(kept)
+    ranked = [n for n in kept if n not in c.exclude]
+    stalled: set[str] = set()
+    for level in range(1, c.levels + 1):
+        if c.pruning == "global":
+            total, full = sum(kept[n] for n in ranked), sum(size[n] for n in ranked)
+            rate = c.rate
+            if c.target:
+                rate = target_rate(torch.arange(full) < total, c.target, level, c.levels)
+            removed = {"all": round(rate * total)}
+            after = {"all prunable weights": total - removed["all"]}
+        else:
+            masks = {n: torch.arange(size[n]) < kept[n] for n in kept}
+            rates = experiment.rates(masks, level)
+            rates |= {n: 0.0 for n in c.exclude}
+            removed = {n: round(rates.get(n, 0.0) * kept[n]) for n in kept}
+            for n in ranked:
+                if removed[n] == 0 and n not in stalled and rates.get(n, 0.0) > 0:
+                    stalled.add(n)
+                    warn(
+                        f"from level {level} on, layer {n} keeps {kept[n]} weights: its rate "
+                        "removes none of so few"
+                    )
+            after = {n: kept[n] - removed[n] for n in kept}
+        empty = [n for n, k in after.items() if k <= 0]
+        if empty:
+            raise LTHError(
+                f"level {level} would leave {empty[0]} with no weight; use --levels "
+                f"{level - 1} or fewer (or a lower rate)"
+            )
+        if sum(removed.values()) == 0:
+            raise LTHError(
+                f"level {level} would prune nothing (too few weights left for the rates), so "
+                f"it and later levels would retrain the same network; use --levels {level - 1} "
+                "or fewer"
+            )
+        kept = after if c.pruning != "global" else _spread(kept, ranked, removed["all"])
+
+
+def _spread(kept: dict[str, int], ranked: list[str], removed: int) -> dict[str, int]:
+    """The total removed by global pruning, shared in proportion (its real split is unknown)."""
+    total = sum(kept[n] for n in ranked)
+    out = dict(kept)
+    for n in ranked:
+        out[n] = kept[n] - kept[n] * removed // max(total, 1)
+    return out
+
+
+def check_study(experiment: Experiment, data, warn: Callable[[str], None]) -> None:
+    """Everything about a study that can fail before training: the model and the levels."""
+    check_model_output(experiment.template, data)
+    check_levels(experiment, warn)
 
 
 def environment(device: torch.device, data_dir: str | None = None) -> dict:
@@ -142,12 +235,11 @@ def finish_run(out: Path, warn: Callable[[str], None]) -> None:
     error is not.
     """
     from . import analysis, plots, report
-    from .runs import atomic_write
 
-    atomic_write(out / "summary_stats.csv", report.report(out, "csv"))
-    analysis.write_analysis(out)
+    report.write_summary_stats(out)
+    found = analysis.ensure_analysis(out)
     try:
-        plots.plot_runs([out], out_dir=out / "plots")
+        plots.plot_runs([out], out_dir=out / "plots", analyses=[found])
     except OSError:
         raise
     except Exception as e:  # a figure problem must not hide a finished study
@@ -233,6 +325,7 @@ def run_experiment(
         spec = None if isinstance(model, nn.Module) else _factory_spec(model)
         config = dataclasses.replace(config, model=spec or "user model")
     experiment = Experiment(config, data, dev, model)
+    check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         if quiet and store is None:
             return experiment.run(None, hook)
