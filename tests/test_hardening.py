@@ -140,3 +140,49 @@ def test_tilde_in_out_is_the_home_folder(tmp_path, monkeypatch):
     assert main([*argv, "--out", "~/r"]) == 0
     assert (tmp_path / "home" / "r" / "summary.csv").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def _run_until_checkpoint(cmd, out: Path, env) -> subprocess.Popen:
+    """Start `lth run` and return once it has trained past its first evaluation."""
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / ".lth" / "progress.json").exists() or (out / "metrics.csv").exists():
+            break  # level 0 finished: too late for a level-0 interrupt, still a valid test
+        if (out / ".lth").is_dir() and (out / "config.toml").exists():
+            time.sleep(1.0)  # inside level 0, checkpoints far apart (--checkpoint-every)
+            break
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_identical(sig, tmp_path):
+    import signal
+
+    data = str(real_data())
+    argv = ["run", "--levels", "1", "--iterations", "1500", "--eval-every", "100",
+            "--val-size", "500", "--data-dir", data, "--quiet", "--checkpoint-every", "3600",
+            "--threads", "1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "lth", *argv]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "stopped"
+    proc = _run_until_checkpoint([*cmd, "--out", str(out)], out, env)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=240)
+    err = err.decode()
+    assert f"lth: interrupted by {sig}; checkpoint saved at level 0, iteration" in err, err
+    assert proc.returncode == (143 if sig == "SIGTERM" else 130)
+    assert list((out / ".lth").glob("level_00_group_*.pt"))  # the checkpoint of the signal
+    resumed = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True,
+                             env=env, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continuing from the checkpoint at iteration" in resumed.stdout
+    whole = tmp_path / "whole"
+    done = subprocess.run([*cmd, "--out", str(whole)], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("summary.csv", "metrics.csv", "ticket/0/level_01/final.safetensors"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name

@@ -11,15 +11,67 @@ study into a run folder, and :mod:`lth.runs` keeps it on disk.
 >>> results = lth.run_experiment(config, quiet=True)          # doctest: +SKIP
 """
 
-from .config import ExperimentConfig
-from .data import Dataset, dataset_from_tensors, load_dataset
-from .errors import LTHError
-from .experiment import LevelResult
-from .masks import apply_masks, count_remaining, load_masks, nonzero_table, ones_mask, save_masks
-from .models import create_model, initialize, register_model
-from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
-from .runs import RunFolder, load_ticket
-from .study import run_experiment
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the module that holds it; imported on first use, so that ``lth --help``
+#: and a Ctrl-C while starting up do not wait for PyTorch.
+_HOME = {
+    "ExperimentConfig": "config",
+    "Dataset": "data",
+    "dataset_from_tensors": "data",
+    "load_dataset": "data",
+    "LTHError": "errors",
+    "LevelResult": "experiment",
+    "apply_masks": "masks",
+    "count_remaining": "masks",
+    "load_masks": "masks",
+    "nonzero_table": "masks",
+    "ones_mask": "masks",
+    "save_masks": "masks",
+    "create_model": "models",
+    "initialize": "models",
+    "register_model": "models",
+    "layer_rates": "pruning",
+    "prune_global": "pruning",
+    "prune_layerwise": "pruning",
+    "prune_random_like": "pruning",
+    "RunFolder": "runs",
+    "load_ticket": "runs",
+    "run_experiment": "study",
+}
+
+if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
+    from .config import ExperimentConfig
+    from .data import Dataset, dataset_from_tensors, load_dataset
+    from .errors import LTHError
+    from .experiment import LevelResult
+    from .masks import (
+        apply_masks,
+        count_remaining,
+        load_masks,
+        nonzero_table,
+        ones_mask,
+        save_masks,
+    )
+    from .models import create_model, initialize, register_model
+    from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
+    from .runs import RunFolder, load_ticket
+    from .study import run_experiment
+
+
+def __getattr__(name: str):
+    """Import a public name from its module on first use (PEP 562)."""
+    if name not in _HOME:
+        raise AttributeError(f"module 'lth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

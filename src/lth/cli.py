@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import textwrap
 import time
@@ -413,19 +414,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was written
+        print("\nlth: interrupted while starting; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. lth report RUN | head: stop quietly, like other tools
         with contextlib.suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + 13
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         out = getattr(args, "resolved_out", None)
         again = "run the same command again to resume" if args.command == "run" else "rerun it"
         where = f" (--out {out})" if out else ""
         start = "\n" if sys.stderr.isatty() else ""  # past the ^C on a terminal
-        print(f"{start}lth: interrupted; {again}{where}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        what = f" by {e}" if str(e) else ""  # lth.study.Interrupted: the signal, the checkpoint
+        print(f"{start}lth: interrupted{what}; {again}{where}", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM if str(e).startswith("SIGTERM") else EXIT_INTERRUPTED
     except LTHError as e:
         if debug:
             traceback.print_exc()

@@ -401,10 +401,13 @@ class RunFolder:
                 f"checkpoint {path} is unreadable ({e}); delete it to redo the level"
             ) from None
 
-    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None:
-        """Checkpoint a group's training every ``checkpoint_seconds`` (0: at every evaluation)."""
+    def save_checkpoint(
+        self, level: int, group: int, trainer: Trainer, force: bool = False
+    ) -> None:
+        """Checkpoint a group's training every ``checkpoint_seconds`` (0: at every evaluation),
+        or now when ``force`` (an interrupt)."""
         now = time.monotonic()
-        if now - self._last_checkpoint < self.checkpoint_seconds:
+        if not force and now - self._last_checkpoint < self.checkpoint_seconds:
             return
         done = trainer.iteration >= trainer.config.iterations
         if done:

@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import hashlib
 import platform
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -247,6 +249,43 @@ def finish_run(out: Path, warn: Callable[[str], None]) -> None:
         warn(f"could not draw the plots ({problem}); retry with: lth plot {out}")
 
 
+class Interrupted(KeyboardInterrupt):
+    """The study stopped on SIGINT or SIGTERM after saving a checkpoint; it can be resumed."""
+
+    def __init__(self, signal_name: str, where: str):
+        super().__init__(f"{signal_name}; {where}")
+        self.signal_name = signal_name
+        self.where = where
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the study to stop at the next evaluation, after a checkpoint.
+
+    A second SIGINT (Ctrl-C) stops at once. Outside the main thread nothing is installed.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.name = signal.Signals(signum).name
+
+
 def run_in_folder(
     experiment: Experiment,
     folder,
@@ -255,16 +294,25 @@ def run_in_folder(
     hook: Hook | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> list[LevelResult]:
-    """Run (or resume) ``experiment`` into an opened-on-entry :class:`~lth.runs.RunFolder`."""
+    """Run (or resume) ``experiment`` into a :class:`~lth.runs.RunFolder` (opened here).
+
+    SIGINT and SIGTERM stop training at the next evaluation with a checkpoint saved, so that
+    running the same study again continues from there (:class:`Interrupted` is raised).
+    """
     config = experiment.config
     progress = Progress(config, experiment.train_config.iterations, experiment.group_size(), quiet)
 
-    def both(level: int, group: int, trainer) -> None:
-        progress.hook(level, group, trainer)
-        if hook is not None:
-            hook(level, group, trainer)
+    with folder, _StopOnSignal() as stop:
 
-    with folder:
+        def both(level: int, group: int, trainer) -> None:
+            if stop.name is not None:
+                folder.save_checkpoint(level, group, trainer, force=True)
+                where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+                raise Interrupted(stop.name, where)
+            progress.hook(level, group, trainer)
+            if hook is not None:
+                hook(level, group, trainer)
+
         progress.line(f"run folder: {folder.path}")
         store = ReportingStore(folder, progress, config)
         try:
@@ -382,4 +430,4 @@ class ShowingStore:
         self.store.save_checkpoint(level, group, trainer)
 
 
-__all__ = ["ReportingStore", "finish_run", "run_experiment", "run_in_folder"]
+__all__ = ["Interrupted", "ReportingStore", "finish_run", "run_experiment", "run_in_folder"]
