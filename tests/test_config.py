@@ -134,3 +134,13 @@ def test_huge_integer_on_the_command_line_never_reaches_config_toml(tmp_path, ca
     assert main(["run", "--seed", str(2**64), "--out", str(out), "--quiet"]) == 2
     assert "seed must be a whole number >= 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_documented_run_folder_tables_match_their_declarations():
+    """docs/run-folder.md is generated from lth.storage; regenerate it when a column changes."""
+    from pathlib import Path
+
+    from lth.storage import schema_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run-folder.md").read_text()
+    assert schema_markdown().rstrip() in doc
