@@ -111,7 +111,16 @@ def prunable_parameters(
 def ones_mask(
     model_or_weights: nn.Module | Mapping[str, torch.Tensor], names: Iterable[str] | None = None
 ) -> MaskSet:
-    """Return all-True masks for ``names`` (default: prunable parameters / every dict entry)."""
+    """All-True masks (nothing pruned yet): the start of every lottery-ticket chain.
+
+    Takes a model (masks for its :func:`prunable_parameters`) or a dict of tensors (a mask for
+    every entry), or only the ``names`` given. Returns ``{name: bool tensor of the parameter's
+    shape}``.
+
+    >>> masks = ones_mask(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    >>> {n: tuple(m.shape) for n, m in masks.items()}
+    {'0.weight': (3, 4), '2.weight': (2, 3)}
+    """
     weights = named_weights(model_or_weights)
     if names is None:
         if isinstance(model_or_weights, nn.Module):
@@ -159,7 +168,17 @@ def check_masks(
 def apply_masks(
     model_or_state: nn.Module | Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
 ) -> None:
-    """Zero, in place, every parameter entry whose mask is False (pruned entries become 0)."""
+    """Zero, in place, every parameter entry whose mask is False (pruned entries become 0).
+
+    Takes a model or a dict of tensors and a mask set; everything is checked (names, shapes,
+    dtypes) before anything changes. Returns nothing. This zeroes the weights once: training
+    with ``lth`` keeps them at 0; a training loop of your own must mask gradients or weights.
+
+    >>> model = nn.Linear(2, 2)
+    >>> apply_masks(model, {"weight": torch.tensor([[True, False], [False, True]])})
+    >>> int(model.weight.count_nonzero())
+    2
+    """
     check_masks(masks, model_or_state)  # validate everything before touching anything
     weights = named_weights(model_or_state)
     with torch.no_grad():
@@ -170,7 +189,11 @@ def apply_masks(
 
 
 def count_remaining(masks: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
-    """Return ``{name: (kept, total)}`` for every mask."""
+    """How many weights each mask keeps: ``{name: (kept, total)}``.
+
+    >>> count_remaining({"w": torch.tensor([True, False, True])})
+    {'w': (2, 3)}
+    """
     return {name: (int(mask.count_nonzero()), mask.numel()) for name, mask in masks.items()}
 
 
@@ -193,7 +216,11 @@ def nonzero_table(
     masks: Mapping[str, torch.Tensor],
     weights: nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> str:
-    """Return an aligned per-layer table of nonzero/total counts with a total row."""
+    """A printable per-layer table: kept (or, given ``weights``, nonzero) / total, % remaining.
+
+    Returns the table as a string with a total row and the compression ratio; with
+    ``weights``, counts the nonzero weights (a check that pruned weights really are 0).
+    """
     if weights is not None:
         tensors = named_weights(weights)
         check_masks(masks, tensors)
@@ -242,7 +269,11 @@ def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) 
 
 
 def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MaskSet:
-    """Read a mask set written by :func:`save_masks` (bool or uint8 entries) as bool tensors."""
+    """Read a mask set written by :func:`save_masks`: ``{name: bool tensor}`` in saved order.
+
+    ``path`` is a safetensors file (bool or uint8 entries); a missing or damaged file is a
+    one-line :class:`LTHError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise LTHError(f"mask file {str(path)!r} does not exist or is not a file; check the path")

@@ -43,7 +43,15 @@ def layer_rates(
     output_rate: float | None = None,
     output_name: str | None = None,
 ) -> dict[str, float]:
-    """Return ``{name: rate}`` with ``output_rate`` for ``output_name`` (default: last name)."""
+    """Per-layer pruning rates: ``rate`` for every name, ``output_rate`` for the output layer.
+
+    ``output_name`` defaults to the last name (the output layer of a feed-forward net);
+    without ``output_rate`` every layer gets ``rate``. Returns ``{name: rate}``, as
+    :func:`prune_layerwise` takes it (Frankle & Carbin 2019: 20% hidden, 10% output).
+
+    >>> layer_rates(["fc1.weight", "fc2.weight", "fc3.weight"], 0.2, 0.1)
+    {'fc1.weight': 0.2, 'fc2.weight': 0.2, 'fc3.weight': 0.1}
+    """
     names = [names] if isinstance(names, str) else list(names)
     rates = dict.fromkeys(names, _check_rate(rate, "rate"))
     if output_rate is None and output_name is None:
@@ -82,7 +90,17 @@ def _validated(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
 
 
 def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]) -> MaskSet:
-    """Remove ``round(rate * survivors)`` lowest-|w| surviving weights in each layer."""
+    """Layer-wise magnitude pruning: remove ``round(rate * survivors)`` lowest-|w| survivors.
+
+    Takes the weights (a model or a dict), the current masks and ``{name: rate}`` (layers not
+    named keep their mask). Ranks only the surviving weights of each layer by ``|w|`` (ties:
+    lower flat index first) and returns new masks; the inputs are not changed. Frankle &
+    Carbin 2019, Algorithm 1 step 3 (prune p% of the surviving weights of each layer).
+
+    >>> w = {"w": torch.tensor([0.5, -0.1, 2.0, 0.3])}
+    >>> prune_layerwise(w, {"w": torch.ones(4, dtype=torch.bool)}, {"w": 0.5})["w"].tolist()
+    [True, False, True, False]
+    """
     tensors = _validated(weights, masks)
     unknown = [name for name in rates if name not in masks]
     if unknown:
@@ -106,7 +124,11 @@ def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]
 def prune_global(
     weights: Weights, masks: MaskSet, rate: float, exclude: Collection[str] = ()
 ) -> MaskSet:
-    """Remove ``round(rate * survivors)`` lowest-|w| survivors ranked across non-excluded layers."""
+    """Global magnitude pruning: ``round(rate * survivors)`` lowest-|w| across layers.
+
+    Ranks the surviving weights of all non-``exclude``d layers together (ties: earlier layer,
+    then lower index), so layers lose different fractions; returns new masks.
+    """
     tensors = _validated(weights, masks)
     rate = _check_rate(rate, "rate")
     excluded = as_name_set(exclude, "exclude")
@@ -144,7 +166,12 @@ def prune_global(
 def prune_random_like(
     reference: MaskSet, previous: MaskSet | None = None, *, generator: torch.Generator
 ) -> MaskSet:
-    """Return random masks with the per-layer kept counts of ``reference``, inside ``previous``."""
+    """The random-pruning control: random masks with ``reference``'s per-layer kept counts.
+
+    Each layer keeps exactly as many weights as ``reference`` (the ticket's mask) keeps,
+    chosen uniformly at random with ``generator`` (only among the survivors of ``previous``
+    when given). Returns new masks; the same generator state gives the same masks.
+    """
     if not isinstance(generator, torch.Generator):
         raise LTHError("pass generator=torch.Generator().manual_seed(seed) for repeatable masks")
     check_masks(reference, reference)  # bool tensors

@@ -146,7 +146,11 @@ class RunFolder:
     ``open()`` (or ``with RunFolder(...) as folder``) creates or reopens it, takes an exclusive
     lock (a second process is refused), refuses a folder holding another configuration (unless
     ``overwrite``) and reloads the finished levels; the object then serves as the experiment's
-    :class:`~lth.experiment.Store`.
+    :class:`~lth.experiment.Store`. :func:`lth.run_experiment` with ``out=`` does all this::
+
+        folder = RunFolder("runs/x", config, checkpoint_seconds=60)
+        with folder:
+            results = Experiment(config, data).run(folder)
     """
 
     def __init__(
