@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import pytest
@@ -65,6 +66,9 @@ def test_target_sparsity_is_reached_within_one_weight_per_layer(small, levels, p
     target = 0.07
     results = by_key(Experiment(cfg(levels=levels, target=target, pruning=pruning), small).run())
     counts = count_remaining(results[("ticket", 0, levels)].masks)
+    # the output layer keeps its share at output_rate 0.1 vs rate 0.2 (issue 11)
+    out_kept, out_total = counts.pop("fc3.weight")
+    assert abs(out_kept - out_total * target ** (math.log(0.9) / math.log(0.8))) <= 1
     if pruning == "layerwise":
         for name, (kept, total) in counts.items():
             assert abs(kept - total * target) <= 1, name

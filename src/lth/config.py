@@ -197,14 +197,17 @@ class StudyConfig(_Declared):
     )
     output_rate: float = setting(
         0.1,
-        "per-level rate of the output layer (layer-wise pruning)",
+        "per-level rate of the output layer (Frankle & Carbin prune it at half the rate); "
+        "honoured by global pruning (the output layer is pruned on its own, the others ranked "
+        "together) and with --target (the output layer keeps target^(ln(1-P)/ln(1-rate)))",
         fraction(),
         group=STUDY,
         metavar="P",
     )
     conv_rate: float = setting(
         0.0,
-        "per-level rate of conv layers in layer-wise pruning (0: use --rate)",
+        "per-level rate of conv layers in layer-wise pruning, with --target as --output-rate "
+        "(0: use --rate; refused with global pruning, which ranks conv layers together)",
         fraction(zero_means_off=True),
     )
     target: float = setting(
@@ -257,6 +260,16 @@ class StudyConfig(_Declared):
     def _check_together(self) -> None:
         if self.target and self.levels < 1:
             raise LTHError("a target sparsity needs at least one pruning level (levels >= 1)")
+        if self.rewind_iteration and self.reset != "rewind":
+            raise LTHError(
+                f"rewind_iteration {self.rewind_iteration} is late rewinding of the weights, "
+                f"which reset {self.reset} never does; use reset rewind or rewind_iteration 0"
+            )
+        if self.conv_rate and self.pruning == "global":
+            raise LTHError(
+                f"conv_rate {self.conv_rate} is for layer-wise pruning; global pruning ranks "
+                "conv layers with the others: use pruning layerwise or conv_rate 0"
+            )
 
 
 @dataclass(frozen=True)

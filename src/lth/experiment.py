@@ -5,7 +5,16 @@ level L-1, resets the survivors (rewind to θ0 or θk, fine-tune, or reinitialis
 again. At every level the controls train with the ticket's exact sparsity: ``reinit`` (the
 ticket's own mask, fresh random weights) and ``random_prune`` (a random mask with the same
 per-layer counts, the ticket's starting weights). All branches and replicates of a level train
-together in the stacked engine.
+together in the stacked engine, in groups that share a schedule.
+
+Schedules (:meth:`Experiment.schedule`): with late rewinding to step k (Frankle et al. 2020,
+"Linear Mode Connectivity and the Lottery Ticket Hypothesis", Algorithm 1) the ticket and the
+random-pruning control of a level >= 1 start from θk (masked) and train from step k to T with
+the schedule as it stood at step k, and with the data order at step k of the level's own
+data-order seed (as if the level had trained from step 0; open_lth likewise skips the first k
+batches of its order); the reinit control starts from fresh weights and trains the whole
+schedule 0..T. Fine-tuning (Renda et al. 2020) trains the ticket and the random-pruning
+control at the schedule's final learning rate; the reinit control gets the full schedule.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +37,7 @@ from .engine import supports as engine_supports
 from .errors import LTHError
 from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
 from .models import build_model, call_factory, initialize, output_layer
+from .optim import learning_rate
 from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like, target_rate
 from .training import History, TicketJob, Trainer
 
@@ -48,12 +60,17 @@ class LevelResult:
     final: dict[str, Tensor]
     history: History
     snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()  # masked layers left out of pruning (``config.exclude``)
 
     @property
     def weights_remaining(self) -> float:
-        """Percent of prunable weights still kept by the mask."""
-        counts = count_remaining(self.masks)
-        return 100.0 * sum(k for k, _ in counts.values()) / sum(t for _, t in counts.values())
+        """Percent of the prunable weights still kept by the mask: layers left out of pruning
+        (``exclude``) are not counted, the papers' convention (Frankle & Carbin 2019; Frankle
+        et al. 2020 report ResNet-20's sparsity over its pruned layers). This is the
+        ``weights_remaining`` of summary.csv, metrics.csv, the plots and the reports."""
+        counts = count_remaining({n: m for n, m in self.masks.items() if n not in self.exclude})
+        total = sum(t for _, t in counts.values())
+        return 100.0 * sum(k for k, _ in counts.values()) / total if total else 100.0
 
     def layer_remaining(self) -> dict[str, float]:
         """Percent of weights kept, per prunable layer."""
@@ -153,31 +170,48 @@ class Experiment:
         return self.fresh_weights("init", replicate)
 
     def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
-        """Per-layer pruning rates for ``level``: by layer type, or derived from the target."""
+        """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
+
+        By layer type: ``rate``, ``conv_rate`` for conv layers, ``output_rate`` for the output
+        layer (Frankle & Carbin 2019 prune it at half the rate). With a ``target``, a layer of
+        per-level rate r reaches ``target ** (ln(1 - r) / ln(1 - rate))`` after the last level
+        (what as many levels at these rates would leave), in steps of :func:`target_rate`.
+        """
         c = self.config
-        if c.target:
-            return {n: target_rate(m, c.target, level, c.levels) for n, m in masks.items()}
         rates = layer_rates(list(masks), c.rate)
         if self.output in rates:
             rates[self.output] = c.output_rate
         if c.conv_rate:
             rates |= {n: c.conv_rate for n in masks if n in self.conv_layers}
+        if c.target:
+            share = {n: math.log1p(-r) / math.log1p(-c.rate) for n, r in rates.items()}
+            return {
+                n: target_rate(m, c.target ** share[n], level, c.levels) for n, m in masks.items()
+            }
         return rates
 
     def prune(self, weights: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
-        """The ticket's mask for ``level``: prune its trained weights by magnitude."""
+        """The ticket's mask for ``level``: prune its trained weights by magnitude.
+
+        Global pruning ranks every layer together except those in ``exclude`` and the output
+        layer, which is pruned on its own at its rate (``output_rate``, as in layer-wise
+        pruning).
+        """
         c = self.config
-        if c.pruning == "global":
-            rate = c.rate
-            if c.target:
-                pruned = {n: m for n, m in masks.items() if n not in c.exclude}
-                rate = target_rate(torch.cat([m.flatten() for m in pruned.values()]), c.target,
-                                level, c.levels)  # fmt: skip
-            return prune_global(weights, masks, rate, exclude=c.exclude)
         rates = self.rates(masks, level)
-        for name in c.exclude:
-            rates[name] = 0.0
-        return prune_layerwise(weights, masks, rates)
+        if c.pruning == "layerwise":
+            return prune_layerwise(weights, masks, rates | dict.fromkeys(c.exclude, 0.0))
+        alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
+        rate = c.rate
+        if c.target:
+            ranked = [m.flatten() for n, m in masks.items() if n not in (*c.exclude, *alone)]
+            rate = target_rate(torch.cat(ranked), c.target, level, c.levels) if ranked else 0.0
+        new = prune_global(weights, masks, rate, exclude=(*c.exclude, *alone))
+        if alone:
+            new |= prune_layerwise(
+                weights, {n: masks[n] for n in alone}, {n: rates[n] for n in alone}
+            )
+        return new
 
     def group_size(self) -> int:
         """How many tickets train together: ``max_parallel``, or fewer if memory is short.
@@ -254,13 +288,28 @@ class Experiment:
                 )
         return planned
 
-    def level_train_config(self, level: int) -> TrainConfig:
-        """Training settings of a level: fine-tuning goes on at the schedule's final rate."""
+    def level_train_config(self, level: int, branch: str = "ticket") -> TrainConfig:
+        """Training settings of a branch at a level: fine-tuning (the ticket and the random
+        pruning control at levels >= 1) goes on at the schedule's final rate, the rate of its
+        last step (milestones at or past the last iteration are never reached); the reinit
+        control starts from fresh weights and gets the full schedule."""
         tc = self.train_config
-        if level == 0 or self.config.reset != "finetune":
+        if level == 0 or self.config.reset != "finetune" or branch == "reinit":
             return tc
-        final_lr = tc.lr * tc.gamma ** len(tc.milestones)
+        final_lr = learning_rate(tc.lr, tc.iterations - 1, tc.milestones, tc.gamma)
         return dataclasses.replace(tc, lr=final_lr, milestones=(), warmup=0)
+
+    def schedule(self, level: int, branch: str) -> tuple[int, TrainConfig]:
+        """(start iteration, training settings) of a branch at a level.
+
+        Late rewinding to step k (Frankle et al. 2020, Algorithm 1): at levels >= 1 the
+        ticket and the random-pruning control (which starts from the ticket's weights) train
+        from step k to T, with the schedule and data order as they stand at step k; the
+        reinit control starts from fresh weights and trains from step 0.
+        """
+        c = self.config
+        late = level > 0 and c.reset == "rewind" and branch != "reinit"
+        return (c.rewind_iteration if late else 0), self.level_train_config(level, branch)
 
     def run_level(
         self, level: int, planned, store: Store, hook: Hook | None = None
@@ -272,17 +321,27 @@ class Experiment:
         # a level resumed from a checkpoint keeps the grouping it started with
         first = store.load_checkpoint(level, 0)
         size = len(first["tickets"]) if first and "tickets" in first else self.group_size()
-        trainable = [p for p in planned if p[2] is not None]
-        groups = [trainable[i : i + size] for i in range(0, len(trainable), size)]
+        # jobs of one schedule train together, the ticket's first (never fewer jobs than
+        # another's, so a resumed level's group size read from its group 0 regroups alike)
+        by_schedule: dict[tuple[int, TrainConfig], list] = {}
+        for p in planned:
+            if p[2] is not None:
+                by_schedule.setdefault(self.schedule(level, p[0]), []).append(p)
+        groups = [
+            (key, jobs[i : i + size])
+            for key, jobs in by_schedule.items()
+            for i in range(0, len(jobs), size)
+        ]
         trained_by_key = {}
-        for gi, group in enumerate(groups):
+        for gi, ((start, train_config), group) in enumerate(groups):
             trainer = Trainer(
                 self.template,
                 [job for _, _, job in group],
                 self.data,
-                self.level_train_config(level),
+                train_config,
                 self.device,
                 snapshot_at=snapshot_at,
+                start_iteration=start,
             )
             state = first if gi == 0 else store.load_checkpoint(level, gi)
             if state is not None:
@@ -298,7 +357,7 @@ class Experiment:
             for (branch, r, job), res in zip(group, trained, strict=True):
                 trained_by_key[branch, r] = LevelResult(
                     branch, r, level, job.masks, dict(job.init), res.final, res.history,
-                    res.snapshots,
+                    res.snapshots, exclude=tuple(c.exclude),
                 )  # fmt: skip
         for branch, r, job in planned:
             if job is None:  # the same network as the ticket: share its result
@@ -311,12 +370,22 @@ class Experiment:
     def run(self, store: Store | None = None, hook: Hook | None = None) -> list[LevelResult]:
         """Run (or continue) every level; returns all branches of all levels."""
         store = store or MemoryStore()
+        if self.data.val_x.shape[0] == 0:
+            print(
+                "lth: warning: no validation set (val_size 0): there is no early stop; the "
+                "early-stop columns of summary.csv stay empty",
+                file=sys.stderr,
+                flush=True,
+            )
         everything: list[LevelResult] = []
         previous: dict[int, LevelResult] = {}
         level0: dict[int, LevelResult] = {}
+        exclude = tuple(self.config.exclude)
         for level in range(self.config.levels + 1):
             results = store.load_level(level)
-            if results is None:
+            if results is not None:  # the folder does not know what was left unpruned
+                results = [dataclasses.replace(r, exclude=exclude) for r in results]
+            else:
                 planned = self.plan(level, previous, level0)
                 results = self.run_level(level, planned, store, hook)
                 store.save_level(level, results)

@@ -23,7 +23,13 @@ def learning_rate(
     gamma: float = 0.1,
     warmup: int = 0,
 ) -> float:
-    """The learning rate for step ``iteration`` (0-based): linear warm-up, then step decay."""
+    """The learning rate for step ``iteration`` (0-based): linear warm-up, then step decay.
+
+    A milestone m multiplies the rate by ``gamma`` from step m on, so a level of T iterations
+    (steps 0..T-1) never reaches a milestone at T or later; its final rate is
+    ``learning_rate(base_lr, T - 1, milestones, gamma)``. A level that starts at step k (late
+    rewinding) takes its rates from step k on: the schedule is not restarted.
+    """
     lr = base_lr * gamma ** sum(1 for m in milestones if iteration >= m)
     if warmup > 0 and iteration < warmup:
         lr *= (iteration + 1) / warmup

@@ -42,8 +42,12 @@ class ReportingStore:
         return results
 
     def save_level(self, level: int, results) -> None:
-        """Save a finished level and report it."""
+        """Save a finished level, audit it from its files (:func:`lth.verify.verify_level`:
+        a broken level fails loudly, LTHError) and report it."""
+        from .verify import verify_level
+
         self.folder.save_level(level, results)
+        verify_level(self.folder.path, level, self.config)
         self.progress.level_done(level, results)
         self._diverged(level, results)
 

@@ -55,25 +55,30 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     diverged_at: int | None = None
 
-    def early_stop_index(self) -> int:
-        """Index of the evaluation with the lowest validation loss (iteration 0 excluded)."""
-        candidates = [
-            i for i, (it, v) in enumerate(zip(self.iteration, self.val_loss)) if it > 0 and v == v
-        ]
+    def early_stop_index(self) -> int | None:
+        """Index of the evaluation with the lowest validation loss (the first one on a tie),
+        the level's untrained start excluded (iteration 0, or k for a late-rewound level);
+        None without a finite validation loss (no validation set): there is no early stop.
+
+        Frankle & Carbin 2019 (section 2): the early-stop iteration is the iteration of
+        minimum validation loss; the test set is only read there, never used to choose.
+        """
+        candidates = [i for i, v in enumerate(self.val_loss) if i > 0 and v == v]
         if not candidates:
-            return len(self.iteration) - 1
+            return None
         return min(candidates, key=lambda i: self.val_loss[i])
 
     def summary(self) -> dict[str, float | int | None]:
-        """Final and early-stop figures: what a level reports."""
+        """Final and early-stop figures: what a level reports (early stop None without a
+        validation set)."""
         if not self.iteration:
             return {}
         es = self.early_stop_index()
         vals = [v for v in self.val_acc if v == v]
         return {
             "test_acc": self.test_acc[-1],
-            "early_stop_iteration": self.iteration[es],
-            "test_acc_at_early_stop": self.test_acc[es],
+            "early_stop_iteration": None if es is None else self.iteration[es],
+            "test_acc_at_early_stop": None if es is None else self.test_acc[es],
             "best_val_acc": max(vals) if vals else float("nan"),
             "diverged_at": self.diverged_at,
         }
@@ -103,7 +108,16 @@ def _stack_masks(model: StackedModel | ModuleModel, jobs: Sequence[TicketJob]) -
 
 
 class Trainer:
-    """Trains a list of tickets of one architecture together; resumable via state_dict."""
+    """Trains a list of tickets of one architecture together; resumable via state_dict.
+
+    ``start_iteration`` k: train steps k..T-1 (evaluations from k to T) with the schedule as
+    it stands at step k (Frankle et al. 2020, "Linear Mode Connectivity and the Lottery
+    Ticket Hypothesis", Algorithm 1: train m ⊙ θk from step k to T; open_lth likewise
+    fast-forwards the schedule to the start step). The data order is fast-forwarded too: each
+    ticket's generator first draws what steps 0..k-1 would have drawn (the epochs' orders
+    and any augmentation), so step k gets the batch that a run from step 0 with the same seed
+    gets there, and epoch boundaries stay at multiples of the steps per epoch.
+    """
 
     def __init__(
         self,
@@ -113,9 +127,15 @@ class Trainer:
         config: TrainConfig,
         device: torch.device | str = "cpu",
         snapshot_at: Sequence[int] = (),
+        start_iteration: int = 0,
     ):
         if not jobs:
             raise LTHError("nothing to train: the job list is empty")
+        if not 0 <= start_iteration <= config.iterations:
+            raise LTHError(
+                f"start iteration {start_iteration} is outside the {config.iterations} "
+                "training iterations"
+            )
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -154,7 +174,8 @@ class Trainer:
         else:
             self.augmentation = None
         self.order: Tensor | None = None
-        self.iteration = 0
+        self.start = self.iteration = int(start_iteration)
+        self._fast_forward(self.start)
         self.loss_sum = torch.zeros(len(jobs), device=self.device)
         self.loss_steps = 0
         self.histories = [History() for _ in jobs]
@@ -172,6 +193,15 @@ class Trainer:
         self.order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(
             self.device
         )
+
+    def _fast_forward(self, steps: int) -> None:
+        """Draw from the generators what the first ``steps`` steps would have drawn."""
+        for it in range(steps):
+            if it % self.steps_per_epoch == 0:
+                self._draw_order()
+            if self.augmentation is not None:
+                for g in self.generators:
+                    self.augmentation[0](self.config.batch_size, g)
 
     def _batch(self) -> tuple[Tensor, Tensor]:
         position = self.iteration % self.steps_per_epoch
@@ -227,7 +257,8 @@ class Trainer:
         d = self.data
         val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
         test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
-        if self.loss_steps:
+        trained = self.loss_steps > 0
+        if trained:
             train_loss = (self.loss_sum / self.loss_steps).tolist()
         else:
             train_loss = [float("nan")] * self.k
@@ -236,10 +267,10 @@ class Trainer:
         for i, h in enumerate(self.histories):
             if h.diverged_at is not None:
                 continue
-            finite = all(
-                math.isfinite(v) for v in (test_loss[i], *([train_loss[i]] * (self.iteration > 0)))
-            )
-            if not finite:
+            # judged on training and validation only: the test set decides nothing
+            judged = [train_loss[i]] if trained else []
+            judged += [val_loss[i]] if d.val_x.shape[0] else []
+            if not all(math.isfinite(v) for v in judged):
                 h.diverged_at = self.iteration
                 continue
             h.iteration.append(self.iteration)
@@ -265,7 +296,7 @@ class Trainer:
         """
         total = self.config.iterations
         every = self.config.eval_every
-        if self.iteration == 0 and not self.histories[0].iteration:
+        if self.iteration == self.start and not self.histories[0].iteration:
             self._snapshot()
             self._record()
             if callback:
@@ -299,6 +330,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "tickets": self.names,
+            "start": self.start,
             "iteration": self.iteration,
             "params": {n: p.detach().clone() for n, p in self.model.params.items()},
             "buffers": {n: b.clone() for n, b in getattr(self.model, "buffers", {}).items()},
@@ -319,10 +351,10 @@ class Trainer:
                 "this checkpoint was written by another version of lth; "
                 "delete the run's .lth folder to redo the unfinished level"
             )
-        if state["tickets"] != self.names:
+        if state["tickets"] != self.names or state.get("start", 0) != self.start:
             raise LTHError(
-                "this checkpoint holds other tickets than the ones being trained; "
-                "delete the run's .lth folder to redo the unfinished level"
+                "this checkpoint holds other tickets (or another start iteration) than the "
+                "ones being trained; delete the run's .lth folder to redo the unfinished level"
             )
         self.iteration = int(state["iteration"])
         for n, p in self.model.params.items():
