@@ -212,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
     rep.set_defaults(func=cmd_report)
+
+    ver = commands.add_parser(
+        "verify",
+        help="audit a run folder from its files: pruning, rewinding, controls, tables",
+        description="Check every branch, replicate and level of a run against the algorithm: "
+        "pruned weights exactly 0, masks that only shrink, round(rate x survivors) pruned by "
+        "magnitude, bit-exact rewinding, the controls, and summary.csv against the masks and "
+        "metrics.csv. Exit 0: one line per check passed; 1: the first violation.",
+        allow_abbrev=False,
+    )
+    ver.add_argument("run_dir", metavar="RUN_DIR", help="run folder")
+    ver.add_argument("--debug", action="store_true", help="show tracebacks")
+    ver.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -393,6 +406,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         save_report(args.run_dir, args.output, fmt=args.format)
     else:
         sys.stdout.write(report(args.run_dir, fmt=args.format))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``lth verify``: audit a run folder (:mod:`lth.verify`); 1 names the first violation."""
+    from .verify import VerifyError, verify_run
+
+    _check_run_dir(args.run_dir)
+    try:
+        lines = verify_run(Path(args.run_dir).expanduser())
+    except VerifyError as e:
+        _error(str(e))
+        return EXIT_FAILURE
+    print("\n".join(lines))
     return EXIT_OK
 
 
