@@ -338,7 +338,7 @@ class RunFolder:
                     load_tensors(folder / "init.safetensors"),
                     load_tensors(folder / "final.safetensors"),
                     self._history(branch, rep, level, row["diverged_at"]),
-                    snapshots,
+                    snapshots, exclude=tuple(self.config.exclude),
                 )
             )  # fmt: skip
         return results

@@ -226,7 +226,11 @@ def _c(name: str, kind: type, meaning: str, **kw) -> Column:
 _BRANCH = _c("branch", str, "ticket, or the control: reinit or random_prune")
 _REPLICATE = _c("replicate", int, "replicate number, from 0 (its own seed and mask chain)")
 _LEVEL = _c("level", int, "pruning level; 0 is the dense network")
-_REMAINING = _c("weights_remaining", float, "percent of the prunable weights the mask keeps")
+_REMAINING = _c(
+    "weights_remaining",
+    float,
+    "percent of the prunable weights the mask keeps (layers in exclude not counted)",
+)
 
 METRICS = Table(
     "metrics.csv",

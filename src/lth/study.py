@@ -136,28 +136,29 @@ def check_levels(experiment: Experiment, warn: Callable[[str], None]) -> None:
     size = dict(kept)
     ranked = [n for n in kept if n not in c.exclude]
     stalled: set[str] = set()
+    # global pruning ranks these together; the output layer goes alone at its own rate
+    pooled = [n for n in ranked if n != experiment.output] if c.pruning == "global" else []
     for level in range(1, c.levels + 1):
-        if c.pruning == "global":
-            total, full = sum(kept[n] for n in ranked), sum(size[n] for n in ranked)
+        masks = {n: torch.arange(size[n]) < kept[n] for n in kept}
+        rates = experiment.rates(masks, level) | dict.fromkeys(c.exclude, 0.0)
+        removed = {n: round(rates.get(n, 0.0) * kept[n]) for n in kept if n not in pooled}
+        if pooled:
+            total, full = sum(kept[n] for n in pooled), sum(size[n] for n in pooled)
             rate = c.rate
             if c.target:
                 rate = target_rate(torch.arange(full) < total, c.target, level, c.levels)
-            removed = {"all": round(rate * total)}
-            after = {"all prunable weights": total - removed["all"]}
-        else:
-            masks = {n: torch.arange(size[n]) < kept[n] for n in kept}
-            rates = experiment.rates(masks, level)
-            rates |= {n: 0.0 for n in c.exclude}
-            removed = {n: round(rates.get(n, 0.0) * kept[n]) for n in kept}
-            for n in ranked:
-                if removed[n] == 0 and n not in stalled and rates.get(n, 0.0) > 0:
-                    stalled.add(n)
-                    warn(
-                        f"from level {level} on, layer {n} keeps {kept[n]} weights: its rate "
-                        "removes none of so few"
-                    )
-            after = {n: kept[n] - removed[n] for n in kept}
-        empty = [n for n, k in after.items() if k <= 0]
+            removed |= _spread(kept, pooled, round(rate * total))
+        for n in ranked:
+            if removed[n] == 0 and n not in stalled and n not in pooled and rates[n] > 0:
+                stalled.add(n)
+                warn(
+                    f"from level {level} on, layer {n} keeps {kept[n]} weights: its rate "
+                    "removes none of so few"
+                )
+        after = {n: kept[n] - removed[n] for n in kept}
+        pooled_left = sum(after[n] for n in pooled)
+        empty = [n for n in ranked if after[n] <= 0 and n not in pooled]
+        empty += ["the globally pruned layers"] if pooled and pooled_left <= 0 else []
         if empty:
             raise LTHError(
                 f"level {level} would leave {empty[0]} with no weight; use --levels "
@@ -169,16 +170,16 @@ def check_levels(experiment: Experiment, warn: Callable[[str], None]) -> None:
                 f"it and later levels would retrain the same network; use --levels {level - 1} "
                 "or fewer"
             )
-        kept = after if c.pruning != "global" else _spread(kept, ranked, removed["all"])
+        kept = after
 
 
-def _spread(kept: dict[str, int], ranked: list[str], removed: int) -> dict[str, int]:
-    """The total removed by global pruning, shared in proportion (its real split is unknown)."""
-    total = sum(kept[n] for n in ranked)
-    out = dict(kept)
-    for n in ranked:
-        out[n] = kept[n] - kept[n] * removed // max(total, 1)
-    return out
+def _spread(kept: dict[str, int], pooled: list[str], removed: int) -> dict[str, int]:
+    """Global pruning's ``removed`` weights shared in proportion (the real split is unknown)."""
+    total = max(sum(kept[n] for n in pooled), 1)
+    share = {n: kept[n] * removed // total for n in pooled}
+    if pooled:  # the rounding remainder: the total must be exact
+        share[pooled[0]] += removed - sum(share.values())
+    return share
 
 
 def check_study(experiment: Experiment, data, warn: Callable[[str], None]) -> None:
