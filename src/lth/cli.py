@@ -225,6 +225,45 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("run_dir", metavar="RUN_DIR", help="run folder")
     ver.add_argument("--debug", action="store_true", help="show tracebacks")
     ver.set_defaults(func=cmd_verify)
+
+    exp = commands.add_parser(
+        "export",
+        help="write one ticket of a run folder as a file other code can load",
+        description="Write one network of a run folder as a safetensors file. Formats: dense "
+        "(a plain state_dict, zeros in place), sparse (pruned weights as CSR), torch-prune "
+        "(torch.nn.utils.prune's weight_orig + weight_mask), shrunk (a smaller nn.Sequential, "
+        "dead units removed), shrunk-sparse (both).",
+        allow_abbrev=False,
+    )
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="run folder")
+    exp.add_argument("--level", type=whole_text, required=True, metavar="L", help="level")
+    exp.add_argument(
+        "--branch", default="ticket", help="ticket, reinit or random_prune (default: ticket)"
+    )
+    exp.add_argument(
+        "--replicate", type=whole_text, default=0, metavar="R", help="replicate (default: 0)"
+    )
+    exp.add_argument(
+        "--format",
+        required=True,
+        metavar="FORMAT",
+        help="dense, sparse, torch-prune, shrunk or shrunk-sparse",
+    )
+    exp.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    exp.add_argument(
+        "--which",
+        choices=("final", "init"),
+        default="final",
+        help="final: the trained weights; init: the weights the level started from "
+        "(default: final)",
+    )
+    exp.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import a package.module:function model named in the run's config.toml",
+    )
+    exp.add_argument("--debug", action="store_true", help="show tracebacks")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 
@@ -420,6 +459,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _error(str(e))
         return EXIT_FAILURE
     print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``lth export``: one network of a run folder as a file (:mod:`lth.export`)."""
+    from .export import FORMATS, check_out, export_ticket
+
+    if args.format not in FORMATS:
+        raise LTHError(f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    check_out(args.out)
+    _check_run_dir(args.run_dir)
+    info = export_ticket(
+        Path(args.run_dir).expanduser(),
+        args.level,
+        out=args.out,
+        format=args.format,
+        branch=args.branch,
+        replicate=args.replicate,
+        which=args.which,
+        trust_code=args.trust_code,
+    )
+    print(info.summary())
     return EXIT_OK
 
 

@@ -314,3 +314,135 @@ def jaccard(
         inter += int((ma & mb).count_nonzero())
         union += int((ma | mb).count_nonzero())
     return inter / union if union else 1.0
+
+
+# ------------------------------------------------------------------ masks in the user's own loop
+
+
+class KeepMask(nn.Module):
+    """A ``torch.nn.utils.parametrize`` parametrization that zeroes a tensor's pruned entries.
+
+    Registered by :func:`attach_masks`: the module's ``weight`` becomes
+    ``original.masked_fill(~mask, 0)`` at every access, so no optimizer step can bring a
+    pruned weight back (its gradient is 0 too). The mask is a buffer, saved in the state_dict.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.bool())
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.masked_fill(~self.mask, 0)
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The submodule holding parameter ``name`` and the parameter's own name there."""
+    prefix, _, attr = name.rpartition(".")
+    return (model.get_submodule(prefix) if prefix else model), attr
+
+
+def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Keep ``masks`` on ``model`` under any optimizer, in the user's own training loop.
+
+    Zeroes the pruned entries, then registers a :class:`KeepMask` parametrization
+    (``torch.nn.utils.parametrize``) on every masked parameter: ``model.fc1.weight`` is then
+    always the masked tensor, and SGD with momentum, Adam, AdamW (weight decay included) can
+    step as they like. The parameter object an optimizer holds is the same before and after
+    (it moves to ``fc1.parametrizations.weight.original``), so an optimizer made earlier keeps
+    working. Returns ``model`` (changed in place). Undo with :func:`detach_masks`::
+
+        attach_masks(model, masks)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        ...  # your own loop
+        masks = detach_masks(model)   # plain parameters again, pruned entries exactly 0
+    """
+    from torch.nn.utils import parametrize
+
+    attached = attached_masks(model)
+    twice = [name for name in masks if name in attached]
+    if twice:
+        raise LTHError(
+            f"{twice[0]} already has a mask attached (masks attached twice?); "
+            "call lth.masks.detach_masks(model) first"
+        )
+    check_masks(masks, model)
+    apply_masks(model, masks)
+    for name, mask in masks.items():
+        module, attr = _owner(model, name)
+        device = getattr(module, attr).device
+        parametrize.register_parametrization(module, attr, KeepMask(mask.to(device)))
+    return model
+
+
+def attached_masks(model: nn.Module) -> MaskSet:
+    """The masks :func:`attach_masks` put on ``model`` (by parameter name), in module order."""
+    masks: MaskSet = {}
+    for prefix, module in model.named_modules():
+        for attr, plist in getattr(module, "parametrizations", {}).items():
+            for p in plist:
+                if isinstance(p, KeepMask):
+                    masks[f"{prefix}.{attr}" if prefix else attr] = p.mask.clone()
+    return masks
+
+
+def detach_masks(model: nn.Module) -> MaskSet:
+    """Bake the masks of :func:`attach_masks` into ``model``'s parameters and remove them.
+
+    Every masked parameter becomes a plain ``nn.Parameter`` again (same names and state_dict
+    keys as before attaching) holding the masked values, pruned entries exactly 0. Returns the
+    masks that were attached; a model without attached masks raises :class:`LTHError`.
+    """
+    from torch.nn.utils import parametrize
+
+    masks = attached_masks(model)
+    if not masks:
+        raise LTHError("the model has no masks attached; attach them with attach_masks")
+    for name in masks:
+        module, attr = _owner(model, name)
+        if len(module.parametrizations[attr]) != 1:
+            raise LTHError(
+                f"{name} has other parametrizations besides its mask; remove them first "
+                "(torch.nn.utils.parametrize.remove_parametrizations)"
+            )
+    for name in masks:
+        module, attr = _owner(model, name)
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+    return masks
+
+
+def masks_from_torch_prune(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> MaskSet:
+    """Read the masks of a model pruned with ``torch.nn.utils.prune`` as ``lth`` masks.
+
+    ``model_or_state`` is the pruned module or its state_dict: every ``<name>_orig`` parameter
+    with a ``<name>_mask`` buffer gives the bool mask of ``<name>`` (e.g. ``fc1.weight``), the
+    name ``lth`` uses once the pruning is removed (``prune.remove``) or the weights are loaded
+    into an unpruned copy (see :func:`lth.export.from_torch_prune`)::
+
+        prune.l1_unstructured(model.fc1, "weight", amount=0.8)
+        masks = masks_from_torch_prune(model)      # {"fc1.weight": bool tensor}
+    """
+    if isinstance(model_or_state, nn.Module):
+        state = model_or_state.state_dict()
+    elif isinstance(model_or_state, Mapping):
+        state = dict(model_or_state)
+    else:
+        raise LTHError(
+            f"expected a module pruned with torch.nn.utils.prune or its state_dict, got "
+            f"{type(model_or_state).__name__}"
+        )
+    masks: MaskSet = {}
+    for key, value in state.items():
+        if key.endswith("_orig") and f"{key[:-5]}_mask" in state:
+            mask = state[f"{key[:-5]}_mask"]
+            if not isinstance(mask, torch.Tensor) or mask.shape != value.shape:
+                raise LTHError(f"{key[:-5]}_mask does not match {key}; the state is damaged")
+            masks[key[:-5]] = mask.detach() != 0
+    if not masks:
+        raise LTHError(
+            "no torch.nn.utils.prune masks found (no <name>_orig parameter with a <name>_mask "
+            "buffer); prune the model with torch.nn.utils.prune first"
+        )
+    return masks
+
+
+__all__ += ["KeepMask", "attach_masks", "attached_masks", "detach_masks", "masks_from_torch_prune"]
