@@ -39,6 +39,9 @@ _HOME = {
     "RunFolder": "runs",
     "load_ticket": "runs",
     "run_experiment": "study",
+    "export_ticket": "export",
+    "load_export": "export",
+    "attach_masks": "masks",
 }
 
 if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
@@ -46,8 +49,10 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     from .data import Dataset, dataset_from_tensors, load_dataset
     from .errors import LTHError
     from .experiment import LevelResult
+    from .export import export_ticket, load_export
     from .masks import (
         apply_masks,
+        attach_masks,
         count_remaining,
         load_masks,
         nonzero_table,
@@ -82,12 +87,15 @@ __all__ = [
     "LevelResult",
     "RunFolder",
     "apply_masks",
+    "attach_masks",
     "count_remaining",
     "create_model",
     "dataset_from_tensors",
+    "export_ticket",
     "initialize",
     "layer_rates",
     "load_dataset",
+    "load_export",
     "load_masks",
     "load_ticket",
     "nonzero_table",
