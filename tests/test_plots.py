@@ -137,24 +137,31 @@ def test_minmax_band(runs):
 
 
 def test_two_runs_overlay(runs):
+    # the runs differ in levels: the legend names them by it, not by their folders
     figs = plot_runs([runs["one"], runs["other"]], formats=())
     ax = figs["accuracy_vs_weights"].axes[0]
     texts = legend_texts(ax.figure)
     assert texts == [
-        "one: ticket",
-        "one: reinit",
-        "one: random_prune",
-        "other: ticket",
-        "other: reinit",
+        "levels 3: ticket",
+        "levels 3: reinit",
+        "levels 3: random_prune",
+        "levels 2: ticket",
+        "levels 2: reinit",
     ]
-    a, b = line(ax, "one: ticket"), line(ax, "other: ticket")
-    assert a.get_color() == b.get_color()
-    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
+    # colour: the run; marker and line style: the branch
+    a, b = line(ax, "levels 3: ticket"), line(ax, "levels 2: ticket")
+    assert a.get_color() != b.get_color() and a.get_marker() == b.get_marker()
+    c = line(ax, "levels 3: reinit")
+    assert c.get_color() == a.get_color()
+    assert (c.get_linestyle(), c.get_marker()) != (a.get_linestyle(), a.get_marker())
     np.testing.assert_allclose(b.get_xdata(), weights_remaining(2))
     curves = figs["curves"].axes[0]
     labels = [ln.get_label() for ln in curves.get_lines()]
-    assert any(t.startswith("one: level") for t in labels)
-    assert any(t.startswith("other: level") for t in labels)
+    assert any(t.startswith("levels 3: level") for t in labels)
+    assert any(t.startswith("levels 2: level") for t in labels)
+    # --labels
+    figs = plot_runs([runs["one"], runs["other"]], formats=(), labels=["A", "B"])
+    assert legend_texts(figs["early_stop"])[:2] == ["A: ticket", "A: reinit"]
 
 
 def test_diverged_excluded_and_hollow(runs):
@@ -213,8 +220,10 @@ def test_many_levels_ticks_thinned(tmp_path):
 
 def test_default_levels_spread():
     assert default_levels([0, 1, 2]) == [0, 1, 2]
-    assert default_levels(range(21)) == [0, 5, 10, 15, 20]
-    assert default_levels(range(16)) == [0, 4, 8, 11, 15]
+    assert default_levels(range(21)) == [0, 7, 13, 20]  # four by default
+    assert default_levels(range(9)) == [0, 3, 5, 8]
+    assert default_levels(range(21), 5) == [0, 5, 10, 15, 20]
+    assert default_levels(range(16), 5) == [0, 4, 8, 11, 15]
 
 
 def test_early_stop_figure(runs):
@@ -232,16 +241,30 @@ def test_early_stop_figure(runs):
 def test_layer_remaining_figure(runs):
     ax = plot_runs([runs["one"]], formats=())["layer_remaining"].axes[0]
     counts = layer_counts(3)
-    assert len(ax.get_lines()) == len(LAYERS)
-    for name, rows, cols, _ in LAYERS:
-        ln = line(ax, name)
+    # fc1 and fc2 are pruned at the same rate: one line, named after both
+    assert legend_texts(ax.figure) == ["fc1.weight, fc2.weight", "fc3.weight"]
+    assert len(ax.get_lines()) == 2
+    for label, (name, rows, cols, _) in (
+        ("fc1.weight, fc2.weight", LAYERS[0]),
+        ("fc3.weight", LAYERS[2]),
+    ):
+        ln = line(ax, label)
         np.testing.assert_allclose(ln.get_xdata(), range(4))
         np.testing.assert_allclose(
             ln.get_ydata(), [100.0 * counts[lv][name] / (rows * cols) for lv in range(4)]
         )
     assert ax.get_yscale() == "log"
     assert ax.get_xlabel() == "Pruning level"
-    assert legend_texts(ax.figure) == [name for name, *_ in LAYERS]
+    # several runs with the same layers: still one line per distinct curve
+    ax = plot_runs([runs["one"], runs["three"]], formats=())["layer_remaining"].axes[0]
+    assert legend_texts(ax.figure) == ["fc1.weight, fc2.weight", "fc3.weight"]
+    ax = plot_runs([runs["one"], runs["other"]], formats=())["layer_remaining"].axes[0]
+    assert legend_texts(ax.figure) == [
+        "levels 3: fc1.weight, fc2.weight",
+        "levels 3: fc3.weight",
+        "levels 2: fc1.weight, fc2.weight",
+        "levels 2: fc3.weight",
+    ]
 
 
 def test_files_saved_atomically(runs, tmp_path):
@@ -331,12 +354,23 @@ def test_mask_analysis_figure_computes_and_draws(tmp_path):
     rows = load_analysis(run)
     assert rows and [r["sign_kept"] for r in rows] == [r["sign_kept"] for r in analyze_run(run)]
     ax_j, ax_s = figs["mask_analysis"].axes
+    # the ticket's masks are nested (its overlap with the previous level is the fraction
+    # kept) and reinit's are the ticket's: neither line is drawn, and the legend says so
+    x, y = analysis_means(rows, "random_prune", "jaccard_previous_level")
+    assert len(x) == 2  # levels 1 and 2: level 0 has no previous level
+    ln = line(ax_j, "random_prune vs. previous level")
+    np.testing.assert_array_equal(ln.get_xdata(), x)
+    np.testing.assert_array_equal(ln.get_ydata(), y)
+    labels = [ln.get_label() for ln in ax_j.get_lines()]
+    assert "ticket vs. previous level" not in labels and "reinit vs. previous level" not in labels
+    (legend,) = figs["mask_analysis"].legends
+    assert (
+        legend.get_title()
+        .get_text()
+        .replace("\n", " ")
+        .startswith("Not drawn: ticket and reinit vs. previous level (nested masks")
+    )
     for b in BRANCHES:
-        x, y = analysis_means(rows, b, "jaccard_previous_level")
-        assert len(x) == 2  # levels 1 and 2: level 0 has no previous level
-        ln = line(ax_j, f"{b} vs. previous level")
-        np.testing.assert_array_equal(ln.get_xdata(), x)
-        np.testing.assert_array_equal(ln.get_ydata(), y)
         x, y = analysis_means(rows, b, "sign_kept")
         np.testing.assert_array_equal(line(ax_s, b).get_xdata(), x)
         np.testing.assert_array_equal(line(ax_s, b).get_ydata(), y)
@@ -454,8 +488,15 @@ def test_analysis_figures_saved_and_overlaid(tmp_path):
     names = sorted(p.name for p in (a / "plots").iterdir())
     assert "mask_analysis.png" in names and "weight_histograms.png" in names
     labels = [ln.get_label() for ln in figs["mask_analysis"].axes[0].get_lines()]
-    assert "a: ticket vs. random_prune" in labels and "b: ticket vs. previous level" in labels
+    assert "a: ticket vs. random_prune" in labels and "a: random_prune vs. previous level" in labels
     assert "b: ticket vs. random_prune" not in labels  # b has no random_prune control
+    right = figs["mask_analysis"].axes[1].get_lines()
+    assert [ln.get_label() for ln in right if not ln.get_label().startswith("_")] == [
+        "a: ticket",
+        "a: reinit",
+        "a: random_prune",
+        "b: ticket",
+    ]
 
 
 def test_corrupt_level_file_is_reported(tmp_path):

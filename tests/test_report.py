@@ -9,6 +9,7 @@ import math
 import statistics
 
 import pytest
+import torch
 
 from lth.errors import LTHError
 from lth.report import aggregate, load_summary, report
@@ -77,18 +78,29 @@ def make_run(
     eval_every=100,
     diverged=(),
     config=True,
+    shift=0.0,
+    settings="",
 ):
     """A format-exact run folder from the known numbers above.
 
     ``diverged``: (branch, replicate, level) triples whose summary row has diverged_at set.
+    ``shift``: added to every accuracy (another seed's run); ``settings``: more TOML lines for
+    config.toml (e.g. 'seed = 1'), which replace the defaults' lines of the same keys.
     """
     path.mkdir(parents=True, exist_ok=True)
     (path / "plots").mkdir(exist_ok=True)
     if config:
-        (path / "config.toml").write_text(
-            f'model = "lenet_300_100"\ndataset = "mnist"\nlevels = {levels}\nrate = 0.2\n'
-            f"replicates = {replicates}\n"
-        )
+        lines = {
+            "model": '"lenet_300_100"',
+            "dataset": '"mnist"',
+            "levels": levels,
+            "rate": 0.2,
+            "replicates": replicates,
+        }
+        for line in settings.splitlines():
+            key, value = (p.strip() for p in line.split("=", 1))
+            lines[key] = value
+        (path / "config.toml").write_text("".join(f"{k} = {v}\n" for k, v in lines.items()))
     wr = weights_remaining(levels)
     counts = layer_counts(levels)
     summary, metrics, layers = [], [], []
@@ -96,15 +108,16 @@ def make_run(
         for r in range(replicates):
             for lv in range(levels + 1):
                 div = "700" if (b, r, lv) in diverged else ""
+                end, at_es = acc_end(b, r, lv) + shift, es_acc(b, r, lv) + shift
                 summary.append(
-                    [b, r, lv, wr[lv], acc_end(b, r, lv), es_iter(b, r, lv), es_acc(b, r, lv)]
-                    + [99.0 - lv, div, 123]
+                    [b, r, lv, wr[lv], end, es_iter(b, r, lv), at_es, 99.0 - lv, div, 123]
                 )
                 for it in range(0, iterations + 1, eval_every):
                     train = (None, math.nan)[r % 2] if it == 0 else 0.5 * math.exp(-it / 100)
+                    val = val_acc(b, r, lv, it) + shift
                     metrics.append(
-                        [b, r, lv, it, wr[lv], train, val_loss(b, r, lv, it)]
-                        + [val_acc(b, r, lv, it), val_acc(b, r, lv, it) - 1.0]
+                        [b, r, lv, it, wr[lv], train, val_loss(b, r, lv, it) + shift / 100]
+                        + [val, val - 1.0]
                     )
                 for name, rows, cols, _ in LAYERS:
                     kept, total = counts[lv][name], rows * cols
@@ -273,8 +286,10 @@ def test_aggregate_mean_std_over_replicates(tmp_path):
 
 def test_table_report_single_replicate(tmp_path):
     run = make_run(tmp_path / "myrun")
-    text = report(run)
+    text = report(run, layers=True)
     assert "myrun" in text and "lenet_300_100 on mnist" in text
+    # the accuracy table first, the per-layer tables after it
+    assert text.index("Test accuracy per level") < text.index("Weights remaining per layer")
     # per-layer table at level 1: fc1 keeps 188160 of 235200 (80.0%), fc3 900 of 1000
     assert "188160" in text and "235200" in text and "300x784" in text
     kept1 = sum(layer_counts(3)[1].values())
@@ -307,7 +322,8 @@ def test_md_report_three_replicates(tmp_path):
     run = make_run(tmp_path / "run", replicates=3)
     text = report(run, fmt="md")
     assert text.startswith("# LTH report: run")
-    assert "## Test accuracy per level" in text and "### Level 0" in text
+    assert "## Test accuracy per level" in text and "### Level 0" not in text
+    assert "### Level 0" in report(run, fmt="md", layers=True)
     header = next(line for line in text.splitlines() if line.startswith("| level"))
     assert "ticket test %" in header and "random_prune ES iter" in header
     row2 = next(line for line in text.splitlines() if line.startswith("| 2 |"))
@@ -403,3 +419,197 @@ def test_report_output_elsewhere_or_beside_the_runs_files(tmp_path):
     for target in (tmp_path / "r.md", run / "report.md", run / "plots" / "notes.md"):
         assert save_report(run, target, "md") == target
         assert target.read_text() == report(run, "md")
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_per_layer_tables_only_on_request(tmp_path):
+    run = make_run(tmp_path / "run")
+    for fmt in ("table", "md", "latex"):
+        plain, layered = report(run, fmt), report(run, fmt, layers=True)
+        assert "fc1.weight" not in plain and "188160" not in plain
+        assert "fc1.weight" in layered and "188160" in layered
+        assert layered.startswith(plain.rstrip("\n").split("\n")[0])
+    with pytest.raises(LTHError, match="--layers is not available with --format csv"):
+        report(run, "csv", layers=True)
+
+
+def test_latex_report(tmp_path):
+    run = make_run(tmp_path / "my_run", replicates=3)
+    text = report(run, "latex")
+    assert "\\begin{tabular}{rrrrrrrrrrr}" in text and "\\toprule" in text
+    assert "\\bottomrule" in text and "\\end{table}" in text and "booktabs" in text
+    assert "\\multicolumn{3}{c}{random\\_prune}" in text and "\\cmidrule(lr){3-5}" in text
+    assert "test \\%" in text and "n = 3 replicates" in text
+    vals = [acc_end("ticket", r, 2) for r in range(3)]
+    row = next(line for line in text.splitlines() if line.startswith("2 & "))
+    cells = [c.strip() for c in row.removesuffix("\\\\").split("&")]
+    assert cells[2] == f"{statistics.mean(vals):.2f} $\\pm$ {statistics.stdev(vals):.2f}"
+    # nothing unescaped: every % or _ outside comments is escaped
+    body = [line for line in text.splitlines() if not line.startswith("%")]
+    for line in body:
+        assert "%" not in line.replace("\\%", "") and "_" not in line.replace("\\_", "")
+
+
+def test_latex_escape():
+    from lth.report import latex_escape
+
+    assert latex_escape("a_b 5% & #1 {x} ~^\\ ±") == (
+        "a\\_b 5\\% \\& \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{} $\\pm$"
+    )
+
+
+# ----------------------------------------------------------------------------- several runs
+
+
+def seed_runs(base, count=2, replicates=1, **kw):
+    """Run folders of one study run as separate jobs: the same settings but the seed."""
+    return [
+        make_run(
+            base / f"lenet-20250101-12000{i}",
+            replicates=replicates,
+            shift=0.3 * i,
+            settings=f"seed = {i}",
+            **kw,
+        )
+        for i in range(count)
+    ]
+
+
+def test_report_pools_runs_that_differ_only_in_seed(tmp_path):
+    a, b = seed_runs(tmp_path)
+    text = report([a, b])
+    assert "2 runs pooled (seed 0; seed 1)" in text
+    assert "n = 2 replicates: 2 runs that differ only in seed, 1 replicate each" in text
+    vals = [acc_end("ticket", 0, 2), acc_end("ticket", 0, 2) + 0.3]
+    want = f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+    row = next(line for line in text.splitlines() if line.split()[:1] == ["2"])
+    assert want in row and "(n=" not in row
+    rows = list(csv.DictReader(io.StringIO(report([a, b], "csv"))))
+    assert list(rows[0]) == list(csv.DictReader(io.StringIO(report(a, "csv"))).fieldnames)
+    ticket2 = next(r for r in rows if (r["branch"], r["level"]) == ("ticket", "2"))
+    assert (ticket2["n"], ticket2["replicates"]) == ("2", "2")
+    assert float(ticket2["test_acc_mean"]) == pytest.approx(statistics.mean(vals))
+    assert float(ticket2["test_acc_std"]) == pytest.approx(statistics.stdev(vals))
+    md = report([a, b], "md")
+    assert "| ticket test % |" in md and f"| {want} |" in md
+
+
+def test_pooled_replicates_and_diverged(tmp_path):
+    a, b = seed_runs(tmp_path, replicates=2, diverged={("ticket", 1, 2)})
+    text = report([a, b])
+    vals = [acc_end("ticket", 0, 2), acc_end("ticket", 0, 2) + 0.3]  # replicate 1 diverged
+    assert f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} (n=2)" in text
+    assert "n = 4 replicates" in text and "2 replicates each" in text
+    assert "ticket replicate 1 (seed 1) at level 2 diverged at iteration 700" in text
+
+
+def test_report_side_by_side_when_settings_differ(tmp_path):
+    a = make_run(tmp_path / "a", settings="rate = 0.2")
+    b = make_run(tmp_path / "b", settings="rate = 0.3", shift=1.0, replicates=2)
+    text = report([a, b])
+    assert "2 runs side by side" in text and "they differ in rate, replicates" in text
+    lines = text.splitlines()
+    assert "  rate 0.2, replicates 1: " in text  # where each column's run is
+    group = next(line for line in lines if "rate 0.2, replicates 1" in line and ": " not in line)
+    assert "rate 0.3, replicates 2" in group
+    head = lines[lines.index(group) + 1].split()
+    assert head[:4] == ["branch", "level", "remaining", "%"]  # one shared column
+    row = next(line for line in lines if line.startswith("reinit") and line.split()[1] == "3")
+    assert f"{acc_end('reinit', 0, 3):.2f}" in row
+    b_vals = [acc_end("reinit", r, 3) + 1.0 for r in range(2)]
+    assert f"{statistics.mean(b_vals):.2f} ± {statistics.stdev(b_vals):.2f}" in row
+    rows = list(csv.DictReader(io.StringIO(report([a, b], "csv"))))
+    assert list(rows[0])[:3] == ["run", "rate", "replicates"] and len(rows) == 2 * 3 * 4
+    assert {r["rate"] for r in rows} == {"0.2", "0.3"}
+    latex = report([a, b], "latex", labels=["$p=0.2$", "p = 0.3"])
+    assert "\\multicolumn{3}{c}{\\$p=0.2\\$}" in latex and "{p = 0.3}" in latex
+    # the same seed twice is not two replicates: side by side, under the folder names
+    c = make_run(tmp_path / "c")
+    same = make_run(tmp_path / "same")
+    text = report([c, same])
+    assert "side by side" in text and "c: " in text and "same: " in text
+
+
+def test_report_on_a_sweep_folder_and_labels(tmp_path):
+    seed_runs(tmp_path / "sweep", count=3)
+    (tmp_path / "sweep" / "notes").mkdir()  # not a run folder: left out
+    text = report(tmp_path / "sweep")
+    assert "3 runs pooled (seed 0; seed 1; seed 2)" in text and "n = 3 replicates" in text
+    text = report(tmp_path / "sweep", labels=["x", "y", "z"])
+    assert "3 runs pooled (x; y; z)" in text
+    with pytest.raises(LTHError, match="2 labels for 3 run folders"):
+        report(tmp_path / "sweep", labels=["x", "y"])
+
+
+def test_cli_report_several_runs(tmp_path, capsys):
+    from lth.cli import main
+
+    a, b = seed_runs(tmp_path)
+    assert main(["report", str(a), str(b), "--format", "latex", "--labels", "s0,s1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs pooled (s0; s1)" in out and "n = 2 replicates" in out
+    assert main(["report", str(a), str(b), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert "Weights remaining per layer (ticket, replicate 0; all runs)" in out
+    assert main(["report", str(a), str(b), "--labels", "one"]) == 2
+    assert "1 labels for 2 run folders" in capsys.readouterr().err
+    assert main(["report", str(a), "--format", "csv", "--layers"]) == 2
+    target = tmp_path / "table.tex"
+    assert main(["report", str(a), str(b), "--format", "latex", "--output", str(target)]) == 0
+    assert target.read_text().startswith("% LTH report: 2 runs pooled")
+    assert main(["report", str(a), str(b), "--output", str(b / "summary.csv")]) == 2
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Trainer:
+    def __init__(self, iteration, acc=97.5):
+        self.iteration = iteration
+        self.masks = {"w": torch.ones(10, dtype=torch.bool)}
+        self.histories = [type("H", (), {"val_acc": [acc]})()]
+
+
+def _config(levels=2):
+    return type("C", (), {"levels": levels, "controls": ("reinit", "random_prune")})()
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
+    from lth.progress import Progress
+
+    progress = Progress(_config(), iterations=200, group_size=2, quiet=False)
+    assert progress.plain  # pytest captures stderr: not a terminal
+    for group in (0, 1):
+        for it in (0, 100, 200):
+            progress.hook(1, group, _Trainer(it))
+    progress.close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert err.splitlines() == [
+        "level 1/2: 100.0% weights remaining, training for 200 iterations",
+        "level 1/2: iteration 0/200, 100.0% remaining, val acc 97.50%",
+        "level 1/2: iteration 100/200, 100.0% remaining, val acc 97.50%",
+        "level 1/2: iteration 200/200, 100.0% remaining, val acc 97.50%",
+        "level 1/2, group 2: iteration 0/200, 100.0% remaining, val acc 97.50%",
+        "level 1/2, group 2: iteration 100/200, 100.0% remaining, val acc 97.50%",
+        "level 1/2, group 2: iteration 200/200, 100.0% remaining, val acc 97.50%",
+    ]
+    quiet = Progress(_config(), iterations=200, group_size=2, quiet=True)
+    quiet.hook(0, 0, _Trainer(100))
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_total_is_the_levels_iterations():
+    from lth.progress import Progress
+
+    for group_size in (1, 2, 16):  # the groups depend on threads and memory; the total not
+        progress = Progress(_config(), iterations=300, group_size=group_size, quiet=False,
+                            plain=False)  # fmt: skip
+        progress.hook(0, 0, _Trainer(100))
+        assert (progress.bar.total, progress.bar.n) == (300, 100)
+        progress.hook(0, 1, _Trainer(50))  # the next group starts the bar again
+        assert (progress.bar.total, progress.bar.n) == (300, 50)
+        assert "group 2" in progress.bar.desc
+        progress.close()

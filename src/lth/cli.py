@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="draw the figures of one or several run folders (overlaid)",
         description="Draw test accuracy vs weights remaining, training curves, early-stop "
-        "iteration and per-layer sparsity, as PNG and PDF. Several run folders overlay.",
+        "iteration, per-layer sparsity and the mask analysis, as PNG and PDF. Several run "
+        "folders overlay (a folder holding run folders stands for them).",
         allow_abbrev=False,
     )
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=whole_list_text,
         metavar="LIST",
         default=None,
-        help="comma list of levels for the training curves (default: ~5 spread)",
+        help="comma list of levels for the training curves and weight histograms "
+        "(default: 4 spread out)",
     )
     plot.add_argument(
         "--formats",
@@ -191,21 +193,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="spread over replicates: error bars of one standard deviation, or min-max bands "
         "(default: std)",
     )
+    plot.add_argument(
+        "--title",
+        metavar="TEXT",
+        default=None,
+        help="the figures' second title line (default: the study, e.g. 'lenet_300_100 on "
+        "mnist'); '' for no title",
+    )
+    plot.add_argument(
+        "--labels",
+        metavar="LIST",
+        default=None,
+        help="comma list of legend names, one per run (default: the settings in which the runs "
+        "differ, else their folder names; \\, is a comma inside a name)",
+    )
     plot.add_argument("--debug", action="store_true", help="show tracebacks")
     plot.set_defaults(func=cmd_plot)
 
     rep = commands.add_parser(
         "report",
-        help="print the per-level table of a run folder",
-        description="Per-layer weights remaining and per-branch accuracy at every level.",
+        help="print the per-level accuracy table of one or several run folders",
+        description="Per-branch test accuracy at every level (mean ± std over replicates), "
+        "then with --layers the ticket's weights remaining per layer. Several runs make one "
+        "table: runs that differ only in seed are pooled (mean ± std over all their "
+        "replicates), other runs stand side by side under the settings in which they differ. "
+        "A folder holding run folders stands for them.",
         allow_abbrev=False,
     )
-    rep.add_argument("run_dir", metavar="RUN_DIR", help="run folder")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
     rep.add_argument(
         "--format",
-        choices=REPORT_FORMATS,
+        choices=("table", "md", "latex", "csv"),
         default="table",
-        help="table (terminal), md (markdown) or csv (default: table)",
+        help="table (terminal), md (markdown), latex (booktabs) or csv (default: table)",
+    )
+    rep.add_argument(
+        "--layers", action="store_true", help="also the per-layer tables (not with csv)"
+    )
+    rep.add_argument(
+        "--labels",
+        metavar="LIST",
+        default=None,
+        help="comma list of column headers, one per run (default: the differing settings; "
+        "\\, is a comma inside a name)",
     )
     rep.add_argument(
         "--output", metavar="FILE", default=None, help="write to FILE instead of stdout"
@@ -418,18 +448,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not args.formats:
         raise LTHError("--formats is empty; give e.g. png,pdf")
     from . import analysis, plots
+    from .report import run_folders, split_labels
 
-    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
+    run_dirs = run_folders(args.run_dirs)  # a folder of run folders stands for them
+    labels = split_labels(args.labels) if args.labels is not None else None
+    out = Path(args.out) if args.out else Path(run_dirs[0]) / "plots"
     if out.exists() and not out.is_dir():
         raise LTHError(f"--out {out} is a file; choose a folder")
-    analyses = [analysis.ensure_analysis(run_dir) for run_dir in args.run_dirs]
+    analyses = [analysis.ensure_analysis(run_dir) for run_dir in run_dirs]
     figures = plots.plot_runs(
-        args.run_dirs,
+        run_dirs,
         out_dir=out,
         levels=args.levels,
         formats=args.formats,
         band=args.band,
         analyses=analyses,
+        title=args.title,
+        labels=labels,
     )
     for name in figures:
         print("  ".join(str(out / f"{name}.{fmt}") for fmt in args.formats))
@@ -437,14 +472,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``lth report``: the per-level table of a run folder."""
-    from .report import report, save_report
+    """``lth report``: the per-level table of one or several run folders."""
+    from .report import report, save_report, split_labels
 
-    _check_run_dir(args.run_dir)
+    for run_dir in args.run_dirs:
+        _check_run_dir(run_dir)
+    labels = split_labels(args.labels) if args.labels is not None else None
+    options = {"fmt": args.format, "layers": args.layers, "labels": labels}
     if args.output:
-        save_report(args.run_dir, args.output, fmt=args.format)
+        save_report(args.run_dirs, args.output, **options)
     else:
-        sys.stdout.write(report(args.run_dir, fmt=args.format))
+        sys.stdout.write(report(args.run_dirs, **options))
     return EXIT_OK
 
 

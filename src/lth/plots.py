@@ -5,23 +5,44 @@ and returns the :class:`matplotlib.figure.Figure` objects by name:
 
 - ``accuracy_vs_weights``: test accuracy at the end of training (and at the early-stop
   iteration) against percent of weights remaining, log x axis running from 100% down;
-- ``curves``: validation accuracy and loss over training for a few levels of the ticket;
+- ``curves``: validation accuracy and loss over training for a few levels of the ticket, the
+  y axes zoomed to the curves from 10% of training on (the steep first evaluations run off);
 - ``early_stop``: the early-stop iteration against weights remaining;
-- ``layer_remaining``: percent of weights remaining per layer against pruning level;
+- ``layer_remaining``: percent of weights remaining per layer against pruning level; layers
+  (and runs) whose curves are the same (within rounding: 0.5%) are one line, labelled with
+  all of them;
 
 and, when the first run folder has a mask analysis (``analysis.csv``, written by
 :func:`lth.analysis.ensure_analysis`, which ``lth run`` and ``lth plot`` call first):
 
-- ``mask_analysis``: Jaccard overlap of each mask with the previous level's and of the ticket
-  with the random-pruning control, and the fraction of survivors that kept their sign from
-  θ-start to the end of training, against weights remaining (means over replicates);
+- ``mask_analysis``: Jaccard overlap of masks (the ticket with the random-pruning control,
+  and each branch with its previous level's mask) and the fraction of survivors that kept
+  their sign from θ-start to the end of training, against weights remaining (means over
+  replicates). Series that carry no information are left out and the figure says so: the
+  overlap with the previous level of nested masks (the ticket's: each level keeps a subset of
+  the last, so the overlap is just the fraction kept, 1 - rate) and a branch whose values are
+  those of another branch (reinit trains on the ticket's masks);
 - ``weight_histograms``: histograms of the surviving weights' magnitudes at θ-start and at the
-  end of training for a few levels of the ticket (first replicate), on shared log bins.
+  end of training for the same levels as ``curves`` (ticket, first replicate), on shared log
+  bins, the x axis spanning the central 99% of the weights.
+
+Every series in a legend stays visible: series that meet at the same points (the ticket and
+random_prune at level 0 are the same network; early-stop iterations are often the same) are
+shifted sideways by a few points (a display offset: the artists' data are the true values),
+the ticket is drawn on top, and each branch has its own marker. Legends sit below the axes,
+with as many columns as fit; the figure grows to hold them, so no text is ever cut off.
+
+Titles describe the study from its config (model on dataset), never by folder name;
+``title`` replaces that line ("" draws no title). Several runs are told apart by ``labels``
+(default: the settings in which they differ, e.g. "seed 1", else their folder names). Where
+replicates give a spread, a legend entry says what it is and over how many replicates
+("±1 std, n = 2 replicates").
 
 This module only reads run folders (through :mod:`lth.storage`) and writes the figures.
 Figures are built as bare ``Figure`` objects (no pyplot), so nothing global is created or has
-to be closed; styling is applied through a temporary ``rc_context``. Colours identify the
-branch (ticket, reinit, random_prune); line styles and markers identify the run folder.
+to be closed; styling is applied through a temporary ``rc_context``. With one run, colours and
+markers identify the branch (ticket, reinit, random_prune); with several, colours identify the
+run and markers and line styles the branch.
 
 Artists carry their legend label, and ``gid`` values for tests and tools: a branch's mean
 line has ``gid == label``; its error bars (a LineCollection) ``"errorbar:" + label``; its
@@ -36,11 +57,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import (
@@ -50,9 +73,10 @@ from matplotlib.ticker import (
     MaxNLocator,
     NullLocator,
 )
+from matplotlib.transforms import ScaledTranslation
 
 from .errors import LTHError
-from .report import aggregate
+from .report import aggregate, load_runs
 from .storage import (
     ALL,
     ANALYSIS,
@@ -66,24 +90,43 @@ from .storage import (
     atomic_write,
     branch_order,
     load_analysis,
-    load_config,
     load_histograms,
     load_layers,
     load_metrics,
-    load_summary,
 )
 
 __all__ = ["ANALYSIS_FIGURES", "BANDS", "FIGURES", "default_levels", "fmt_tick", "plot_runs"]
 BANDS = ("std", "minmax")
 
 BRANCH_COLORS = {"ticket": "#1f77b4", "reinit": "#d62728", "random_prune": "#2ca02c"}
+BRANCH_MARKERS = {"ticket": "o", "reinit": "s", "random_prune": "^"}
+BRANCH_LINESTYLES = {"ticket": "-", "reinit": "--", "random_prune": "-."}
 OVERLAP_COLOR = "#ff7f0e"  # ticket vs. random_prune overlap
 HIST_COLORS = {"init": "#7f7f7f", "final": "#1f77b4"}
-HIST_LEVELS = 4
+FIGURE_LEVELS = 4  # levels drawn by default in curves and weight_histograms
 _EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-RUN_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
-RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_EXTRA_MARKERS = ("D", "v", "P", "X", "<", ">")
+RUN_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+RUN_LINESTYLES = (
+    "-",
+    (0, (5, 2)),
+    (0, (1, 1.5)),
+    (0, (6, 1.5, 1, 1.5)),
+    (0, (10, 3)),
+    (0, (3, 1.5, 1, 1.5, 1, 1.5)),
+    (0, (2, 2)),
+    (0, (8, 1.5, 2, 1.5)),
+)
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 MAX_X_TICKS = 10
+DODGE_PT = 4.5  # sideways step between series that meet, in points
+DODGE_SPREAD_PT = 27.0  # the most a group of meeting series is spread over
+CURVE_ZOOM_FROM = 0.1  # curves: y axes fit the evaluations from this fraction of training on
+HIST_KEEP = 0.99  # weight histograms: x axis spans this central share of the weights
+LAYER_SAME = 0.005  # layer_remaining: curves this close (relative) at every level are one line
 
 STYLE = {
     "font.size": 11,
@@ -110,7 +153,7 @@ STYLE = {
 
 @dataclass
 class _Run:
-    name: str
+    name: str  # the run's label in legends
     path: Path
     summary: list[SummaryRow]
     layers: list[LayerRow]
@@ -127,7 +170,7 @@ def fmt_tick(value: float) -> str:
     return f"{value:.2g}"
 
 
-def default_levels(available: Sequence[int], count: int = 5) -> list[int]:
+def default_levels(available: Sequence[int], count: int = FIGURE_LEVELS) -> list[int]:
     """About ``count`` levels spread out: the first, the last and evenly between."""
     levels = sorted(set(available))
     if len(levels) <= count:
@@ -137,28 +180,193 @@ def default_levels(available: Sequence[int], count: int = 5) -> list[int]:
     return [levels[i] for i in picks]
 
 
-def _branch_color(branch: str, extras: dict[str, str]) -> str:
-    if branch in BRANCH_COLORS:
-        return BRANCH_COLORS[branch]
-    return extras.setdefault(branch, _EXTRA_COLORS[len(extras) % len(_EXTRA_COLORS)])
+def _load_runs(
+    run_dirs: Sequence[str | os.PathLike[str]], labels: Sequence[str] | None
+) -> list[_Run]:
+    runs = load_runs(list(run_dirs), labels)
+    return [_Run(r.label, r.path, r.summary, load_layers(r.path), r.config) for r in runs]
 
 
-def _run_names(paths: list[Path]) -> list[str]:
-    """Folder names; when two runs share one, include the parent folder too."""
-    names = [p.resolve().name or str(p) for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
+# ----------------------------------------------------------------------------- styles
 
 
-def _load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[_Run]:
-    paths = [Path(p) for p in run_dirs]
-    if not paths:
-        raise LTHError("no run folders given; pass at least one folder a study wrote")
-    return [
-        _Run(name, p, load_summary(p), load_layers(p), load_config(p))
-        for name, p in zip(_run_names(paths), paths)
+class _Styles:
+    """Colour, marker and line style of each (run, branch): with one run the branch decides
+    all three (solid lines); with several, the colour is the run's."""
+
+    def __init__(self, nruns: int):
+        self.multi = nruns > 1
+        self.extras: dict[str, int] = {}
+
+    def _extra(self, branch: str) -> int:
+        return self.extras.setdefault(branch, len(self.extras))
+
+    def color(self, ri: int, branch: str) -> str:
+        if self.multi:
+            return RUN_COLORS[ri % len(RUN_COLORS)]
+        if branch in BRANCH_COLORS:
+            return BRANCH_COLORS[branch]
+        return _EXTRA_COLORS[self._extra(branch) % len(_EXTRA_COLORS)]
+
+    def marker(self, branch: str) -> str:
+        if branch in BRANCH_MARKERS:
+            return BRANCH_MARKERS[branch]
+        return _EXTRA_MARKERS[self._extra(branch) % len(_EXTRA_MARKERS)]
+
+    def linestyle(self, branch: str):
+        return BRANCH_LINESTYLES.get(branch, ":") if self.multi else "-"
+
+
+def _zorder(branch: str) -> float:
+    """The ticket on top, then the controls in their usual order."""
+    order = ("ticket", "reinit", "random_prune")
+    return 3.0 + (len(order) - order.index(branch)) * 0.1 if branch in order else 3.0
+
+
+# ----------------------------------------------------------------------------- series
+
+
+@dataclass
+class _Series:
+    """One line of points: mean values, with optional error bars / band and hollow marks."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    color: str
+    marker: str
+    linestyle: object = "-"
+    zorder: float = 3.0
+    err: list[float] | None = None  # ±1 std per point (NaN: none)
+    band: tuple[list[float], list[float]] | None = None  # (low, high) per point
+    hollow: tuple[list[float], list[float]] = ((), ())  # diverged replicates (x, y)
+    linewidth: float | None = None
+
+
+def _dodge(series: Sequence[_Series], log_x: bool) -> list[float]:
+    """Sideways offsets in points, one per series, so that no series hides another.
+
+    Two series meet when they have a point at (nearly) the same place: x within 1% of the
+    axis span and y within 1.5% of it. Series linked by meeting points are spread evenly
+    around their true position, DODGE_PT apart (closer for large groups); the others stay."""
+
+    def fx(v: float) -> float:
+        return math.log(v) if log_x else v
+
+    pts = [
+        [(fx(x), y) for x, y in zip(s.x, s.y) if math.isfinite(y) and (x > 0 or not log_x)]
+        for s in series
     ]
+    xs = [p[0] for ps in pts for p in ps]
+    ys = [p[1] for ps in pts for p in ps]
+    for s in series:
+        if s.err:
+            ys += [y + e for y, e in zip(s.y, s.err) if math.isfinite(y + e)]
+            ys += [y - e for y, e in zip(s.y, s.err) if math.isfinite(y - e)]
+    if not xs:
+        return [0.0] * len(series)
+    tol_x = 0.01 * ((max(xs) - min(xs)) or 1.0)
+    tol_y = 0.015 * ((max(ys) - min(ys)) or abs(max(ys)) or 1.0)
+    parent = list(range(len(series)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(series)):
+        for j in range(i + 1, len(series)):
+            if root(i) == root(j):
+                continue
+            if any(
+                abs(a[0] - b[0]) <= tol_x and abs(a[1] - b[1]) <= tol_y
+                for a in pts[i]
+                for b in pts[j]
+            ):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(series)):
+        groups.setdefault(root(i), []).append(i)
+    offsets = [0.0] * len(series)
+    for members in groups.values():
+        k = len(members)
+        if k < 2:
+            continue
+        step = min(DODGE_PT, DODGE_SPREAD_PT / (k - 1))
+        for j, i in enumerate(members):
+            offsets[i] = (j - (k - 1) / 2) * step
+    return offsets
+
+
+def _draw_series(ax, series: Sequence[_Series], log_x: bool) -> None:
+    """Draw each series (line and markers, error bars or band, hollow diverged marks),
+    shifted sideways by :func:`_dodge`'s offsets (axis limits come from the true values)."""
+    fig = ax.figure
+    for s, dx in zip(series, _dodge(series, log_x)):
+        shift = ax.transData + ScaledTranslation(dx / 72, 0, fig.dpi_scale_trans)
+        artists = []
+        style = {"linewidth": s.linewidth} if s.linewidth else {}
+        artists += ax.plot(
+            s.x,
+            s.y,
+            color=s.color,
+            linestyle=s.linestyle,
+            marker=s.marker,
+            label=s.label,
+            gid=s.label,
+            zorder=s.zorder,
+            **style,
+        )
+        if s.err is not None:
+            keep = [i for i, e in enumerate(s.err) if math.isfinite(e)]
+            if keep:
+                bars = ax.errorbar(
+                    [s.x[i] for i in keep],
+                    [s.y[i] for i in keep],
+                    yerr=[s.err[i] for i in keep],
+                    fmt="none",
+                    ecolor=s.color,
+                    elinewidth=1.2,
+                    capsize=3,
+                    label="_nolegend_",
+                    zorder=s.zorder - 1,
+                )
+                bars.lines[2][0].set_gid(f"errorbar:{s.label}")
+                artists += [*bars.lines[1], *bars.lines[2]]
+        if s.band is not None:
+            lo, hi = s.band
+            keep = [i for i in range(len(s.x)) if math.isfinite(lo[i]) and math.isfinite(hi[i])]
+            if keep:
+                artists.append(
+                    ax.fill_between(
+                        [s.x[i] for i in keep],
+                        [lo[i] for i in keep],
+                        [hi[i] for i in keep],
+                        color=s.color,
+                        alpha=0.18,
+                        linewidth=0,
+                        label="_nolegend_",
+                        gid=f"band:{s.label}",
+                        zorder=1,
+                    )
+                )
+        if s.hollow[0]:
+            artists += ax.plot(
+                list(s.hollow[0]),
+                list(s.hollow[1]),
+                linestyle="none",
+                marker=s.marker,
+                markerfacecolor="none",
+                markeredgecolor=s.color,
+                markeredgewidth=1.3,
+                label="_nolegend_",
+                gid=f"diverged:{s.label}",
+                zorder=s.zorder,
+            )
+        if dx:
+            for artist in artists:  # added first, so the axes' data limits are the true ones
+                artist.set_transform(shift)
 
 
 def _log_x_axis(ax, values: Iterable[float]) -> None:
@@ -185,143 +393,191 @@ def _log_x_axis(ax, values: Iterable[float]) -> None:
     ax.set_xlabel("Weights remaining (%, log scale)")
 
 
-def _branch_panel(ax, runs: list[_Run], quantity: str, band: str) -> bool:
-    """Mean over replicates of a summary quantity against weights remaining, one line per run
-    and branch, with std error bars or min-max bands; diverged replicates as hollow markers.
-    Returns whether any diverged replicate was drawn or left out."""
-    multi = len(runs) > 1
-    extras: dict[str, str] = {}
-    any_diverged = False
-    xs_all = []
+@dataclass
+class _Spread:
+    """What the spread drawn in a figure is: error bars or bands, over how many replicates."""
+
+    band: str
+    counts: set[int] = field(default_factory=set)  # usable replicates (n) of drawn points
+    diverged: bool = False
+
+    def entry(self) -> Line2D | None:
+        """A legend entry saying what the bars are and n, or None when none were drawn."""
+        if not self.counts:
+            return None
+        lo, hi = min(self.counts), max(self.counts)
+        n = f"n = {lo}" if lo == hi else f"n = {lo}-{hi}"
+        if self.band == "std":
+            return Line2D(
+                [], [], color="0.35", marker="|", markersize=11, markeredgewidth=1.3,
+                linestyle="none", label=f"error bars: ±1 std over {n} replicates",
+            )  # fmt: skip
+        return Line2D(
+            [], [], color="0.6", linewidth=7, alpha=0.45,
+            label=f"band: min-max over {n} replicates",
+        )  # fmt: skip
+
+
+def _branch_series(
+    runs: list[_Run], quantity: str, band: str, spread: _Spread, styles: _Styles
+) -> list[_Series]:
+    """Mean over replicates of a summary quantity against weights remaining, one series per
+    run and branch, with std error bars or min-max bands; diverged replicates as hollow marks."""
+    out = []
     for ri, run in enumerate(runs):
         stats = aggregate(run.summary, quantity)
-        ls = RUN_LINESTYLES[ri % len(RUN_LINESTYLES)]
-        marker = RUN_MARKERS[ri % len(RUN_MARKERS)]
         for branch in branch_order({s.branch for s in stats}):
             group = [s for s in stats if s.branch == branch]
-            color = _branch_color(branch, extras)
-            label = f"{run.name}: {branch}" if multi else branch
-            x = [s.weights_remaining for s in group]
-            xs_all += x
-            y = [s.mean for s in group]
-            ax.plot(
-                x, y, color=color, linestyle=ls, marker=marker, label=label, gid=label, zorder=3
+            label = f"{run.name}: {branch}" if styles.multi else branch
+            s = _Series(
+                label,
+                [g.weights_remaining for g in group],
+                [g.mean for g in group],
+                styles.color(ri, branch),
+                styles.marker(branch),
+                styles.linestyle(branch),
+                _zorder(branch),
             )
-            spread = [s for s in group if s.n >= 2]
-            if spread and band == "std":
-                bars = ax.errorbar(
-                    [s.weights_remaining for s in spread],
-                    [s.mean for s in spread],
-                    yerr=[s.std for s in spread],
-                    fmt="none",
-                    ecolor=color,
-                    elinewidth=1.2,
-                    capsize=3,
-                    label="_nolegend_",
-                    zorder=2,
+            if band == "std":
+                s.err = [g.std if g.n >= 2 else math.nan for g in group]
+            else:
+                s.band = (
+                    [g.min if g.n >= 2 else math.nan for g in group],
+                    [g.max if g.n >= 2 else math.nan for g in group],
                 )
-                bars.lines[2][0].set_gid(f"errorbar:{label}")
-            elif spread and band == "minmax":
-                ax.fill_between(
-                    [s.weights_remaining for s in spread],
-                    [s.min for s in spread],
-                    [s.max for s in spread],
-                    color=color,
-                    alpha=0.18,
-                    linewidth=0,
-                    label="_nolegend_",
-                    gid=f"band:{label}",
-                    zorder=1,
-                )
+            spread.counts |= {g.n for g in group if g.n >= 2}
             dx, dy = [], []
-            for s in group:
-                any_diverged |= bool(s.diverged)
-                for rep, value in s.values:
-                    if rep in s.diverged and math.isfinite(value):
-                        dx.append(s.weights_remaining)
+            for g in group:
+                spread.diverged |= bool(g.diverged)
+                for rep, value in g.values:
+                    if rep in g.diverged and math.isfinite(value):
+                        dx.append(g.weights_remaining)
                         dy.append(value)
-            if dx:
-                ax.plot(
-                    dx,
-                    dy,
-                    linestyle="none",
-                    marker=marker,
-                    markerfacecolor="none",
-                    markeredgecolor=color,
-                    markeredgewidth=1.3,
-                    label="_nolegend_",
-                    gid=f"diverged:{label}",
-                    zorder=3,
-                )
-    _log_x_axis(ax, xs_all)
-    return any_diverged
+            s.hollow = (dx, dy)
+            out.append(s)
+    return out
 
 
-def _legend(
-    fig: Figure, ax, diverged: bool = False, loc: str = "outside lower center", ncol=None
-) -> None:
-    """One legend for the figure, outside the axes, from ``ax``'s labelled lines."""
-    handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
-    if diverged:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markerfacecolor="none",
-                markeredgecolor="0.3",
-                label="diverged replicate (hollow; not in mean)",
-            )
-        )
-    if handles:
-        if ncol is None:
-            ncol = 1 if "right" in loc else min(len(handles), 3)
-        fig.legend(handles=handles, loc=loc, ncol=ncol)
+def _branch_panel(ax, runs, quantity, band, spread: _Spread, styles: _Styles) -> None:
+    series = _branch_series(runs, quantity, band, spread, styles)
+    _draw_series(ax, series, log_x=True)
+    _log_x_axis(ax, [x for s in series for x in s.x])
 
 
-def _title(runs: list[_Run]) -> str:
-    if len(runs) > 1:
-        return " vs. ".join(r.name for r in runs)
-    cfg = runs[0].config
-    what = " on ".join(str(cfg[k]) for k in ("model", "dataset") if k in cfg)
-    return f"{runs[0].name} ({what})" if what else runs[0].name
+# ----------------------------------------------------------------------------- layout
 
 
-def _spread_note(runs: list[_Run], band: str) -> str:
-    reps = max(max((r.replicate for r in run.summary), default=0) + 1 for run in runs)
-    if reps < 2:
-        return ""
-    return "; mean over replicates, " + ("error bars ±1 std" if band == "std" else "band min-max")
+def _renderer(fig: Figure):
+    return fig.canvas.get_renderer()
 
 
-def _accuracy_figure(runs: list[_Run], band: str, early_stop_panel: bool) -> Figure:
-    ncols = 2 if early_stop_panel else 1
-    fig = Figure(figsize=(5.6 * ncols, 4.4), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False, sharey=True)[0]
-    diverged = _branch_panel(axes[0], runs, "test_acc", band)
-    axes[0].set_ylabel("Test accuracy (%)")
-    axes[0].set_title("At the end of training")
-    if early_stop_panel:
-        _branch_panel(axes[1], runs, "test_acc_at_early_stop", band)
-        axes[1].set_title("At the early-stop iteration (min. val. loss)")
-        axes[1].tick_params(labelleft=True)
-    _legend(fig, axes[0], diverged)
-    note = _spread_note(runs, band)
-    fig.suptitle(f"Test accuracy vs. weights remaining\n{_title(runs)}{note}", wrap=True)
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure text with
     return fig
 
 
-def _early_stop_figure(runs: list[_Run], band: str) -> Figure:
-    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+def _legend(
+    fig: Figure,
+    handles: list,
+    spread: _Spread | None = None,
+    max_cols: int = 4,
+    note: str = "",
+):
+    """One legend below the axes, for the whole figure: as many columns as fit in the
+    figure's width (the figure widens when even one column does not), and the figure grows
+    taller by the legend's height so the axes keep their size. ``note``: a line of small
+    print over the entries (wrapped to the figure's width)."""
+    handles = [h for h in handles if not h.get_label().startswith("_")]
+    if spread is not None:
+        if spread.diverged:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker="o",
+                    markerfacecolor="none",
+                    markeredgecolor="0.3",
+                    label="diverged replicate (hollow; not in mean)",
+                )  # fmt: skip
+            )
+        entry = spread.entry()
+        if entry is not None:
+            handles.append(entry)
+    if not handles:
+        return None
+    renderer = _renderer(fig)
+    room = fig.get_figwidth() * fig.dpi - 24  # a margin on both sides
+    legend = None
+    for ncol in range(min(max_cols, len(handles)), 0, -1):
+        if legend is not None:
+            legend.remove()
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol)
+        if note:
+            chars = max(40, int(room / (0.55 * 8.5 * fig.dpi / 72)))
+            legend.set_title(textwrap.fill(note, chars), prop={"size": 8.5})
+            legend.get_title().set_color("0.25")
+        width = legend.get_window_extent(renderer).width
+        if width <= room:
+            break
+    box = legend.get_window_extent(renderer)
+    if box.width > room:
+        fig.set_figwidth((box.width + 30) / fig.dpi)
+    fig.set_figheight(fig.get_figheight() + box.height / fig.dpi + 0.1)
+    return legend
+
+
+def _suptitle(fig: Figure, subject: str, title: str | None, runs: list[_Run]) -> None:
+    """'subject' over the study's description (or ``title``); no title at all when ``title``
+    is ""."""
+    if title == "":
+        return
+    second = _describe(runs) if title is None else title
+    fig.suptitle(f"{subject}\n{second}" if second else subject, wrap=True)
+
+
+def _describe(runs: list[_Run]) -> str:
+    """What the runs have in common: 'lenet_300_100 on mnist'."""
+    values = {k: {str(r.config.get(k)) for r in runs} for k in ("model", "dataset")}
+    model, dataset = (next(iter(v)) if len(v) == 1 else None for v in values.values())
+    model = model if model not in (None, "None") else None
+    dataset = dataset if dataset not in (None, "None") else None
+    if model and dataset:
+        return f"{model} on {dataset}"
+    return model or dataset or ""
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _accuracy_figure(runs, band, early_stop_panel, title) -> Figure:
+    ncols = 2 if early_stop_panel else 1
+    fig = _new_figure(5.6 * ncols, 4.1)
+    axes = fig.subplots(1, ncols, squeeze=False, sharey=True)[0]
+    styles, spread = _Styles(len(runs)), _Spread(band)
+    _branch_panel(axes[0], runs, "test_acc", band, spread, styles)
+    axes[0].set_ylabel("Test accuracy (%)")
+    axes[0].set_title("At the end of training")
+    if early_stop_panel:
+        _branch_panel(axes[1], runs, "test_acc_at_early_stop", band, spread, styles)
+        axes[1].set_title("At the early-stop iteration (min. val. loss)")
+        axes[1].tick_params(labelleft=True)
+    _legend(fig, axes[0].get_lines(), spread, max_cols=3 if len(runs) == 1 else 4)
+    _suptitle(fig, "Test accuracy vs. weights remaining", title, runs)
+    return fig
+
+
+def _early_stop_figure(runs, band, title) -> Figure:
+    fig = _new_figure(7.0, 4.4)
     ax = fig.add_subplot()
-    diverged = _branch_panel(ax, runs, "early_stop_iteration", band)
+    styles, spread = _Styles(len(runs)), _Spread(band)
+    _branch_panel(ax, runs, "early_stop_iteration", band, spread, styles)
     ax.set_ylabel("Early-stop iteration")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
-    note = _spread_note(runs, band)
-    ax.set_title(f"Iteration of minimum validation loss{note}", fontsize=10)
-    _legend(fig, ax, diverged, ncol=2)
-    fig.suptitle(f"Early-stop iteration vs. weights remaining\n{_title(runs)}", wrap=True)
+    ax.set_title("Iteration of minimum validation loss", fontsize=10)
+    _legend(fig, ax.get_lines(), spread, max_cols=3)
+    _suptitle(fig, "Early-stop iteration vs. weights remaining", title, runs)
     return fig
 
 
@@ -329,16 +585,39 @@ def _main_branch(rows: Iterable) -> str:
     return branch_order({r.branch for r in rows})[0]
 
 
-def _curves_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure:
+def _figure_levels(available: Sequence[int], levels: Sequence[int] | None) -> list[int]:
+    """The levels a figure draws: those asked for that exist, else :func:`default_levels`
+    (the same choice in ``curves`` and ``weight_histograms``)."""
+    if levels is None:
+        return default_levels(available)
+    return [lv for lv in levels if lv in set(available)]
+
+
+def _zoom(ax, curves: list[tuple[list[int], list[float]]], top: float | None = None) -> None:
+    """Fit the y axis to the curves' values from CURVE_ZOOM_FROM of training on."""
+    last = max((max(it) for it, _ in curves if it), default=0)
+    values = [
+        v
+        for its, ys in curves
+        for i, v in zip(its, ys)
+        if i >= CURVE_ZOOM_FROM * last and math.isfinite(v)
+    ]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    pad = 0.06 * (hi - lo) if hi > lo else max(abs(hi) * 0.01, 0.01)
+    lo, hi = lo - pad, hi + pad
+    if top is not None:
+        hi = min(hi, top)
+    ax.set_ylim(lo, hi)
+
+
+def _curves_figure(runs: list[_Run], levels: Sequence[int] | None, title) -> Figure:
     plan = []  # (run, branch, selected levels)
     for run in runs:
         branch = _main_branch(run.summary)
         available = sorted({r.level for r in run.summary if r.branch == branch})
-        if levels is None:
-            chosen = default_levels(available)
-        else:
-            chosen = [lv for lv in levels if lv in available]
-        plan.append((run, branch, chosen))
+        plan.append((run, branch, _figure_levels(available, levels)))
     if levels is not None:
         known = {lv for _, _, chosen in plan for lv in chosen}
         absent = [lv for lv in levels if lv not in known]
@@ -352,10 +631,12 @@ def _curves_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure:
     cmap = matplotlib.colormaps["viridis"]
     colors = {lv: cmap(0.85 * i / max(1, len(all_levels) - 1)) for i, lv in enumerate(all_levels)}
 
-    fig = Figure(figsize=(11.2, 4.4), layout="constrained")
+    fig = _new_figure(11.2, 4.1)
     ax_acc, ax_loss = fig.subplots(1, 2)
     multi = len(runs) > 1
     branches = set()
+    drawn: dict[int, list[tuple[list[int], list[float]]]] = {0: [], 1: []}
+    reps = 1
     for ri, (run, branch, chosen) in enumerate(plan):
         branches.add(branch)
         metrics = load_metrics(run.path, branch=branch, levels=chosen)
@@ -363,6 +644,7 @@ def _curves_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure:
         for lv in chosen:
             rows_s = [r for r in run.summary if r.branch == branch and r.level == lv]
             excluded = {r.replicate for r in rows_s if r.diverged}
+            reps = max(reps, len(rows_s) - len(excluded))
             wr = [r.weights_remaining for r in rows_s]
             by_iter: dict[int, tuple[list[float], list[float]]] = {}
             for m in metrics:
@@ -379,29 +661,24 @@ def _curves_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure:
             if multi:
                 label = f"{run.name}: {label}"
             for ax, k in ((ax_acc, 0), (ax_loss, 1)):
+                ys = [_nanmean(by_iter[i][k]) for i in iters]
+                drawn[k].append((iters, ys))
                 ax.plot(
-                    iters,
-                    [_nanmean(by_iter[i][k]) for i in iters],
-                    color=colors[lv],
-                    linestyle=ls,
-                    linewidth=1.5,
-                    label=label,
-                    gid=label,
+                    iters, ys, color=colors[lv], linestyle=ls, linewidth=1.5, label=label, gid=label
                 )
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("Training iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    _zoom(ax_acc, drawn[0], top=100.5)
+    _zoom(ax_loss, drawn[1])
     ax_acc.set_ylabel("Validation accuracy (%)")
     ax_loss.set_ylabel("Validation loss")
-    ax_acc.set_title("Validation accuracy")
-    ax_loss.set_title("Validation loss")
-    _legend(fig, ax_acc)
+    mean = f" (mean of n = {reps} replicates)" if reps > 1 else ""
+    ax_acc.set_title(f"Validation accuracy{mean}", fontsize=11)
+    ax_loss.set_title(f"Validation loss{mean}", fontsize=11)
+    _legend(fig, ax_acc.get_lines(), max_cols=4 if multi else 5)
     who = ", ".join(sorted(branches))
-    reps = max(max((r.replicate for r in run.summary), default=0) + 1 for run in runs)
-    note = "; mean over replicates" if reps > 1 else ""
-    fig.suptitle(
-        f"Training curves of the {who} at selected levels\n{_title(runs)}{note}", wrap=True
-    )
+    _suptitle(fig, f"Training curves of the {who} at selected levels", title, runs)
     return fig
 
 
@@ -410,45 +687,78 @@ def _nanmean(values: list[float]) -> float:
     return math.fsum(finite) / len(finite) if finite else math.nan
 
 
-def _layer_figure(runs: list[_Run]) -> Figure:
-    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    multi = len(runs) > 1
-    all_layers = {r.layer for run in runs for r in run.layers}
-    palette = matplotlib.colormaps["tab10" if len(all_layers) <= 10 else "tab20"].colors
-    colors: dict[str, tuple] = {}
+def _join_runs(names: list[str], every: int) -> str:
+    return "" if len(names) == every else ", ".join(names) + ": "
+
+
+def _same_curve(a: tuple, b: tuple) -> bool:
+    """Whether two (level, % remaining) curves are the same level for level, within
+    LAYER_SAME (relative): layers pruned at the same rate differ only by rounding."""
+    return len(a) == len(b) and all(
+        la == lb and abs(va - vb) <= LAYER_SAME * max(abs(va), abs(vb))
+        for (la, va), (lb, vb) in zip(a, b)
+    )
+
+
+def _layer_figure(runs: list[_Run], title) -> Figure:
+    """One line per distinct curve: layers (and runs) whose weights remaining are the same at
+    every level share a line, labelled with all of them."""
+    curves: dict[tuple, list[tuple[int, str]]] = {}  # (levels, remaining) -> [(run, layer)]
     picked = []
-    max_level = 0
     for ri, run in enumerate(runs):
         branch = _main_branch(run.layers)
         replicate = min(r.replicate for r in run.layers if r.branch == branch)
         picked.append(f"{branch}, replicate {replicate}")
         rows = [r for r in run.layers if r.branch == branch and r.replicate == replicate]
-        names = list(dict.fromkeys(r.layer for r in rows))
-        for name in names:
-            color = colors.setdefault(name, palette[len(colors) % len(palette)])
+        for name in dict.fromkeys(r.layer for r in rows):
             mine = sorted((r for r in rows if r.layer == name), key=lambda r: r.level)
-            label = f"{run.name}: {name}" if multi else name
-            max_level = max(max_level, mine[-1].level)
-            ax.plot(
-                [r.level for r in mine],
-                [r.remaining for r in mine],
-                color=color,
-                linestyle=RUN_LINESTYLES[ri % len(RUN_LINESTYLES)],
-                marker=RUN_MARKERS[ri % len(RUN_MARKERS)],
-                label=label,
-                gid=label,
+            key = tuple((r.level, r.remaining) for r in mine)
+            same = next((k for k in curves if _same_curve(k, key)), key)
+            curves.setdefault(same, []).append((ri, name))
+    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    series = []
+    max_level = 0
+    for ci, (key, members) in enumerate(curves.items()):
+        by_layers: dict[tuple[str, ...], list[str]] = {}
+        for ri in dict.fromkeys(ri for ri, _ in members):
+            layers = tuple(name for r, name in members if r == ri)
+            by_layers.setdefault(layers, []).append(runs[ri].name)
+        label = "; ".join(
+            _join_runs(names, len(runs)) + ", ".join(layers) for layers, names in by_layers.items()
+        )
+        max_level = max(max_level, key[-1][0])
+        series.append(
+            _Series(
+                label,
+                [lv for lv, _ in key],
+                [v for _, v in key],
+                palette[ci % len(palette)],
+                RUN_MARKERS[ci % len(RUN_MARKERS)],
+                zorder=3.0 + 0.01 * (len(curves) - ci),
             )
+        )
+    fig = _new_figure(7.0, 4.4)
+    ax = fig.add_subplot()
+    _draw_series(ax, series, log_x=False)
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    values = [v for s in series for v in s.y if v > 0]
+    decades = math.log10(max(values) / min(values)) if values else 1.0
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1 else (1.0, 2.0, 5.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs if decades < 3 else (1.0,)))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_tick(v)))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(max_level, 10) or 1))
+    ax.xaxis.set_major_locator(
+        MaxNLocator(integer=True, nbins=min(max_level, 10) or 1, min_n_ticks=1)
+    )
+    if max_level <= 10:
+        ax.xaxis.set_major_locator(FixedLocator(range(max_level + 1)))
+    ax.set_xlim(-0.4, max_level + 0.4)
     ax.set_xlabel("Pruning level")
     ax.set_ylabel("Weights remaining in layer (%, log scale)")
-    _legend(fig, ax, ncol=3 if len(ax.get_lines()) <= 12 else 4)
-    ax.set_title("; ".join(dict.fromkeys(picked)), fontsize=10)
-    fig.suptitle(f"Weights remaining per layer\n{_title(runs)}", wrap=True)
+    _legend(fig, ax.get_lines(), max_cols=3)
+    shared = " (layers with the same curve share a line)"
+    ax.set_title("; ".join(dict.fromkeys(picked)) + shared, fontsize=10, wrap=True)
+    _suptitle(fig, "Weights remaining per layer", title, runs)
     return fig
 
 
@@ -460,14 +770,13 @@ def _read_analysis(path: Path) -> tuple[list[dict], list[dict]] | None:
     return load_analysis(path), load_histograms(path) if hist.is_file() else []
 
 
-def _mean_over_replicates(ax, rows: list[dict], column: str, label: str, **style) -> list[float]:
-    """Mean of ``column`` over replicates per level (finite values only) against the level's
-    weights remaining, with ±1 std error bars where two or more replicates have a value.
-    Returns the x values drawn."""
+def _means_over_replicates(rows: list[dict], column: str):
+    """Per level, (x, mean, std, n) of ``column`` over replicates (finite values only)
+    against the level's weights remaining."""
     by_level: dict[int, list[dict]] = {}
     for r in rows:
         by_level.setdefault(r["level"], []).append(r)
-    points = []  # (x, mean, std, n)
+    points = []
     for level in sorted(by_level):
         group = by_level[level]
         values = [r[column] for r in group if math.isfinite(r[column])]
@@ -481,93 +790,140 @@ def _mean_over_replicates(ax, rows: list[dict], column: str, label: str, **style
             else math.nan
         )
         points.append((x, mean, std, len(values)))
-    if not points:
-        return []
-    xs = [p[0] for p in points]
-    ax.plot(xs, [p[1] for p in points], label=label, gid=label, **({"zorder": 3} | style))
-    spread = [p for p in points if p[3] >= 2]
-    if spread:
-        bars = ax.errorbar(
-            [p[0] for p in spread],
-            [p[1] for p in spread],
-            yerr=[p[2] for p in spread],
-            fmt="none",
-            ecolor=style.get("color"),
-            elinewidth=1.2,
-            capsize=3,
-            label="_nolegend_",
-            zorder=style.get("zorder", 3) - 1,
-        )
-        bars.lines[2][0].set_gid(f"errorbar:{label}")
-    return xs
+    return points
 
 
-def _mask_figure(runs: list[_Run]) -> Figure:
-    fig = Figure(figsize=(11.2, 4.6), layout="constrained")
-    ax_j, ax_s = fig.subplots(1, 2)
-    multi = len(runs) > 1
-    extras: dict[str, str] = {}
+def _nested(rows: list[dict]) -> bool:
+    """Whether every mask of these rows (one branch, layer 'all') keeps a subset of its
+    previous level's: then the overlap with the previous level is the fraction kept."""
+    wr = {(r["replicate"], r["level"]): r["weights_remaining"] for r in rows}
+    seen = False
+    for r in rows:
+        j, prev = r["jaccard_previous_level"], wr.get((r["replicate"], r["level"] - 1))
+        if not math.isfinite(j) or prev is None or not prev > 0:
+            continue
+        seen = True
+        if abs(j - r["weights_remaining"] / prev) > 1e-6:
+            return False
+    return seen
+
+
+def _same_values(a: list[dict], b: list[dict], column: str) -> bool:
+    va = {(r["replicate"], r["level"]): r[column] for r in a}
+    vb = {(r["replicate"], r["level"]): r[column] for r in b}
+    if va.keys() != vb.keys():
+        return False
+    return all((math.isnan(va[k]) and math.isnan(vb[k])) or abs(va[k] - vb[k]) <= 1e-9 for k in va)
+
+
+NESTED = "nested masks (each level keeps a subset of the last), so the overlap is the fraction kept"
+
+
+def _twin(rows_by_branch: dict[str, list[dict]], branch: str, column: str) -> str | None:
+    """An earlier branch whose ``column`` has the same values as ``branch``'s, if any."""
+    earlier = list(rows_by_branch)[: list(rows_by_branch).index(branch)]
+    mine = rows_by_branch[branch]
+    return next((o for o in earlier if _same_values(rows_by_branch[o], mine, column)), None)
+
+
+def _left_out_note(left_out: dict[tuple[str, str, str], list[str]], nruns: int) -> str:
+    """'Not drawn: ticket and reinit vs. previous level (nested masks ...)': what was left
+    out and why, branches with the same series and reason (and runs) together.
+    ``left_out``: (branch, series, reason) -> names of the runs."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for (branch, what, why), names in left_out.items():
+        who = "" if len(names) == nruns else ", ".join(names) + ": "
+        grouped.setdefault((who, what, why), []).append(branch)
+    parts = [
+        f"{who}{' and '.join(branches)}{what} ({why})"
+        for (who, what, why), branches in grouped.items()
+    ]
+    return "Not drawn: " + "; ".join(parts) + "." if parts else ""
+
+
+def _mask_figure(runs: list[_Run], title) -> Figure:
+    styles = _Styles(len(runs))
+    spread = _Spread("std")
+    left: list[_Series] = []
+    right: list[_Series] = []
+    left_out: dict[tuple[str, str, str], list[str]] = {}  # (branch, series, why) -> runs
     xs: list[float] = []
+
+    def series(rows, column, label, color, marker, linestyle, zorder) -> _Series | None:
+        points = _means_over_replicates(rows, column)
+        if not points:
+            return None
+        spread.counts |= {p[3] for p in points if p[3] >= 2}
+        return _Series(
+            label,
+            [p[0] for p in points],
+            [p[1] for p in points],
+            color,
+            marker,
+            linestyle,
+            zorder,
+            err=[p[2] for p in points],
+        )
+
     for ri, run in enumerate(runs):
         if not run.analysis:
             continue
         rows = [r for r in run.analysis if r["layer"] == ALL]
-        style = {
-            "linestyle": RUN_LINESTYLES[ri % len(RUN_LINESTYLES)],
-            "marker": RUN_MARKERS[ri % len(RUN_MARKERS)],
-        }
-        prefix = f"{run.name}: " if multi else ""
+        prefix = f"{run.name}: " if styles.multi else ""
         xs += [r["weights_remaining"] for r in rows]
-        for branch in branch_order({r["branch"] for r in rows}):
-            mine = [r for r in rows if r["branch"] == branch]
-            color = _branch_color(branch, extras)
-            # the ticket on top: reinit trains with the ticket's masks, so its overlap line
-            # coincides with the ticket's
-            style["zorder"] = 4 if branch == "ticket" else 3
-            _mean_over_replicates(
-                ax_j,
-                mine,
-                "jaccard_previous_level",
-                f"{prefix}{branch} vs. previous level",
-                color=color,
-                **style,
-            )
-            if branch == "ticket":
-                _mean_over_replicates(
-                    ax_j,
-                    mine,
-                    "jaccard_random_prune",
-                    f"{prefix}ticket vs. {CONTROL}",
-                    color=OVERLAP_COLOR,
-                    **style,
+        branches = branch_order({r["branch"] for r in rows})
+        mine = {b: [r for r in rows if r["branch"] == b] for b in branches}
+        for b in branches:
+            color, marker = styles.color(ri, b), styles.marker(b)
+            ls, z = styles.linestyle(b), _zorder(b)
+            twin = _twin(mine, b, "jaccard_previous_level")
+            if _nested(mine[b]):
+                left_out.setdefault((b, " vs. previous level", NESTED), []).append(run.name)
+            elif twin is not None:
+                left_out.setdefault((b, " vs. previous level", f"the same as {twin}'s"), []).append(
+                    run.name
                 )
-            _mean_over_replicates(
-                ax_s, mine, "sign_kept", f"{prefix}{branch}", color=color, **style
-            )
+            else:
+                s = series(mine[b], "jaccard_previous_level", f"{prefix}{b} vs. previous level",
+                           color, marker, ls, z)  # fmt: skip
+                if s is not None:
+                    left.append(s)
+            if b == "ticket":
+                overlap = OVERLAP_COLOR if not styles.multi else color
+                s = series(mine[b], "jaccard_random_prune", f"{prefix}ticket vs. {CONTROL}",
+                           overlap, "D", ":" if styles.multi else "-", z + 0.05)  # fmt: skip
+                if s is not None:
+                    left.append(s)
+            twin = _twin(mine, b, "sign_kept")
+            if twin is not None:
+                left_out.setdefault((b, "'s signs", f"the same as {twin}'s"), []).append(run.name)
+                continue
+            s = series(mine[b], "sign_kept", f"{prefix}{b}", color, marker, ls, z)
+            if s is not None:
+                right.append(s)
+
+    fig = _new_figure(11.2, 4.3)
+    ax_j, ax_s = fig.subplots(1, 2)
+    _draw_series(ax_j, left, log_x=True)
+    _draw_series(ax_s, right, log_x=True)
     for ax in (ax_j, ax_s):
         _log_x_axis(ax, xs)
         lo, hi = ax.get_ylim()
         ax.set_ylim(max(lo, -0.02), min(hi, 1.02))  # fractions: keep error bars in [0, 1]
-        if ax.get_lines():
-            ax.legend(loc="best")
+    if not left:
+        ax_j.text(0.5, 0.5, "no overlap to show", ha="center", va="center",
+                  transform=ax_j.transAxes, color="0.4")  # fmt: skip
     ax_j.set_ylabel("Jaccard overlap of kept weights")
-    ax_j.set_title("Mask overlap |A ∩ B| / |A ∪ B|")
+    ax_j.set_title("Mask overlap |A ∩ B| / |A ∪ B|", fontsize=11)
     ax_s.set_ylabel("Fraction of survivors")
-    ax_s.set_title("Survivors that kept their sign from θ-start to the end")
-    reps = max(
-        (
-            max((r["replicate"] for r in run.analysis), default=0) + 1
-            for run in runs
-            if run.analysis
-        ),
-        default=1,
-    )
-    note = "; mean over replicates, error bars ±1 std" if reps > 1 else ""
-    fig.suptitle(f"Mask analysis (all prunable layers)\n{_title(runs)}{note}", wrap=True)
+    ax_s.set_title("Survivors that kept their sign from θ-start to the end", fontsize=11)
+    note = _left_out_note(left_out, sum(1 for r in runs if r.analysis))
+    _legend(fig, [*ax_j.get_lines(), *ax_s.get_lines()], spread, max_cols=3, note=note)
+    _suptitle(fig, "Mask analysis (all prunable layers)", title, runs)
     return fig
 
 
-def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure | None:
+def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None, title) -> Figure | None:
     run = next((r for r in runs if r.histograms), None)
     if run is None:
         return None
@@ -575,16 +931,17 @@ def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure 
     replicate = min(r["replicate"] for r in run.histograms if r["branch"] == branch)
     rows = [r for r in run.histograms if r["branch"] == branch and r["replicate"] == replicate]
     available = sorted({r["level"] for r in rows})
-    chosen = [lv for lv in levels if lv in available] if levels is not None else []
-    chosen = chosen or default_levels(available, HIST_LEVELS)
+    chosen = _figure_levels(available, levels) or default_levels(available)
     remaining = {
         r["level"]: r["weights_remaining"]
         for r in run.analysis or []
         if r["branch"] == branch and r["replicate"] == replicate and r["layer"] == ALL
     }
-    fig = Figure(figsize=(3.3 * len(chosen) + 0.8, 4.0), layout="constrained")
+    fig = _new_figure(3.0 * len(chosen) + 0.8, 3.7)
     axes = fig.subplots(1, len(chosen), squeeze=False, sharex=True)[0]
     labels = {"init": "at θ-start (init)", "final": "at the end of training (final)"}
+    totals: dict[int, int] = {}  # bin -> count over the drawn panels
+    edges_of: dict[int, tuple[float, float]] = {}
     for ax, level in zip(axes, chosen):
         for which in ("init", "final"):
             mine = sorted(
@@ -593,6 +950,9 @@ def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure 
             )
             if not mine:
                 continue
+            for r in mine:
+                totals[r["bin"]] = totals.get(r["bin"], 0) + r["count"]
+                edges_of[r["bin"]] = (r["bin_low"], r["bin_high"])
             edges = [r["bin_low"] for r in mine] + [mine[-1]["bin_high"]]
             ax.stairs(
                 [r["count"] for r in mine],
@@ -608,15 +968,44 @@ def _histogram_figure(runs: list[_Run], levels: Sequence[int] | None) -> Figure 
         where = f" ({fmt_tick(wr)}% remaining)" if wr is not None and math.isfinite(wr) else ""
         ax.set_title(f"level {level}{where}", fontsize=10)
         ax.set_xlabel("|weight| (log scale)")
+    span = _central_bins(totals, edges_of)
+    if span is not None:
+        axes[0].set_xlim(*span)
     axes[0].set_ylabel("Surviving weights per bin")
-    handles = [p for p in axes[0].patches if not p.get_label().startswith("_")]
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
-    fig.suptitle(
-        f"Magnitudes of the surviving weights ({branch}, replicate {replicate})\n{run.name}",
-        wrap=True,
+    _legend(fig, [p for p in axes[0].patches], max_cols=2)
+    share = f"{100 * HIST_KEEP:g}%"
+    _suptitle(
+        fig,
+        f"Magnitudes of the surviving weights ({branch}, replicate {replicate}; x axis: the "
+        f"central {share} of them)",
+        title,
+        runs[:1],
     )
     return fig
+
+
+def _central_bins(
+    totals: dict[int, int], edges: dict[int, tuple[float, float]]
+) -> tuple[float, float] | None:
+    """The x range of the bins holding the central HIST_KEEP share of the counts."""
+    bins = sorted(b for b in totals)
+    total = sum(totals.values())
+    if not bins or total <= 0:
+        return None
+    cut = (1 - HIST_KEEP) / 2 * total
+    acc, first = 0, bins[0]
+    for b in bins:
+        acc += totals[b]
+        if acc > cut:
+            first = b
+            break
+    acc, last = 0, bins[-1]
+    for b in reversed(bins):
+        acc += totals[b]
+        if acc > cut:
+            last = b
+            break
+    return edges[first][0], edges[last][1]
 
 
 def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int) -> Path:
@@ -640,20 +1029,26 @@ def plot_runs(
     mask_analysis: bool = True,
     analyses: Sequence[tuple[list[dict], list[dict]] | None] | None = None,
     dpi: int = 200,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Figure]:
     """Draw the figures of one or several run folders, save them, and return them by name.
 
-    ``run_dirs``: run folders to overlay (a single path is accepted too); legend labels are
-    "run-name: branch" when there are several. ``out_dir``: where ``<name>.<fmt>`` files go
-    (default: the first run's ``plots/`` folder); ``formats=()`` saves nothing. ``levels``: the
-    ticket levels drawn in ``curves`` (default: about five spread out). ``band``: ``"std"``
-    draws ±1 sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has
-    two or more usable replicates). ``early_stop_panel``: add a second accuracy panel with the
-    test accuracy at the early-stop iteration. Diverged replicates are left out of means and
-    drawn as hollow markers. ``mask_analysis``: also draw ``mask_analysis`` and
-    ``weight_histograms`` when the first run folder has an analysis: ``analyses`` (one
-    ``(analysis rows, histogram rows)`` or None per run folder, as
-    :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
+    ``run_dirs``: run folders to overlay (a single path is accepted too; a folder holding run
+    folders stands for them). ``labels``: one name per run for the legends (default: the
+    settings in which the runs differ, else their folder names); legend entries are
+    "label: branch" when there are several runs. ``title``: the second title line of every
+    figure (default: the study, e.g. "lenet_300_100 on mnist"); "" draws no title.
+    ``out_dir``: where ``<name>.<fmt>`` files go (default: the first run's ``plots/`` folder);
+    ``formats=()`` saves nothing. ``levels``: the ticket levels drawn in ``curves`` and
+    ``weight_histograms`` (default: about four spread out). ``band``: ``"std"`` draws ±1
+    sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has two or
+    more usable replicates; a legend entry gives n). ``early_stop_panel``: add a second
+    accuracy panel with the test accuracy at the early-stop iteration. Diverged replicates are
+    left out of means and drawn as hollow markers. ``mask_analysis``: also draw
+    ``mask_analysis`` and ``weight_histograms`` when the first run folder has an analysis:
+    ``analyses`` (one ``(analysis rows, histogram rows)`` or None per entry of ``run_dirs``,
+    as :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
     ``analysis_histograms.csv`` as they are (call ``ensure_analysis`` first to bring them up to
     date); silently left out when there is none.
     """
@@ -661,6 +1056,7 @@ def plot_runs(
         raise LTHError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
+    run_dirs = list(run_dirs)
     if levels is not None:
         levels = [int(lv) for lv in levels]
     formats = [f.lower().lstrip(".") for f in formats]
@@ -668,25 +1064,29 @@ def plot_runs(
     bad = [f for f in formats if f not in supported]
     if bad:
         raise LTHError(f"cannot save figures as {bad[0]!r}; choose from {', '.join(supported)}")
+    if analyses is not None and len(analyses) != len(run_dirs):
+        raise LTHError(f"analyses has {len(analyses)} entries for {len(run_dirs)} run folders")
 
-    runs = _load_runs(list(run_dirs))
-    if analyses is not None and len(analyses) != len(runs):
-        raise LTHError(f"analyses has {len(analyses)} entries for {len(runs)} run folders")
+    runs = _load_runs(run_dirs, labels)
     if mask_analysis:
-        for i, run in enumerate(runs):
-            found = analyses[i] if analyses is not None else _read_analysis(run.path)
+        given = {}
+        if analyses is not None:
+            given = {Path(p).resolve(): a for p, a in zip(run_dirs, analyses)}
+        for run in runs:
+            key = run.path.resolve()
+            found = given[key] if key in given else _read_analysis(run.path)
             if found is not None:
                 run.analysis, run.histograms = found
     with matplotlib.rc_context(STYLE):
         figures = {
-            "accuracy_vs_weights": _accuracy_figure(runs, band, early_stop_panel),
-            "curves": _curves_figure(runs, levels),
-            "early_stop": _early_stop_figure(runs, band),
-            "layer_remaining": _layer_figure(runs),
+            "accuracy_vs_weights": _accuracy_figure(runs, band, early_stop_panel, title),
+            "curves": _curves_figure(runs, levels, title),
+            "early_stop": _early_stop_figure(runs, band, title),
+            "layer_remaining": _layer_figure(runs, title),
         }
         if runs[0].analysis:
-            figures["mask_analysis"] = _mask_figure(runs)
-            hist = _histogram_figure(runs[:1], levels)
+            figures["mask_analysis"] = _mask_figure(runs, title)
+            hist = _histogram_figure(runs[:1], levels, title)
             if hist is not None:
                 figures["weight_histograms"] = hist
         if formats:

@@ -1,10 +1,17 @@
-"""The text report of a study, from its run folder.
+"""The text report of a study, from one or several run folders.
 
-:func:`report` renders the ticket's per-layer sparsity at every level and the per-level
-accuracy of every branch, as aligned text, GitHub markdown or CSV (the CSV is also the run's
-``summary_stats.csv``, :func:`write_summary_stats`). It reads ``summary.csv``, ``layers.csv``
-and ``config.toml`` through :mod:`lth.storage`, where their format is declared. Percentages
-and accuracies are in percent (0-100) throughout.
+:func:`report` renders the per-level accuracy of every branch first (test accuracy after
+training, at the early-stop iteration, and the early-stop iteration, as mean ± std over
+replicates), then on request (``layers=True``) the ticket's per-layer sparsity at every level,
+as aligned text, GitHub markdown, LaTeX (booktabs) or CSV (the CSV of one run is also its
+``summary_stats.csv``, :func:`write_summary_stats`).
+
+Several run folders (or a folder holding run folders) make one table: runs whose settings
+differ only in ``seed`` (:func:`poolable`) are one study run as several jobs and their
+replicates are pooled (:func:`pooled_summary`); other runs stand side by side, headed by the
+settings in which they differ (:func:`run_labels`). It reads ``summary.csv``, ``layers.csv`` and
+``config.toml`` through :mod:`lth.storage`, where their format is declared. Percentages and
+accuracies are in percent (0-100) throughout.
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import LTHError
 from .storage import (
+    SUMMARY,
     SUMMARY_STATS,
     LayerRow,
     SummaryRow,
@@ -31,17 +39,27 @@ from .storage import (
 
 __all__ = [
     "FORMATS",
+    "POOLABLE",
+    "Run",
     "Stat",
     "aggregate",
     "describe_config",
+    "differing_settings",
     "fmt_pct",
+    "latex_escape",
+    "load_runs",
     "load_summary",
+    "poolable",
+    "pooled_summary",
     "report",
+    "run_folders",
+    "run_labels",
     "save_report",
+    "split_labels",
     "write_summary_stats",
 ]
 
-FORMATS = ("table", "md", "csv")
+FORMATS = ("table", "md", "latex", "csv")
 
 
 def describe_config(config: dict) -> str:
@@ -145,6 +163,132 @@ def aggregate(rows: Iterable[SummaryRow], field: str) -> list[Stat]:
     return out
 
 
+# ----------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class Run:
+    """One run folder as the report and the figures read it."""
+
+    path: Path
+    summary: list[SummaryRow]
+    config: dict  # config.toml, flattened (lth.storage.load_config)
+    label: str = ""  # how tables and legends name it (:func:`run_labels`)
+
+    @property
+    def settings(self) -> dict:
+        """The study's settings (the information tables of config.toml left out)."""
+        return {k: v for k, v in self.config.items() if k in _setting_names()}
+
+
+def _setting_names() -> list[str]:
+    from .config import field_kinds  # the settings of a study, in declaration order
+
+    return list(field_kinds())
+
+
+def run_folders(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The run folders named by ``paths``: a folder holding no summary.csv but run folders
+    (a sweep) stands for those, sorted by name; the same folder twice counts once."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for p in map(Path, paths):
+        found = [p]
+        if p.is_dir() and not (p / SUMMARY.file).exists():
+            subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / SUMMARY.file).is_file())
+            found = subs or found
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    if not out:
+        raise LTHError("no run folders given; pass at least one folder a study wrote")
+    return out
+
+
+def differing_settings(runs: Sequence[Run]) -> list[str]:
+    """Settings whose values are not the same in every run (a missing one differs from any
+    value), in declaration order; ``max_parallel`` (how tickets are grouped) is left out."""
+    if len(runs) < 2 or any(not r.settings for r in runs):
+        return []
+    keys = [k for k in _setting_names() if k != "max_parallel"]
+    return [k for k in keys if len({repr(r.settings.get(k)) for r in runs}) > 1]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """Short names of runs: their differing settings ('seed 1', 'rate 0.3, seed 1'), else
+    their folder names (with the parent folder when two are the same)."""
+    keys = differing_settings(runs)
+    if keys:
+        labels = [", ".join(f"{k} {_show(r.settings.get(k, '-'))}" for k in keys) for r in runs]
+        if len(set(labels)) == len(labels):
+            return labels
+    names = [r.path.resolve().name or str(r.path) for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{r.path.resolve().parent.name}/{r.path.resolve().name}" for r in runs]
+
+
+def load_runs(
+    run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    labels: Sequence[str] | None = None,
+) -> list[Run]:
+    """The runs of :func:`run_folders`, each with its summary, config and label (``labels``,
+    one per run, else :func:`run_labels`)."""
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    runs = [Run(p, load_summary(p), load_config(p)) for p in run_folders(run_dirs)]
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(runs):
+            raise LTHError(
+                f"{len(labels)} labels for {len(runs)} run folders; give one label per run"
+            )
+    for run, label in zip(runs, labels or run_labels(runs)):
+        run.label = label
+    return runs
+
+
+def split_labels(text: str) -> list[str]:
+    """A comma list of labels (``--labels``); ``\\,`` is a comma inside a label."""
+    labels = [p.replace("\0", ",").strip() for p in text.replace("\\,", "\0").split(",")]
+    if not all(labels):
+        raise LTHError(f"--labels {text!r} has an empty label; give one name per run")
+    return labels
+
+
+#: settings in which runs may differ and still be one study (their replicates are pooled)
+POOLABLE = ("seed", "replicates")
+
+
+def poolable(runs: Sequence[Run]) -> bool:
+    """Whether the runs are one study run as several jobs: their settings differ only in
+    ``seed`` (all different) and the number of replicates."""
+    if len(runs) < 2 or any(not r.settings for r in runs):
+        return False
+    seeds = [r.settings.get("seed") for r in runs]
+    return set(differing_settings(runs)) <= set(POOLABLE) and len(set(seeds)) == len(seeds)
+
+
+def pooled_summary(runs: Sequence[Run]) -> list[SummaryRow]:
+    """The runs' summary rows as one study: replicates renumbered run after run."""
+    out: list[SummaryRow] = []
+    start = 0
+    for run in runs:
+        reps = sorted({r.replicate for r in run.summary})
+        number = {rep: start + i for i, rep in enumerate(reps)}
+        out += [replace(r, replicate=number[r.replicate]) for r in run.summary]
+        start += len(reps)
+    return out
+
+
 # ----------------------------------------------------------------------------- formatting
 
 
@@ -169,38 +313,118 @@ def _fmt_stat(stat: Stat | None, digits: int, replicates: int) -> str:
     return text
 
 
-def _text_table(headers: list[list[str]], rows: list[list[str]], left: set[int]) -> list[str]:
-    """Aligned plain-text table; ``headers`` may hold several header lines; ``left`` columns
-    are left-aligned, the rest right-aligned."""
-    ncol = len(rows[0]) if rows else len(headers[-1])
-    widths = [max(len(r[i]) for r in [*headers[-1:], *rows]) for i in range(ncol)]
-    lines = []
+@dataclass
+class _Table:
+    """A table to render: columns as (group, name) — group "" for none — rows of cells, and
+    the left-aligned columns (the rest are right-aligned)."""
+
+    columns: list[tuple[str, str]]
+    rows: list[list[str]]
+    left: set[int]
+
+    def groups(self) -> list[tuple[str, int, int]]:
+        """(group, first column, last column) of each run of columns with one group."""
+        out: list[tuple[str, int, int]] = []
+        for i, (g, _) in enumerate(self.columns):
+            if out and out[-1][0] == g:
+                out[-1] = (g, out[-1][1], i)
+            else:
+                out.append((g, i, i))
+        return out
+
+
+def _text_table(table: _Table) -> list[str]:
+    """Aligned plain text: a line of group names (when any), the column names, a rule."""
+    names = [n for _, n in table.columns]
+    rows = table.rows
+    ncol = len(names)
+    widths = [max(len(r[i]) for r in [names, *rows]) for i in range(ncol)]
+    for g, a, b in table.groups():  # a group name wider than its columns widens them
+        span = sum(widths[a : b + 1]) + 2 * (b - a)
+        for i in range(max(0, len(g) - span)):
+            widths[a + i % (b - a + 1)] += 1
 
     def line(cells: list[str]) -> str:
-        out = [c.ljust(widths[i]) if i in left else c.rjust(widths[i]) for i, c in enumerate(cells)]
+        out = [
+            c.ljust(widths[i]) if i in table.left else c.rjust(widths[i])
+            for i, c in enumerate(cells)
+        ]
         return "  ".join(out).rstrip()
 
-    for extra in headers[:-1]:  # group headers: left-aligned text spanning following columns
+    lines = []
+    if any(g for g, _ in table.columns):
         out = ""
-        for i, c in enumerate(extra):
-            start = sum(widths[:i]) + 2 * i
-            if c:
-                out = out.ljust(start) + c
+        for g, a, _ in table.groups():
+            if g:
+                out = out.ljust(sum(widths[:a]) + 2 * a) + g
         lines.append(out.rstrip())
-    lines.append(line(headers[-1]))
+    lines.append(line(names))
     lines.append("-" * (sum(widths) + 2 * (ncol - 1)))
     lines.extend(line(r) for r in rows)
     return lines
 
 
-def _md_table(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
+def _md_table(table: _Table) -> list[str]:
     def esc(c: str) -> str:
         return c.replace("|", "\\|")
 
+    header = [f"{g} {n}" if g else n for g, n in table.columns]
     lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
-    lines.append("|" + "|".join(":---" if i in left else "---:" for i in range(len(header))) + "|")
-    lines.extend("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)
+    lines.append(
+        "|" + "|".join(":---" if i in table.left else "---:" for i in range(len(header))) + "|"
+    )
+    lines.extend("| " + " | ".join(esc(c) for c in r) + " |" for r in table.rows)
     return lines
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "θ": r"$\theta$",
+    "×": r"$\times$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` for LaTeX: special characters escaped, ± as $\\pm$."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def _latex_table(table: _Table, caption: str = "") -> list[str]:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    spec = "".join("l" if i in table.left else "r" for i in range(len(table.columns)))
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines += [r"\begin{tabular}{" + spec + "}", r"\toprule"]
+    groups = table.groups()
+    if any(g for g, _, _ in groups):
+        cells, rules = [], []
+        for g, a, b in groups:
+            if not g:
+                cells += [""] * (b - a + 1)
+                continue
+            cells.append(rf"\multicolumn{{{b - a + 1}}}{{c}}{{{latex_escape(g)}}}")
+            rules.append(rf"\cmidrule(lr){{{a + 1}-{b + 1}}}")
+        lines.append(" & ".join(cells) + r" \\")
+        lines.append(" ".join(rules))
+    lines.append(" & ".join(latex_escape(n) for _, n in table.columns) + r" \\")
+    lines.append(r"\midrule")
+    lines.extend(" & ".join(latex_escape(c) for c in r) + r" \\" for r in table.rows)
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return lines
+
+
+# ----------------------------------------------------------------------------- tables
 
 
 def _layer_tables(layers: list[LayerRow]) -> tuple[str, int, list[tuple[int, list[list[str]]]]]:
@@ -226,17 +450,24 @@ def _layer_tables(layers: list[LayerRow]) -> tuple[str, int, list[tuple[int, lis
     return branch, replicate, tables
 
 
+QUANTITIES = (
+    ("test_acc", "test %", 2),
+    ("test_acc_at_early_stop", "test@ES %", 2),
+    ("early_stop_iteration", "ES iter", 0),
+)
+
+
 def _accuracy(summary: list[SummaryRow]):
     """Per (branch, level) statistics of the three reported quantities."""
-    fields = ("test_acc", "test_acc_at_early_stop", "early_stop_iteration")
-    stats = {f: {(s.branch, s.level): s for s in aggregate(summary, f)} for f in fields}
+    stats = {f: {(s.branch, s.level): s for s in aggregate(summary, f)} for f, _, _ in QUANTITIES}
     branches = branch_order({r.branch for r in summary})
     levels = sorted({r.level for r in summary})
     replicates = max(s.replicates for s in stats["test_acc"].values())
     return stats, branches, levels, replicates
 
 
-def _accuracy_csv(summary: list[SummaryRow]) -> str:
+def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
+    """Rows of :data:`lth.storage.SUMMARY_STATS`, one per branch and level."""
     stats, branches, levels, _ = _accuracy(summary)
     rows = []
     for b in branches:
@@ -262,27 +493,221 @@ def _accuracy_csv(summary: list[SummaryRow]) -> str:
                     "early_stop_iteration_std": es_it.std,
                 }
             )
-    return csv_text(rows, SUMMARY_STATS)
+    return rows
 
 
-def report(run_dir: str | os.PathLike[str], fmt: str = "table") -> str:
-    """The text report of a run folder.
+def _one_table(summary: list[SummaryRow]) -> _Table:
+    """Rows: levels; columns: weights remaining, then each branch's three quantities."""
+    stats, branches, levels, replicates = _accuracy(summary)
+    columns = [("", "level"), ("", "remaining %")]
+    columns += [(b, name) for b in branches for _, name, _ in QUANTITIES]
+    rows = []
+    for lv in levels:
+        present = [stats["test_acc"][(b, lv)] for b in branches if (b, lv) in stats["test_acc"]]
+        wr = [s.weights_remaining for s in present if not math.isnan(s.weights_remaining)]
+        row = [str(lv), fmt_pct(wr[0]) if wr else "-"]
+        for b in branches:
+            row += [_fmt_stat(stats[f].get((b, lv)), d, replicates) for f, _, d in QUANTITIES]
+        rows.append(row)
+    return _Table(columns, rows, set())
 
-    ``fmt="table"``: aligned plain text for a terminal; ``"md"``: GitHub markdown with headings;
-    ``"csv"``: only the accuracy table, one row per branch and level (the columns of
+
+def _side_by_side_table(runs: Sequence[Run]) -> _Table:
+    """Rows: branch and level; columns: each run's three quantities (and its weights
+    remaining when the runs' differ), headed by the run's label."""
+    per_run = [_accuracy(r.summary) for r in runs]
+    branches = branch_order({b for _, bs, _, _ in per_run for b in bs})
+    levels = sorted({lv for _, _, lvs, _ in per_run for lv in lvs})
+    keys = [(b, lv) for b in branches for lv in levels]
+    keys = [k for k in keys if any(k in st["test_acc"] for st, _, _, _ in per_run)]
+
+    def remaining(st, key) -> str:
+        s = st["test_acc"].get(key)
+        return fmt_pct(s.weights_remaining) if s is not None else ""
+
+    shared = all(
+        len({remaining(st, k) for st, _, _, _ in per_run if k in st["test_acc"]}) == 1 for k in keys
+    )
+    columns = [("", "branch"), ("", "level")] + ([("", "remaining %")] if shared else [])
+    for run in runs:
+        columns += [] if shared else [(run.label, "remaining %")]
+        columns += [(run.label, name) for _, name, _ in QUANTITIES]
+    rows = []
+    for b, lv in keys:
+        row = [b, str(lv)]
+        if shared:
+            row.append(
+                next(remaining(st, (b, lv)) for st, *_ in per_run if (b, lv) in st["test_acc"])
+            )
+        for st, _, _, reps in per_run:
+            row += [] if shared else [remaining(st, (b, lv))]
+            row += [_fmt_stat(st[f].get((b, lv)), d, reps) for f, _, d in QUANTITIES]
+        rows.append(row)
+    return _Table(columns, rows, {0})
+
+
+def _layer_sections(runs: Sequence[Run]) -> list[tuple[str, list[tuple[str, _Table]]]]:
+    """Per-layer tables, once for each group of runs whose tables are the same."""
+    groups: list[tuple[list[Run], tuple]] = []
+    for run in runs:
+        branch, replicate, tables = _layer_tables(load_layers(run.path))
+        key = (branch, replicate, tuple((lv, tuple(map(tuple, rows))) for lv, rows in tables))
+        for members, k in groups:
+            if k == key:
+                members.append(run)
+                break
+        else:
+            groups.append(([run], key))
+    out = []
+    columns = [("", "layer"), ("", "nonzero"), ("", "total"), ("", "% remaining"), ("", "shape")]
+    for members, (branch, replicate, tables) in groups:
+        who = ""
+        if len(runs) > 1:
+            who = "all runs" if len(members) == len(runs) else ", ".join(r.label for r in members)
+            who = f"; {who}"
+        title = f"Weights remaining per layer ({branch}, replicate {replicate}{who})"
+        sections = [
+            (
+                f"Level {lv}: {rows[-1][3]}% of weights remaining",
+                _Table(columns, list(map(list, rows)), {0, 4}),
+            )
+            for lv, rows in tables
+        ]
+        out.append((title, sections))
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _diverged_notes(runs: Sequence[Run], pooled: bool) -> list[str]:
+    notes = []
+    for run in runs:
+        bad = sorted(
+            (r for r in run.summary if r.diverged), key=lambda r: (r.level, r.branch, r.replicate)
+        )
+        where = f" ({run.label})" if len(runs) > 1 else ""
+        notes += [
+            f"{r.branch} replicate {r.replicate}{where} at level {r.level} diverged at "
+            f"iteration {r.diverged_at}"
+            for r in bad
+        ]
+    return notes
+
+
+def report(
+    run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    fmt: str = "table",
+    *,
+    layers: bool = False,
+    labels: Sequence[str] | None = None,
+) -> str:
+    """The text report of one or several run folders.
+
+    ``fmt``: ``"table"`` (aligned plain text for a terminal), ``"md"`` (GitHub markdown),
+    ``"latex"`` (booktabs tables, needs ``\\usepackage{booktabs}``) or ``"csv"`` (the accuracy
+    table only, one row per branch and level: the columns of
     :data:`lth.storage.SUMMARY_STATS`; std empty when fewer than two replicates).
-    Means and stds are over replicates that did not diverge (sample std, ddof=1).
+
+    The accuracy table comes first: per branch and level the test accuracy after training,
+    at the early-stop iteration, and the early-stop iteration, as mean ± sample std (ddof=1)
+    over the replicates that did not diverge. ``layers``: also the ticket's per-layer
+    sparsity at every level (not in CSV).
+
+    Several run folders (or a folder of run folders): when their settings differ only in
+    ``seed`` (and the number of replicates), they are one study run as several jobs, and the
+    table pools their replicates (mean ± std over all of them, n in the notes and the CSV);
+    otherwise the runs stand side by side, each headed by ``labels`` (one per run; default:
+    the settings in which they differ), and the CSV has a ``run`` column plus one column per
+    differing setting.
     """
     if fmt not in FORMATS:
         raise LTHError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    summary = load_summary(run_dir)
+    if layers and fmt == "csv":
+        raise LTHError(
+            "--layers is not available with --format csv; the per-layer counts are in each "
+            "run's layers.csv"
+        )
+    runs = load_runs(run_dirs, labels)
+    pooled = poolable(runs)
+    single = len(runs) == 1
+    summary = runs[0].summary if single else pooled_summary(runs) if pooled else None
     if fmt == "csv":
-        return _accuracy_csv(summary)
-    layers = load_layers(run_dir)
-    config = load_config(run_dir)
-    name = Path(run_dir).resolve().name
-    md = fmt == "md"
+        if summary is not None:
+            return csv_text(_stats_rows(summary), SUMMARY_STATS)
+        keys = differing_settings(runs)
+        rows = [
+            {"run": r.label, **{k: _show(r.settings.get(k, "")) for k in keys}, **row}
+            for r in runs
+            for row in _stats_rows(r.summary)
+        ]
+        return csv_text(rows, ["run", *keys, *SUMMARY_STATS.names])
+
+    common = runs[0].settings
+    if not single:
+        keys = set(differing_settings(runs)) | ({"seed", "replicates"} if pooled else set())
+        common = {k: v for k, v in common.items() if k not in keys}
+        if pooled:
+            common["replicates"] = sum(len({r.replicate for r in run.summary}) for run in runs)
+    if single:
+        title = f"LTH report: {runs[0].path.resolve().name}"
+    elif pooled:
+        title = f"LTH report: {len(runs)} runs pooled ({'; '.join(r.label for r in runs)})"
+    else:
+        title = f"LTH report: {len(runs)} runs side by side"
+    desc = describe_config(common)
+    table = _side_by_side_table(runs) if summary is None else _one_table(summary)
+
+    notes = [
+        "test % = test accuracy (%) after the last training iteration; "
+        "test@ES % = test accuracy (%) at the early-stop (ES) iteration, "
+        "the evaluation with the lowest validation loss."
+    ]
+    if summary is not None:
+        reps = _accuracy(summary)[3]
+        if pooled:
+            each = sorted({len({r.replicate for r in run.summary}) for run in runs})
+            per = "/".join(map(str, each))
+            notes.append(
+                f"Mean ± sample std over n = {reps} replicates: {len(runs)} runs that differ "
+                f"only in seed, {per} replicate{'s' if each != [1] else ''} each, pooled; "
+                "(n=k) marks fewer usable ones."
+            )
+        elif reps > 1:
+            notes.append(
+                f"Mean ± sample std over n = {reps} replicates; (n=k) marks fewer usable ones."
+            )
+        else:
+            notes.append("One replicate per branch and level (n = 1).")
+    else:
+        reps = sorted({_accuracy(r.summary)[3] for r in runs})
+        n = "/".join(map(str, reps))
+        keys = differing_settings(runs)
+        differ = f"they differ in {', '.join(keys)}" if keys else "settings as recorded"
+        notes.append(
+            f"Runs side by side ({differ}); mean ± sample std over each run's replicates "
+            f"(n = {n}); (n=k) marks fewer usable ones."
+        )
+    diverged = _diverged_notes(runs, pooled)
+    if diverged:
+        notes.append("Diverged runs, left out of the means: " + "; ".join(diverged) + ".")
+    sources = [f"{r.label}: {r.path}" for r in runs] if not single else []
+
     out: list[str] = []
+    if fmt == "latex":
+        out += [f"% {title}", *(f"% {line}" for line in [desc, *sources] if line)]
+        out += ["% needs \\usepackage{booktabs}", ""]
+        caption = (
+            "Test accuracy per level" + (f" ({desc})" if desc else "") + ". " + " ".join(notes)
+        )
+        out += _latex_table(table, caption)
+        if layers:
+            for head, sections in _layer_sections(runs):
+                for sub, t in sections:
+                    out += [""] + _latex_table(t, f"{head}. {sub}.")
+        return "\n".join(out) + "\n"
+
+    md = fmt == "md"
 
     def heading(text: str, level: int) -> None:
         if md:
@@ -292,83 +717,41 @@ def report(run_dir: str | os.PathLike[str], fmt: str = "table") -> str:
         else:
             out.append(text)
 
-    def table(headers: list[list[str]], rows: list[list[str]], left: set[int]) -> None:
-        if md:
-            out.extend(_md_table(headers[-1], rows, left))
-        else:
-            out.extend(_text_table(headers, rows, left))
+    def put(t: _Table) -> None:
+        out.extend(_md_table(t) if md else _text_table(t))
         out.append("")
 
-    heading(f"LTH report: {name}", 1)
-    desc = describe_config(config)
+    heading(title, 1)
     if desc:
         out.extend([desc, ""])
-
-    # (a) per-layer sparsity of the ticket
-    branch, replicate, tables = _layer_tables(layers)
-    heading(f"Weights remaining per layer ({branch}, replicate {replicate})", 2)
-    for level, rows in tables:
-        heading(f"Level {level}: {rows[-1][3]}% of weights remaining", 3)
-        table([["layer", "nonzero", "total", "% remaining", "shape"]], rows, {0, 4})
-
-    # (b) accuracy per level and branch
-    stats, branches, levels, replicates = _accuracy(summary)
+    if sources:
+        out.extend([f"- {s}" if md else f"  {s}" for s in sources] + [""])
     heading("Test accuracy per level", 2)
-    group = ["", ""]
-    header = ["level", "remaining %"]
-    for b in branches:
-        group += [b, "", ""]
-        header += [f"{b} test %", f"{b} test@ES %", f"{b} ES iter"]
-    if not md:  # the group line names the branch, so the column names can be short
-        header = header[:2] + ["test %", "test@ES %", "ES iter"] * len(branches)
-    rows = []
-    for lv in levels:
-        present = [stats["test_acc"][(b, lv)] for b in branches if (b, lv) in stats["test_acc"]]
-        wr = [s.weights_remaining for s in present if not math.isnan(s.weights_remaining)]
-        row = [str(lv), fmt_pct(wr[0]) if wr else "-"]
-        for b in branches:
-            row += [
-                _fmt_stat(stats["test_acc"].get((b, lv)), 2, replicates),
-                _fmt_stat(stats["test_acc_at_early_stop"].get((b, lv)), 2, replicates),
-                _fmt_stat(stats["early_stop_iteration"].get((b, lv)), 0, replicates),
-            ]
-        rows.append(row)
-    table([group, header], rows, set())
-
-    notes = [
-        "test % = test accuracy (%) after the last training iteration; "
-        "test@ES % = test accuracy (%) at the early-stop (ES) iteration, "
-        "the evaluation with the lowest validation loss.",
-        (
-            f"Mean ± sample std over {replicates} replicates; (n=k) marks fewer usable ones."
-            if replicates > 1
-            else "One replicate per branch and level."
-        ),
-    ]
-    diverged = sorted(
-        (r for r in summary if r.diverged), key=lambda r: (r.level, r.branch, r.replicate)
-    )
-    if diverged:
-        notes.append("Diverged runs, left out of the means:")
-        notes.extend(
-            f"  {r.branch} replicate {r.replicate} at level {r.level} diverged at iteration "
-            f"{r.diverged_at}"
-            for r in diverged
-        )
-    if md:
-        out.extend(f"- {n.strip()}" if n.startswith("  ") else n + "\n" for n in notes)
-    else:
-        out.extend(notes)
+    put(table)
+    out.extend(n + "\n" if md else n for n in notes)
+    if layers:
+        out.append("")
+        for head, sections in _layer_sections(runs):
+            heading(head, 2)
+            for sub, t in sections:
+                heading(sub, 3)
+                put(t)
     return "\n".join(out).rstrip() + "\n"
 
 
 def save_report(
-    run_dir: str | os.PathLike[str], output: str | os.PathLike[str], fmt: str = "table"
+    run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    fmt: str = "table",
+    **options,
 ) -> Path:
-    """Write :func:`report` to ``output``, atomically; refuses a path that is one of the run
+    """Write :func:`report` to ``output``, atomically; refuses a path that is one of a run
     folder's own files (:func:`lth.storage.check_output_path`). Returns the path written."""
-    check_output_path(run_dir, output)
-    text = report(run_dir, fmt)
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    for run_dir in run_folders(run_dirs):
+        check_output_path(run_dir, output)
+    text = report(run_dirs, fmt, **options)
     atomic_write(output, text)
     return Path(output)
 
