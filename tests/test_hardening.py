@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import real_data
+from conftest import assert_one_line, real_data
 from lth.cli import main
 
 TINY = ["--levels", "1", "--iterations", "20", "--eval-every", "10", "--val-size", "100"]
@@ -186,3 +186,29 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_identical(sig, tmp_p
     assert done.returncode == 0, done.stderr
     for name in ("summary.csv", "metrics.csv", "ticket/0/level_01/final.safetensors"):
         assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_a_damaged_checkpoint_is_one_short_line(tmp_path):
+    from lth.config import ExperimentConfig
+    from lth.errors import LTHError
+    from lth.runs import RunFolder
+
+    config = ExperimentConfig(levels=1, iterations=20, eval_every=10, val_size=100)
+    with RunFolder(tmp_path / "run", config) as folder:
+        path = tmp_path / "run" / ".lth" / "level_00_group_00.pt"
+        path.write_bytes(b"PK\x03\x04" + b"\x00" * 5000)  # a damaged zip: torch's long error
+        with pytest.raises(LTHError) as exc:
+            folder.load_checkpoint(0, 0)
+    msg = assert_one_line(exc, "damaged", "redo level 0")
+    assert len(msg) < 250, msg
+
+
+def test_report_on_an_unreadable_folder_is_bad_input(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", *TINY, "--data-dir", str(real_data()), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    (out / "summary.csv").unlink()
+    (out / "summary.csv").mkdir()  # a folder where a file should be: an OSError on reading
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "resume" not in err and err.count("\n") == 1, err

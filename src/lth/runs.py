@@ -401,8 +401,10 @@ class RunFolder:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
+            problem = " ".join(str(e).split())[:100] or type(e).__name__
             raise LTHError(
-                f"checkpoint {path} is unreadable ({e}); delete it to redo the level"
+                f"checkpoint {path} is damaged ({problem}); delete it to redo level {level} "
+                "from its start"
             ) from None
 
     def save_checkpoint(
