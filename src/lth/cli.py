@@ -46,6 +46,7 @@ from .errors import LTHError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
 REPORT_FORMATS = ("table", "md", "csv")
+_COMMANDS = ("run", "plot", "report", "verify", "export")
 
 
 class UsageError(LTHError):
@@ -302,8 +303,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     command = getattr(args, "command", None)
     if command is None:
         if extras:
-            parser.error(f"unknown command or option {extras[0]!r}; commands: run, plot, report")
-        parser.error("choose a command: run, plot or report")
+            commands = ", ".join(_COMMANDS)
+            parser.error(f"unknown command or option {extras[0]!r}; commands: {commands}")
+        parser.error(f"choose a command: {', '.join(_COMMANDS)}")
     if extras:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
             command
@@ -567,8 +569,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         what = e.strerror or _one_line(e) or type(e).__name__
         target = f"cannot write {e.filename}" if e.filename else "input/output error"
-        again = "run the same command again to resume" if args.command == "run" else "rerun it"
-        _error(f"{target}: {what}; fix this and {again}")
+        if args.command != "run":  # reading or writing what the user named: bad input
+            _error(f"{target}: {what}; check the path and rerun")
+            return EXIT_USAGE
+        _error(f"{target}: {what}; fix this and run the same command again to resume")
         return EXIT_FAILURE
     except Exception as e:
         if debug:
