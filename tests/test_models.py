@@ -398,8 +398,8 @@ def test_reinitialising_overwrites_everything():
 def _check_gate_blocks_orthogonal(weight_hh: torch.Tensor, hidden: int, gates: int) -> None:
     assert weight_hh.shape[0] == gates * hidden
     for k in range(gates):
-        block = weight_hh[k * hidden : (k + 1) * hidden].detach()
-        eye = torch.eye(hidden)
+        block = weight_hh[k * hidden : (k + 1) * hidden].detach().double()  # no float32 sums
+        eye = torch.eye(hidden, dtype=torch.float64)
         assert torch.allclose(block @ block.T, eye, atol=1e-5)
 
 
@@ -440,8 +440,8 @@ def test_lstm_projection_and_cells():
     initialize(lstm, "xavier_normal", gen(0))
     # weight_hh is (4H, P): each (H, P) gate block has orthonormal columns
     for k in range(4):
-        block = lstm.weight_hh_l0[k * 16 : (k + 1) * 16].detach()
-        assert torch.allclose(block.T @ block, torch.eye(8), atol=1e-5)
+        block = lstm.weight_hh_l0[k * 16 : (k + 1) * 16].detach().double()
+        assert torch.allclose(block.T @ block, torch.eye(8, dtype=torch.float64), atol=1e-5)
     assert torch.count_nonzero(lstm.bias_ih_l0) == 0
 
     for cls, gates in [(nn.LSTMCell, 4), (nn.GRUCell, 3), (nn.RNNCell, 1)]:

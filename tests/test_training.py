@@ -17,6 +17,29 @@ from lth.pruning import prune_random_like
 from lth.training import TicketJob, TrainConfig, Trainer, train
 
 
+@pytest.fixture
+def float64():
+    """Build, train and compare in double precision (``torch.set_default_dtype``).
+
+    The engine and its oracles (plain PyTorch, autograd, one ticket at a time, the CPU) compute
+    the same sums in other orders: batched against single products, other BLAS kernels on
+    other CPUs (AVX2, AVX-512), other thread counts. In float32 that is ~1e-7 apart per step,
+    and training amplifies it: Adam turns a gradient that should be ~0 into a full
+    learning-rate step of either sign, and a ReLU or argmax near a tie can go either way. So
+    two float32 computations agree only as far as the kernels happen to allow. In float64 the
+    differences are ~1e-16, far below Adam's eps (1e-8), and stay ~1e-13 after training on
+    every CPU; a real bug (a wrong gradient, mask or learning rate) moves weights by ~lr.
+    """
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+# Engine against oracle in float64: measured ~1e-13 apart after training, 1e-3 for a real bug.
+F64 = {"rtol": 1e-9, "atol": 1e-10}
+
+
 def synthetic_data(n: int = 240, shape=(1, 28, 28), seed: int = 0) -> SimpleNamespace:
     """Random images with a learnable rule, so losses move and accuracies mean something."""
     g = torch.Generator().manual_seed(seed)
@@ -100,7 +123,7 @@ CONFIGS = {
 @pytest.mark.parametrize("model_name", ["lenet_300_100", "lenet5"])
 @pytest.mark.parametrize("cfg_name", list(CONFIGS))
 @pytest.mark.parametrize("k", [1, 3])
-def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k):
+def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k, float64):
     cfg = CONFIGS[cfg_name]
     data = synthetic_data()
     models = [make_model(model_name, seed) for seed in range(k)]
@@ -108,11 +131,14 @@ def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k):
     jobs = [
         TicketJob(m.state_dict(), mk, seed=100 + i) for i, (m, mk) in enumerate(zip(models, masks))
     ]
-    results = Trainer(models[0], jobs, data, cfg).run()
+    trainer = Trainer(models[0], jobs, data, cfg)
+    assert trainer.model.flat.dtype == torch.float64, "the engine must train in double here"
+    results = trainer.run()
     for i in range(k):
         expected = oracle_train(models[i], masks[i], data, cfg, seed=100 + i)
         for name, w in expected.items():
-            torch.testing.assert_close(results[i].final[name], w, rtol=1e-3, atol=1e-4)
+            assert results[i].final[name].dtype == torch.float64
+            torch.testing.assert_close(results[i].final[name], w, **F64)
             if name in masks[i]:
                 pruned = results[i].final[name][~masks[i][name]]
                 assert torch.equal(pruned, torch.zeros_like(pruned)), name
@@ -121,8 +147,11 @@ def test_stacked_training_matches_plain_pytorch(model_name, cfg_name, k):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("model_name", ["lenet_300_100", "lenet5"])
 @pytest.mark.parametrize("cfg_name", list(CONFIGS))
-def test_cuda_training_matches_cpu(model_name, cfg_name):
-    """Everything on the GPU: same data order, same results as on the CPU up to float rounding."""
+def test_cuda_training_matches_cpu(model_name, cfg_name, float64):
+    """Everything on the GPU: same data order, same results as on the CPU up to float rounding.
+
+    In double: float32 GPU kernels sum in other orders (and cuDNN may use TF32).
+    """
     cfg, k = CONFIGS[cfg_name], 3
     data = synthetic_data()
     on_gpu = SimpleNamespace(
@@ -134,15 +163,16 @@ def test_cuda_training_matches_cpu(model_name, cfg_name):
     cpu = Trainer(models[0], jobs, data, cfg).run()
     gpu_trainer = Trainer(models[0], jobs, on_gpu, cfg, device="cuda")
     assert gpu_trainer.model.flat.is_cuda and gpu_trainer.optimizer.params[0].is_cuda
+    assert gpu_trainer.model.flat.dtype == torch.float64
     gpu = gpu_trainer.run()
     for c, g, job in zip(cpu, gpu, jobs):
         for name, w in c.final.items():
-            torch.testing.assert_close(g.final[name], w, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(g.final[name], w, **F64)
             if name in job.masks:
                 pruned = g.final[name][~job.masks[name]]
                 assert torch.equal(pruned, torch.zeros_like(pruned)), name
         assert g.history.iteration == c.history.iteration
-        assert g.history.test_loss == pytest.approx(c.history.test_loss, rel=1e-3)
+        assert g.history.test_loss == pytest.approx(c.history.test_loss, rel=1e-9)
 
 
 def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay():
@@ -166,7 +196,7 @@ def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay():
         assert moved[(init > 0) & m].float().mean() > 0.9
 
 
-def test_each_ticket_keeps_its_own_data_order_and_mask():
+def test_each_ticket_keeps_its_own_data_order_and_mask(float64):
     data = synthetic_data()
     model = make_model("lenet_300_100", 0)
     mask = random_masks(model, 1)
@@ -175,8 +205,9 @@ def test_each_ticket_keeps_its_own_data_order_and_mask():
     other = [TicketJob(model.state_dict(), mask, 7), TicketJob(model.state_dict(), mask, 8)]
     a = Trainer(model, same, data, cfg).run()
     b = Trainer(model, other, data, cfg).run()
-    # Same seed: same batches, so the same weights (up to the float rounding of batched products).
-    torch.testing.assert_close(a[0].final["fc1.weight"], a[1].final["fc1.weight"])
+    # Same seed: same batches, so the same weights (up to the rounding of batched products:
+    # a ticket's product may run in another kernel than its neighbour's).
+    torch.testing.assert_close(a[0].final["fc1.weight"], a[1].final["fc1.weight"], **F64)
     assert (b[0].final["fc1.weight"] - b[1].final["fc1.weight"]).abs().max() > 1e-3
 
 
@@ -247,7 +278,7 @@ def grouped_conv_net() -> torch.nn.Sequential:
 
 
 @pytest.mark.parametrize("name", ["lenet_300_100", "lenet5", "conv2", "grouped"])
-def test_evaluation_matches_plain_forward(name):
+def test_evaluation_matches_plain_forward(name, float64):
     data = synthetic_data(shape=(2, 28, 28) if name == "grouped" else (1, 28, 28))
     if name == "grouped":
         models = [grouped_conv_net() for _ in range(2)]
@@ -265,7 +296,7 @@ def test_evaluation_matches_plain_forward(name):
                 if n in mk:
                     p.masked_fill_(~mk[n], 0.0)
             logits = ref(data.test_x)
-        assert losses[i] == pytest.approx(F.cross_entropy(logits, data.test_y).item(), rel=1e-5)
+        assert losses[i] == pytest.approx(F.cross_entropy(logits, data.test_y).item(), rel=1e-10)
         expected = (logits.argmax(1) == data.test_y).float().mean().item() * 100
         assert accs[i] == pytest.approx(expected)
 
@@ -285,12 +316,12 @@ MLPS = {
 
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("name", list(MLPS))
-def test_handwritten_mlp_backward_matches_autograd(name, k):
+def test_handwritten_mlp_backward_matches_autograd(name, k, float64):
     torch.manual_seed(0)
     template = MLPS[name]()
     fast = StackedModel(template, k)
     slow = StackedModel(template, k)
-    assert fast.mlp is not None
+    assert fast.mlp is not None and fast.flat.dtype == torch.float64
     slow.mlp = None  # force the autograd path
     for i in range(k):
         state = {n: torch.randn(p.shape) for n, p in template.named_parameters()}
@@ -300,25 +331,97 @@ def test_handwritten_mlp_backward_matches_autograd(name, k):
     y = torch.randint(0, 10, (k, 20))
     losses_fast = fast.loss_and_grad(x, y)
     losses_slow = slow.loss_and_grad(x, y)
-    torch.testing.assert_close(losses_fast, losses_slow)
+    torch.testing.assert_close(losses_fast, losses_slow, rtol=1e-12, atol=0)
     for n in fast.grads:
-        torch.testing.assert_close(fast.grads[n], slow.grads[n], rtol=1e-4, atol=1e-6)
+        # An entry can be a near-cancelling sum of large terms: a tolerance relative to the
+        # tensor's largest entry, not to each entry (measured ~1e-15 apart in double).
+        scale = slow.grads[n].abs().amax()
+        torch.testing.assert_close(fast.grads[n], slow.grads[n], rtol=0, atol=1e-10 * scale)
         assert fast.grads[n].abs().sum() > 0, f"{n}: an all-zero gradient proves nothing"
 
 
+U32 = 2.0**-24  # float32's unit roundoff
+
+
+def gamma(n: int) -> float:
+    """Bound on the relative error of an n-term float32 sum, in any order, with or without FMA."""
+    return n * U32 / (1 - n * U32)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_float32_one_layer_gradients_are_within_float32_rounding(k):
+    """One float32 step of softmax regression, hand-written and autograd, against the exact
+    (float64) loss and gradients, within bounds derived from the sums' size that any kernel
+    and summation order meets: the logits ``z = Wx + b`` are off by at most
+    ``gamma(785) (|W||x| + |b|)``, log-softmax by at most twice the largest logit error (plus
+    a few roundings), and ``dW = d x^T``, ``db = sum(d)`` add ``gamma(batch)`` of their sums
+    of magnitudes. (Through deeper networks such bounds compound past usefulness: those are
+    compared in float64.)
+    """
+    torch.manual_seed(0)
+    template = MLPS["one_layer"]()
+    fast, slow = StackedModel(template, k), StackedModel(template, k)
+    slow.mlp = None  # force the autograd path
+    assert fast.mlp is not None and fast.flat.dtype == torch.float32
+    inits = [MLPS["one_layer"]().state_dict() for _ in range(k)]  # PyTorch's default init
+    for i, state in enumerate(inits):
+        fast.load(i, state)
+        slow.load(i, state)
+    batch = 20
+    x, y = torch.randn(k, batch, 1, 28, 28), torch.randint(0, 10, (k, batch))
+    losses = {"hand-written": fast.loss_and_grad(x, y), "autograd": slow.loss_and_grad(x, y)}
+    grads = {"hand-written": fast.grads, "autograd": slow.grads}
+    for i in range(k):
+        w, b = inits[i]["1.weight"].double(), inits[i]["1.bias"].double()
+        xs = x[i].reshape(batch, -1).double()
+        exact_w, exact_b = w.clone().requires_grad_(), b.clone().requires_grad_()
+        z = xs @ exact_w.t() + exact_b
+        exact_loss = F.cross_entropy(z, y[i])
+        exact_loss.backward()
+        z = z.detach()
+        z_err = gamma(w.shape[1] + 1) * (xs.abs() @ w.abs().t() + b.abs())  # (batch, classes)
+        log_p_err = 2 * z_err.amax(1, keepdim=True) + 8 * U32 * (1 + z.abs().amax(1, keepdim=True))
+        d = (torch.softmax(z, 1) - F.one_hot(y[i], 10)) / batch  # dloss/dz
+        d_err = log_p_err / batch + 2 * U32 * d.abs()  # |dp| <= p |d log p| <= |d log p|
+        d_mag = d.abs() + d_err
+        bounds = {
+            "1.weight": gamma(batch) * d_mag.t() @ xs.abs() + d_err.t() @ xs.abs(),
+            "1.bias": gamma(batch) * d_mag.sum(0) + d_err.sum(0),
+        }
+        exact = {"1.weight": exact_w.grad, "1.bias": exact_b.grad}
+        loss_bound = log_p_err.mean().item() + gamma(batch + 1) * exact_loss.item()
+        for path in losses:
+            assert abs(losses[path][i].item() - exact_loss.item()) <= loss_bound, path
+            for name, bound in bounds.items():
+                assert bound.max() < 0.05 * exact[name].abs().max(), "a loose bound proves nothing"
+                got = grads[path][name][i].reshape(bound.shape).double()
+                excess = ((got - exact[name]).abs() / bound).max().item()
+                assert excess <= 1, f"{path} {name} gradient off by {excess:.3g} times its bound"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_thread_balanced_bmm_matches_torch(k, threads):
+def test_thread_balanced_bmm_matches_torch(k, threads, dtype):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, bias = torch.randn(k, 7, 5), torch.randn(k, 7, 1)
-        b = torch.randn(k, 6, 9).transpose(1, 2)[:, :5]  # a strided view, as in the engine
-        torch.testing.assert_close(bmm(a, b), torch.bmm(a, b))
-        torch.testing.assert_close(bmm(a, b, bias), torch.baddbmm(bias, a, b))
-        out = torch.full((k, 7, 6), float("nan"))
+        a, bias = torch.randn(k, 7, 5, dtype=dtype), torch.randn(k, 7, 1, dtype=dtype)
+        b = torch.randn(k, 6, 9, dtype=dtype).transpose(1, 2)[:, :5]  # strided, as in the engine
+        # mm and bmm may sum the 5 products (and the bias) in other orders: each is within
+        # gamma(6) = 6 unit roundoffs (3 eps) of the sums of magnitudes, so both within 6 eps.
+        eps = torch.finfo(dtype).eps
+        size = torch.bmm(a.abs(), b.abs())
+
+        def check(got, want, magnitude):
+            assert got.dtype == dtype
+            assert ((got - want).abs() <= 6 * eps * magnitude).all(), (got - want).abs().max()
+
+        check(bmm(a, b), torch.bmm(a, b), size)
+        check(bmm(a, b, bias), torch.baddbmm(bias, a, b), size + bias.abs())
+        out = torch.full((k, 7, 6), float("nan"), dtype=dtype)
         assert bmm(a, b, bias, out=out) is out
-        torch.testing.assert_close(out, torch.baddbmm(bias, a, b))
+        check(out, torch.baddbmm(bias, a, b), size + bias.abs())
     finally:
         torch.set_num_threads(before)
 
@@ -419,7 +522,7 @@ class ResidualNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("cfg_name", list(CONFIGS))
-def test_any_module_trains_one_at_a_time_like_plain_pytorch(cfg_name):
+def test_any_module_trains_one_at_a_time_like_plain_pytorch(cfg_name, float64):
     cfg = CONFIGS[cfg_name]
     data = synthetic_data()
     torch.manual_seed(0)
@@ -430,7 +533,8 @@ def test_any_module_trains_one_at_a_time_like_plain_pytorch(cfg_name):
     expected_model = copy.deepcopy(model)
     expected = oracle_train(expected_model, masks, data, cfg, seed=9)
     for name, w in expected.items():
-        torch.testing.assert_close(result.final[name], w, rtol=1e-3, atol=1e-4)
+        assert result.final[name].dtype == w.dtype, name
+        torch.testing.assert_close(result.final[name], w, **F64)
         if name in masks:
             assert torch.equal(
                 result.final[name][~masks[name]], torch.zeros(int((~masks[name]).sum()))

@@ -61,7 +61,9 @@ class FusedOptimizer:
         if kind == "adam":
             self.exp_avg = [torch.zeros_like(p) for p in params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-            self.state_steps = [torch.zeros((), device=p.device) for p in params]
+            # float32 whatever the parameters' dtype, as torch.optim's fused Adam keeps them
+            f32 = torch.float32
+            self.state_steps = [torch.zeros((), device=p.device, dtype=f32) for p in params]
         else:
             self.momentum_buffer = [torch.zeros_like(p) for p in params] if momentum else []
 
