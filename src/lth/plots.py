@@ -551,6 +551,12 @@ def _describe(runs: list[_Run]) -> str:
 # ----------------------------------------------------------------------------- figures
 
 
+def _branch_columns(runs: list[_Run]) -> int:
+    """Legend columns of a branch figure: one row for one run; a column per run (and one for
+    the notes) for several, so that each column lists one run's branches, when they fit."""
+    return 4 if len(runs) == 1 else len(runs) + 1
+
+
 def _accuracy_figure(runs, band, early_stop_panel, title) -> Figure:
     ncols = 2 if early_stop_panel else 1
     fig = _new_figure(5.6 * ncols, 4.1)
@@ -563,7 +569,7 @@ def _accuracy_figure(runs, band, early_stop_panel, title) -> Figure:
         _branch_panel(axes[1], runs, "test_acc_at_early_stop", band, spread, styles)
         axes[1].set_title("At the early-stop iteration (min. val. loss)")
         axes[1].tick_params(labelleft=True)
-    _legend(fig, axes[0].get_lines(), spread, max_cols=3 if len(runs) == 1 else 4)
+    _legend(fig, axes[0].get_lines(), spread, max_cols=_branch_columns(runs))
     _suptitle(fig, "Test accuracy vs. weights remaining", title, runs)
     return fig
 
@@ -576,7 +582,7 @@ def _early_stop_figure(runs, band, title) -> Figure:
     ax.set_ylabel("Early-stop iteration")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
     ax.set_title("Iteration of minimum validation loss", fontsize=10)
-    _legend(fig, ax.get_lines(), spread, max_cols=3)
+    _legend(fig, ax.get_lines(), spread, max_cols=_branch_columns(runs))
     _suptitle(fig, "Early-stop iteration vs. weights remaining", title, runs)
     return fig
 
