@@ -542,7 +542,7 @@ def test_flags_override_config_file_which_overrides_preset(tmp_path):
 
 
 def test_report(tiny, tmp_path, capsys):
-    assert main(["report", str(tiny)]) == 0
+    assert main(["report", str(tiny), "--layers"]) == 0
     text = capsys.readouterr().out
     assert "fc1.weight" in text and "235200" in text and "random_prune" in text
     assert main(["report", str(tiny), "--format", "csv", "--output", str(tmp_path / "r.csv")]) == 0
@@ -551,7 +551,7 @@ def test_report(tiny, tmp_path, capsys):
     for r in rows:
         s = next(x for x in summary if (x["branch"], x["level"]) == (r["branch"], r["level"]))
         assert float(r["test_acc_mean"]) == pytest.approx(float(s["test_acc"]))
-    assert main(["report", str(tiny), "--format", "md"]) == 0
+    assert main(["report", str(tiny), "--format", "md", "--layers"]) == 0
     assert "| fc1.weight" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in _one_line_error(capsys)

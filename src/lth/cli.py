@@ -45,7 +45,6 @@ from .errors import LTHError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
-REPORT_FORMATS = ("table", "md", "csv")
 _COMMANDS = ("run", "plot", "report", "verify", "export")
 
 
