@@ -229,8 +229,9 @@ def test_resume_keeps_the_grouping_the_level_started_with(reference, data, tmp_p
     run_study(path, data, hook=spy)
     assert (1, 0, 2) in sizes, "level 1 resumed in its original groups of 2"
     assert (2, 0, 1) in sizes, "level 2 started after the resume uses the new size"
-    assert files(path) != files(ref_path)  # level 2 trained in other groups...
-    for name, content in files(ref_path).items():  # ...but levels 0 and 1 are bit-identical
+    # (Level 2's weights may or may not differ from the reference's: whether one ticket
+    # trained alone and two trained together round alike depends on the CPU's kernels.)
+    for name, content in files(ref_path).items():  # levels 0 and 1 are bit-identical
         if "level_02" not in name and not name.endswith(".csv"):
             assert files(path)[name] == content, name
 
