@@ -21,14 +21,14 @@ from torch import nn
 
 from .config import ExperimentConfig
 from .errors import LTHError
-from .experiment import Experiment, Hook, LevelResult, Store
+from .experiment import Experiment, Hook, LevelResult, MemoryStore, Store
 from .progress import Progress
 
 
 class ReportingStore:
-    """The run folder as the experiment's Store, reporting each finished level as it goes."""
+    """A Store (the run folder, or memory) that reports each finished level as it goes."""
 
-    def __init__(self, folder, progress: Progress, config):
+    def __init__(self, folder: Store, progress: Progress, config):
         self.folder = folder
         self.progress = progress
         self.config = config
@@ -42,12 +42,13 @@ class ReportingStore:
         return results
 
     def save_level(self, level: int, results) -> None:
-        """Save a finished level, audit it from its files (:func:`lth.verify.verify_level`:
+        """Save a finished level, audit a run folder's files (:func:`lth.verify.verify_level`:
         a broken level fails loudly, LTHError) and report it."""
         from .verify import verify_level
 
         self.folder.save_level(level, results)
-        verify_level(self.folder.path, level, self.config)
+        if hasattr(self.folder, "path"):  # a RunFolder: the files can be checked
+            verify_level(self.folder.path, level, self.config)
         self.progress.level_done(level, results)
         self._diverged(level, results)
 
@@ -291,6 +292,17 @@ class _StopOnSignal:
         self.name = signal.Signals(signum).name
 
 
+def _both(progress: Progress, hook: Hook | None) -> Hook:
+    """The progress display's hook, then the caller's."""
+
+    def both(level: int, group: int, trainer) -> None:
+        progress.hook(level, group, trainer)
+        if hook is not None:
+            hook(level, group, trainer)
+
+    return both
+
+
 def run_in_folder(
     experiment: Experiment,
     folder,
@@ -308,15 +320,14 @@ def run_in_folder(
     progress = Progress(config, experiment.train_config.iterations, experiment.group_size(), quiet)
 
     with folder, _StopOnSignal() as stop:
+        shown = _both(progress, hook)
 
         def both(level: int, group: int, trainer) -> None:
             if stop.name is not None:
                 folder.save_checkpoint(level, group, trainer, force=True)
                 where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
                 raise Interrupted(stop.name, where)
-            progress.hook(level, group, trainer)
-            if hook is not None:
-                hook(level, group, trainer)
+            shown(level, group, trainer)
 
         progress.line(f"run folder: {folder.path}")
         store = ReportingStore(folder, progress, config)
@@ -384,14 +395,9 @@ def run_experiment(
             return experiment.run(None, hook)
         progress = Progress(config, experiment.train_config.iterations, experiment.group_size(),
                             quiet)  # fmt: skip
-
-        def both(level: int, group: int, trainer) -> None:
-            progress.hook(level, group, trainer)
-            if hook is not None:
-                hook(level, group, trainer)
-
         try:
-            return experiment.run(ShowingStore(store, progress), both)
+            reporting = ReportingStore(store or MemoryStore(), progress, config)
+            return experiment.run(reporting, _both(progress, hook))
         finally:
             progress.close()
     from .runs import RunFolder
@@ -403,36 +409,6 @@ def run_experiment(
     if source:
         folder.source = source
     return run_in_folder(experiment, folder, quiet=quiet, hook=hook)
-
-
-class ShowingStore:
-    """Wraps a Store (or none) to report each finished level on the progress display."""
-
-    def __init__(self, store: Store | None, progress: Progress):
-        from .experiment import MemoryStore
-
-        self.store = store or MemoryStore()
-        self.progress = progress
-
-    def load_level(self, level: int):
-        """The inner store's level, reported when it has one."""
-        results = self.store.load_level(level)
-        if results is not None:
-            self.progress.level_done(level, results, resumed=True)
-        return results
-
-    def save_level(self, level: int, results) -> None:
-        """Save into the inner store and report."""
-        self.store.save_level(level, results)
-        self.progress.level_done(level, results)
-
-    def load_checkpoint(self, level: int, group: int):
-        """The inner store's checkpoint."""
-        return self.store.load_checkpoint(level, group)
-
-    def save_checkpoint(self, level: int, group: int, trainer) -> None:
-        """Checkpoint into the inner store."""
-        self.store.save_checkpoint(level, group, trainer)
 
 
 __all__ = ["Interrupted", "ReportingStore", "finish_run", "run_experiment", "run_in_folder"]
