@@ -121,6 +121,28 @@ def test_every_format_round_trips_on_the_real_test_set(run, data, tmp_path, fmt)
     assert meta["weights_remaining"] == pytest.approx(info.weights_remaining)
 
 
+def test_layers_csv_and_report_count_the_units_shrink_removes(run, capsys):
+    """layers.csv's dead_units is what shrink removes from each branch's network, every level;
+    the report's per-layer table shows them and their total."""
+    from lth.storage import load_layers
+
+    rows = load_layers(run)
+    assert {r.branch for r in rows} == {"ticket", "reinit"}
+    for branch in ("ticket", "reinit"):
+        for level in range(LAST + 1):
+            model, masks = load_ticket(run, level, branch=branch)
+            removed = shrink(model, masks).removed
+            got = {r.layer: r.dead_units for r in rows if (r.branch, r.level) == (branch, level)}
+            assert got == removed, (branch, level)
+    last = {r.layer: r.dead_units for r in rows if (r.branch, r.level) == ("ticket", LAST)}
+    assert sum(last.values()) > 0  # the test means something: the last ticket has dead units
+    assert main(["report", str(run), "--layers", "--format", "md"]) == 0
+    text = capsys.readouterr().out
+    assert "dead units" in text
+    totals = [line.split("|") for line in text.splitlines() if line.startswith("| total")]
+    assert [int(t[5]) for t in totals][-1] == sum(last.values())
+
+
 def test_dense_file_loads_with_plain_pytorch(run, data, tmp_path):
     out = tmp_path / "dense.safetensors"
     export_ticket(run, LAST, format="dense", out=out)

@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "\\, is a comma inside a name)",
     )
     rep.add_argument(
+        "--paper",
+        metavar="NAME",
+        default=None,
+        help="also a paper's published numbers beside the run's nearest levels, and whether "
+        "they agree within error bars (frankle2019: LeNet-300-100 on MNIST)",
+    )
+    rep.add_argument(
         "--output", metavar="FILE", default=None, help="write to FILE instead of stdout"
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -479,7 +486,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         _check_run_dir(run_dir)
     labels = split_labels(args.labels) if args.labels is not None else None
-    options = {"fmt": args.format, "layers": args.layers, "labels": labels}
+    options = {"fmt": args.format, "layers": args.layers, "labels": labels, "paper": args.paper}
     if args.output:
         save_report(args.run_dirs, args.output, **options)
     else:

@@ -39,6 +39,7 @@ from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
 from .models import build_model, call_factory, initialize, output_layer
 from .optim import learning_rate
 from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like, target_rate
+from .shrink import dead_units
 from .training import History, TicketJob, Trainer
 
 
@@ -61,6 +62,8 @@ class LevelResult:
     history: History
     snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()  # masked layers left out of pruning (``config.exclude``)
+    # units per layer that lth.shrink removes from this network ({} when it cannot shrink it)
+    dead_units: dict[str, int] = field(default_factory=dict)
 
     @property
     def weights_remaining(self) -> float:
@@ -358,6 +361,7 @@ class Experiment:
                 trained_by_key[branch, r] = LevelResult(
                     branch, r, level, job.masks, dict(job.init), res.final, res.history,
                     res.snapshots, exclude=tuple(c.exclude),
+                    dead_units=dead_units(job.masks, self.template, weights=res.final),
                 )  # fmt: skip
         for branch, r, job in planned:
             if job is None:  # the same network as the ticket: share its result

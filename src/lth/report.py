@@ -438,16 +438,26 @@ def _layer_tables(layers: list[LayerRow]) -> tuple[str, int, list[tuple[int, lis
     for level in sorted({r.level for r in mine}):
         rows = []
         kept = total = 0
-        for r in (r for r in mine if r.level == level):
+        here = [r for r in mine if r.level == level]
+        for r in here:
             kept += r.kept
             total += r.total
             pct = 100.0 * r.kept / r.total if r.total else 100.0
-            rows.append([r.layer, str(r.kept), str(r.total), fmt_pct(pct), r.shape])
+            rows.append(
+                [r.layer, str(r.kept), str(r.total), fmt_pct(pct), _dead(r.dead_units), r.shape]
+            )
         pct = 100.0 * kept / total if total else 100.0
         ratio = f"{total / kept:.2f}x" if kept else "inf"
-        rows.append(["total", str(kept), str(total), fmt_pct(pct), f"{ratio} compression"])
+        known = [r.dead_units for r in here if r.dead_units is not None]
+        dead = _dead(sum(known) if len(known) == len(here) else None)
+        rows.append(["total", str(kept), str(total), fmt_pct(pct), dead, f"{ratio} compression"])
         tables.append((level, rows))
     return branch, replicate, tables
+
+
+def _dead(units: int | None) -> str:
+    """A dead-units cell: the count, or "-" where shrink cannot tell (or an older run folder)."""
+    return "-" if units is None else str(units)
 
 
 QUANTITIES = (
@@ -559,7 +569,10 @@ def _layer_sections(runs: Sequence[Run]) -> list[tuple[str, list[tuple[str, _Tab
         else:
             groups.append(([run], key))
     out = []
-    columns = [("", "layer"), ("", "nonzero"), ("", "total"), ("", "% remaining"), ("", "shape")]
+    columns = [
+        ("", "layer"), ("", "nonzero"), ("", "total"), ("", "% remaining"), ("", "dead units"),
+        ("", "shape"),
+    ]  # fmt: skip
     for members, (branch, replicate, tables) in groups:
         who = ""
         if len(runs) > 1:
@@ -569,7 +582,7 @@ def _layer_sections(runs: Sequence[Run]) -> list[tuple[str, list[tuple[str, _Tab
         sections = [
             (
                 f"Level {lv}: {rows[-1][3]}% of weights remaining",
-                _Table(columns, list(map(list, rows)), {0, 4}),
+                _Table(columns, list(map(list, rows)), {0, 5}),
             )
             for lv, rows in tables
         ]
@@ -601,6 +614,7 @@ def report(
     *,
     layers: bool = False,
     labels: Sequence[str] | None = None,
+    paper: str | None = None,
 ) -> str:
     """The text report of one or several run folders.
 
@@ -612,7 +626,8 @@ def report(
     The accuracy table comes first: per branch and level the test accuracy after training,
     at the early-stop iteration, and the early-stop iteration, as mean ± sample std (ddof=1)
     over the replicates that did not diverge. ``layers``: also the ticket's per-layer
-    sparsity at every level (not in CSV).
+    sparsity at every level (not in CSV). ``paper``: also a published paper's numbers beside
+    the run's nearest levels (:mod:`lth.papers`; not in CSV; one study only).
 
     Several run folders (or a folder of run folders): when their settings differ only in
     ``seed`` (and the number of replicates), they are one study run as several jobs, and the
@@ -628,10 +643,17 @@ def report(
             "--layers is not available with --format csv; the per-layer counts are in each "
             "run's layers.csv"
         )
+    if paper is not None and fmt == "csv":
+        raise LTHError("--paper is not available with --format csv; use table, md or latex")
     runs = load_runs(run_dirs, labels)
     pooled = poolable(runs)
     single = len(runs) == 1
     summary = runs[0].summary if single else pooled_summary(runs) if pooled else None
+    if paper is not None and summary is None:
+        raise LTHError(
+            "--paper compares one study with the paper: give one run folder, or runs that "
+            "differ only in seed"
+        )
     if fmt == "csv":
         if summary is not None:
             return csv_text(_stats_rows(summary), SUMMARY_STATS)
@@ -657,6 +679,12 @@ def report(
         title = f"LTH report: {len(runs)} runs side by side"
     desc = describe_config(common)
     table = _side_by_side_table(runs) if summary is None else _one_table(summary)
+    against = None
+    if paper is not None:
+        from .papers import paper_section
+
+        head, columns, rows, left, paper_notes = paper_section(paper, summary, common)
+        against = (head, _Table(columns, rows, left), paper_notes)
 
     notes = [
         "test % = test accuracy (%) after the last training iteration; "
@@ -701,6 +729,8 @@ def report(
             "Test accuracy per level" + (f" ({desc})" if desc else "") + ". " + " ".join(notes)
         )
         out += _latex_table(table, caption)
+        if against is not None:
+            out += [""] + _latex_table(against[1], f"{against[0]}. " + " ".join(against[2]))
         if layers:
             for head, sections in _layer_sections(runs):
                 for sub, t in sections:
@@ -729,6 +759,11 @@ def report(
     heading("Test accuracy per level", 2)
     put(table)
     out.extend(n + "\n" if md else n for n in notes)
+    if against is not None:
+        out.append("")
+        heading(against[0], 2)
+        put(against[1])
+        out.extend(n + "\n" if md else n for n in against[2])
     if layers:
         out.append("")
         for head, sections in _layer_sections(runs):

@@ -445,6 +445,6 @@ def layer_rows(res: LevelResult) -> list[dict]:
         rows.append({
             "branch": res.branch, "replicate": res.replicate, "level": res.level, "layer": name,
             "kept": kept, "total": total, "remaining": 100.0 * kept / total,
-            "shape": "x".join(str(s) for s in m.shape),
+            "shape": "x".join(str(s) for s in m.shape), "dead_units": res.dead_units.get(name),
         })  # fmt: skip
     return rows

@@ -272,6 +272,10 @@ LAYERS = Table(
         _c("total", int, "weights of the layer"),
         _c("remaining", float, "percent of the layer's weights the mask keeps"),
         _c("shape", str, "the parameter's shape, e.g. 300x784"),
+        _c("dead_units", int,
+           "units (output features / channels) of this layer that lth.shrink removes: all "
+           "incoming or all outgoing weights pruned (empty: a model shrink cannot handle)",
+           optional=True, empty=True),
     ),
     key=("branch", "replicate", "level", "layer"),
 )  # fmt: skip
@@ -557,6 +561,7 @@ class LayerRow:
     total: int
     remaining: float
     shape: str
+    dead_units: int | None = None
 
 
 @dataclass(frozen=True)
