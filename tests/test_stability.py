@@ -20,7 +20,6 @@ from lth.experiment import derive_seed
 from lth.runs import read_config
 from lth.stability import (
     PathEvaluator,
-    StabilityFolder,
     alphas,
     analyze_level,
     find_rewind,
@@ -28,6 +27,7 @@ from lth.stability import (
     interpolate,
     train_copies,
 )
+from lth.stability_store import StabilityFolder
 from lth.storage import (
     STABILITY_COPIES,
     STABILITY_ERRORS,
@@ -324,3 +324,31 @@ def test_without_a_run_folder_find_rewind_needs_a_configuration(tmp_path, capsys
     with pytest.raises(LTHError) as exc:
         analyze_level(tmp_path / "missing", 0)
     assert_one_line(exc)
+
+
+def test_find_rewind_on_a_configuration_is_one_command(tmp_path, capsys):
+    real_data("mnist")
+    out = tmp_path / "cfg"
+    argv = ["stability", "--find-rewind", "--out", str(out), "--preset", "quick",
+            "--iterations", "200", "--val-size", "1000", "--candidates", "0,100", "--points", "3",
+            "--data-dir", str(TEST_DATA), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "k = 0: test instability" in printed and "k = 100: test instability" in printed
+    assert "earliest stable k: " in printed or "no candidate k is stable" in printed
+    assert read_config(out).iterations == 200  # the folder is the configuration's run folder
+    summary = read_table(out / "stability" / "summary.csv", STABILITY_SUMMARY)
+    assert [(r["analysis"], r["level"], r["k"]) for r in summary] == [
+        ("rewind", 0, 0), ("rewind", 0, 100)
+    ]  # fmt: skip
+
+
+def test_the_stability_files_are_lths_and_nothing_else(run, level1):
+    from lth.storage import lth_files
+
+    (run / "stability" / "mine.txt").write_text("the user's own notes")
+    files = lth_files(run, ["stability"])
+    assert "stability/summary.csv" in files and "stability/ticket_r0_level_01.csv" in files
+    assert "stability/ticket_r0_level_01/copy_2_k0.safetensors" in files
+    assert "stability/mine.txt" not in files  # --overwrite would leave it alone
+    (run / "stability" / "mine.txt").unlink()

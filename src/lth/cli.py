@@ -637,7 +637,8 @@ def _add_stability_parser(commands) -> None:
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
-    """``lth stability``: :func:`lth.stability.analyze_level` or :func:`lth.stability.find_rewind`."""
+    """``lth stability``: :func:`~lth.stability.analyze_level` or
+    :func:`~lth.stability.find_rewind` on a run folder or a configuration."""
     import torch
 
     from . import stability

@@ -24,21 +24,17 @@ where pruned, so every point between is. Networks with BatchNorm get their runni
 statistics recomputed at every α (also at 0 and 1, so the curve compares like with like), on
 the same fixed training batches, in training mode without augmentation.
 
-Everything goes under ``<run>/stability/`` (:data:`lth.storage.STABILITY_DIR`): a CSV of errors
-per analysis, ``copies.csv`` (each copy's own final error), ``summary.csv`` and the copies'
-final weights; it is resumable (checkpoints of unfinished copies, finished steps kept) and
-deterministic (same command, same bytes).
+Everything goes under ``<run>/stability/`` (:mod:`lth.stability_store`): a CSV of errors per
+analysis, each copy's own final error, ``summary.csv`` and the copies' final weights; it is
+resumable (checkpoints of unfinished copies, finished starting points kept) and deterministic
+(same command, same bytes).
 """
 
 from __future__ import annotations
 
-import fcntl
-import io
-import json
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +46,12 @@ from .config import ExperimentConfig, TrainConfig
 from .errors import LTHError
 from .experiment import Experiment, _masked, derive_seed
 from .masks import MaskSet, ones_mask
+from .stability_store import StabilityFolder, replace_rows, update_summary
 from .storage import (
     STABILITY_COPIES,
-    STABILITY_DIR,
     STABILITY_ERRORS,
-    STABILITY_SUMMARY,
-    atomic_write,
-    csv_text,
     level_dir,
     load_tensors,
-    read_table,
     save_tensors,
 )
 from .training import TicketJob, Trainer, TrainResult
@@ -68,7 +60,6 @@ STABLE = 2.0  # percent: below this instability a starting point is stable (Fran
 TRAIN_SUBSET = 10_000  # training images the train error is measured on (a fixed subset)
 BN_BATCHES = 50  # training batches that recompute BatchNorm statistics at each α
 CANDIDATES = (0, 100, 250, 500, 1000, 2000, 4000)  # default rewind points k of find_rewind
-_SETTINGS = "settings.json"
 
 
 # ----------------------------------------------------------------------------- the measure
@@ -186,100 +177,6 @@ class Target:
                 "replicate": self.replicate}  # fmt: skip
 
 
-class StabilityFolder:
-    """``<run>/stability/``: one analysis's files, its lock, checkpoints and settings."""
-
-    def __init__(self, run_dir: Path, name: str, settings: dict, checkpoint_seconds: float):
-        self.root = Path(run_dir) / STABILITY_DIR
-        self.name = name
-        self.settings = settings
-        self.checkpoint_seconds = checkpoint_seconds
-        self.weights = self.root / name
-        self._lock = None
-        self._last = time.monotonic()
-
-    def __enter__(self) -> StabilityFolder:
-        try:
-            self.weights.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.root / ".lock", "a")  # noqa: SIM115
-        except OSError as e:
-            raise LTHError(f"cannot write to {self.root}: {e.strerror}") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise LTHError(
-                f"another lth stability is writing {self.root}; wait for it to finish"
-            ) from None
-        path = self.weights / _SETTINGS
-        if path.is_file():
-            old = json.loads(path.read_text())
-            diff = [f"{k} ({old.get(k)!r} -> {v!r})" for k, v in self.settings.items()
-                    if old.get(k) != v]  # fmt: skip
-            if diff:
-                self.__exit__()
-                raise LTHError(
-                    f"{self.weights} holds this analysis with other settings: {', '.join(diff)}; "
-                    f"delete {self.weights} and {self.root / self.name}.csv to redo it"
-                )
-        else:
-            atomic_write(path, json.dumps(self.settings, indent=1) + "\n")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    def copy_path(self, k: int, copy: int) -> Path:
-        return self.weights / f"copy_{copy}_k{k}.safetensors"
-
-    def parent_path(self, k: int) -> Path:
-        return self.weights / f"parent_k{k}.safetensors"
-
-    def _checkpoint(self, what: str) -> Path:
-        return self.weights / f"checkpoint_{what}.pt"
-
-    def load_checkpoint(self, what: str) -> dict | None:
-        path = self._checkpoint(what)
-        if not path.is_file():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            problem = " ".join(str(e).split())[:100] or type(e).__name__
-            raise LTHError(f"checkpoint {path} is damaged ({problem}); delete it") from None
-
-    def save_checkpoint(self, what: str, trainer: Trainer, force: bool = False) -> None:
-        if not force and time.monotonic() - self._last < self.checkpoint_seconds:
-            return
-        if trainer.iteration >= trainer.config.iterations:
-            return
-        buffer = io.BytesIO()
-        torch.save(trainer.state_dict(), buffer)
-        atomic_write(self._checkpoint(what), buffer.getvalue())
-        self._last = time.monotonic()
-
-    def drop_checkpoint(self, what: str) -> None:
-        self._checkpoint(what).unlink(missing_ok=True)
-
-    def rows(self, table) -> list[dict]:
-        """The rows of one of the stability tables so far (none when the file is absent)."""
-        path = self.root / table.file.split("/", 1)[1].replace("<analysis>", self.name)
-        return read_table(path, table, allow_empty=True) if path.is_file() else []
-
-    def write(self, table, rows: list[dict]) -> None:
-        path = self.root / table.file.split("/", 1)[1].replace("<analysis>", self.name)
-        atomic_write(path, csv_text(rows, table))
-
-
-def _replace_rows(old: list[dict], new: list[dict], key: Sequence[str]) -> list[dict]:
-    """``old`` without the rows of ``new``'s keys, then ``new``; sorted by ``key``."""
-    keys = {tuple(r[k] for k in key) for r in new}
-    kept = [r for r in old if tuple(r[k] for k in key) not in keys]
-    return sorted(kept + new, key=lambda r: tuple(r[k] for k in key))
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -387,6 +284,8 @@ def _run_points(
 ) -> list[dict]:
     """Train copies from each start (by k) and measure the path between every pair; returns
     the summary rows (one per k). Steps already written (rows present) are not redone."""
+    from .study import Interrupted
+
     c = study.config
     seeds = [derive_seed(c.seed, "stability", target.branch, target.replicate, target.level, i)
              for i in range(copies)]  # fmt: skip
@@ -411,17 +310,16 @@ def _run_points(
                                    target.masks, seeds, begin, study.device, folder, f"k{k}",
                                    stop)  # fmt: skip
             finals = [t.final for t in trained]
-            for p, t in zip(paths, trained):
-                save_tensors(p, t.final)
             own = [
                 {**target.key(), "k": k, "copy": i, "seed": seeds[i],
                  "test_error": error(t.history.test_acc[-1]), "diverged_at": t.history.diverged_at}
                 for i, t in enumerate(trained)
             ]  # fmt: skip
-            copy_rows = _replace_rows(copy_rows, own, ("k", "copy"))
-            folder.write(STABILITY_COPIES, copy_rows)
-            folder.drop_checkpoint(f"k{k}_0")
-            for g in range(1, copies):
+            copy_rows = replace_rows(copy_rows, own, ("k", "copy"))
+            folder.write(STABILITY_COPIES, copy_rows)  # before the weights that mark them done
+            for p, f in zip(paths, finals):
+                save_tensors(p, f)
+            for g in range(copies):
                 folder.drop_checkpoint(f"k{k}_{g}")
         evaluator = evaluator or PathEvaluator(
             study.experiment.template, study.data, config,
@@ -435,7 +333,7 @@ def _run_points(
                  "train_error": tr, "test_error": te}
                 for a, (tr, te) in zip(grid, path)
             ]  # fmt: skip
-        errors = _replace_rows(errors, new, ("k", "pair", "alpha"))
+        errors = replace_rows(errors, new, ("k", "pair", "alpha"))
         folder.write(STABILITY_ERRORS, errors)
         row = summarize(target, k, new, own, evaluator.batchnorm)
         say(
@@ -443,6 +341,8 @@ def _run_points(
             f"(train {row['train_instability_mean']:.2f}%) over {row['pairs']} pair(s)"
             + ("; BatchNorm statistics recomputed at each α" if evaluator.batchnorm else "")
         )
+        if stop() is not None:  # a signal during the evaluation: what is finished is kept
+            raise Interrupted(stop(), f"results up to k = {k} saved")
     return [summarize(target, k, [r for r in errors if r["k"] == k],
                       [r for r in copy_rows if r["k"] == k], _batchnorms_in(study))
             for k in starts]  # fmt: skip
@@ -469,13 +369,6 @@ def summarize(target: Target, k: int, errors: list[dict], copies: list[dict], bn
     row["copy_test_error_mean"] = statistics.fmean(own) if own else math.nan
     row["stable"] = "yes" if row["test_instability_mean"] < STABLE else "no"
     return row
-
-
-def _update_summary(run_dir: Path, rows: list[dict]) -> None:
-    path = Path(run_dir) / STABILITY_SUMMARY.file
-    old = read_table(path, STABILITY_SUMMARY, allow_empty=True) if path.is_file() else []
-    rows = _replace_rows(old, rows, STABILITY_SUMMARY.key)
-    atomic_write(path, csv_text(rows, STABILITY_SUMMARY))
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -614,19 +507,25 @@ def find_rewind(
             f"no candidate rewind iteration is below the {config.iterations} training "
             "iterations; pass --candidates with smaller values"
         )
+    late = sorted({int(k) for k in candidates} - set(ks))
+    if late:
+        _say(quiet)(f"left out: candidates {late}, not within the {config.iterations} iterations")
     settings = {"copies": copies, "points": points, "k": ks}
     theta0 = study.experiment.theta0(replicate)
     seed = derive_seed(c.seed, "data", replicate, 0)  # level 0's data order
-    starts = lambda folder: _rewind_starts(study, folder, target, config, theta0, seed, ks)  # noqa: E731
+
+    def starts(folder: StabilityFolder) -> dict[int, dict[str, Tensor]]:
+        return _rewind_starts(study, folder, target, config, theta0, seed, ks, _say(quiet))
+
     rows = _analyze(run_dir, study, target, settings, starts, None, checkpoint_seconds, quiet)
     stable = [r["k"] for r in rows if r["test_instability_mean"] < STABLE]
     return rows, (min(stable) if stable else None)
 
 
-def _rewind_starts(study, folder, target, config, theta0, seed, ks) -> dict[int, dict]:
+def _rewind_starts(study, folder, target, config, theta0, seed, ks, say) -> dict[int, dict]:
     """m ⊙ θk for every k, θk from the dense network's training (saved, so done once)."""
     if not all(folder.parent_path(k).is_file() for k in ks):
-        _say(False)(f"{folder.name}: training the dense network to iteration {max(ks)} (θk)")
+        say(f"{folder.name}: training the dense network to iteration {max(ks)} (θk)")
         snaps = parent_snapshots(study.experiment.template, study.data, config, theta0, seed,
                                  ks, study.device)  # fmt: skip
         for k in ks:
@@ -646,7 +545,7 @@ def _analyze(run_dir, study, target, settings, starts, schedule, checkpoint_seco
         plan = (lambda k: schedule) if schedule else (lambda k: (k, config))
         rows = _run_points(study, target, folder, starts, plan, settings["copies"],
                            settings["points"], _say(quiet), lambda: stop.name)  # fmt: skip
-        _update_summary(Path(run_dir), rows)
+        update_summary(Path(run_dir), rows)
     return rows
 
 

@@ -659,7 +659,8 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     ``"run"``: written by the run and listed in the manifest (config.toml, the three tables,
     the level files); ``"derived"``: recomputed from those (summary_stats.csv, the analysis,
     figures); ``"internal"``: the marker and ``.lth/`` (progress, manifest, checkpoints, lock);
-    ``"temporary"``: a temporary of an unfinished write.
+    ``"temporary"``: a temporary of an unfinished write; ``"stability"``: the files of
+    ``lth stability`` under ``stability/`` (:func:`stability_file`).
     """
     parts = PurePosixPath(Path(rel).as_posix()).parts
     if not parts or ".." in parts:
@@ -667,6 +668,8 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     name = parts[-1]
     if _TEMPORARY.match(name):
         return "temporary"
+    if parts[0] == STABILITY_DIR:
+        return "stability" if stability_file(parts[1:]) else None
     if len(parts) == 1:
         if name == CONFIG or name in (t.file for t in RUN_TABLES):
             return "run"
@@ -692,7 +695,7 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
 
 def _is_lth_dir(parts: tuple[str, ...]) -> bool:
     """Whether a folder (parts relative to the run folder) is one lth makes."""
-    if parts in ((INTERNAL,), (PLOTS,)):
+    if parts in ((INTERNAL,), (PLOTS,)) or (parts[:1] == (STABILITY_DIR,) and len(parts) <= 2):
         return True
     if not parts or parts[0] not in BRANCHES or len(parts) > 3:
         return False
@@ -982,3 +985,23 @@ STABILITY_SUMMARY = Table(
     derived=True,
 )  # fmt: skip
 TABLES = (*TABLES, STABILITY_ERRORS, STABILITY_COPIES, STABILITY_SUMMARY)
+_STABILITY_NAME = r"(ticket|reinit|random_prune)_r\d+_level_\d{2,}(_rewind)?"
+_STABILITY_TOP = re.compile(rf"^(summary\.csv|\.lock|{_STABILITY_NAME}(_copies)?\.csv)$")
+_STABILITY_INNER = re.compile(
+    r"^(settings\.json|(copy_\d+_k\d+|parent_k\d+)\.safetensors|checkpoint_k\d+_\d+\.pt)$"
+)
+_STABILITY_FIGURE = re.compile(rf"^({_STABILITY_NAME}_(error|instability)|instability_vs_weights)"
+                               r"\.(png|pdf|svg)$")  # fmt: skip
+
+
+def stability_file(parts: Sequence[str]) -> bool:
+    """Whether a path inside ``stability/`` (its parts) is one ``lth stability`` writes."""
+    if len(parts) == 1:
+        return bool(_STABILITY_TOP.match(parts[0]))
+    if len(parts) == 2 and parts[0] == "plots":
+        return bool(_STABILITY_FIGURE.match(parts[1]))
+    return (
+        len(parts) == 2
+        and bool(re.fullmatch(_STABILITY_NAME, parts[0]))
+        and bool(_STABILITY_INNER.match(parts[1]))
+    )
