@@ -257,6 +257,14 @@ def test_batchnorm_statistics_are_recomputed_on_the_fixed_batches():
     torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
     rows = evaluator.errors(weights, weights, ones_mask(model), [0.0, 0.5, 1.0])
     assert rows[0] == rows[1] == rows[2]  # one network along the whole path
+    # a model the stacked engine cannot run trains its copies one at a time
+    copies = train_copies(model, data, config, weights, ones_mask(model), [5, 6])
+    assert len(copies) == 2 and not torch.equal(
+        copies[0].final["fc1.weight"], weights["fc1.weight"]
+    )
+    assert any(not torch.equal(copies[0].final[n], copies[1].final[n]) for n in weights)
+    path = evaluator.errors(copies[0].final, copies[1].final, ones_mask(model), alphas(3))
+    assert len(path) == 3 and all(0 <= e <= 100 for pair in path for e in pair)
 
 
 def test_find_rewind_forks_from_theta_k_and_reports_the_earliest_stable_k(run, data):

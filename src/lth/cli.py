@@ -653,13 +653,19 @@ def cmd_stability(args: argparse.Namespace) -> int:
             )
         config = resolve_config(args)
         _check_names(config)
+        from .data import load_dataset
+
+        device = resolve_device(args.device)  # the data first: a bad one leaves no folder
+        data = load_dataset(
+            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
+        )
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
         if settings or args.out is not None:
             given = option_name(settings[0]) if settings else "--out"
             raise LTHError(f"{given} is for a configuration; RUN_DIR has its own config.toml")
         _check_run_dir(args.run_dir)
-        run_dir = Path(args.run_dir).expanduser()
+        run_dir, data = Path(args.run_dir).expanduser(), None
         if args.level is None and not args.find_rewind:
             raise LTHError("give --level L, the level of RUN_DIR to analyse")
     every = args.checkpoint_every
@@ -670,7 +676,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     options = {
         "copies": args.copies, "points": args.points, "data_dir": args.data_dir,
         "device": resolve_device(args.device), "trust_code": args.trust_code,
-        "checkpoint_seconds": every, "quiet": args.quiet,
+        "checkpoint_seconds": every, "quiet": args.quiet, "data": data,
     }  # fmt: skip
     where = (args.level or 0, args.branch, args.replicate)
     if args.find_rewind:
