@@ -28,15 +28,18 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import (
+    MORE,
     PRESET_DESCRIPTIONS,
     PRESETS,
     STUDY,
+    TRAINING,
     ExperimentConfig,
     add_options,
     config_from_toml,
     get_preset,
     names_text,
     number_text,
+    option_name,
     preset_config,
     whole_list_text,
     whole_text,
@@ -45,7 +48,7 @@ from .errors import LTHError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
-_COMMANDS = ("run", "plot", "report", "verify", "export")
+_COMMANDS = ("run", "plot", "report", "verify", "export", "stability")
 
 
 class UsageError(LTHError):
@@ -301,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--debug", action="store_true", help="show tracebacks")
     exp.set_defaults(func=cmd_export)
+    _add_stability_parser(commands)
     return parser
 
 
@@ -528,6 +532,204 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(info.summary())
     return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ stability
+
+
+def _add_stability_parser(commands) -> None:
+    """``lth stability``: linear mode connectivity of a level, or the rewind point."""
+    sta = commands.add_parser(
+        "stability",
+        help="instability of a level (linear mode connectivity), or find the rewind point",
+        description="Frankle et al. 2020: copies of a level's starting weights train with "
+        "different data orders; the error along the line between their final weights gives "
+        "the instability, max over alpha of err(alpha) - mean(err(0), err(1)); below 2%% is "
+        "stable. --find-rewind forks copies from m*theta_k of the dense network's training at "
+        "each candidate k and reports the earliest stable k (for lth run --rewind-iteration). "
+        "Without RUN_DIR, --find-rewind takes a configuration (--preset, --config, the options "
+        "of lth run) and --out, and analyses its dense network. Results go to "
+        "RUN_DIR/stability/ (CSV files and plots/).",
+        allow_abbrev=False,
+    )
+    sta.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder")
+    a = sta.add_argument_group("analysis")
+    a.add_argument(
+        "--level",
+        type=whole_text,
+        default=None,
+        metavar="L",
+        help="level to analyse (--find-rewind: default 0, the dense network)",
+    )
+    a.add_argument(
+        "--branch", default="ticket", help="ticket, reinit or random_prune (default: ticket)"
+    )
+    a.add_argument(
+        "--replicate", type=whole_text, default=0, metavar="R", help="replicate (default: 0)"
+    )
+    a.add_argument(
+        "--copies",
+        type=whole_text,
+        default=2,
+        metavar="N",
+        help="copies trained with different data orders; every pair is measured (default: 2)",
+    )
+    a.add_argument(
+        "--points",
+        type=whole_text,
+        default=30,
+        metavar="N",
+        help="evenly spaced alpha from 0 to 1 (default: 30, as the paper)",
+    )
+    a.add_argument(
+        "--find-rewind",
+        action="store_true",
+        help="instability against the rewind iteration k; the earliest stable k",
+    )
+    a.add_argument(
+        "--candidates",
+        type=whole_list_text,
+        metavar="LIST",
+        default=None,
+        help="comma list of rewind iterations k for --find-rewind "
+        "(default: 0,100,250,500,1000,2000,4000 within the training)",
+    )
+    s = sta.add_argument_group("a configuration instead of RUN_DIR (with --find-rewind)")
+    s.add_argument(
+        "--preset",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help=f"named settings: {', '.join(PRESETS)}",
+    )
+    s.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML file of settings"
+    )
+    s.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="the run folder to create (or reuse) for the configuration",
+    )
+    add_options(sta, preset_config(DEFAULT_PRESET), {STUDY: s, TRAINING: s, MORE: s})
+    e = sta.add_argument_group("environment")
+    e.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="folder holding a <dataset>/ folder (default: as lth run)",
+    )
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
+    e.add_argument(
+        "--threads",
+        type=whole_text,
+        metavar="N",
+        default=0,
+        help="CPU threads for PyTorch; 0: PyTorch's default",
+    )
+    e.add_argument(
+        "--checkpoint-every",
+        type=number_text,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds between checkpoints of the copies' training (default: 60)",
+    )
+    e.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import a package.module:function model named in the run's config",
+    )
+    e.add_argument("--quiet", action="store_true", help="no progress lines")
+    e.add_argument("--debug", action="store_true", help="show tracebacks")
+    sta.set_defaults(func=cmd_stability)
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    """``lth stability``: :func:`~lth.stability.analyze_level` or
+    :func:`~lth.stability.find_rewind` on a run folder or a configuration."""
+    import torch
+
+    from . import stability
+    from .study import resolve_device
+
+    settings = [f.name for f in fields(ExperimentConfig) if f.name in vars(args)]
+    settings += [k for k in ("preset", "config") if k in vars(args)]
+    if args.run_dir is None:
+        if not args.find_rewind or args.out is None:
+            raise LTHError(
+                "give a RUN_DIR (with --level), or --find-rewind with a configuration and --out"
+            )
+        config = resolve_config(args)
+        _check_names(config)
+        from .data import load_dataset
+
+        device = resolve_device(args.device)  # the data first: a bad one leaves no folder
+        data = load_dataset(
+            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
+        )
+        run_dir = _stability_folder(Path(args.out).expanduser(), config)
+    else:
+        if settings or args.out is not None:
+            given = option_name(settings[0]) if settings else "--out"
+            raise LTHError(f"{given} is for a configuration; RUN_DIR has its own config.toml")
+        _check_run_dir(args.run_dir)
+        run_dir, data = Path(args.run_dir).expanduser(), None
+        if args.level is None and not args.find_rewind:
+            raise LTHError("give --level L, the level of RUN_DIR to analyse")
+    every = args.checkpoint_every
+    if not (every >= 0 and math.isfinite(every)):
+        raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {
+        "copies": args.copies, "points": args.points, "data_dir": args.data_dir,
+        "device": resolve_device(args.device), "trust_code": args.trust_code,
+        "checkpoint_seconds": every, "quiet": args.quiet, "data": data,
+    }  # fmt: skip
+    where = (args.level or 0, args.branch, args.replicate)
+    if args.find_rewind:
+        candidates = args.candidates if args.candidates is not None else stability.CANDIDATES
+        rows, best = stability.find_rewind(run_dir, *where, candidates=candidates, **options)
+    else:
+        rows, best = [stability.analyze_level(run_dir, *where, **options)], None
+    for r in rows:
+        spread = (
+            "" if math.isnan(r["test_instability_std"]) else f" ± {r['test_instability_std']:.2f}"
+        )
+        print(
+            f"k = {r['k']}: test instability {r['test_instability_mean']:.2f}%{spread} "
+            f"(train {r['train_instability_mean']:.2f}%), {r['pairs']} pair(s), "
+            f"{'stable' if r['stable'] == 'yes' else 'unstable'}"
+        )
+    if args.find_rewind:
+        print(
+            f"earliest stable k: {best}; use lth run --rewind-iteration {best}"
+            if best is not None
+            else "no candidate k is stable (instability >= 2%); try later candidates"
+        )
+    _stability_figures(run_dir)
+    print(f"results in {run_dir / 'stability'}/ (summary.csv, plots/)")
+    return EXIT_OK
+
+
+def _stability_folder(out: Path, config: ExperimentConfig) -> Path:
+    """Create (or reopen) the run folder of a configuration, untrained, for --find-rewind."""
+    from .runs import RunFolder
+
+    with RunFolder(out, config):
+        pass
+    return out
+
+
+def _stability_figures(run_dir: Path) -> None:
+    """The stability figures; a figure that cannot be drawn is a warning."""
+    from .stability_plots import plot_stability
+
+    try:
+        plot_stability(run_dir)
+    except OSError:
+        raise
+    except Exception as e:  # the CSV files are written; the figures can be redrawn
+        _warning(f"could not draw the stability figures ({_one_line(e)})")
 
 
 # ---------------------------------------------------------------------------------- main

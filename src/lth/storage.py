@@ -664,7 +664,8 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     ``"run"``: written by the run and listed in the manifest (config.toml, the three tables,
     the level files); ``"derived"``: recomputed from those (summary_stats.csv, the analysis,
     figures); ``"internal"``: the marker and ``.lth/`` (progress, manifest, checkpoints, lock);
-    ``"temporary"``: a temporary of an unfinished write.
+    ``"temporary"``: a temporary of an unfinished write; ``"stability"``: the files of
+    ``lth stability`` under ``stability/`` (:func:`stability_file`).
     """
     parts = PurePosixPath(Path(rel).as_posix()).parts
     if not parts or ".." in parts:
@@ -672,6 +673,8 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     name = parts[-1]
     if _TEMPORARY.match(name):
         return "temporary"
+    if parts[0] == STABILITY_DIR:
+        return "stability" if stability_file(parts[1:]) else None
     if len(parts) == 1:
         if name == CONFIG or name in (t.file for t in RUN_TABLES):
             return "run"
@@ -697,7 +700,7 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
 
 def _is_lth_dir(parts: tuple[str, ...]) -> bool:
     """Whether a folder (parts relative to the run folder) is one lth makes."""
-    if parts in ((INTERNAL,), (PLOTS,)):
+    if parts in ((INTERNAL,), (PLOTS,)) or (parts[:1] == (STABILITY_DIR,) and len(parts) <= 2):
         return True
     if not parts or parts[0] not in BRANCHES or len(parts) > 3:
         return False
@@ -930,3 +933,80 @@ def check_manifest(run_dir: str | os.PathLike[str]) -> list[str]:
             "lth made it (lth run in it again writes one)"
         )
     return manifest.problems()
+
+
+# ----------------------------------------------------------------------------- stability
+
+STABILITY_DIR = "stability"  # lth stability's analyses (lth.stability), inside the run folder
+_ANALYSIS = _c("analysis", str, "level (from the level's own start) or rewind (from m ⊙ θk)")
+_K = _c("k", int, "the iteration the copies start from (the level's start, or the rewind point)")
+STABILITY_ERRORS = Table(
+    f"{STABILITY_DIR}/<analysis>.csv",
+    "one row per pair of copies and α on the line between their final weights "
+    "(<analysis>: e.g. ticket_r0_level_03, ticket_r0_level_00_rewind)",
+    (
+        _ANALYSIS, _LEVEL, _BRANCH, _REPLICATE, _K,
+        _c("pair", str, "the two copies, e.g. 0-1"),
+        _c("alpha", float, "interpolation coefficient: (1 - alpha) θ_first + alpha θ_second"),
+        _c("train_error", float, "error on a fixed 10,000-image training subset, percent"),
+        _c("test_error", float, "error on the test set, percent"),
+    ),
+    key=("k", "pair", "alpha"),
+    derived=True,
+)  # fmt: skip
+STABILITY_COPIES = Table(
+    f"{STABILITY_DIR}/<analysis>_copies.csv",
+    "one row per copy trained by a stability analysis",
+    (
+        _ANALYSIS, _LEVEL, _BRANCH, _REPLICATE, _K,
+        _c("copy", int, "copy number, from 0"),
+        _c("seed", str, "the copy's data-order seed, a 63-bit whole number (the only thing in "
+           "which copies differ)"),
+        _c("test_error", float, "the copy's own test error at the end of its training, percent"),
+        _c("diverged_at", int, "iteration where its loss became NaN or inf (empty: never)",
+           empty=True),
+    ),
+    key=("k", "copy"),
+    derived=True,
+)  # fmt: skip
+STABILITY_SUMMARY = Table(
+    f"{STABILITY_DIR}/summary.csv",
+    "one row per stability analysis and starting iteration k (Frankle et al. 2020)",
+    (
+        _ANALYSIS, _LEVEL, _BRANCH, _REPLICATE, _K, _REMAINING,
+        _c("copies", int, "copies trained from the starting point"),
+        _c("pairs", int, "pairs of copies measured"),
+        _c("points", int, "evenly spaced alpha from 0 to 1 on each pair's line"),
+        _c("test_instability_mean", float,
+           "max over alpha of test error minus the mean of its ends, percent, mean over pairs"),
+        _c("test_instability_std", float, "its sample standard deviation (empty: one pair)"),
+        _c("train_instability_mean", float, "the same on the training subset, percent"),
+        _c("train_instability_std", float, "its sample standard deviation"),
+        _c("copy_test_error_mean", float, "mean of the copies' own final test errors, percent"),
+        _c("batchnorm_recomputed", str, "yes: BatchNorm statistics recomputed at every alpha"),
+        _c("stable", str, "yes when test_instability_mean is below 2 (the paper's threshold)"),
+    ),
+    key=("analysis", "level", "branch", "replicate", "k"),
+    derived=True,
+)  # fmt: skip
+TABLES = (*TABLES, STABILITY_ERRORS, STABILITY_COPIES, STABILITY_SUMMARY)
+_STABILITY_NAME = r"(ticket|reinit|random_prune)_r\d+_level_\d{2,}(_rewind)?"
+_STABILITY_TOP = re.compile(rf"^(summary\.csv|\.lock|{_STABILITY_NAME}(_copies)?\.csv)$")
+_STABILITY_INNER = re.compile(
+    r"^(settings\.json|(copy_\d+_k\d+|parent_k\d+)\.safetensors|checkpoint_k\d+_\d+\.pt)$"
+)
+_STABILITY_FIGURE = re.compile(rf"^({_STABILITY_NAME}_(error|instability)|instability_vs_weights)"
+                               r"\.(png|pdf|svg)$")  # fmt: skip
+
+
+def stability_file(parts: Sequence[str]) -> bool:
+    """Whether a path inside ``stability/`` (its parts) is one ``lth stability`` writes."""
+    if len(parts) == 1:
+        return bool(_STABILITY_TOP.match(parts[0]))
+    if len(parts) == 2 and parts[0] == "plots":
+        return bool(_STABILITY_FIGURE.match(parts[1]))
+    return (
+        len(parts) == 2
+        and bool(re.fullmatch(_STABILITY_NAME, parts[0]))
+        and bool(_STABILITY_INNER.match(parts[1]))
+    )
