@@ -74,6 +74,9 @@ class FlatParameters:
         self.grad_flat = torch.zeros(total, device=self.device)
         self.params = {n: v.requires_grad_() for n, v in self.views(self.flat).items()}
         self.grads = self.views(self.grad_flat)
+        # masks (engine layout) that loss_and_grad multiplies into their gradients as it
+        # writes them, while they are in cache: a pruned weight's gradient is exactly 0
+        self.masks: dict[str, Tensor] = {}
 
     def views(self, flat: Tensor) -> dict[str, Tensor]:
         """Per-parameter views (engine layout) of a buffer laid out like ``flat``."""
@@ -132,6 +135,8 @@ class FlatParameters:
         for name, g in zip(names, grads):
             if g is None:
                 self.grads[name].zero_()
+            elif name in self.masks:
+                torch.mul(g, self.masks[name], out=self.grads[name])
             else:
                 self.grads[name].copy_(g)
         return losses.detach()
@@ -203,6 +208,7 @@ class StackedModel(FlatParameters):
                 (p[f"{n}.weight"], p.get(f"{n}.bias"), g[f"{n}.weight"], g.get(f"{n}.bias"), relu)
                 for n, relu in self.mlp
             ]
+            self._mlp_weights = [f"{n}.weight" for n, _ in self.mlp]
             classes = self.shapes[f"{self.mlp[-1][0]}.weight"][0]
             self._eye = torch.eye(classes, device=self.device)  # rows are one-hot targets
 
@@ -302,6 +308,9 @@ class StackedModel(FlatParameters):
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
             bmm(d, inputs[i].transpose(1, 2), out=grad_w)
+            mask = self.masks.get(self._mlp_weights[i])
+            if mask is not None:
+                grad_w.mul_(mask)
             if grad_b is not None:
                 torch.sum(d, 2, keepdim=True, out=grad_b)
             if i > 0:

@@ -6,7 +6,7 @@ state; the results equal training them one at a time, up to float rounding. It i
 place that knows about optimizers, schedules and batches.
 
 Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask
-before the optimizer step, so their Adam moments / SGD momentum stay 0 and the fused update
+as the engine writes them (before the optimizer step), so their Adam moments / SGD momentum stay 0 and the fused update
 leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked by magnitude or sign.
 """
 
@@ -144,9 +144,10 @@ class Trainer:
             self.model.load(i, job.init)
         model = self.model
         masks = _stack_masks(model, jobs)
-        # one multiply masks every gradient: 1 for unmasked parameters (e.g. biases)
+        # 1 for unmasked parameters (e.g. biases)
         self.mask_flat = model.flatten(masks, 1.0)
         self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
+        model.masks = self.masks  # the engine masks each gradient as it writes it
         with torch.no_grad():
             model.flat.masked_fill_(self.mask_flat == 0, 0.0)
         self.optimizer = FusedOptimizer(
@@ -209,7 +210,8 @@ class Trainer:
             self._draw_order()
         b = self.config.batch_size
         idx = self.order[:, position * b : (position + 1) * b].reshape(-1)
-        x = self.data.train_x.index_select(0, idx)
+        draw = getattr(self.data, "train_batch", None)  # uint8 gather, if the data has one
+        x = draw(idx) if draw is not None else self.data.train_x.index_select(0, idx)
         y = self.data.train_y.index_select(0, idx)
         if self.augmentation is not None:
             draw, apply = self.augmentation
@@ -220,8 +222,7 @@ class Trainer:
     def step(self) -> None:
         """One training step for every ticket."""
         x, y = self._batch()
-        losses = self.model.loss_and_grad(x, y)
-        self.model.grad_flat.mul_(self.mask_flat)
+        losses = self.model.loss_and_grad(x, y)  # gradients masked
         lr = learning_rate(
             self.config.lr,
             self.iteration,
