@@ -5,9 +5,10 @@ ticket has its own initial weights, mask, data order (its own seeded generator) 
 state; the results equal training them one at a time, up to float rounding. It is the only
 place that knows about optimizers, schedules and batches.
 
-Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask
-as the engine writes them (before the optimizer step), so their Adam moments / SGD momentum stay 0 and the fused update
-leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked by magnitude or sign.
+Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask as
+the engine writes them (before the optimizer step), so their Adam moments / SGD momentum stay
+0 and the fused update leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked
+by magnitude or sign.
 """
 
 from __future__ import annotations
