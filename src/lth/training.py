@@ -149,6 +149,7 @@ class Trainer:
         self.mask_flat = model.flatten(masks, 1.0)
         self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
         model.masks = self.masks  # the engine masks each gradient as it writes it
+        model.use_kernels(getattr(config, "kernels", "auto"))
         with torch.no_grad():
             model.flat.masked_fill_(self.mask_flat == 0, 0.0)
         self.optimizer = FusedOptimizer(
@@ -181,6 +182,8 @@ class Trainer:
         self.loss_sum = torch.zeros(len(jobs), device=self.device)
         self.loss_steps = 0
         self.histories = [History() for _ in jobs]
+        # per ticket: (history index, weights of all tickets there) whose test was skipped
+        self._deferred: list[list[tuple[int, Tensor]]] = [[] for _ in jobs]
         self.snapshot_at = sorted(set(int(s) for s in snapshot_at))
         self.snapshots: dict[int, list[dict[str, Tensor]]] = {}
         self.eval_chunk = _eval_chunk(template, data.train_x.shape[1:], len(jobs))
@@ -255,10 +258,19 @@ class Trainer:
         self.model.train(True)
         return (loss / n).tolist(), (correct.double() * 100.0 / n).tolist()
 
+    def _test_due(self) -> bool:
+        """Whether the test set is evaluated now (else later, from a copy, if ever needed)."""
+        every = getattr(self.config, "test_every", 0)
+        return not every or self.iteration % every == 0 or self.iteration >= self.config.iterations
+
     def _record(self) -> None:
         d = self.data
         val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
-        test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+        tested = self._test_due()
+        if tested:
+            test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+        else:
+            test_loss = test_acc = [float("nan")] * self.k
         trained = self.loss_steps > 0
         if trained:
             train_loss = (self.loss_sum / self.loss_steps).tolist()
@@ -266,6 +278,7 @@ class Trainer:
             train_loss = [float("nan")] * self.k
         self.loss_sum.zero_()
         self.loss_steps = 0
+        copy = None if tested else self.model.flat.detach().clone()
         for i, h in enumerate(self.histories):
             if h.diverged_at is not None:
                 continue
@@ -274,6 +287,9 @@ class Trainer:
             judged += [val_loss[i]] if d.val_x.shape[0] else []
             if not all(math.isfinite(v) for v in judged):
                 h.diverged_at = self.iteration
+                # its last recorded point is now its final one: its test figures are needed
+                ends = (len(h.iteration) - 1, h.early_stop_index())
+                self._deferred[i] = [p for p in self._deferred[i] if p[0] in ends]
                 continue
             h.iteration.append(self.iteration)
             h.train_loss.append(train_loss[i])
@@ -281,6 +297,42 @@ class Trainer:
             h.val_acc.append(val_acc[i])
             h.test_loss.append(test_loss[i])
             h.test_acc.append(test_acc[i])
+            self._defer(i, h, copy)
+
+    def _defer(self, i: int, h: History, copy: Tensor | None) -> None:
+        """Keep (a reference to) the weights of ticket ``i``'s points whose test figures are
+        skipped now but may be reported later: its best validation loss so far (the early
+        stop, if nothing beats it) and its latest point (its final one, should it diverge)."""
+        index = len(h.iteration) - 1
+        best = h.early_stop_index()
+        keep = [p for p in self._deferred[i] if p[0] == best]
+        if copy is not None:
+            keep.append((index, copy))
+        self._deferred[i] = keep
+
+    @torch.no_grad()
+    def _resolve_deferred(self) -> None:
+        """Evaluate the test set on the kept weights of the points that became the early stop
+        or a diverged ticket's final point; identical to evaluating it there and then."""
+        needed: dict[int, list[tuple[int, int]]] = {}
+        copies: dict[int, Tensor] = {}
+        for i, h in enumerate(self.histories):
+            wanted = {h.early_stop_index(), len(h.iteration) - 1}
+            for index, copy in self._deferred[i]:
+                if index in wanted and h.test_acc[index] != h.test_acc[index]:
+                    needed.setdefault(id(copy), []).append((i, index))
+                    copies[id(copy)] = copy
+            self._deferred[i] = []
+        if not needed:
+            return
+        current = self.model.flat.detach().clone()
+        for key, points in needed.items():
+            self.model.flat.detach().copy_(copies[key])
+            test_loss, test_acc = self.evaluate(self.data.test_x, self.data.test_y)
+            for i, index in points:
+                self.histories[i].test_loss[index] = test_loss[i]
+                self.histories[i].test_acc[index] = test_acc[i]
+        self.model.flat.detach().copy_(current)
 
     def _snapshot(self) -> None:
         if self.iteration in self.snapshot_at and self.iteration not in self.snapshots:
@@ -318,6 +370,7 @@ class Trainer:
 
     def results(self) -> list[TrainResult]:
         """Final weights, histories and snapshots of every ticket."""
+        self._resolve_deferred()
         return [
             TrainResult(
                 final=self.model.export(i),
@@ -342,6 +395,7 @@ class Trainer:
             "loss_sum": self.loss_sum.clone(),
             "loss_steps": self.loss_steps,
             "histories": [vars(h).copy() for h in self.histories],
+            "deferred": [list(d) for d in self._deferred],  # copies never change: shared
             "snapshots": self.snapshots,
         }
 
@@ -370,6 +424,10 @@ class Trainer:
         self.loss_sum.copy_(state["loss_sum"])
         self.loss_steps = int(state["loss_steps"])
         self.histories = [History(**h) for h in state["histories"]]
+        self._deferred = [
+            [(int(i), c.to(self.device)) for i, c in d]
+            for d in state.get("deferred", [[] for _ in self.histories])
+        ]
         self.snapshots = state["snapshots"]
 
 
