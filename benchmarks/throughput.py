@@ -23,6 +23,7 @@ from PIL import Image
 
 from lth.data import load_dataset
 from lth.experiment import derive_seed
+from lth.kernels import cpu_model
 from lth.masks import ones_mask
 from lth.models import create_model, initialize, output_layer
 from lth.pruning import layer_rates, prune_layerwise
@@ -280,6 +281,8 @@ def main() -> None:
         "batched_samples_per_s": {k: round(k * 60 / t) for k, t in batched.items()},
         "peak_gflops": round(peak / 1e9, 1),
         "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
     }

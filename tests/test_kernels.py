@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -116,3 +118,31 @@ def test_kernels_setting_is_checked():
     with pytest.raises(LTHError, match="unknown kernels 'fast'"):
         ExperimentConfig(kernels="fast")
     assert ExperimentConfig().kernels == "auto" and ExperimentConfig().test_every == 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_sparse_resume_is_bit_identical_and_checkpoints_keep_the_dense_layout(optimizer):
+    data = synthetic_data()
+    model = make_model("lenet_300_100", 0)
+    masks = random_masks(model, 1, keep=0.1)
+    cfg = TrainConfig(
+        iterations=30, batch_size=50, eval_every=10, optimizer=optimizer, momentum=0.9,
+        kernels="sparse", test_every=20,
+    )  # fmt: skip
+    jobs = [TicketJob(model.state_dict(), masks, s) for s in (1, 2)]
+    straight = Trainer(model, jobs, data, cfg).run()
+    first = Trainer(model, jobs, data, cfg)
+    assert first.optimizer.index is not None  # the update runs over the survivors alone
+    assert first.run(stop_at=17) is None
+    state = copy.deepcopy(first.state_dict())
+    dense_cfg = dataclasses.replace(cfg, kernels="dense")
+    dense_state = Trainer(model, jobs, data, dense_cfg).optimizer.state_dict()
+    for name, value in state["optimizer"].items():  # same shapes as a dense trainer's
+        if isinstance(value, list):
+            assert [t.shape for t in value] == [t.shape for t in dense_state[name]]
+    second = Trainer(model, jobs, data, cfg)
+    second.load_state_dict(state)
+    for a, b in zip(straight, second.run(), strict=True):
+        for name in a.final:
+            assert torch.equal(a.final[name], b.final[name])
+        assert repr(a.history) == repr(b.history)

@@ -106,7 +106,7 @@ class Pattern:
         g = torch.sparse.sampled_addmm(
             pattern, d.reshape(k * rows, -1), x.reshape(k * inp, -1).t(), beta=0.0
         )
-        out.view(-1).index_copy_(0, self.index, g.values())
+        out.view(-1).scatter_(0, self.index, g.values())
 
 
 class _SparseProduct(torch.autograd.Function):

@@ -158,6 +158,8 @@ class Trainer:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
+        if model.patterns:  # sparse layers: Adam/SGD over the surviving weights alone
+            self.optimizer.compact(self.mask_flat.nonzero().squeeze(1))
         self.names = [job.name for job in jobs]
         self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
         n_train = data.train_x.shape[0]
