@@ -33,43 +33,20 @@ from pathlib import Path
 import torch
 
 from lth.data import load_dataset
-from lth.experiment import derive_seed
 from lth.kernels import cpu_model, threshold
-from lth.masks import ones_mask
-from lth.models import create_model, initialize, output_layer
-from lth.pruning import layer_rates, prune_layerwise, prune_random_like
-from lth.training import TicketJob, TrainConfig, Trainer
+from lth.training import TrainConfig, Trainer
+from throughput import make_jobs  # the benchmarks' folder is on sys.path when run
 
 #: weights remaining (percent) at the levels measured, and the level each is
 MEASURED = {100.0: 0, 51.3: 3, 21.1: 7, 10.7: 10, 3.6: 15, 1.2: 20}
 PAPER = {"levels": 21, "iterations": 50_000, "branches": 3, "replicates": 5}
 
 
-def level_jobs(level: int, k: int) -> tuple[torch.nn.Module, list[TicketJob]]:
-    """K networks of one level: tickets pruned by magnitude ``level`` times (20% of the hidden
-    layers' survivors, 10% of the output layer's, per level), alternating with their controls."""
-    template = create_model("lenet_300_100")
-    jobs = []
-    for i in range(k):
-        model = create_model("lenet_300_100")
-        initialize(model, "xavier_normal", torch.Generator().manual_seed(derive_seed(0, i)))
-        weights = {n: p.detach() for n, p in model.named_parameters()}
-        masks = ones_mask(model)
-        rates = layer_rates(list(masks), 0.2, 0.1, output_layer(model))
-        for _ in range(level):
-            masks = prune_layerwise(weights, masks, rates)
-        if i % 3 == 2:  # the random-pruning control: the same per-layer counts
-            masks = prune_random_like(masks, generator=torch.Generator().manual_seed(i))
-        weights = {n: w * masks[n] if n in masks else w for n, w in weights.items()}
-        jobs.append(TicketJob(weights, masks, seed=i))
-    return template, jobs
-
-
 def time_level(data, level: int, k: int, steps: int, evaluations: int, kernels: str) -> float:
     """Seconds per iteration per network, K networks training together, under the paper's
     protocol: one step, plus a hundredth of an evaluation (5,000 validation and 10,000 test
     images), each timed on its own."""
-    template, jobs = level_jobs(level, k)
+    template, jobs = make_jobs(k, level, 0.2, 0.1, controls=True)
     trainer = Trainer(template, jobs, data, TrainConfig(iterations=10**9, kernels=kernels))
     trainer.step()  # warm-up
     start = time.perf_counter()
