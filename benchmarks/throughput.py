@@ -23,9 +23,10 @@ from PIL import Image
 
 from lth.data import load_dataset
 from lth.experiment import derive_seed
+from lth.kernels import cpu_model
 from lth.masks import ones_mask
 from lth.models import create_model, initialize, output_layer
-from lth.pruning import layer_rates, prune_layerwise
+from lth.pruning import layer_rates, prune_layerwise, prune_random_like
 from lth.training import TicketJob, TrainConfig, Trainer
 
 DIMS = (784, 300, 100, 10)
@@ -78,8 +79,12 @@ def step_flops(batch: int) -> int:
     return 3 * 2 * batch * weights_count()
 
 
-def make_jobs(k: int) -> tuple[torch.nn.Module, list[TicketJob]]:
-    """K LeNet-300-100 tickets with 50% of each layer pruned by magnitude."""
+def make_jobs(
+    k: int, levels: int = 1, rate: float = 0.5, output_rate: float = 0.5, controls: bool = False
+) -> tuple[torch.nn.Module, list[TicketJob]]:
+    """K LeNet-300-100 tickets pruned by magnitude ``levels`` times (``rate`` of each hidden
+    layer's survivors, ``output_rate`` of the output layer's); with ``controls`` every third is
+    a random-pruning control (random masks, the same per-layer counts)."""
     template = create_model("lenet_300_100")
     jobs = []
     for i in range(k):
@@ -87,8 +92,11 @@ def make_jobs(k: int) -> tuple[torch.nn.Module, list[TicketJob]]:
         initialize(model, "xavier_normal", torch.Generator().manual_seed(derive_seed(0, i)))
         weights = {n: p.detach() for n, p in model.named_parameters()}
         masks = ones_mask(model)
-        rates = layer_rates(list(masks), 0.5, 0.5, output_layer(model))
-        masks = prune_layerwise(weights, masks, rates)
+        rates = layer_rates(list(masks), rate, output_rate, output_layer(model))
+        for _ in range(levels):
+            masks = prune_layerwise(weights, masks, rates)
+        if controls and i % 3 == 2:
+            masks = prune_random_like(masks, generator=torch.Generator().manual_seed(i))
         jobs.append(TicketJob(weights, masks, seed=i))
     return template, jobs
 
@@ -280,6 +288,8 @@ def main() -> None:
         "batched_samples_per_s": {k: round(k * 60 / t) for k, t in batched.items()},
         "peak_gflops": round(peak / 1e9, 1),
         "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
     }

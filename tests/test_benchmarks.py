@@ -30,3 +30,21 @@ def test_throughput_script_prints_table_and_json():
     table = "\n".join(lines[:-1])
     for row in ("lth, one ticket, batch 60", "lth, 3 tickets at once", "common way: DataLoader"):
         assert row in table
+
+
+def test_study_script_prints_table_and_json(tmp_path):
+    script = SCRIPT.parent / "study.py"
+    cmd = [sys.executable, str(script), "--steps", "2", "--evaluations", "1", "--rounds", "1",
+           "--process-iterations", "10", "--threads", "1"]  # fmt: skip
+    env = dict(__import__("os").environ, LTH_KERNELS_CACHE=str(tmp_path))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert set(result["paper_study_hours"]) == {"auto", "dense"}
+    assert all(v > 0 for v in result["paper_study_hours"].values())
+    for key in ("study_speedup", "level_speedup_at_3.6", "process_speedup_vs_plain_loop"):
+        assert result[key] > 0, key
+    assert set(result["level_speedups"]) == {"100.0", "51.3", "21.1", "10.7", "3.6", "1.2"}
+    assert result["cpu"] and result["isa"] and (tmp_path / "kernels.json").is_file()
+    assert "lenet_300_100_paper" in "\n".join(lines[:-1])

@@ -103,7 +103,7 @@ def test_run_folder_is_complete_and_consistent(tiny):
     layers = read_rows(tiny / "layers.csv")
     for name in ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining"):
         assert (tiny / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-        assert (tiny / "plots" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert not (tiny / "plots" / f"{name}.pdf").exists()  # PDF only on request
 
     theta0 = load_tensors(tiny / "ticket/0/level_00/init.safetensors")
     previous = None

@@ -269,7 +269,7 @@ def test_layer_remaining_figure(runs):
 
 def test_files_saved_atomically(runs, tmp_path):
     run = make_run(tmp_path / "saved", replicates=1, levels=2, branches=("ticket",))
-    figs = plot_runs([run])
+    figs = plot_runs([run], formats=("png", "pdf"))
     out = run / "plots"
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"{n}.{ext}" for n in figs for ext in ("png", "pdf"))  # no temp left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -568,3 +569,66 @@ def test_augmentation_is_applied_per_ticket_seeded_and_only_in_training():
     # evaluation sees the data as it is: the same weights evaluate the same with or without
     t1, t3 = Trainer(model, job, data, cfg), Trainer(model, job, data, plain)
     assert t1.evaluate(data.test_x, data.test_y) == t3.evaluate(data.test_x, data.test_y)
+
+
+def _skipping_tests(cfg: TrainConfig, every: int):
+    """The same training with the test set at every evaluation and only every ``every``."""
+    data = synthetic_data()
+    template = make_model("lenet_300_100", 0)
+    jobs = [
+        TicketJob(make_model("lenet_300_100", i).state_dict(), random_masks(template, i), i)
+        for i in range(2)
+    ]
+    full = Trainer(template, jobs, data, cfg).run()
+    sparse_cfg = dataclasses.replace(cfg, test_every=every)
+    return full, Trainer(template, jobs, data, sparse_cfg).run()
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(iterations=60, batch_size=20, eval_every=10, lr=3e-3),
+        # diverges after a few evaluations: its last finite point becomes its final one
+        TrainConfig(
+            iterations=60,
+            batch_size=20,
+            eval_every=10,
+            optimizer="sgd",
+            lr=0.05,
+            milestones=(25,),
+            gamma=1e7,
+        ),  # fmt: skip
+    ],
+)
+def test_test_every_skips_test_points_but_not_the_summary(cfg):
+    full, skipping = _skipping_tests(cfg, every=1000)
+    for a, b in zip(full, skipping, strict=True):
+        assert a.history.summary() == b.history.summary()
+        assert a.history.val_loss == b.history.val_loss
+        tested = [i for i, v in enumerate(b.history.test_acc) if v == v]
+        if b.history.diverged_at is None:
+            assert len(tested) < len(a.history.test_acc)  # points were skipped
+        else:  # the deferred early stop and final point were evaluated from the kept weights
+            assert {b.history.early_stop_index(), len(b.history.iteration) - 1} <= set(tested)
+        for i in tested:  # and those evaluated equal evaluating there and then, bit for bit
+            assert (a.history.test_loss[i], a.history.test_acc[i]) == (
+                b.history.test_loss[i],
+                b.history.test_acc[i],
+            )
+    if cfg.optimizer == "sgd":
+        assert all(r.history.diverged_at for r in full)
+
+
+def test_summary_csv_is_identical_with_fewer_test_points(tmp_path, data_dir, one_thread):
+    """Real MNIST, a pruned level and its controls: summary.csv byte for byte."""
+    from lth import ExperimentConfig, run_experiment
+
+    base = ExperimentConfig(levels=1, iterations=60, eval_every=10, val_size=1000)
+    for name, every in (("all", 0), ("few", 60)):
+        config = dataclasses.replace(base, test_every=every)
+        run_experiment(config, out=tmp_path / name, data_dir=data_dir, device="cpu", quiet=True)
+    summary = (tmp_path / "all" / "summary.csv").read_bytes()
+    assert summary == (tmp_path / "few" / "summary.csv").read_bytes()
+    full = (tmp_path / "all" / "metrics.csv").read_text().splitlines()
+    few = (tmp_path / "few" / "metrics.csv").read_text().splitlines()
+    assert len(full) == len(few) and sum(a != b for a, b in zip(full, few)) > 0

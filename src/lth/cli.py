@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--formats",
         type=names_text,
         metavar="LIST",
-        default=["png", "pdf"],
-        help="comma list of file formats (default: png,pdf)",
+        default=["png"],
+        help="comma list of file formats, e.g. png,pdf for a paper (default: png)",
     )
     plot.add_argument(
         "--band",

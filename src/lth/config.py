@@ -40,6 +40,7 @@ OPTIMIZERS = ("adam", "sgd")
 MAX_INT = 2**63 - 1  # TOML integers are signed 64-bit
 
 # option groups of ``lth run --help``, in order
+KERNELS = ("auto", "dense", "sparse")
 STUDY, TRAINING, MORE = "study", "training (per level)", "more settings (as in config.toml)"
 
 
@@ -305,6 +306,20 @@ class TrainConfig(_Declared):
         metavar="N",
     )
     augment: bool = setting(True, "data augmentation, for datasets that define one")
+    test_every: int = setting(
+        0,
+        "iterations between test-set evaluations in metrics.csv (0: at every evaluation); the "
+        "early-stop and final test figures of summary.csv are the same either way",
+        whole(0),
+        metavar="N",
+    )
+    kernels: str = setting(
+        "auto",
+        "matrix kernels: sparse for layers below the density this machine calibrated, dense "
+        "for the rest (auto); dense everywhere; or sparse everywhere",
+        one_of(KERNELS),
+        choices=KERNELS,
+    )
 
     def _check_together(self) -> None:
         check_schedule(self, self.iterations)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import LTHError
+from .kernels import Pattern, sparse_bmm, sparse_conv2d, use_sparse
 from .models import check_flat_sequential, is_flat_sequential
 
 
@@ -74,6 +75,14 @@ class FlatParameters:
         self.grad_flat = torch.zeros(total, device=self.device)
         self.params = {n: v.requires_grad_() for n, v in self.views(self.flat).items()}
         self.grads = self.views(self.grad_flat)
+        # masks (engine layout) that loss_and_grad multiplies into their gradients as it
+        # writes them, while they are in cache: a pruned weight's gradient is exactly 0
+        self.masks: dict[str, Tensor] = {}
+        self.patterns: dict[str, Pattern] = {}  # weights that run on sparse kernels
+
+    def use_kernels(self, mode: str = "auto") -> None:
+        """Run the masked layers below the machine's sparse threshold on sparse kernels
+        (:mod:`lth.kernels`; ``mode`` "dense": none, "sparse": all). Call after ``masks``."""
 
     def views(self, flat: Tensor) -> dict[str, Tensor]:
         """Per-parameter views (engine layout) of a buffer laid out like ``flat``."""
@@ -132,6 +141,8 @@ class FlatParameters:
         for name, g in zip(names, grads):
             if g is None:
                 self.grads[name].zero_()
+            elif name in self.masks:
+                torch.mul(g, self.masks[name], out=self.grads[name])
             else:
                 self.grads[name].copy_(g)
         return losses.detach()
@@ -203,8 +214,24 @@ class StackedModel(FlatParameters):
                 (p[f"{n}.weight"], p.get(f"{n}.bias"), g[f"{n}.weight"], g.get(f"{n}.bias"), relu)
                 for n, relu in self.mlp
             ]
+            self._mlp_weights = [f"{n}.weight" for n, _ in self.mlp]
             classes = self.shapes[f"{self.mlp[-1][0]}.weight"][0]
             self._eye = torch.eye(classes, device=self.device)  # rows are one-hot targets
+
+    def use_kernels(self, mode: str = "auto") -> None:
+        """Run the masked layers below the machine's sparse threshold on sparse kernels
+        (:mod:`lth.kernels`; ``mode`` "dense": none, "sparse": all). Call after ``masks``."""
+        self.patterns = {}
+        layers = dict(self.layers)
+        for name, mask in self.masks.items():
+            layer = layers.get(name.rsplit(".", 1)[0])
+            if not name.endswith(".weight") or not isinstance(layer, nn.Linear | nn.Conv2d):
+                continue
+            if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+                continue
+            density = float(mask.count_nonzero()) / mask.numel()
+            if use_sparse(mode, density, self.device):
+                self.patterns[name] = Pattern(mask.reshape(self.k, mask.shape[1], -1))
 
     def _is_linear_bias(self, name: str) -> bool:
         layer = dict(self.layers)[name.rsplit(".", 1)[0]]
@@ -233,7 +260,15 @@ class StackedModel(FlatParameters):
             if isinstance(layer, nn.Linear):
                 b = p.get(f"{name}.bias")
                 w = p[f"{name}.weight"]
-                if shared:
+                pattern = self.patterns.get(f"{name}.weight")
+                if pattern is not None:
+                    if shared:
+                        h = pattern.forward_shared(pattern.values(w.detach()), h.contiguous())
+                        shared = False
+                    else:
+                        h = sparse_bmm(w, h, pattern)
+                    h = h if b is None else h + b
+                elif shared:
                     w2 = w.reshape(-1, w.shape[2])
                     h = torch.mm(w2, h) if b is None else torch.addmm(b.reshape(-1, 1), w2, h)
                     h = h.view(k, -1, batch)
@@ -243,9 +278,13 @@ class StackedModel(FlatParameters):
             elif isinstance(layer, nn.Conv2d):
                 w = p[f"{name}.weight"]
                 b = p.get(f"{name}.bias")
-                if shared and layer.groups != 1:  # grouped: each ticket needs its own copy
-                    h = h.repeat(1, k, 1, 1)
+                pattern = self.patterns.get(f"{name}.weight")
+                if shared and (layer.groups != 1 or pattern is not None):
+                    h = h.repeat(1, k, 1, 1)  # each ticket needs its own copy
                     shared = False
+                if pattern is not None:
+                    h = sparse_conv2d(h, w, b, pattern, layer.stride, layer.padding, layer.dilation)
+                    continue
                 h = F.conv2d(
                     h,
                     w.reshape(-1, *w.shape[2:]),
@@ -285,10 +324,20 @@ class StackedModel(FlatParameters):
         k, batch = self.k, x.shape[1]
         layers = self._mlp_tensors
         h = x.reshape(k, batch, -1).transpose(1, 2)
-        inputs = []
-        for w, b, _, _, relu in layers:
-            inputs.append(h)
-            h = bmm(w, h, b)
+        inputs, values = [], []
+        for (w, b, _, _, relu), name in zip(layers, self._mlp_weights):
+            pattern = self.patterns.get(name)
+            if pattern is None:
+                inputs.append(h)
+                values.append(None)
+                h = bmm(w, h, b)
+            else:
+                h = h.contiguous()
+                inputs.append(h)
+                values.append(pattern.values(w))
+                h = pattern.forward(values[-1], h)
+                if b is not None:
+                    h.add_(b)
             if relu:
                 h.relu_()
         # cross-entropy and its gradient (softmax - one_hot) / batch, in place
@@ -301,11 +350,21 @@ class StackedModel(FlatParameters):
             w, _, grad_w, grad_b, relu = layers[i]
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
-            bmm(d, inputs[i].transpose(1, 2), out=grad_w)
+            pattern = self.patterns.get(self._mlp_weights[i])
+            if pattern is not None:  # only the surviving positions: the rest stay 0
+                pattern.weight_grad(d, inputs[i], grad_w)
+            else:
+                bmm(d, inputs[i].transpose(1, 2), out=grad_w)
+                mask = self.masks.get(self._mlp_weights[i])
+                if mask is not None:
+                    grad_w.mul_(mask)
             if grad_b is not None:
                 torch.sum(d, 2, keepdim=True, out=grad_b)
             if i > 0:
-                d = bmm(w.transpose(1, 2), d)
+                if pattern is not None:
+                    d = pattern.input_grad(values[i], d)
+                else:
+                    d = bmm(w.transpose(1, 2), d)
         return losses
 
     def train(self, mode: bool = True) -> None:

@@ -66,14 +66,51 @@ class FusedOptimizer:
             self.state_steps = [torch.zeros((), device=p.device, dtype=f32) for p in params]
         else:
             self.momentum_buffer = [torch.zeros_like(p) for p in params] if momentum else []
+        self.index: Tensor | None = None
+        self._dense: tuple[Tensor, ...] = ()
+
+    def _state_lists(self) -> list[list[Tensor]]:
+        if self.kind == "adam":
+            return [self.exp_avg, self.exp_avg_sq]
+        return [self.momentum_buffer] if self.momentum_buffer else []
+
+    @torch.no_grad()
+    def compact(self, index: Tensor) -> None:
+        """Update only the entries ``index`` of the one (flat) parameter from now on, with
+        state kept for them alone: a sparse ticket's step then reads and writes its surviving
+        weights, not all of them. The rest must have gradient 0 and state 0 (pruned weights),
+        which a dense update would leave unchanged: the result is the same."""
+        if len(self.params) != 1 or self.index is not None:
+            raise ValueError("compact() takes one flat parameter, once")
+        self.index = index
+        self._dense = tuple(lst[0] for lst in self._state_lists())
+        for lst in self._state_lists():
+            lst[0] = lst[0].index_select(0, index)
+
+    def _expand(self) -> dict[str, Tensor]:
+        """The compact state scattered back into the dense layout (zeros elsewhere)."""
+        names = ("exp_avg", "exp_avg_sq") if self.kind == "adam" else ("momentum_buffer",)
+        out = {}
+        for name, dense, lst in zip(names, self._dense, self._state_lists()):
+            out[name] = torch.zeros_like(dense).scatter_(0, self.index, lst[0])
+        return out
 
     @torch.no_grad()
     def step(self, grads: list[Tensor], lr: float) -> None:
         """Apply one update with these gradients (same shapes and strides as the parameters)."""
+        if self.index is None:
+            self._step(self.params, grads, lr)
+            return
+        flat = self.params[0]
+        values = [flat.index_select(0, self.index)]
+        self._step(values, [grads[0].index_select(0, self.index)], lr)
+        flat.scatter_(0, self.index, values[0])
+
+    def _step(self, params: list[Tensor], grads: list[Tensor], lr: float) -> None:
         if self.kind == "adam":
             torch._foreach_add_(self.state_steps, 1)
             torch._fused_adam_(
-                self.params,
+                params,
                 grads,
                 self.exp_avg,
                 self.exp_avg_sq,
@@ -89,7 +126,7 @@ class FusedOptimizer:
             )
         else:
             torch._fused_sgd_(
-                self.params,
+                params,
                 grads,
                 self.momentum_buffer,
                 weight_decay=self.weight_decay,
@@ -113,6 +150,8 @@ class FusedOptimizer:
             }
         else:
             state["momentum_buffer"] = [t.clone() for t in self.momentum_buffer]
+        if self.index is not None:  # the same layout whatever the kernels
+            state |= {name: [t] for name, t in self._expand().items()}
         return state
 
     @torch.no_grad()
@@ -123,4 +162,6 @@ class FusedOptimizer:
         names = adam if self.kind == "adam" else ("momentum_buffer",)
         for name in names:
             for dst, src in zip(getattr(self, name), state[name], strict=True):
+                if self.index is not None and name != "state_steps":
+                    src = src.to(dst.device).index_select(0, self.index)
                 dst.copy_(src)

@@ -1028,7 +1028,7 @@ def plot_runs(
     run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     levels: Sequence[int] | None = None,
-    formats: Sequence[str] = ("png", "pdf"),
+    formats: Sequence[str] = ("png",),
     *,
     band: str = "std",
     early_stop_panel: bool = True,
@@ -1046,15 +1046,16 @@ def plot_runs(
     "label: branch" when there are several runs. ``title``: the second title line of every
     figure (default: the study, e.g. "lenet_300_100 on mnist"); "" draws no title.
     ``out_dir``: where ``<name>.<fmt>`` files go (default: the first run's ``plots/`` folder);
-    ``formats=()`` saves nothing. ``levels``: the ticket levels drawn in ``curves`` and
-    ``weight_histograms`` (default: about four spread out). ``band``: ``"std"`` draws ±1
-    sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has two or
-    more usable replicates; a legend entry gives n). ``early_stop_panel``: add a second
+    ``formats``: PNG by default (PDF, e.g. ``("png", "pdf")``, on request: embedding its fonts
+    takes seconds); ``formats=()`` saves nothing. ``levels``: the ticket levels drawn in
+    ``curves`` and ``weight_histograms`` (default: about four spread out). ``band``: ``"std"``
+    draws ±1 sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has
+    two or more usable replicates; a legend entry gives n). ``early_stop_panel``: add a second
     accuracy panel with the test accuracy at the early-stop iteration. Diverged replicates are
     left out of means and drawn as hollow markers. ``mask_analysis``: also draw
     ``mask_analysis`` and ``weight_histograms`` when the first run folder has an analysis:
-    ``analyses`` (one ``(analysis rows, histogram rows)`` or None per entry of ``run_dirs``,
-    as :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
+    ``analyses`` (one ``(analysis rows, histogram rows)`` or None per entry of ``run_dirs``, as
+    :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
     ``analysis_histograms.csv`` as they are (call ``ensure_analysis`` first to bring them up to
     date); silently left out when there is none.
     """

@@ -5,9 +5,10 @@ ticket has its own initial weights, mask, data order (its own seeded generator) 
 state; the results equal training them one at a time, up to float rounding. It is the only
 place that knows about optimizers, schedules and batches.
 
-Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask
-before the optimizer step, so their Adam moments / SGD momentum stay 0 and the fused update
-leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked by magnitude or sign.
+Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask as
+the engine writes them (before the optimizer step), so their Adam moments / SGD momentum stay
+0 and the fused update leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked
+by magnitude or sign.
 """
 
 from __future__ import annotations
@@ -144,9 +145,11 @@ class Trainer:
             self.model.load(i, job.init)
         model = self.model
         masks = _stack_masks(model, jobs)
-        # one multiply masks every gradient: 1 for unmasked parameters (e.g. biases)
+        # 1 for unmasked parameters (e.g. biases)
         self.mask_flat = model.flatten(masks, 1.0)
         self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
+        model.masks = self.masks  # the engine masks each gradient as it writes it
+        model.use_kernels(getattr(config, "kernels", "auto"))
         with torch.no_grad():
             model.flat.masked_fill_(self.mask_flat == 0, 0.0)
         self.optimizer = FusedOptimizer(
@@ -155,6 +158,8 @@ class Trainer:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
+        if model.patterns:  # sparse layers: Adam/SGD over the surviving weights alone
+            self.optimizer.compact(self.mask_flat.nonzero().squeeze(1))
         self.names = [job.name for job in jobs]
         self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
         n_train = data.train_x.shape[0]
@@ -179,6 +184,8 @@ class Trainer:
         self.loss_sum = torch.zeros(len(jobs), device=self.device)
         self.loss_steps = 0
         self.histories = [History() for _ in jobs]
+        # per ticket: (history index, weights of all tickets there) whose test was skipped
+        self._deferred: list[list[tuple[int, Tensor]]] = [[] for _ in jobs]
         self.snapshot_at = sorted(set(int(s) for s in snapshot_at))
         self.snapshots: dict[int, list[dict[str, Tensor]]] = {}
         self.eval_chunk = _eval_chunk(template, data.train_x.shape[1:], len(jobs))
@@ -209,7 +216,8 @@ class Trainer:
             self._draw_order()
         b = self.config.batch_size
         idx = self.order[:, position * b : (position + 1) * b].reshape(-1)
-        x = self.data.train_x.index_select(0, idx)
+        draw = getattr(self.data, "train_batch", None)  # uint8 gather, if the data has one
+        x = draw(idx) if draw is not None else self.data.train_x.index_select(0, idx)
         y = self.data.train_y.index_select(0, idx)
         if self.augmentation is not None:
             draw, apply = self.augmentation
@@ -220,8 +228,7 @@ class Trainer:
     def step(self) -> None:
         """One training step for every ticket."""
         x, y = self._batch()
-        losses = self.model.loss_and_grad(x, y)
-        self.model.grad_flat.mul_(self.mask_flat)
+        losses = self.model.loss_and_grad(x, y)  # gradients masked
         lr = learning_rate(
             self.config.lr,
             self.iteration,
@@ -253,10 +260,19 @@ class Trainer:
         self.model.train(True)
         return (loss / n).tolist(), (correct.double() * 100.0 / n).tolist()
 
+    def _test_due(self) -> bool:
+        """Whether the test set is evaluated now (else later, from a copy, if ever needed)."""
+        every = getattr(self.config, "test_every", 0)
+        return not every or self.iteration % every == 0 or self.iteration >= self.config.iterations
+
     def _record(self) -> None:
         d = self.data
         val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
-        test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+        tested = self._test_due()
+        if tested:
+            test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+        else:
+            test_loss = test_acc = [float("nan")] * self.k
         trained = self.loss_steps > 0
         if trained:
             train_loss = (self.loss_sum / self.loss_steps).tolist()
@@ -264,6 +280,7 @@ class Trainer:
             train_loss = [float("nan")] * self.k
         self.loss_sum.zero_()
         self.loss_steps = 0
+        copy = None if tested else self.model.flat.detach().clone()
         for i, h in enumerate(self.histories):
             if h.diverged_at is not None:
                 continue
@@ -272,6 +289,9 @@ class Trainer:
             judged += [val_loss[i]] if d.val_x.shape[0] else []
             if not all(math.isfinite(v) for v in judged):
                 h.diverged_at = self.iteration
+                # its last recorded point is now its final one: its test figures are needed
+                ends = (len(h.iteration) - 1, h.early_stop_index())
+                self._deferred[i] = [p for p in self._deferred[i] if p[0] in ends]
                 continue
             h.iteration.append(self.iteration)
             h.train_loss.append(train_loss[i])
@@ -279,6 +299,42 @@ class Trainer:
             h.val_acc.append(val_acc[i])
             h.test_loss.append(test_loss[i])
             h.test_acc.append(test_acc[i])
+            self._defer(i, h, copy)
+
+    def _defer(self, i: int, h: History, copy: Tensor | None) -> None:
+        """Keep (a reference to) the weights of ticket ``i``'s points whose test figures are
+        skipped now but may be reported later: its best validation loss so far (the early
+        stop, if nothing beats it) and its latest point (its final one, should it diverge)."""
+        index = len(h.iteration) - 1
+        best = h.early_stop_index()
+        keep = [p for p in self._deferred[i] if p[0] == best]
+        if copy is not None:
+            keep.append((index, copy))
+        self._deferred[i] = keep
+
+    @torch.no_grad()
+    def _resolve_deferred(self) -> None:
+        """Evaluate the test set on the kept weights of the points that became the early stop
+        or a diverged ticket's final point; identical to evaluating it there and then."""
+        needed: dict[int, list[tuple[int, int]]] = {}
+        copies: dict[int, Tensor] = {}
+        for i, h in enumerate(self.histories):
+            wanted = {h.early_stop_index(), len(h.iteration) - 1}
+            for index, copy in self._deferred[i]:
+                if index in wanted and h.test_acc[index] != h.test_acc[index]:
+                    needed.setdefault(id(copy), []).append((i, index))
+                    copies[id(copy)] = copy
+            self._deferred[i] = []
+        if not needed:
+            return
+        current = self.model.flat.detach().clone()
+        for key, points in needed.items():
+            self.model.flat.detach().copy_(copies[key])
+            test_loss, test_acc = self.evaluate(self.data.test_x, self.data.test_y)
+            for i, index in points:
+                self.histories[i].test_loss[index] = test_loss[i]
+                self.histories[i].test_acc[index] = test_acc[i]
+        self.model.flat.detach().copy_(current)
 
     def _snapshot(self) -> None:
         if self.iteration in self.snapshot_at and self.iteration not in self.snapshots:
@@ -316,6 +372,7 @@ class Trainer:
 
     def results(self) -> list[TrainResult]:
         """Final weights, histories and snapshots of every ticket."""
+        self._resolve_deferred()
         return [
             TrainResult(
                 final=self.model.export(i),
@@ -340,6 +397,7 @@ class Trainer:
             "loss_sum": self.loss_sum.clone(),
             "loss_steps": self.loss_steps,
             "histories": [vars(h).copy() for h in self.histories],
+            "deferred": [list(d) for d in self._deferred],  # copies never change: shared
             "snapshots": self.snapshots,
         }
 
@@ -368,6 +426,10 @@ class Trainer:
         self.loss_sum.copy_(state["loss_sum"])
         self.loss_steps = int(state["loss_steps"])
         self.histories = [History(**h) for h in state["histories"]]
+        self._deferred = [
+            [(int(i), c.to(self.device)) for i, c in d]
+            for d in state.get("deferred", [[] for _ in self.histories])
+        ]
         self.snapshots = state["snapshots"]
 
 
