@@ -9,6 +9,19 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_calibration_in_a_temporary_folder(tmp_path_factory):
+    """The sparse kernels' per-machine calibration (lth.kernels) is cached in a folder of the
+    test session, never in the user's ~/.cache: measured once per session, then shared."""
+    before = os.environ.get("LTH_KERNELS_CACHE")
+    os.environ["LTH_KERNELS_CACHE"] = str(tmp_path_factory.mktemp("kernels-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LTH_KERNELS_CACHE", None)
+    else:
+        os.environ["LTH_KERNELS_CACHE"] = before
+
+
 @pytest.fixture
 def offline_and_isolated(monkeypatch, tmp_path):
     """No test may touch the network, the user's cache or a stray LTH_DATA_DIR.
