@@ -20,13 +20,14 @@ import pytest
 import torch
 
 from conftest import assert_one_line, real_data
+from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors, load_dataset
 from lth.errors import LTHError
-from lth.executors import RayExecutor, Study, _Driver
+from lth.executors import LocalExecutor, RayExecutor, Study, _Driver
 from lth.experiment import Experiment, MemoryStore
 from lth.runs import RunFolder
-from lth.study import run_experiment
+from lth.sweep import read_sweep
 
 TESTS = Path(__file__).resolve().parent
 FLAG = "LTH_TEST_FACTORY_FAILS"  # ray_factories.py: the factory fails on workers if this exists
@@ -58,12 +59,17 @@ def files(root: Path) -> dict[str, bytes]:
 RESULT_TABLES = ("summary.csv", "metrics.csv", "layers.csv")
 
 
+def train(path: Path, config, data, executor, hook=None) -> dict[str, bytes]:
+    """A study trained into a run folder by ``executor`` (no figures); its result files."""
+    with RunFolder(path, config) as folder:
+        executor.run([Study(Experiment(config, data), folder, hook)])
+    return files(path)
+
+
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory, one_thread):
     """The study trained by the local executor."""
-    path = tmp_path_factory.mktemp("local") / "run"
-    run_experiment(CONFIG, data, out=path, quiet=True, device="cpu")
-    return files(path)
+    return train(tmp_path_factory.mktemp("local") / "run", CONFIG, data, LocalExecutor())
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +241,7 @@ def test_local_executor_never_imports_ray(tmp_path):
 def test_ray_study_is_identical_to_the_local_one(cluster, data, reference, tmp_path, one_thread):
     ray, _ = cluster
     before = len(lth_tasks(ray))
-    path = tmp_path / "run"
-    run_experiment(CONFIG, data, out=path, quiet=True, device="cpu", executor=RayExecutor())
-    assert files(path) == reference
+    assert train(tmp_path / "run", CONFIG, data, RayExecutor()) == reference
     tasks = lth_tasks(ray)
     assert len(tasks) - before == 2 + 3 + 3, "every unit ran as a Ray task"
     assert {t.worker_pid for t in tasks} - {os.getpid()}, "on Ray's workers"
@@ -253,7 +257,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_study_identical(
     def kill_one_running_unit():
         while not done.is_set() and not killed:
             for task in lth_tasks(ray, "RUNNING"):
-                if task.name.startswith("lth level 1") and task.worker_pid:
+                if "level 1 group" in task.name and task.worker_pid:
                     os.kill(task.worker_pid, signal.SIGKILL)
                     killed.append(task.worker_pid)
                     return
@@ -261,14 +265,13 @@ def test_a_worker_killed_mid_task_is_retried_and_the_study_identical(
 
     killer = threading.Thread(target=kill_one_running_unit, daemon=True)
     killer.start()
-    path = tmp_path / "run"
     try:
-        run_experiment(CONFIG, data, out=path, quiet=True, device="cpu", executor=RayExecutor())
+        got = train(tmp_path / "run", CONFIG, data, RayExecutor())
     finally:
         done.set()
         killer.join()
     assert killed, "no unit of level 1 was caught running"
-    assert files(path) == reference
+    assert got == reference
 
 
 def test_a_failing_factory_on_a_worker_is_one_line_naming_the_unit(
@@ -290,20 +293,42 @@ def test_a_failing_factory_on_a_worker_is_one_line_naming_the_unit(
     sys.path.insert(0, str(TESTS))
     try:
         with pytest.raises(Crash):  # level 0 is trained locally, then the driver stops
-            run_experiment(config, data, out=path, quiet=True, device="cpu", hook=crash)
+            train(path, config, data, LocalExecutor(), hook=crash)
         level0 = {k: v for k, v in files(path).items() if "level_00" in k}
         flag.write_text("this node cannot build the model")
         try:
             with pytest.raises(LTHError) as exc:
-                run_experiment(
-                    config, data, out=path, quiet=True, device="cpu", executor=RayExecutor()
-                )
+                train(path, config, data, RayExecutor())
         finally:
             flag.unlink()
         assert_one_line(exc, "level 1 group", "(ticket/0", "failed on a Ray worker")
         assert "this node cannot build the model" in str(exc.value)
         assert {k: v for k, v in files(path).items() if "level_00" in k} == level0
-        run_experiment(config, data, out=path, quiet=True, device="cpu", executor=RayExecutor())
+        got = train(path, config, data, RayExecutor())
     finally:
         sys.path.remove(str(TESTS))
-    assert files(path) == reference
+    assert got == reference
+
+
+def test_a_sweep_on_ray_runs_its_studies_together_as_locally(cluster, tmp_path, one_thread):
+    """lth sweep --executor ray: every study's units go to the cluster at once, each run
+    folder ends as the local executor's."""
+    ray, _ = cluster
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "levels = 1\niterations = 20\neval_every = 10\nbatch_size = 60\nval_size = 500\n"
+        'controls = ["reinit"]\n[vary]\nrate = [0.2, 0.5]\n'
+    )
+    before = {t.task_id for t in lth_tasks(ray)}
+    argv = ["sweep", str(sweep), "--data-dir", str(real_data()), "--quiet", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    data = load_dataset("mnist", real_data(), val_size=500, seed=0)
+    for name, config in read_sweep(sweep):
+        local = train(tmp_path / "local" / name, config, data, LocalExecutor())
+        assert files(tmp_path / "ray" / name) == local
+    names = sorted(t.name for t in lth_tasks(ray) if t.task_id not in before)
+    assert names == [
+        f"lth {run}: level {level} group 0 (ticket/0, reinit/0)"
+        for run in ("rate-0.2", "rate-0.5")
+        for level in (0, 1)
+    ]

@@ -35,13 +35,14 @@ class Study:
 
     ``hook(level, group, trainer)`` is called at every evaluation of a unit trained in this
     process (progress bars, checkpoints); ``report(text)`` gets one line per unit trained
-    elsewhere.
+    elsewhere. ``label`` names the study in messages (a sweep's run folder).
     """
 
     experiment: Experiment
     store: Store
     hook: Hook | None = None
     report: Callable[[str], None] | None = None
+    label: str = ""
 
 
 class LocalExecutor:
@@ -130,7 +131,7 @@ class RayExecutor:
                 num_cpus=self.threads,
                 num_gpus=1 if gpu else 0,
                 max_retries=self.retries,
-                name=f"lth {unit.name}",
+                name=f"lth {driver.where(unit)}",
             )
             template = None if e.model_from_config else [put(e.template)]
             args = (e.config, template, [put(e.data)], unit, state, self.threads, e.device.type)
@@ -154,7 +155,7 @@ class RayExecutor:
                         trained, state = ray.get(ref)
                     except Exception as e:  # the task failed for good, or its node is gone
                         raise LTHError(
-                            f"{unit.name} failed on a Ray worker: {_cause(e)}; the units "
+                            f"{driver.where(unit)} failed on a Ray worker: {_cause(e)}; the units "
                             "finished before are saved: fix it and run again to resume"
                         ) from None
                     driver.finished(unit, trained, state)
@@ -196,6 +197,7 @@ class _Driver:
         self.experiment = e = study.experiment
         self.store = study.store or MemoryStore()
         self.report = study.report
+        self.label = study.label
         self.submit = submit
         self.everything: list[LevelResult] = []
         self.level0: dict[int, LevelResult] = {}
@@ -210,6 +212,10 @@ class _Driver:
             self.saved = level
             self.everything.extend(results)
             self._tickets_done(level, results)
+
+    def where(self, unit: Unit) -> str:
+        """The unit's name, after the study's label if it has one."""
+        return f"{self.label}: {unit.name}" if self.label else unit.name
 
     def _tickets_done(self, level: int, results: list[LevelResult]) -> None:
         self.tickets[level] = chains(results)

@@ -366,7 +366,8 @@ def run_in_folders(
 
                     log = stack.enter_context(TensorBoardLog(folder.path))
                     store, shown = log.store(store), log.hook(shown)
-                jobs.append(Study(experiment, store, _stopping(folder, stop, shown), progress.line))
+                hooked = _stopping(folder, stop, shown)
+                jobs.append(Study(experiment, store, hooked, progress.line, folder.path.name))
             everything = executor.run(jobs, stop=lambda: stop.name)
         finally:
             for progress in progresses:
