@@ -132,29 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--overwrite", action="store_true", help="delete the run in --out and start over"
     )
-    e.add_argument(
-        "--checkpoint-every",
-        type=number_text,
-        metavar="SECONDS",
-        default=60.0,
-        help="seconds between in-level checkpoints; 0: at every evaluation (default: 60)",
-    )
-    e.add_argument(
-        "--threads",
-        type=whole_text,
-        metavar="N",
-        default=0,
-        help="CPU threads for PyTorch; 0: PyTorch's default. 1 is as fast for small networks "
-        "and much faster when other programs share the CPU (default: 0)",
-    )
-    e.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="import a package.module:function model named in --config (never done otherwise)",
-    )
-    _add_executor_options(e)
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
-    e.add_argument("--debug", action="store_true", help="show tracebacks")
+    trust = "import a package.module:function model named in --config (never done otherwise)"
+    _add_run_time_options(e, trust)
     run.set_defaults(func=cmd_run)
     _add_sweep_parser(commands)
 
@@ -299,8 +278,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_executor_options(group) -> None:
-    """``--executor``, ``--ray-address`` and ``--tensorboard`` (lth run and lth sweep)."""
+def _add_run_time_options(group, trust_help: str) -> None:
+    """The options of lth run and lth sweep that do not change results: checkpoints, threads,
+    trusted code, the executor, TensorBoard, output."""
+    group.add_argument(
+        "--checkpoint-every",
+        type=number_text,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds between in-level checkpoints; 0: at every evaluation (default: 60)",
+    )
+    group.add_argument(
+        "--threads",
+        type=whole_text,
+        metavar="N",
+        default=0,
+        help="CPU threads for PyTorch; 0: PyTorch's default. 1 is as fast for small networks "
+        "and much faster when other programs share the CPU. With --executor ray: threads per "
+        "unit, and the CPUs each task asks for (0: 1) (default: 0)",
+    )
+    group.add_argument("--trust-code", action="store_true", help=trust_help)
     group.add_argument(
         "--executor",
         choices=("local", "ray"),
@@ -320,6 +317,8 @@ def _add_executor_options(group) -> None:
         help="write TensorBoard event files into the run folder as training goes "
         "(pip install 'lth[tensorboard]'; view with: tensorboard --logdir DIR)",
     )
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_sweep_parser(commands) -> None:
@@ -345,29 +344,7 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument(
         "--overwrite", action="store_true", help="delete the sweep's runs and start over"
     )
-    sweep.add_argument(
-        "--checkpoint-every",
-        type=number_text,
-        metavar="SECONDS",
-        default=60.0,
-        help="seconds between in-level checkpoints (default: 60)",
-    )
-    sweep.add_argument(
-        "--threads",
-        type=whole_text,
-        metavar="N",
-        default=0,
-        help="CPU threads per unit (with ray: the CPUs each task asks for); 0: PyTorch's "
-        "default locally, 1 on Ray (default: 0)",
-    )
-    sweep.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="import a package.module:function model the sweep file names",
-    )
-    _add_executor_options(sweep)
-    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
-    sweep.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_run_time_options(sweep, "import a package.module:function model the sweep file names")
     sweep.set_defaults(func=cmd_sweep)
 
 
