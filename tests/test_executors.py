@@ -30,6 +30,7 @@ from lth.runs import RunFolder
 from lth.sweep import read_sweep
 
 TESTS = Path(__file__).resolve().parent
+NICENESS = "RAY_worker_niceness"  # Ray's default raises its workers' niceness by 15
 FLAG = "LTH_TEST_FACTORY_FAILS"  # ray_factories.py: the factory fails on workers if this exists
 CONFIG = ExperimentConfig(
     model="lenet_300_100", levels=2, iterations=100, eval_every=50, batch_size=60,
@@ -80,7 +81,8 @@ def cluster(tmp_path_factory):
     import ray
 
     flag = tmp_path_factory.mktemp("flag") / "fail"
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", FLAG)}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", FLAG, NICENESS)}
+    os.environ[NICENESS] = "0"  # as lth's own local cluster: workers at the tests' priority
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
     os.environ[FLAG] = str(flag)
     ray.init(

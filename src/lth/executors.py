@@ -17,6 +17,7 @@ only when the Ray executor is asked for.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -168,8 +169,12 @@ class RayExecutor:
 
 
 def _start(ray, address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local one (no dashboard)."""
+    """Join the cluster at ``address``, or start a local one (no dashboard) whose workers run
+    at lth's own priority (Ray's default adds 15 to their niceness, which starves them on a
+    shared machine; ``RAY_worker_niceness`` set by the user wins)."""
     options = {"address": address} if address else {"include_dashboard": False}
+    if not address:
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(**options, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
