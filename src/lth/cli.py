@@ -48,7 +48,7 @@ from .errors import LTHError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
-_COMMANDS = ("run", "plot", "report", "verify", "export", "stability")
+_COMMANDS = ("run", "sweep", "plot", "report", "verify", "export", "stability")
 
 
 class UsageError(LTHError):
@@ -135,29 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--overwrite", action="store_true", help="delete the run in --out and start over"
     )
-    e.add_argument(
-        "--checkpoint-every",
-        type=number_text,
-        metavar="SECONDS",
-        default=60.0,
-        help="seconds between in-level checkpoints; 0: at every evaluation (default: 60)",
-    )
-    e.add_argument(
-        "--threads",
-        type=whole_text,
-        metavar="N",
-        default=0,
-        help="CPU threads for PyTorch; 0: PyTorch's default. 1 is as fast for small networks "
-        "and much faster when other programs share the CPU (default: 0)",
-    )
-    e.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="import a package.module:function model named in --config (never done otherwise)",
-    )
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
-    e.add_argument("--debug", action="store_true", help="show tracebacks")
+    trust = "import a package.module:function model named in --config (never done otherwise)"
+    _add_run_time_options(e, trust)
     run.set_defaults(func=cmd_run)
+    _add_sweep_parser(commands)
 
     plot = commands.add_parser(
         "plot",
@@ -308,6 +289,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_time_options(group, trust_help: str) -> None:
+    """The options of lth run and lth sweep that do not change results: checkpoints, threads,
+    trusted code, the executor, TensorBoard, output."""
+    group.add_argument(
+        "--checkpoint-every",
+        type=number_text,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds between in-level checkpoints; 0: at every evaluation (default: 60)",
+    )
+    group.add_argument(
+        "--threads",
+        type=whole_text,
+        metavar="N",
+        default=0,
+        help="CPU threads for PyTorch; 0: PyTorch's default. 1 is as fast for small networks "
+        "and much faster when other programs share the CPU. With --executor ray: threads per "
+        "unit, and the CPUs each task asks for (0: 1) (default: 0)",
+    )
+    group.add_argument("--trust-code", action="store_true", help=trust_help)
+    group.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where the units train: local (this process, one after another) or ray (Ray "
+        "tasks, in parallel on a cluster; pip install 'lth[ray]') (default: local)",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="the Ray cluster's head, e.g. 10.0.0.1:6379 (default: start a local cluster)",
+    )
+    group.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard event files into the run folder as training goes "
+        "(pip install 'lth[tensorboard]'; view with: tensorboard --logdir DIR)",
+    )
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_sweep_parser(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run (or resume) every combination of a sweep file, each in its own run folder",
+        description="Run the studies of a sweep file: base settings (keys as in a run's "
+        "config.toml, and optionally preset) and a [vary] table of lists whose every "
+        "combination is a study, each in a run folder under --out named by its varied "
+        "values (e.g. rate-0.2_seed-1). The local executor runs them one after another, Ray "
+        "all together. Running the same command again resumes each run. lth report and lth "
+        "plot over --out tabulate and overlay the runs.",
+        allow_abbrev=False,
+    )
+    sweep.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file")
+    sweep.add_argument(
+        "--out", metavar="DIR", required=True, help="the sweep folder: one run folder per study"
+    )
+    sweep.add_argument(
+        "--data-dir", metavar="DIR", default=None, help="as for lth run (default: as lth run)"
+    )
+    sweep.add_argument("--device", default="auto", help="cpu, cuda, ... or auto (default: auto)")
+    sweep.add_argument(
+        "--overwrite", action="store_true", help="delete the sweep's runs and start over"
+    )
+    _add_run_time_options(sweep, "import a package.module:function model the sweep file names")
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     args, extras = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
@@ -371,21 +422,13 @@ def _check_names(config) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``lth run``: validate everything, open the run folder, train, plot."""
-    import torch
-
-    from .data import load_dataset, resolve_data_dir
-    from .experiment import Experiment
-    from .runs import RunFolder
-    from .study import check_study, environment, resolve_device, run_in_folder
+    from .study import resolve_device, run_in_folder
 
     started = time.monotonic()
     config = resolve_config(args)
     _check_names(config)
     if ":" in config.model:
         _allow_user_code(config.model, given="model" in vars(args), trusted=args.trust_code)
-    every = args.checkpoint_every
-    if not (every >= 0 and math.isfinite(every)):
-        raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.model)  # e.g. pkg.mod:factory
     if args.out is not None and not str(args.out).strip():
@@ -393,21 +436,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out if args.out is not None else f"runs/{model_name}-{config.dataset}-{stamp}")
     out = out.expanduser()
     args.resolved_out = out
-    if args.threads < 0:
-        raise LTHError(f"--threads must be 0 (PyTorch's default) or more, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    executor = _executor(args)
     device = resolve_device(args.device)
-    folder = RunFolder(out, config, overwrite=args.overwrite, checkpoint_seconds=every)
-    folder.check()
-    data_dir = resolve_data_dir(args.data_dir)
-    data = load_dataset(
-        config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
+    experiment, folder = _open_study(config, out, args, device, {})
+    everything = run_in_folder(
+        experiment,
+        folder,
+        quiet=args.quiet,
+        warn=_warning,
+        executor=executor,
+        tensorboard=args.tensorboard,
     )
-    experiment = Experiment(config, data, device)
-    check_study(experiment, data, _warning)
-    folder.environment = environment(device, str(data_dir))
-    everything = run_in_folder(experiment, folder, quiet=args.quiet, warn=_warning)
     reached = max((r.level for r in everything), default=-1)
     if reached < config.levels:  # every ticket diverged: nothing left to prune
         _error(
@@ -420,6 +459,82 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"done in {took:.0f} s: results in {out}/ (summary.csv, metrics.csv, plots/); "
         f"see them with: lth report {out}"
+    )
+    return EXIT_OK
+
+
+def _executor(args: argparse.Namespace):
+    """The executor the options ask for, checked with the other run-time options (threads,
+    checkpoint interval, TensorBoard) before anything is written."""
+    import torch
+
+    from .executors import get_executor
+
+    every = args.checkpoint_every
+    if not (every >= 0 and math.isfinite(every)):
+        raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
+    if args.threads < 0:
+        raise LTHError(f"--threads must be 0 (PyTorch's default) or more, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tensorboard:
+        from .tensorboard import import_summary_writer
+
+        import_summary_writer()
+    return get_executor(args.executor, args.ray_address, args.threads)
+
+
+def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: dict):
+    """(Experiment, RunFolder) of one study, checked; the folder is not created yet.
+    ``datasets`` keeps the data loaded for other studies of a sweep."""
+    from .data import load_dataset, resolve_data_dir
+    from .experiment import Experiment
+    from .runs import RunFolder
+    from .study import check_study, environment
+
+    folder = RunFolder(
+        out, config, overwrite=args.overwrite, checkpoint_seconds=args.checkpoint_every
+    )
+    folder.check()
+    data_dir = resolve_data_dir(args.data_dir)
+    key = (config.dataset, config.val_size, config.seed)
+    if key not in datasets:
+        datasets[key] = load_dataset(
+            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed,
+            device=device,
+        )  # fmt: skip
+    experiment = Experiment(config, datasets[key], device)
+    check_study(experiment, datasets[key], _warning)
+    folder.environment = environment(device, str(data_dir)) | {"executor": args.executor}
+    return experiment, folder
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``lth sweep``: every study of a sweep file into its own run folder under --out."""
+    from .study import resolve_device, run_in_folders
+    from .sweep import read_sweep
+
+    started = time.monotonic()
+    if not str(args.out).strip():
+        raise LTHError("--out is empty; give a folder path")
+    out = Path(args.out).expanduser()
+    args.resolved_out = out
+    studies = read_sweep(args.sweep_file)
+    for _, config in studies:
+        _check_names(config)
+        if ":" in config.model:
+            _allow_user_code(config.model, given=False, trusted=args.trust_code)
+    executor = _executor(args)
+    device = resolve_device(args.device)
+    datasets: dict = {}
+    opened = [_open_study(config, out / name, args, device, datasets) for name, config in studies]
+    run_in_folders(
+        opened, executor=executor, quiet=args.quiet, warn=_warning, tensorboard=args.tensorboard
+    )
+    took = time.monotonic() - started
+    print(
+        f"done in {took:.0f} s: {len(studies)} runs in {out}/; compare them with: "
+        f"lth report {out} (or lth plot {out})"
     )
     return EXIT_OK
 
@@ -761,7 +876,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + 13
     except KeyboardInterrupt as e:
         out = getattr(args, "resolved_out", None)
-        again = "run the same command again to resume" if args.command == "run" else "rerun it"
+        resumable = args.command in ("run", "sweep")
+        again = "run the same command again to resume" if resumable else "rerun it"
         where = f" (--out {out})" if out else ""
         start = "\n" if sys.stderr.isatty() else ""  # past the ^C on a terminal
         what = f" by {e}" if str(e) else ""  # lth.study.Interrupted: the signal, the checkpoint
@@ -777,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         what = e.strerror or _one_line(e) or type(e).__name__
         target = f"cannot write {e.filename}" if e.filename else "input/output error"
-        if args.command != "run":  # reading or writing what the user named: bad input
+        if args.command not in ("run", "sweep"):  # what the user named: bad input
             _error(f"{target}: {what}; check the path and rerun")
             return EXIT_USAGE
         _error(f"{target}: {what}; fix this and run the same command again to resume")

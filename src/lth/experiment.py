@@ -90,6 +90,25 @@ class LevelResult:
         }
 
 
+@dataclass
+class Unit:
+    """One training group of a level, what an executor trains (:mod:`lth.executors`): its
+    jobs as planned ``(branch, replicate, TicketJob)``, all on one schedule."""
+
+    level: int
+    index: int  # the group's number within the level (its checkpoint's)
+    start: int
+    train_config: TrainConfig
+    jobs: list
+    snapshot_at: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """E.g. ``level 1 group 0 (ticket/0, reinit/0)``: how messages name the unit."""
+        names = ", ".join(f"{branch}/{r}" for branch, r, _ in self.jobs)
+        return f"level {self.level} group {self.index} ({names})"
+
+
 class Store(Protocol):
     """Where an experiment keeps finished levels and checkpoints (the run folder, or memory)."""
 
@@ -97,6 +116,7 @@ class Store(Protocol):
     def save_level(self, level: int, results: list[LevelResult]) -> None: ...
     def load_checkpoint(self, level: int, group: int) -> dict | None: ...
     def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None: ...
+    def save_unit(self, level: int, group: int, state: dict) -> None: ...
 
 
 class MemoryStore:
@@ -112,6 +132,9 @@ class MemoryStore:
         return None
 
     def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None:
+        pass
+
+    def save_unit(self, level: int, group: int, state: dict) -> None:
         pass
 
 
@@ -137,6 +160,7 @@ class Experiment:
         self.data = data
         self.device = torch.device(device)
         shape, classes = tuple(data.input_shape), data.num_classes
+        self.model_from_config = model is None  # an executor's workers can build it alike
         if model is None:
             model = build_model(config.model, shape, classes)
         elif not isinstance(model, nn.Module):
@@ -314,18 +338,13 @@ class Experiment:
         late = level > 0 and c.reset == "rewind" and branch != "reinit"
         return (c.rewind_iteration if late else 0), self.level_train_config(level, branch)
 
-    def run_level(
-        self, level: int, planned, store: Store, hook: Hook | None = None
-    ) -> list[LevelResult]:
-        """Train every job of a level, in groups of at most ``max_parallel`` tickets."""
+    def units(self, level: int, planned, size: int) -> list[Unit]:
+        """The training groups of a level, in order: jobs of one schedule train together, the
+        ticket's first, at most ``size`` at a time. An executor trains each group as a unit."""
         c = self.config
         snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
-        results: list[LevelResult] = []
-        # a level resumed from a checkpoint keeps the grouping it started with
-        first = store.load_checkpoint(level, 0)
-        size = len(first["tickets"]) if first and "tickets" in first else self.group_size()
-        # jobs of one schedule train together, the ticket's first (never fewer jobs than
-        # another's, so a resumed level's group size read from its group 0 regroups alike)
+        # the ticket's schedule first (never fewer jobs than another's, so a resumed level's
+        # group size read from its group 0 regroups alike)
         by_schedule: dict[tuple[int, TrainConfig], list] = {}
         for p in planned:
             if p[2] is not None:
@@ -335,45 +354,97 @@ class Experiment:
             for key, jobs in by_schedule.items()
             for i in range(0, len(jobs), size)
         ]
-        trained_by_key = {}
-        for gi, ((start, train_config), group) in enumerate(groups):
-            trainer = Trainer(
-                self.template,
-                [job for _, _, job in group],
-                self.data,
-                train_config,
-                self.device,
-                snapshot_at=snapshot_at,
-                start_iteration=start,
-            )
-            state = first if gi == 0 else store.load_checkpoint(level, gi)
-            if state is not None:
-                trainer.load_state_dict(state)
+        return [
+            Unit(level, gi, start, train_config, group, snapshot_at)
+            for gi, ((start, train_config), group) in enumerate(groups)
+        ]
 
-            def callback(tr: Trainer, gi: int = gi) -> None:
+    def trainer(self, unit: Unit, state: dict | None = None) -> Trainer:
+        """A Trainer for one unit, continued from ``state`` (a checkpoint) when given."""
+        trainer = Trainer(
+            self.template,
+            [job for _, _, job in unit.jobs],
+            self.data,
+            unit.train_config,
+            self.device,
+            snapshot_at=unit.snapshot_at,
+            start_iteration=unit.start,
+        )
+        if state is not None:
+            trainer.load_state_dict(state)
+        return trainer
+
+    def unit_results(self, unit: Unit, trained) -> dict[tuple[str, int], LevelResult]:
+        """The LevelResults of a trained unit, by (branch, replicate)."""
+        exclude = tuple(self.config.exclude)
+        return {
+            (branch, r): LevelResult(
+                branch, r, unit.level, job.masks, dict(job.init), res.final, res.history,
+                res.snapshots, exclude=exclude,
+                dead_units=dead_units(job.masks, self.template, weights=res.final),
+            )
+            for (branch, r, job), res in zip(unit.jobs, trained, strict=True)
+        }  # fmt: skip
+
+    def level_group_size(self, first: dict | None) -> int:
+        """The group size of a level whose group 0 checkpoint is ``first`` (or None): a level
+        resumed from a checkpoint keeps the grouping it started with."""
+        return len(first["tickets"]) if first and "tickets" in first else self.group_size()
+
+    @staticmethod
+    def level_results(planned, trained: dict[tuple[str, int], LevelResult]) -> list[LevelResult]:
+        """A level's results in planned order; a job planned as None shares the ticket's."""
+        results = []
+        for branch, r, job in planned:
+            if job is None:  # the same network as the ticket: share its result
+                results.append(dataclasses.replace(trained["ticket", r], branch=branch))
+            else:
+                results.append(trained[branch, r])
+        return results
+
+    def run_level(
+        self, level: int, planned, store: Store, hook: Hook | None = None
+    ) -> list[LevelResult]:
+        """Train every job of a level, unit after unit (groups of at most ``max_parallel``)."""
+        trained: dict[tuple[str, int], LevelResult] = {}
+        first = store.load_checkpoint(level, 0)
+        for unit in self.units(level, planned, self.level_group_size(first)):
+            state = first if unit.index == 0 else store.load_checkpoint(level, unit.index)
+            trainer = self.trainer(unit, state)
+
+            def callback(tr: Trainer, gi: int = unit.index) -> None:
                 store.save_checkpoint(level, gi, tr)
                 if hook:
                     hook(level, gi, tr)
 
-            trained = trainer.run(callback=callback)
-            assert trained is not None
-            for (branch, r, job), res in zip(group, trained, strict=True):
-                trained_by_key[branch, r] = LevelResult(
-                    branch, r, level, job.masks, dict(job.init), res.final, res.history,
-                    res.snapshots, exclude=tuple(c.exclude),
-                    dead_units=dead_units(job.masks, self.template, weights=res.final),
-                )  # fmt: skip
-        for branch, r, job in planned:
-            if job is None:  # the same network as the ticket: share its result
-                ticket = trained_by_key["ticket", r]
-                results.append(dataclasses.replace(ticket, branch=branch))
-            else:
-                results.append(trained_by_key[branch, r])
-        return results
+            done = trainer.run(callback=callback)
+            assert done is not None
+            trained |= self.unit_results(unit, done)
+        return self.level_results(planned, trained)
 
     def run(self, store: Store | None = None, hook: Hook | None = None) -> list[LevelResult]:
         """Run (or continue) every level; returns all branches of all levels."""
         store = store or MemoryStore()
+        self.warn_without_validation()
+        everything: list[LevelResult] = []
+        previous: dict[int, LevelResult] = {}
+        level0: dict[int, LevelResult] = {}
+        for level in range(self.config.levels + 1):
+            results = self.finished_level(store, level)
+            if results is None:
+                planned = self.plan(level, previous, level0)
+                results = self.run_level(level, planned, store, hook)
+                store.save_level(level, results)
+            everything.extend(results)
+            previous = chains(results)
+            if not previous:
+                break
+            if level == 0:
+                level0 = dict(previous)
+        return everything
+
+    def warn_without_validation(self) -> None:
+        """Without validation data there is no early stop: say so once, before training."""
         if self.data.val_x.shape[0] == 0:
             print(
                 "lth: warning: no validation set (val_size 0): there is no early stop; the "
@@ -381,30 +452,22 @@ class Experiment:
                 file=sys.stderr,
                 flush=True,
             )
-        everything: list[LevelResult] = []
-        previous: dict[int, LevelResult] = {}
-        level0: dict[int, LevelResult] = {}
-        exclude = tuple(self.config.exclude)
-        for level in range(self.config.levels + 1):
-            results = store.load_level(level)
-            if results is not None:  # the folder does not know what was left unpruned
-                results = [dataclasses.replace(r, exclude=exclude) for r in results]
-            else:
-                planned = self.plan(level, previous, level0)
-                results = self.run_level(level, planned, store, hook)
-                store.save_level(level, results)
-            everything.extend(results)
-            # a ticket that diverged has nothing meaningful to prune: its chain ends here
-            previous = {
-                r.replicate: r
-                for r in results
-                if r.branch == "ticket" and r.history.diverged_at is None
-            }
-            if not previous:
-                break
-            if level == 0:
-                level0 = dict(previous)
-        return everything
+
+    def finished_level(self, store: Store, level: int) -> list[LevelResult] | None:
+        """A level the store holds as finished, or None."""
+        results = store.load_level(level)
+        if results is None:
+            return None
+        # the folder does not know what was left unpruned
+        return [dataclasses.replace(r, exclude=tuple(self.config.exclude)) for r in results]
+
+
+def chains(results: list[LevelResult]) -> dict[int, LevelResult]:
+    """The tickets of a level whose chain goes on, by replicate: a ticket that diverged has
+    nothing meaningful to prune, so its chain ends there."""
+    return {
+        r.replicate: r for r in results if r.branch == "ticket" and r.history.diverged_at is None
+    }
 
 
 def _free_memory(device: torch.device) -> int:

@@ -418,10 +418,16 @@ class RunFolder:
         done = trainer.iteration >= trainer.config.iterations
         if done:
             return
-        buffer = io.BytesIO()
-        torch.save(trainer.state_dict(), buffer)
-        atomic_write(self._checkpoint_path(level, group), buffer.getvalue())
+        self.save_unit(level, group, trainer.state_dict())
         self._last_checkpoint = time.monotonic()
+
+    def save_unit(self, level: int, group: int, state: dict) -> None:
+        """Save a group's training state (:meth:`Trainer.state_dict`) as its checkpoint; a
+        finished group's state is a finished unit of an unfinished level, which a resume
+        (with any executor) takes as it is."""
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self._checkpoint_path(level, group), buffer.getvalue())
 
 
 def metrics_rows(res: LevelResult) -> list[dict]:

@@ -16,6 +16,7 @@ Layout of a run folder::
     analysis_histograms.csv             (:data:`SUMMARY_STATS`, :data:`ANALYSIS`,
                                         :data:`ANALYSIS_HISTOGRAMS`)
     plots/                            figures (<figure>.png, <figure>.pdf)
+    tensorboard/                      TensorBoard event files (``lth run --tensorboard``)
     .lth/                             progress.json, manifest.json, in-level checkpoints
                                       (level_<LL>_group_<GG>.pt) and the lock
 
@@ -86,6 +87,7 @@ MANIFEST = "manifest.json"
 LOCK = "lock"
 CONFIG = "config.toml"
 PLOTS = "plots"
+TENSORBOARD = "tensorboard"
 BRANCHES = ("ticket", "reinit", "random_prune")
 FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
 ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
@@ -687,6 +689,8 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     if parts[0] == PLOTS and len(parts) == 2:
         stem, dot, fmt = name.partition(".")
         return "derived" if dot and fmt and stem in FIGURES + ANALYSIS_FIGURES else None
+    if parts[0] == TENSORBOARD and len(parts) == 2:
+        return "derived" if name.startswith("events.out.tfevents.") else None
     if (
         len(parts) == 4
         and parts[0] in BRANCHES
@@ -700,7 +704,9 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
 
 def _is_lth_dir(parts: tuple[str, ...]) -> bool:
     """Whether a folder (parts relative to the run folder) is one lth makes."""
-    if parts in ((INTERNAL,), (PLOTS,)) or (parts[:1] == (STABILITY_DIR,) and len(parts) <= 2):
+    if parts in ((INTERNAL,), (PLOTS,), (TENSORBOARD,)) or (
+        parts[:1] == (STABILITY_DIR,) and len(parts) <= 2
+    ):
         return True
     if not parts or parts[0] not in BRANCHES or len(parts) > 3:
         return False

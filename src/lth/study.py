@@ -7,6 +7,7 @@ It puts the pieces together: the data (:mod:`lth.data`), the level loop
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -64,6 +65,10 @@ class ReportingStore:
     def save_checkpoint(self, level: int, group: int, trainer) -> None:
         """Checkpoint an unfinished level."""
         self.folder.save_checkpoint(level, group, trainer)
+
+    def save_unit(self, level: int, group: int, state: dict) -> None:
+        """Keep a finished unit of an unfinished level."""
+        self.folder.save_unit(level, group, state)
 
     def _diverged(self, level: int, results) -> None:
         bad = [r for r in results if r.history.diverged_at is not None]
@@ -310,33 +315,80 @@ def run_in_folder(
     quiet: bool = False,
     hook: Hook | None = None,
     warn: Callable[[str], None] | None = None,
+    executor=None,
+    tensorboard: bool = False,
 ) -> list[LevelResult]:
     """Run (or resume) ``experiment`` into a :class:`~lth.runs.RunFolder` (opened here).
 
     SIGINT and SIGTERM stop training at the next evaluation with a checkpoint saved, so that
     running the same study again continues from there (:class:`Interrupted` is raised).
+    ``executor``: where the units train (:mod:`lth.executors`; default: this process).
+    ``tensorboard``: also write TensorBoard event files into the run folder.
     """
-    config = experiment.config
-    progress = Progress(config, experiment.train_config.iterations, experiment.group_size(), quiet)
+    options = {"quiet": quiet, "hook": hook, "warn": warn, "tensorboard": tensorboard}
+    return run_in_folders([(experiment, folder)], executor=executor, **options)[0]
 
-    with folder, _StopOnSignal() as stop:
-        shown = _both(progress, hook)
 
-        def both(level: int, group: int, trainer) -> None:
-            if stop.name is not None:
-                folder.save_checkpoint(level, group, trainer, force=True)
-                where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
-                raise Interrupted(stop.name, where)
-            shown(level, group, trainer)
+def run_in_folders(
+    studies: list[tuple[Experiment, object]],
+    *,
+    executor=None,
+    quiet: bool = False,
+    hook: Hook | None = None,
+    warn: Callable[[str], None] | None = None,
+    tensorboard: bool = False,
+) -> list[list[LevelResult]]:
+    """Run (or resume) several (experiment, RunFolder) studies: one after another with the
+    local executor, all submitted together with one that runs them together (Ray)."""
+    from .executors import LocalExecutor, Study
 
-        progress.line(f"run folder: {folder.path}")
-        store = ReportingStore(folder, progress, config)
+    executor = executor or LocalExecutor()
+    options = {"quiet": quiet, "hook": hook, "warn": warn, "tensorboard": tensorboard}
+    if not executor.together and len(studies) > 1:
+        return [run_in_folders([s], executor=executor, **options)[0] for s in studies]
+    with contextlib.ExitStack() as stack:
+        for _, folder in studies:
+            stack.enter_context(folder)
+        stop = stack.enter_context(_StopOnSignal())
+        jobs, progresses = [], []
         try:
-            everything = experiment.run(store, both)
+            for experiment, folder in studies:
+                config = experiment.config
+                progress = Progress(
+                    config, experiment.train_config.iterations, experiment.group_size(), quiet
+                )
+                progresses.append(progress)
+                progress.line(f"run folder: {folder.path}")
+                store = ReportingStore(folder, progress, config)
+                shown = _both(progress, hook)
+                if tensorboard:
+                    from .tensorboard import TensorBoardLog
+
+                    log = stack.enter_context(TensorBoardLog(folder.path))
+                    store, shown = log.store(store), log.hook(shown)
+                hooked = _stopping(folder, stop, shown)
+                jobs.append(Study(experiment, store, hooked, progress.line, folder.path.name))
+            everything = executor.run(jobs, stop=lambda: stop.name)
         finally:
-            progress.close()
-        finish_run(folder.path, warn or (lambda text: progress.line(f"lth: warning: {text}", True)))
+            for progress in progresses:
+                progress.close()
+        for (_, folder), progress in zip(studies, progresses):
+            warned = warn or (lambda text, p=progress: p.line(f"lth: warning: {text}", True))
+            finish_run(folder.path, warned)
     return everything
+
+
+def _stopping(folder, stop: _StopOnSignal, shown: Hook) -> Hook:
+    """The hook that stops the study at the next evaluation once a signal came."""
+
+    def both(level: int, group: int, trainer) -> None:
+        if stop.name is not None:
+            folder.save_checkpoint(level, group, trainer, force=True)
+            where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+            raise Interrupted(stop.name, where)
+        shown(level, group, trainer)
+
+    return both
 
 
 def run_experiment(
@@ -351,6 +403,8 @@ def run_experiment(
     overwrite: bool = False,
     store: Store | None = None,
     hook: Hook | None = None,
+    executor=None,
+    tensorboard: bool = False,
 ) -> list[LevelResult]:
     """Run a whole study and return every trained network (ticket and controls, every level).
 
@@ -367,6 +421,8 @@ def run_experiment(
       and a sha256 of its tensors (table ``[source]``). ``lth report``/``lth plot`` read it;
       :func:`~lth.runs.load_ticket` takes ``model=`` for a user model.
     - ``quiet``: no progress bars (the one line per finished level stays).
+    - ``executor``: where the units train, e.g. ``lth.executors.RayExecutor()`` (default:
+      this process); ``tensorboard``: TensorBoard event files in ``out`` as training goes.
 
     Returns a list of :class:`~lth.experiment.LevelResult`, level by level::
 
@@ -391,13 +447,19 @@ def run_experiment(
     experiment = Experiment(config, data, dev, model)
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
+        from .executors import LocalExecutor, Study
+
+        if tensorboard:
+            raise LTHError("tensorboard=True needs out=, the run folder the event files go to")
+        executor = executor or LocalExecutor()
         if quiet and store is None:
-            return experiment.run(None, hook)
+            return executor.run([Study(experiment, MemoryStore(), hook)])[0]
         progress = Progress(config, experiment.train_config.iterations, experiment.group_size(),
                             quiet)  # fmt: skip
         try:
             reporting = ReportingStore(store or MemoryStore(), progress, config)
-            return experiment.run(reporting, _both(progress, hook))
+            study = Study(experiment, reporting, _both(progress, hook), progress.line)
+            return executor.run([study])[0]
         finally:
             progress.close()
     from .runs import RunFolder
@@ -408,7 +470,16 @@ def run_experiment(
     folder.environment = environment(dev, None if data_dir is None else str(data_dir))
     if source:
         folder.source = source
-    return run_in_folder(experiment, folder, quiet=quiet, hook=hook)
+    return run_in_folder(
+        experiment, folder, quiet=quiet, hook=hook, executor=executor, tensorboard=tensorboard
+    )
 
 
-__all__ = ["Interrupted", "ReportingStore", "finish_run", "run_experiment", "run_in_folder"]
+__all__ = [
+    "Interrupted",
+    "ReportingStore",
+    "finish_run",
+    "run_experiment",
+    "run_in_folder",
+    "run_in_folders",
+]

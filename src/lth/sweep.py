@@ -1,0 +1,105 @@
+"""Sweeps: one TOML file, many studies, each its own run folder named by what it varies.
+
+A sweep file holds base settings (keys as in a run's config.toml, and optionally ``preset``)
+and a ``[vary]`` table of lists; every combination of the listed values (their Cartesian
+product, in the file's order) is one study::
+
+    preset = "default"
+    levels = 3
+    iterations = 1000
+
+    [vary]
+    rate = [0.2, 0.4]
+    seed = [0, 1, 2]
+
+gives six run folders ``rate-0.2_seed-0``, ..., ``rate-0.4_seed-2`` under the sweep folder.
+``lth sweep`` submits them all to the executor (the local one runs them one after another,
+Ray all together); ``lth report``/``lth plot`` over the sweep folder tabulate or overlay them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from .config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
+from .errors import LTHError
+
+VARY = "vary"
+DEFAULT_PRESET = "default"
+
+
+def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
+    """The studies of a sweep file as (run folder name, configuration), in product order."""
+    path = Path(path).expanduser()
+    what = f"sweep file {path}"
+    values = read_toml(path, "sweep file")
+    for table in INFO_TABLES:
+        values.pop(table, None)
+    vary = values.pop(VARY, None)
+    if not isinstance(vary, dict) or not vary:
+        raise LTHError(
+            f"{what} has no [{VARY}] table of settings to vary; add one, e.g. "
+            f"[{VARY}] rate = [0.2, 0.4] (for a single study use lth run --config)"
+        )
+    preset = values.pop("preset", DEFAULT_PRESET)
+    if not isinstance(preset, str):
+        raise LTHError(f"{what}: preset must be a name in quotes, got {preset!r}")
+    base = ExperimentConfig().to_dict() | get_preset(preset)
+    try:  # the base settings alone, checked first
+        ExperimentConfig.from_dict(base | values, what)
+    except LTHError as e:
+        raise LTHError(str(e) if str(e).startswith(what) else f"{what}: {e}") from None
+    kinds = field_kinds()
+    for key, options in vary.items():
+        if key not in kinds:
+            raise LTHError(
+                f"{what}: [{VARY}] names unknown setting {key!r}; valid settings: "
+                f"{', '.join(sorted(kinds))}"
+            )
+        if not isinstance(options, list) or not options:
+            raise LTHError(
+                f"{what}: [{VARY}] {key} must be a non-empty list of values, e.g. "
+                f"{key} = [{_example(options if options != [] else base.get(key))}]"
+            )
+        if len({repr(v) for v in options}) < len(options):
+            raise LTHError(f"{what}: [{VARY}] {key} lists a value twice")
+    studies: list[tuple[str, ExperimentConfig]] = []
+    names: dict[str, dict] = {}
+    for combination in itertools.product(*vary.values()):
+        chosen = dict(zip(vary, combination))
+        name = run_name(chosen)
+        if name in names:
+            raise LTHError(
+                f"{what}: {chosen} and {names[name]} would share the run folder {name}; make "
+                "the values differ in more than punctuation"
+            )
+        names[name] = chosen
+        try:
+            config = ExperimentConfig.from_dict(base | values | chosen, f"{what}, run {name}")
+        except LTHError as e:  # a range check names the setting, not the run
+            where = f"{what}, run {name}"
+            raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+        studies.append((name, config))
+    return studies
+
+
+def run_name(chosen: dict) -> str:
+    """A run folder's name from its varied values: ``rate-0.2_seed-1``; lists joined by +."""
+    parts = []
+    for key, value in chosen.items():
+        shown = "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{key}-{re.sub(r'[^A-Za-z0-9._+-]+', '-', shown).strip('-') or 'none'}")
+    return "_".join(parts)
+
+
+def _example(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}", "..."'
+    if isinstance(value, (list, tuple)):
+        return "[...], [...]"
+    return f"{value}, ..." if value is not None else "..."
+
+
+__all__ = ["read_sweep", "run_name"]
