@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--trust-code",
         action="store_true",
-        help="import a package.module:function model named in --config (never done otherwise)",
+        help="import a package.module:function model or criterion named in --config (never "
+        "done otherwise)",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -353,6 +354,10 @@ def _check_names(config) -> None:
             f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())}"
         )
     get_spec(config.dataset)
+    if ":" not in config.criterion:  # else module:function, imported when allowed
+        from .criteria import get_criterion
+
+        get_criterion(config.criterion)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -372,6 +377,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_names(config)
     if ":" in config.model:
         _allow_user_code(config.model, given="model" in vars(args), trusted=args.trust_code)
+    if ":" in config.criterion:
+        _allow_user_code(
+            config.criterion,
+            given="criterion" in vars(args),
+            trusted=args.trust_code,
+            what="criterion",
+        )
     every = args.checkpoint_every
     if not (every >= 0 and math.isfinite(every)):
         raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
@@ -426,8 +438,9 @@ def _warning(text: str) -> None:
     _error(text, "warning")
 
 
-def _allow_user_code(spec: str, given: bool, trusted: bool) -> None:
-    """Import a model factory only if named on the command line (or with --trust-code).
+def _allow_user_code(spec: str, given: bool, trusted: bool, what: str = "model") -> None:
+    """Import user code (a model factory, a criterion) only if named on the command line (or
+    with --trust-code).
 
     A config file (``--config``, a run folder's config.toml) is data: code it names is not
     run unless the user says so. A module named on the command line is looked up in the
@@ -435,8 +448,8 @@ def _allow_user_code(spec: str, given: bool, trusted: bool) -> None:
     """
     if not (given or trusted):
         raise LTHError(
-            f"the configuration names model code {spec!r}; lth imports code only when it is "
-            "named on the command line (--model) or with --trust-code"
+            f"the configuration names {what} code {spec!r}; lth imports code only when it is "
+            f"named on the command line (--{what}) or with --trust-code"
         )
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())

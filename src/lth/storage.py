@@ -63,6 +63,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import Tensor
 
+from .config import BRANCHES as CONFIG_BRANCHES
 from .errors import LTHError
 
 try:  # Python >= 3.11
@@ -86,7 +87,7 @@ MANIFEST = "manifest.json"
 LOCK = "lock"
 CONFIG = "config.toml"
 PLOTS = "plots"
-BRANCHES = ("ticket", "reinit", "random_prune")
+BRANCHES = CONFIG_BRANCHES  # ticket, then every control, in display order
 FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
 ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
 ALL = "all"  # the layer name of analysis.csv's rows about all prunable layers together
@@ -223,7 +224,7 @@ def _c(name: str, kind: type, meaning: str, **kw) -> Column:
     return Column(name, kind, meaning, **kw)
 
 
-_BRANCH = _c("branch", str, "ticket, or the control: reinit or random_prune")
+_BRANCH = _c("branch", str, "ticket, or the control: " + ", ".join(CONFIG_BRANCHES[1:]))
 _REPLICATE = _c("replicate", int, "replicate number, from 0 (its own seed and mask chain)")
 _LEVEL = _c("level", int, "pruning level; 0 is the dense network")
 _REMAINING = _c(
