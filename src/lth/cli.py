@@ -189,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument(
         "--band",
-        choices=("std", "minmax"),
+        choices=("std", "minmax", "ci"),
         default="std",
-        help="spread over replicates: error bars of one standard deviation, or min-max bands "
-        "(default: std)",
+        help="spread over replicates: error bars of one standard deviation, min-max bands, or "
+        "bands of the mean's 95%% confidence interval (default: std)",
     )
     plot.add_argument(
         "--title",
