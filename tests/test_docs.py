@@ -7,7 +7,15 @@ import importlib
 
 import pytest
 
-MODULES = ["lth", "lth.config", "lth.masks", "lth.pruning", "lth.models"]
+MODULES = [
+    "lth",
+    "lth.config",
+    "lth.masks",
+    "lth.pruning",
+    "lth.models",
+    "lth.criteria",
+    "lth.stats",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

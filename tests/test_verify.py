@@ -241,8 +241,8 @@ def test_runs_of_every_reset_pass_the_audit(small, tmp_path, overrides, monkeypa
 def test_lth_run_fails_loudly_on_a_broken_level(small, tmp_path, monkeypatch):
     original = Experiment.prune
 
-    def prune_one_too_many(self, weights, masks, level):
-        new = original(self, weights, masks, level)
+    def prune_one_too_many(self, weights, masks, level, *args):
+        new = original(self, weights, masks, level, *args)
         m = new["fc2.weight"].clone()
         m.view(-1)[int(m.reshape(-1).nonzero()[0])] = False
         return new | {"fc2.weight": m}

@@ -32,6 +32,7 @@ _HOME = {
     "create_model": "models",
     "initialize": "models",
     "register_model": "models",
+    "register_criterion": "criteria",
     "layer_rates": "pruning",
     "prune_global": "pruning",
     "prune_layerwise": "pruning",
@@ -46,6 +47,7 @@ _HOME = {
 
 if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     from .config import ExperimentConfig
+    from .criteria import register_criterion
     from .data import Dataset, dataset_from_tensors, load_dataset
     from .errors import LTHError
     from .experiment import LevelResult
@@ -103,6 +105,7 @@ __all__ = [
     "prune_global",
     "prune_layerwise",
     "prune_random_like",
+    "register_criterion",
     "register_model",
     "run_experiment",
     "save_masks",

@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--overwrite", action="store_true", help="delete the run in --out and start over"
     )
-    trust = "import a package.module:function model named in --config (never done otherwise)"
+    trust = (
+        "import a package.module:function model or criterion named in --config (never done "
+        "otherwise)"
+    )
     _add_run_time_options(e, trust)
     run.set_defaults(func=cmd_run)
     _add_sweep_parser(commands)
@@ -172,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument(
         "--band",
-        choices=("std", "minmax"),
+        choices=("std", "minmax", "ci"),
         default="std",
-        help="spread over replicates: error bars of one standard deviation, or min-max bands "
-        "(default: std)",
+        help="spread over replicates: error bars of one standard deviation, min-max bands, or "
+        "bands of the mean's 95%% confidence interval (default: std)",
     )
     plot.add_argument(
         "--title",
@@ -415,6 +418,10 @@ def _check_names(config) -> None:
             f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())}"
         )
     get_spec(config.dataset)
+    if ":" not in config.criterion:  # else module:function, imported when allowed
+        from .criteria import get_criterion
+
+        get_criterion(config.criterion)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -429,6 +436,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_names(config)
     if ":" in config.model:
         _allow_user_code(config.model, given="model" in vars(args), trusted=args.trust_code)
+    if ":" in config.criterion:
+        _allow_user_code(
+            config.criterion,
+            given="criterion" in vars(args),
+            trusted=args.trust_code,
+            what="criterion",
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.model)  # e.g. pkg.mod:factory
     if args.out is not None and not str(args.out).strip():
@@ -552,8 +566,9 @@ def _warning(text: str) -> None:
     _error(text, "warning")
 
 
-def _allow_user_code(spec: str, given: bool, trusted: bool) -> None:
-    """Import a model factory only if named on the command line (or with --trust-code).
+def _allow_user_code(spec: str, given: bool, trusted: bool, what: str = "model") -> None:
+    """Import user code (a model factory, a criterion) only if named on the command line (or
+    with --trust-code).
 
     A config file (``--config``, a run folder's config.toml) is data: code it names is not
     run unless the user says so. A module named on the command line is looked up in the
@@ -561,8 +576,8 @@ def _allow_user_code(spec: str, given: bool, trusted: bool) -> None:
     """
     if not (given or trusted):
         raise LTHError(
-            f"the configuration names model code {spec!r}; lth imports code only when it is "
-            "named on the command line (--model) or with --trust-code"
+            f"the configuration names {what} code {spec!r}; lth imports code only when it is "
+            f"named on the command line (--{what}) or with --trust-code"
         )
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())

@@ -34,7 +34,20 @@ from .errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
-CONTROLS = ("reinit", "random_prune")
+#: the controls (sanity checks), each trained with the ticket's exact per-layer counts, and
+#: what each isolates (``lth run --help``, the README)
+CONTROL_HELP = {
+    "reinit": "the ticket's mask, fresh random weights: does the ticket need its θ0?",
+    "random_prune": "a random mask, the ticket's start: does the ticket need its mask?",
+    "sign_keep": "the ticket's mask, fresh magnitudes with θ0's signs: are signs enough?",
+    "signed_constant": "the ticket's mask, θ0's signs times the layer's init std: are signs "
+    "alone enough?",
+    "inverted": "keep the survivors the criterion scores lowest: does its ranking matter?",
+    "shuffle_init": "the ticket's mask, θ0's surviving values permuted within each layer: "
+    "do the values need their places?",
+}
+CONTROLS = tuple(CONTROL_HELP)
+DEFAULT_CONTROLS = ("reinit", "random_prune")
 BRANCHES = ("ticket", *CONTROLS)
 OPTIMIZERS = ("adam", "sgd")
 MAX_INT = 2**63 - 1  # TOML integers are signed 64-bit
@@ -243,9 +256,19 @@ class StudyConfig(_Declared):
         group=STUDY,
         metavar="K",
     )
+    criterion: str = setting(
+        "magnitude",
+        "pruning criterion, higher scores kept: a registered one or package.module:function "
+        "(magnitude: IMP; random; magnitude_init, snip, grasp, synflow prune at initialisation)",
+        text,
+        group=STUDY,
+        metavar="NAME",
+        names="criteria",
+    )
     controls: tuple[str, ...] = setting(
-        CONTROLS,
-        f"comma list of {', '.join(CONTROLS)}, or none",
+        DEFAULT_CONTROLS,
+        "comma list of controls, or none: "
+        + "; ".join(f"{name}: {what}" for name, what in CONTROL_HELP.items()),
         names_from(CONTROLS, "control"),
         group=STUDY,
         metavar="LIST",
@@ -662,6 +685,10 @@ def _registry_names(which: str) -> list[str]:
         from .data import dataset_names
 
         return dataset_names()
+    if which == "criteria":
+        from .criteria import criterion_names
+
+        return criterion_names()
     from .models import init_names
 
     return init_names()
@@ -713,6 +740,8 @@ def add_options(
 __all__ = [
     "BRANCHES",
     "CONTROLS",
+    "CONTROL_HELP",
+    "DEFAULT_CONTROLS",
     "OPTIMIZERS",
     "PRESETS",
     "PRESET_DESCRIPTIONS",

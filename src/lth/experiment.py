@@ -33,12 +33,20 @@ import torch
 from torch import Tensor, nn
 
 from .config import ExperimentConfig, TrainConfig
+from .criteria import get_criterion, model_holding
 from .engine import supports as engine_supports
 from .errors import LTHError
 from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
 from .models import build_model, call_factory, initialize, output_layer
 from .optim import learning_rate
-from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like, target_rate
+from .pruning import (
+    layer_rates,
+    prune_random_like,
+    round_rate,
+    select_global,
+    select_layerwise,
+    target_rate,
+)
 from .shrink import dead_units
 from .training import History, TicketJob, Trainer
 
@@ -181,6 +189,12 @@ class Experiment:
                     f"{', '.join(self.prunable)}"
                 )
         self.output = output_layer(self.template)
+        self.criterion = get_criterion(config.criterion)
+        if self.criterion.at_init and (config.reset != "rewind" or config.rewind_iteration):
+            raise LTHError(
+                f"criterion {config.criterion} prunes at initialisation: each level trains "
+                "from θ0; use reset rewind with rewind_iteration 0"
+            )
         self.conv_layers = {
             f"{n}.weight" for n, m in self.template.named_modules() if isinstance(m, nn.Conv2d)
         }
@@ -217,28 +231,86 @@ class Experiment:
             }
         return rates
 
-    def prune(self, weights: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
-        """The ticket's mask for ``level``: prune its trained weights by magnitude.
+    def selection(self, masks: MaskSet, level: int) -> tuple[dict[str, float], list[str], float]:
+        """How ``level`` prunes: (per-layer rates of the layers pruned on their own, the layers
+        ranked together, their rate).
 
-        Global pruning ranks every layer together except those in ``exclude`` and the output
-        layer, which is pruned on its own at its rate (``output_rate``, as in layer-wise
-        pruning).
+        Layer-wise pruning prunes every layer on its own (``exclude``d ones at rate 0). Global
+        pruning ranks every layer together except those in ``exclude`` and the output layer,
+        which is pruned on its own at its rate (``output_rate``, as in layer-wise pruning).
         """
         c = self.config
         rates = self.rates(masks, level)
         if c.pruning == "layerwise":
-            return prune_layerwise(weights, masks, rates | dict.fromkeys(c.exclude, 0.0))
+            return rates | dict.fromkeys(c.exclude, 0.0), [], 0.0
         alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
+        ranked = [n for n in masks if n not in (*c.exclude, *alone)]
         rate = c.rate
         if c.target:
-            ranked = [m.flatten() for n, m in masks.items() if n not in (*c.exclude, *alone)]
-            rate = target_rate(torch.cat(ranked), c.target, level, c.levels) if ranked else 0.0
-        new = prune_global(weights, masks, rate, exclude=(*c.exclude, *alone))
-        if alone:
-            new |= prune_layerwise(
-                weights, {n: masks[n] for n in alone}, {n: rates[n] for n in alone}
-            )
-        return new
+            flat = [masks[n].flatten() for n in ranked]
+            rate = target_rate(torch.cat(flat), c.target, level, c.levels) if flat else 0.0
+        return {n: rates[n] for n in alone}, ranked, rate
+
+    def prune(
+        self,
+        weights: dict[str, Tensor],
+        masks: MaskSet,
+        level: int,
+        replicate: int = 0,
+        init: dict[str, Tensor] | None = None,
+    ) -> MaskSet:
+        """The ticket's mask for ``level``: score the survivors of ``masks`` with the criterion
+        and select by :meth:`selection` (in ``criterion.rounds`` rounds, rescoring each time).
+
+        ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
+        that prune at initialisation), ``init`` is θ0 (default: ``weights``).
+        """
+        alone, ranked, rate = self.selection(masks, level)
+        score = self.scorer(weights, init, replicate, level)
+        rounds = self.criterion.rounds
+        start = {n: int(m.count_nonzero()) for n, m in masks.items()}
+        start_ranked = sum(start[n] for n in ranked)
+        current = masks
+        for k in range(1, rounds + 1):
+            scores = score(current)
+            now = {n: int(m.count_nonzero()) for n, m in current.items()}
+            if rounds == 1:
+                rates, group_rate = alone, rate
+            else:
+                rates = {n: round_rate(start[n], r, now[n], k, rounds) for n, r in alone.items()}
+                kept = sum(now[n] for n in ranked)
+                group_rate = round_rate(start_ranked, rate, kept, k, rounds)
+            new = current
+            if ranked:
+                others = [n for n in current if n not in ranked]
+                new = select_global(scores, current, group_rate, exclude=others)
+            if rates or not ranked:
+                subset = {n: current[n] for n in rates} if ranked else current
+                new = {**new, **select_layerwise(scores, subset, rates)}
+            current = new
+        return current
+
+    def scorer(
+        self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int
+    ) -> Callable[[MaskSet], dict[str, Tensor]]:
+        """The criterion's scores of the weights under given masks, with its inputs made only
+        when it names them (the model is built afresh for each set of masks)."""
+        init = weights if init is None else init
+        seed = derive_seed(self.config.seed, "criterion", replicate, level)
+        generator = torch.Generator().manual_seed(seed)
+
+        def score(masks: MaskSet) -> dict[str, Tensor]:
+            inputs = {
+                "weights": lambda: _masked(weights, masks),
+                "init": lambda: init,
+                "masks": lambda: masks,
+                "model": lambda: model_holding(self.template, weights, masks, self.device),
+                "data": lambda: self.data,
+                "generator": lambda: generator,
+            }
+            return self.criterion.scores(masks, inputs)
+
+        return score
 
     def group_size(self) -> int:
         """How many tickets train together: ``max_parallel``, or fewer if memory is short.
@@ -276,9 +348,13 @@ class Experiment:
             if level == 0:
                 masks = ones_mask(self.template, self.prunable)
                 start = self.theta0(r)
+                pruned, prev_masks = start, masks
             else:
                 prev = previous[r]
-                masks = self.prune(prev.final, prev.masks, level)
+                # criteria that prune at initialisation score θ0 under the previous mask
+                pruned = level0[r].init if self.criterion.at_init else prev.final
+                prev_masks = prev.masks
+                masks = self.prune(pruned, prev.masks, level, r, level0[r].init)
                 masks = {n: masks[n] for n in self.prunable}  # a fixed order for random draws
                 if c.reset in ("finetune", "lr_rewind"):
                     start = prev.final
@@ -293,19 +369,14 @@ class Experiment:
                 ("ticket", r, TicketJob(_masked(start, masks), masks, data_seed, f"ticket/{r}"))
             )
             for control in c.controls:
-                if level == 0 and control == "random_prune":
-                    # a random mask keeping everything is the ticket itself: train it once
+                if level == 0 and control in ("random_prune", "inverted"):
+                    # a control keeping everything is the ticket itself: train it once
                     planned.append((control, r, None))
                     continue
-                if control == "reinit":
-                    init = self.fresh_weights("reinit", r, level)
-                    cmask = masks
-                else:
-                    gen = torch.Generator().manual_seed(
-                        derive_seed(c.seed, "random_prune", r, level)
-                    )
-                    cmask = prune_random_like(masks, generator=gen)
-                    init = start
+                theta0 = start if level == 0 else level0[r].init
+                cmask, init = self.control(
+                    control, r, level, masks, start, theta0, (pruned, prev_masks)
+                )
                 planned.append(
                     (
                         control,
@@ -314,6 +385,54 @@ class Experiment:
                     )
                 )
         return planned
+
+    def control(
+        self,
+        name: str,
+        replicate: int,
+        level: int,
+        masks: MaskSet,
+        start: dict[str, Tensor],
+        theta0: dict[str, Tensor],
+        pruned: tuple[dict[str, Tensor], MaskSet],
+    ) -> tuple[MaskSet, dict[str, Tensor]]:
+        """(mask, starting weights) of control ``name``, each with the ticket's exact per-layer
+        counts (``masks``) and its start (``start``) except where the control changes them.
+
+        ``reinit``: fresh weights; ``random_prune``: a random mask; ``sign_keep``: fresh
+        magnitudes with the start's signs; ``signed_constant``: the start's signs times each
+        layer's θ0 standard deviation (Zhou et al. 2019); ``inverted``: the survivors of the
+        previous mask (``pruned``: the weights the criterion scored and that mask) the
+        criterion scores lowest (Frankle et al. 2021); ``shuffle_init``: the start's surviving
+        values permuted within each layer.
+        """
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, name, replicate, level))
+        if name == "reinit":
+            return masks, self.fresh_weights("reinit", replicate, level)
+        if name == "random_prune":
+            return prune_random_like(masks, generator=gen), start
+        if name == "inverted":
+            weights, previous = pruned
+            scores = self.scorer(weights, theta0, replicate, level)(previous)
+            kept = {n: int(m.count_nonzero()) for n, m in masks.items()}
+            had = {n: int(m.count_nonzero()) for n, m in previous.items()}
+            rates = {n: (had[n] - kept[n]) / had[n] for n in masks if kept[n]}
+            flipped = {n: -t.double() for n, t in scores.items()}
+            inverted = select_layerwise(flipped, previous, rates)
+            return {n: m if kept[n] else torch.zeros_like(m) for n, m in inverted.items()}, start
+        weights = dict(start)
+        fresh = self.fresh_weights("sign_keep", replicate, level) if name == "sign_keep" else {}
+        for n, m in masks.items():
+            w = start[n]
+            if name == "sign_keep":
+                weights[n] = fresh[n].to(w.device).abs() * torch.sign(w)
+            elif name == "signed_constant":
+                weights[n] = torch.sign(w) * theta0[n].double().std().to(w.dtype)
+            else:  # shuffle_init
+                values = w[m.to(w.device)]
+                order = torch.randperm(values.numel(), generator=gen).to(w.device)
+                weights[n] = w.masked_scatter(m.to(w.device), values[order])
+        return masks, weights
 
     def level_train_config(self, level: int, branch: str = "ticket") -> TrainConfig:
         """Training settings of a branch at a level: fine-tuning (the ticket and the random

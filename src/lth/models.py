@@ -779,21 +779,28 @@ def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.M
     """
     if ":" not in spec:
         return create_model(spec, tuple(input_shape), num_classes)
+    factory = import_function(spec, "model")
+    return call_factory(factory, tuple(input_shape), num_classes, spec)
+
+
+def import_function(spec: str, what: str) -> Callable:
+    """The function a user named as ``package.module:function`` for a ``what`` (a model
+    factory, a criterion); import errors become one-line :class:`LTHError`."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise LTHError(
-            f"cannot import {module_name!r} for model {spec!r} ({e}); put its folder on "
+            f"cannot import {module_name!r} for {what} {spec!r} ({e}); put its folder on "
             "PYTHONPATH or install it"
         ) from None
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001 - a syntax error or an exit in the user's module
         raise LTHError(
-            f"cannot import {module_name!r} for model {spec!r}: {type(e).__name__}: {e}"
+            f"cannot import {module_name!r} for {what} {spec!r}: {type(e).__name__}: {e}"
         ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise LTHError(f"{module_name} has no function {attr!r} for model {spec!r}")
-    return call_factory(factory, tuple(input_shape), num_classes, spec)
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise LTHError(f"{module_name} has no function {attr!r} for {what} {spec!r}")
+    return function

@@ -76,7 +76,8 @@ from matplotlib.ticker import (
 from matplotlib.transforms import ScaledTranslation
 
 from .errors import LTHError
-from .report import aggregate, load_runs
+from .report import aggregate, load_runs, used_values
+from .stats import matches, mean_interval
 from .storage import (
     ALL,
     ANALYSIS,
@@ -96,7 +97,7 @@ from .storage import (
 )
 
 __all__ = ["ANALYSIS_FIGURES", "BANDS", "FIGURES", "default_levels", "fmt_tick", "plot_runs"]
-BANDS = ("std", "minmax")
+BANDS = ("std", "minmax", "ci")
 
 BRANCH_COLORS = {"ticket": "#1f77b4", "reinit": "#d62728", "random_prune": "#2ca02c"}
 BRANCH_MARKERS = {"ticket": "o", "reinit": "s", "random_prune": "^"}
@@ -241,6 +242,7 @@ class _Series:
     band: tuple[list[float], list[float]] | None = None  # (low, high) per point
     hollow: tuple[list[float], list[float]] = ((), ())  # diverged replicates (x, y)
     linewidth: float | None = None
+    matching: int | None = None  # the point marked as the sparsest matching level
 
 
 def _dodge(series: Sequence[_Series], log_x: bool) -> list[float]:
@@ -364,6 +366,20 @@ def _draw_series(ax, series: Sequence[_Series], log_x: bool) -> None:
                 gid=f"diverged:{s.label}",
                 zorder=s.zorder,
             )
+        if s.matching is not None:
+            artists += ax.plot(
+                [s.x[s.matching]],
+                [s.y[s.matching]],
+                linestyle="none",
+                marker="*",
+                markersize=17,
+                markerfacecolor="none",
+                markeredgecolor=s.color,
+                markeredgewidth=1.2,
+                label="_nolegend_",
+                gid=f"matching:{s.label}",
+                zorder=s.zorder + 0.5,
+            )
         if dx:
             for artist in artists:  # added first, so the axes' data limits are the true ones
                 artist.set_transform(shift)
@@ -400,6 +416,7 @@ class _Spread:
     band: str
     counts: set[int] = field(default_factory=set)  # usable replicates (n) of drawn points
     diverged: bool = False
+    matching: bool = False  # a matching level is marked
 
     def entry(self) -> Line2D | None:
         """A legend entry saying what the bars are and n, or None when none were drawn."""
@@ -412,9 +429,10 @@ class _Spread:
                 [], [], color="0.35", marker="|", markersize=11, markeredgewidth=1.3,
                 linestyle="none", label=f"error bars: ±1 std over {n} replicates",
             )  # fmt: skip
+        what = "95% CI of the mean" if self.band == "ci" else "min-max"
         return Line2D(
             [], [], color="0.6", linewidth=7, alpha=0.45,
-            label=f"band: min-max over {n} replicates",
+            label=f"band: {what} over {n} replicates",
         )  # fmt: skip
 
 
@@ -440,12 +458,21 @@ def _branch_series(
             )
             if band == "std":
                 s.err = [g.std if g.n >= 2 else math.nan for g in group]
+            elif band == "ci":
+                cis = [mean_interval(used_values(g)) for g in group]
+                s.band = ([c.low for c in cis], [c.high for c in cis])
             else:
                 s.band = (
                     [g.min if g.n >= 2 else math.nan for g in group],
                     [g.max if g.n >= 2 else math.nan for g in group],
                 )
             spread.counts |= {g.n for g in group if g.n >= 2}
+            dense = next((g for g in stats if g.branch == "ticket" and g.level == 0), None)
+            if quantity == "test_acc" and dense is not None:
+                hits = [i for i, g in enumerate(group) if matches(g.mean, dense.mean, dense.std)]
+                if hits:
+                    s.matching = max(hits, key=lambda i: group[i].level)
+                    spread.matching = True
             dx, dy = [], []
             for g in group:
                 spread.diverged |= bool(g.diverged)
@@ -505,6 +532,19 @@ def _legend(
         entry = spread.entry()
         if entry is not None:
             handles.append(entry)
+        if spread.matching:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker="*",
+                    markersize=12,
+                    markerfacecolor="none",
+                    markeredgecolor="0.3",
+                    label="sparsest matching level (within 1 std of the dense network)",
+                )  # fmt: skip
+            )
     if not handles:
         return None
     renderer = _renderer(fig)
@@ -1049,8 +1089,11 @@ def plot_runs(
     ``formats``: PNG by default (PDF, e.g. ``("png", "pdf")``, on request: embedding its fonts
     takes seconds); ``formats=()`` saves nothing. ``levels``: the ticket levels drawn in
     ``curves`` and ``weight_histograms`` (default: about four spread out). ``band``: ``"std"``
-    draws ±1 sample-std error bars, ``"minmax"`` shaded min-max bands (only where a level has
-    two or more usable replicates; a legend entry gives n). ``early_stop_panel``: add a second
+    draws ±1 sample-std error bars, ``"minmax"`` shaded min-max bands, ``"ci"`` shaded bands of
+    the mean's 95% confidence interval (t; only where a level has two or more usable
+    replicates; a legend entry gives n). In ``accuracy_vs_weights`` a hollow star marks each
+    series' sparsest matching level: mean test accuracy no lower than one std below the dense
+    ticket's (Frankle et al. 2020). ``early_stop_panel``: add a second
     accuracy panel with the test accuracy at the early-stop iteration. Diverged replicates are
     left out of means and drawn as hollow markers. ``mask_analysis``: also draw
     ``mask_analysis`` and ``weight_histograms`` when the first run folder has an analysis:

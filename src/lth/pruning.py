@@ -1,9 +1,15 @@
-"""Magnitude and random pruning as pure functions ``(weights, masks, rates) -> new masks``.
+"""Selection of the weights to prune, as pure functions ``(scores, masks, rates) -> new masks``.
+
+A criterion (:mod:`lth.criteria`) scores every prunable weight, higher kept; the functions here
+select by those scores: :func:`select_layerwise` (each layer at its rate), :func:`select_global`
+(layers ranked together); :func:`round_rate` spreads a level's rate over several rounds, as
+SynFlow prunes. :func:`prune_layerwise` and :func:`prune_global` are the
+magnitude criterion (scores ``|w|``) with these selections.
 
 Inputs are never modified; a returned mask is always a subset of the mask it came from. Each
 level removes ``round(rate * survivors)`` weights (Python's round, as torch.nn.utils.prune does),
 ranking only the weights that still survive, so already-pruned zeros are never counted again.
-Ties in magnitude are broken deterministically: the earlier layer (dict order), then the lower
+Ties in score are broken deterministically: the earlier layer (dict order), then the lower
 flat index, is pruned first.
 """
 
@@ -22,6 +28,9 @@ __all__ = [
     "prune_global",
     "prune_layerwise",
     "prune_random_like",
+    "round_rate",
+    "select_global",
+    "select_layerwise",
     "target_rate",
 ]
 
@@ -68,18 +77,21 @@ def layer_rates(
     return rates
 
 
-def _survivors(weights: dict[str, torch.Tensor], masks: MaskSet, name: str):
-    """Return (flat mask on the weight's device, flat survivor indices, their |w|) of one layer."""
-    weight = weights[name].detach()
-    flat_mask = masks[name].reshape(-1).to(weight.device)
+def _survivors(scores: dict[str, torch.Tensor], masks: MaskSet, name: str, what: str):
+    """Return (flat mask on the scores' device, flat survivor indices, their scores) of one
+    layer; ``what`` names the scores in the error about NaN."""
+    score = scores[name].detach()
+    flat_mask = masks[name].reshape(-1).to(score.device)
     idx = flat_mask.nonzero().squeeze(1)  # ascending flat indices
-    scores = weight.reshape(-1)[idx].abs()
-    if scores.is_floating_point() and bool(torch.isnan(scores).any()):
-        raise LTHError(
-            f"weights of {name!r} contain NaN; training diverged (lower the learning rate) "
-            "before pruning"
-        )
-    return flat_mask, idx, scores
+    values = score.reshape(-1)[idx]
+    if values.is_floating_point() and bool(torch.isnan(values).any()):
+        if what == "weights":
+            raise LTHError(
+                f"weights of {name!r} contain NaN; training diverged (lower the learning rate) "
+                "before pruning"
+            )
+        raise LTHError(f"{what} of {name!r} contain NaN; the criterion cannot rank them")
+    return flat_mask, idx, values
 
 
 def _validated(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
@@ -87,6 +99,12 @@ def _validated(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
     tensors = named_weights(weights)
     check_masks(masks, tensors)
     return tensors
+
+
+def _magnitudes(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
+    """``|w|`` of every masked layer: the magnitude criterion's scores."""
+    tensors = _validated(weights, masks)
+    return {name: tensors[name].detach().abs() for name in masks}
 
 
 def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]) -> MaskSet:
@@ -101,7 +119,22 @@ def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]
     >>> prune_layerwise(w, {"w": torch.ones(4, dtype=torch.bool)}, {"w": 0.5})["w"].tolist()
     [True, False, True, False]
     """
-    tensors = _validated(weights, masks)
+    return select_layerwise(_magnitudes(weights, masks), masks, rates, what="weights")
+
+
+def select_layerwise(
+    scores: Mapping[str, torch.Tensor],
+    masks: MaskSet,
+    rates: Mapping[str, float],
+    *,
+    what: str = "scores",
+) -> MaskSet:
+    """Layer-wise selection: remove each layer's ``round(rate * survivors)`` lowest-scored
+    survivors (ties: lower flat index first); layers without a rate keep their mask.
+
+    ``scores`` holds a tensor shaped like each mask (higher is kept); returns new masks.
+    """
+    tensors = _validated(dict(scores), masks)
     unknown = [name for name in rates if name not in masks]
     if unknown:
         raise LTHError(
@@ -111,11 +144,11 @@ def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]
     checked = {name: _check_rate(r, f"rate for {name!r}") for name, r in rates.items()}
     new: MaskSet = {}
     for name in masks:
-        flat_mask, idx, scores = _survivors(tensors, masks, name)
+        flat_mask, idx, values = _survivors(tensors, masks, name, what)
         n_prune = round(checked.get(name, 0.0) * idx.numel())
         flat_new = flat_mask.clone()
         if n_prune:
-            order = torch.sort(scores, stable=True).indices  # ties: lower flat index first
+            order = torch.sort(values, stable=True).indices  # ties: lower flat index first
             flat_new[idx[order[:n_prune]]] = False
         new[name] = flat_new.view(masks[name].shape)
     return new
@@ -129,7 +162,20 @@ def prune_global(
     Ranks the surviving weights of all non-``exclude``d layers together (ties: earlier layer,
     then lower index), so layers lose different fractions; returns new masks.
     """
-    tensors = _validated(weights, masks)
+    return select_global(_magnitudes(weights, masks), masks, rate, exclude, what="weights")
+
+
+def select_global(
+    scores: Mapping[str, torch.Tensor],
+    masks: MaskSet,
+    rate: float,
+    exclude: Collection[str] = (),
+    *,
+    what: str = "scores",
+) -> MaskSet:
+    """Global selection: remove the ``round(rate * survivors)`` lowest-scored survivors of all
+    non-``exclude``d layers ranked together (ties: earlier layer, then lower index)."""
+    tensors = _validated(dict(scores), masks)
     rate = _check_rate(rate, "rate")
     excluded = as_name_set(exclude, "exclude")
     unknown = sorted(excluded - set(masks))
@@ -142,17 +188,17 @@ def prune_global(
     ranked = [name for name in masks if name not in excluded]
     if not ranked:
         return new
-    parts = {name: _survivors(tensors, masks, name) for name in ranked}
+    parts = {name: _survivors(tensors, masks, name, what) for name in ranked}
     n_prune = round(rate * sum(idx.numel() for _, idx, _ in parts.values()))
     if n_prune == 0:
         return new
     device = parts[ranked[0]][2].device
     dtype = parts[ranked[0]][2].dtype
-    for _, _, scores in parts.values():
-        dtype = torch.promote_types(dtype, scores.dtype)
-    scores = torch.cat([s.to(device=device, dtype=dtype) for _, _, s in parts.values()])
-    order = torch.sort(scores, stable=True).indices  # ties: earlier layer, then lower index
-    pruned = torch.zeros(scores.numel(), dtype=torch.bool, device=device)
+    for _, _, values in parts.values():
+        dtype = torch.promote_types(dtype, values.dtype)
+    values = torch.cat([v.to(device=device, dtype=dtype) for _, _, v in parts.values()])
+    order = torch.sort(values, stable=True).indices  # ties: earlier layer, then lower index
+    pruned = torch.zeros(values.numel(), dtype=torch.bool, device=device)
     pruned[order[:n_prune]] = True
     counts = [idx.numel() for _, idx, _ in parts.values()]
     for name, layer_pruned in zip(ranked, pruned.split(counts), strict=True):
@@ -161,6 +207,23 @@ def prune_global(
         flat_new[idx[layer_pruned.to(idx.device)]] = False
         new[name] = flat_new.view(masks[name].shape)
     return new
+
+
+def round_rate(start: int, rate: float, now: int, k: int, rounds: int) -> float:
+    """The rate of round ``k`` of ``rounds`` (from 1) that prunes a group of ``start``
+    survivors to ``start - round(rate * start)`` along an exponential schedule.
+
+    After round k the group keeps ``round(start * d ** (k / rounds))`` weights, d the fraction
+    the level keeps (Tanaka et al. 2020, SynFlow's schedule); the last round lands exactly on
+    the one-shot count. ``now``: the weights the group keeps before round k.
+
+    >>> round_rate(100, 0.5, 100, 1, 2)  # 100 -> 71 -> 50
+    0.29
+    """
+    final = start - round(rate * start)
+    goal = final if k >= rounds or start == 0 else round(start * (final / start) ** (k / rounds))
+    goal = max(goal, final)
+    return 0.0 if now == 0 else max(0.0, (now - goal) / now)
 
 
 def prune_random_like(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import LTHError
+from .stats import matches, mean_interval, verdict, welch_interval
 from .storage import (
     SUMMARY,
     SUMMARY_STATS,
@@ -56,6 +57,8 @@ __all__ = [
     "run_labels",
     "save_report",
     "split_labels",
+    "statistics_lines",
+    "used_values",
     "write_summary_stats",
 ]
 
@@ -476,9 +479,23 @@ def _accuracy(summary: list[SummaryRow]):
     return stats, branches, levels, replicates
 
 
+def used_values(stat: Stat | None) -> list[float]:
+    """The values a statistic's mean is over: replicates that did not diverge, finite."""
+    if stat is None:
+        return []
+    return [v for rep, v in stat.values if rep not in stat.diverged and math.isfinite(v)]
+
+
+def _dense(stats: dict) -> Stat | None:
+    """The dense network's test accuracy: the ticket's at level 0 (else the first branch's)."""
+    at0 = [st for (b, lv), st in stats["test_acc"].items() if lv == 0]
+    return next((st for st in at0 if st.branch == "ticket"), at0[0] if at0 else None)
+
+
 def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
     """Rows of :data:`lth.storage.SUMMARY_STATS`, one per branch and level."""
     stats, branches, levels, _ = _accuracy(summary)
+    dense = _dense(stats)
     rows = []
     for b in branches:
         for lv in levels:
@@ -487,23 +504,140 @@ def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
                 continue
             es_acc = stats["test_acc_at_early_stop"][(b, lv)]
             es_it = stats["early_stop_iteration"][(b, lv)]
-            rows.append(
-                {
-                    "branch": b,
-                    "level": lv,
-                    "weights_remaining": acc.weights_remaining,
-                    "replicates": acc.replicates,
-                    "n": acc.n,
-                    "diverged": len(acc.diverged),
-                    "test_acc_mean": acc.mean,
-                    "test_acc_std": acc.std,
-                    "test_acc_at_early_stop_mean": es_acc.mean,
-                    "test_acc_at_early_stop_std": es_acc.std,
-                    "early_stop_iteration_mean": es_it.mean,
-                    "early_stop_iteration_std": es_it.std,
+            ci = mean_interval(used_values(acc))
+            row = {
+                "branch": b,
+                "level": lv,
+                "weights_remaining": acc.weights_remaining,
+                "replicates": acc.replicates,
+                "n": acc.n,
+                "diverged": len(acc.diverged),
+                "test_acc_mean": acc.mean,
+                "test_acc_std": acc.std,
+                "test_acc_ci_low": ci.low,
+                "test_acc_ci_high": ci.high,
+                "test_acc_at_early_stop_mean": es_acc.mean,
+                "test_acc_at_early_stop_std": es_acc.std,
+                "early_stop_iteration_mean": es_it.mean,
+                "early_stop_iteration_std": es_it.std,
+                "matching": None
+                if dense is None
+                else int(matches(acc.mean, dense.mean, dense.std)),
+                "ticket_minus": None,
+                "ticket_minus_ci_low": None,
+                "ticket_minus_ci_high": None,
+                "ticket_is": "",
+            }
+            ticket = stats["test_acc"].get(("ticket", lv))
+            if b != "ticket" and ticket is not None:
+                diff = welch_interval(used_values(ticket), used_values(acc))
+                row |= {
+                    "ticket_minus": diff.estimate,
+                    "ticket_minus_ci_low": diff.low,
+                    "ticket_minus_ci_high": diff.high,
+                    "ticket_is": verdict(diff),
                 }
-            )
+            rows.append(row)
     return rows
+
+
+def _levels_text(rows: list[dict]) -> str:
+    """'levels 3-5, 8 (51%-33%, 17% of weights)': levels in runs, with their remaining %."""
+    if not rows:
+        return "no level"
+    runs: list[list[dict]] = []
+    for r in rows:
+        if runs and r["level"] == runs[-1][-1]["level"] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+
+    def span(run: list[dict], key) -> str:
+        a, b = key(run[0]), key(run[-1])
+        return a if a == b else f"{a}-{b}"
+
+    levels = ", ".join(span(run, lambda r: str(r["level"])) for run in runs)
+    pct = ", ".join(span(run, lambda r: fmt_pct(r["weights_remaining"]) + "%") for run in runs)
+    return f"level{'s' if len(rows) > 1 else ''} {levels} ({pct} of weights)"
+
+
+def statistics_lines(summary: list[SummaryRow], who: str = "") -> list[str]:
+    """The report's lines on uncertainty: where each branch is matching, and for each control
+    where the ticket is significantly better, equal or worse (95% Welch intervals)."""
+    rows = _stats_rows(summary)
+    branches = branch_order({r["branch"] for r in rows})
+    dense = next((r for r in rows if r["branch"] == "ticket" and r["level"] == 0), None)
+    if dense is None:
+        return []
+    lines = []
+    std = dense["test_acc_std"]
+    spread = f"std {std:.2f}" if math.isfinite(std) else "std (0: one replicate)"
+    parts = []
+    for b in branches:
+        mine = [r for r in rows if r["branch"] == b and r["matching"]]
+        if mine:
+            best = max(mine, key=lambda r: r["level"])
+            parts.append(
+                f"{b} down to level {best['level']} ({fmt_pct(best['weights_remaining'])}%)"
+            )
+        else:
+            parts.append(f"{b} at no level")
+    lines.append(
+        f"{who}Matching (mean test accuracy no lower than the dense network's "
+        f"{dense['test_acc_mean']:.2f}% minus one {spread}; Frankle et al. 2020): "
+        + "; ".join(parts)
+        + "."
+    )
+    for b in branches[1:]:
+        mine = [r for r in rows if r["branch"] == b]
+        if not any(r["ticket_is"] for r in mine):
+            if mine and "ticket" in branches:
+                lines.append(
+                    f"{who}Ticket vs {b}: too few replicates for a 95% interval (need n >= 2)."
+                )
+            continue
+        said = [
+            f"{word} at {_levels_text([r for r in mine if r['ticket_is'] == word])}"
+            for word in ("better", "equal", "worse")
+        ]
+        lines.append(
+            f"{who}Ticket vs {b} (95% Welch interval of the difference in mean test accuracy): "
+            + "; ".join(said)
+            + "."
+        )
+    return lines
+
+
+def _interval_table(summary: list[SummaryRow]) -> _Table | None:
+    """Rows: levels; columns: each branch's 95% interval of the mean test accuracy, then
+    each control's ticket − control difference with its 95% Welch interval. None when no
+    branch has two replicates."""
+    rows = _stats_rows(summary)
+    if not any(math.isfinite(r["test_acc_ci_low"]) for r in rows):
+        return None
+    branches = branch_order({r["branch"] for r in rows})
+    by_key = {(r["branch"], r["level"]): r for r in rows}
+    controls = [b for b in branches if b != "ticket"] if "ticket" in branches else []
+    columns = [("", "level")] + [(b, "test % 95% CI") for b in branches]
+    columns += [(f"ticket − {b}", "diff [95% CI]") for b in controls]
+    out = []
+    for lv in sorted({r["level"] for r in rows}):
+        line = [str(lv)]
+        for b in branches:
+            r = by_key.get((b, lv))
+            ok = r is not None and math.isfinite(r["test_acc_ci_low"])
+            line.append(f"[{r['test_acc_ci_low']:.2f}, {r['test_acc_ci_high']:.2f}]" if ok else "-")
+        for b in controls:
+            r = by_key.get((b, lv))
+            if r is None or r["ticket_minus"] is None or not r["ticket_is"]:
+                line.append("-")
+                continue
+            line.append(
+                f"{r['ticket_minus']:+.2f} [{r['ticket_minus_ci_low']:+.2f}, "
+                f"{r['ticket_minus_ci_high']:+.2f}] {r['ticket_is']}"
+            )
+        out.append(line)
+    return _Table(columns, out, set())
 
 
 def _one_table(summary: list[SummaryRow]) -> _Table:
@@ -721,6 +855,11 @@ def report(
         notes.append("Diverged runs, left out of the means: " + "; ".join(diverged) + ".")
     sources = [f"{r.label}: {r.path}" for r in runs] if not single else []
 
+    if summary is not None:
+        intervals, verdicts = _interval_table(summary), statistics_lines(summary)
+    else:
+        intervals = None
+        verdicts = [line for r in runs for line in statistics_lines(r.summary, f"{r.label}: ")]
     out: list[str] = []
     if fmt == "latex":
         out += [f"% {title}", *(f"% {line}" for line in [desc, *sources] if line)]
@@ -729,6 +868,10 @@ def report(
             "Test accuracy per level" + (f" ({desc})" if desc else "") + ". " + " ".join(notes)
         )
         out += _latex_table(table, caption)
+        if intervals is not None or verdicts:
+            what = "95% confidence intervals of the mean test accuracy (t) and of the ticket's "
+            what += "difference from each control (Welch). " + " ".join(verdicts)
+            out += [""] + (_latex_table(intervals, what) if intervals else [f"% {what}"])
         if against is not None:
             out += [""] + _latex_table(against[1], f"{against[0]}. " + " ".join(against[2]))
         if layers:
@@ -759,6 +902,12 @@ def report(
     heading("Test accuracy per level", 2)
     put(table)
     out.extend(n + "\n" if md else n for n in notes)
+    if intervals is not None or verdicts:
+        out.append("")
+        heading("Uncertainty: 95% intervals", 2)
+        if intervals is not None:
+            put(intervals)
+        out.extend(n + "\n" if md else n for n in verdicts)
     if against is not None:
         out.append("")
         heading(against[0], 2)

@@ -64,6 +64,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import Tensor
 
+from .config import BRANCHES as CONFIG_BRANCHES
 from .errors import LTHError
 
 try:  # Python >= 3.11
@@ -88,7 +89,7 @@ LOCK = "lock"
 CONFIG = "config.toml"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
-BRANCHES = ("ticket", "reinit", "random_prune")
+BRANCHES = CONFIG_BRANCHES  # ticket, then every control, in display order
 FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
 ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
 ALL = "all"  # the layer name of analysis.csv's rows about all prunable layers together
@@ -225,7 +226,7 @@ def _c(name: str, kind: type, meaning: str, **kw) -> Column:
     return Column(name, kind, meaning, **kw)
 
 
-_BRANCH = _c("branch", str, "ticket, or the control: reinit or random_prune")
+_BRANCH = _c("branch", str, "ticket, or the control: " + ", ".join(CONFIG_BRANCHES[1:]))
 _REPLICATE = _c("replicate", int, "replicate number, from 0 (its own seed and mask chain)")
 _LEVEL = _c("level", int, "pruning level; 0 is the dense network")
 _REMAINING = _c(
@@ -292,10 +293,27 @@ SUMMARY_STATS = Table(
         _c("diverged", int, "replicates that diverged"),
         _c("test_acc_mean", float, "mean test accuracy after training, percent"),
         _c("test_acc_std", float, "its sample standard deviation (empty when n < 2)"),
+        _c("test_acc_ci_low", float,
+           "lower end of the 95% confidence interval of the mean (t, n - 1 degrees of freedom; "
+           "empty when n < 2)", optional=True),
+        _c("test_acc_ci_high", float, "upper end of that interval", optional=True),
         _c("test_acc_at_early_stop_mean", float, "mean test accuracy at the early stop, percent"),
         _c("test_acc_at_early_stop_std", float, "its sample standard deviation"),
         _c("early_stop_iteration_mean", float, "mean early-stop iteration"),
         _c("early_stop_iteration_std", float, "its sample standard deviation"),
+        _c("matching", int,
+           "1 when test_acc_mean is no lower than one std below the dense ticket's (level 0), "
+           "Frankle et al. 2020's matching; 0 otherwise", optional=True, empty=True),
+        _c("ticket_minus", float,
+           "control rows: the ticket's test_acc_mean minus this branch's, same level",
+           optional=True),
+        _c("ticket_minus_ci_low", float,
+           "lower end of its 95% Welch interval (empty when either side has n < 2)",
+           optional=True),
+        _c("ticket_minus_ci_high", float, "upper end of that interval", optional=True),
+        _c("ticket_is", str,
+           "control rows: better (the interval lies above 0), equal (it holds 0) or worse",
+           optional=True),
     ),
     key=("branch", "level"),
     derived=True,

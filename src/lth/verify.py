@@ -23,7 +23,9 @@ run (the first violation stops the audit):
     :func:`lth.pruning.target_rate`; ``exclude``d layers keep all their weights).
 ``magnitude``
     the ticket's mask is the one magnitude pruning of the previous level's trained weights
-    gives (recomputed here: lowest |w| of the survivors first, ties by layer then index).
+    gives (recomputed here: lowest |w| of the survivors first, ties by layer then index); with
+    the ``magnitude_init`` criterion, of θ0 restricted by the previous mask; other criteria
+    are not recomputed (the check is skipped).
 ``rewind``
     the ticket's ``init`` equals, bit for bit, on its survivors and in every unmasked tensor:
     θ0 (level 0's ``init`` of the same replicate), θk (level 0's ``step_K``) with late
@@ -34,6 +36,12 @@ run (the first violation stops the audit):
 ``random-prune-control``
     the random-pruning control keeps as many weights per layer as the ticket, and starts from
     the ticket's starting weights (θ0, θk or the previous ``final``) on its survivors.
+``controls``
+    the ``sign_keep``, ``signed_constant`` and ``shuffle_init`` controls have the ticket's
+    exact mask and unmasked tensors, and on their survivors: the ticket's starting signs;
+    those signs times the layer's θ0 standard deviation; the ticket's starting values
+    permuted. The ``inverted`` control keeps as many weights per layer as the ticket, within
+    the ticket's previous mask, and starts from the ticket's starting weights.
 ``schedule``
     metrics.csv evaluates each network from its start (0; k for the ticket and the random
     pruning control of a late-rewound level) every ``eval_every`` iterations to the last.
@@ -89,9 +97,11 @@ CHECKS = (
     "rewind",
     "reinit-control",
     "random-prune-control",
+    "controls",
     "schedule",
     "summary",
 )
+OTHER_CONTROLS = ("sign_keep", "signed_constant", "inverted", "shuffle_init")
 _WHAT = {
     "manifest": "files as lth wrote them (.lth/manifest.json)",
     "files": "networks with their mask, init and final",
@@ -102,6 +112,7 @@ _WHAT = {
     "rewind": "tickets starting bit for bit from their reset point",
     "reinit-control": "reinit controls with the ticket's mask and other weights than θ0",
     "random-prune-control": "random-pruning controls with the ticket's counts and start",
+    "controls": "sign_keep, signed_constant, inverted, shuffle_init controls as they claim",
     "schedule": "networks evaluated from their start iteration to the last",
     "summary": "summary rows agreeing with the masks, layers.csv and metrics.csv",
 }
@@ -280,8 +291,10 @@ class Audit:
             self._rewind(key, masks, init)
         elif branch == "reinit":
             self._reinit_control(key, masks, init)
-        else:
+        elif branch == "random_prune":
             self._random_prune_control(key, masks, init)
+        else:
+            self._other_control(key, masks, init)
         self._schedule(key, row, metrics)
         self._summary(key, row, masks, metrics, layers)
 
@@ -323,7 +336,6 @@ class Audit:
                 )  # fmt: skip
         self.passed["mask-chain"] += 1
         output, conv = layer_kinds(masks, self.tensors(key, "init"))
-        expected = _magnitude_prune(trained, prev, removals(c, prev, level, output, conv))
         for group, n in removals(c, prev, level, output, conv).items():
             had = sum(int(prev[name].sum()) for name in group)
             kept = sum(int(masks[name].sum()) for name in group)
@@ -335,6 +347,12 @@ class Audit:
                     f"{had - kept}, expected {n}", group[0] if len(group) == 1 else None,
                 )  # fmt: skip
         self.passed["pruning-count"] += 1
+        if c.criterion not in ("magnitude", "magnitude_init"):
+            return
+        if c.criterion == "magnitude_init":
+            theta0 = self.tensors(("ticket", rep, 0), "init")
+            trained = {n: t.masked_fill(~prev[n], 0) if n in prev else t for n, t in theta0.items()}
+        expected = _magnitude_prune(trained, prev, removals(c, prev, level, output, conv))
         for name, m in masks.items():
             wrong = m != expected[name]
             if bool(wrong.any()):
@@ -409,6 +427,51 @@ class Audit:
         else:
             self._same_start("random-prune-control", key, masks, init, start[1], start[0])
         self.passed["random-prune-control"] += 1
+
+    def _other_control(self, key: Key, masks, init) -> None:
+        branch, rep, level = key
+        ticket_key = ("ticket", rep, level)
+        ticket, ticket_init = self.tensors(ticket_key, "mask"), self.tensors(ticket_key, "init")
+        for name, m in masks.items():
+            mine, theirs = int(m.sum()), int(ticket[name].sum()) if name in ticket else -1
+            if mine != theirs:
+                self.fail("controls", key, f"keeps {mine} weights, the ticket {theirs}", name)
+        if branch == "inverted":
+            if level:
+                prev = self.tensors(("ticket", rep, level - 1), "mask")
+                for name, m in masks.items():
+                    if bool((m & ~prev[name]).any()):
+                        self.fail("controls", key, "keeps weights the ticket pruned before", name)
+            start = self.start_point(rep, level) if level else None
+            ref, what = (ticket_init, "the ticket") if start is None else (start[1], start[0])
+            both = {n: m & ticket[n] for n, m in masks.items()} if start is None else masks
+            self._same_start("controls", key, both, init, ref, what)
+            self.passed["controls"] += 1
+            return
+        theta0 = self.tensors(("ticket", rep, 0), "init")
+        for name, t in init.items():
+            m = masks.get(name)
+            if m is None:
+                problem = _first_difference(t, ticket_init[name])
+                if problem:
+                    self.fail("controls", key, f"unmasked tensor vs the ticket's: {problem}", name)
+                continue
+            if not torch.equal(m, ticket[name]):
+                self.fail("controls", key, "the mask is not the ticket's (same level)", name)
+            mine, theirs = t[m], ticket_init[name][m]
+            if branch == "sign_keep":
+                ok = torch.equal(torch.sign(mine), torch.sign(theirs))
+                claim = "the ticket's starting signs"
+            elif branch == "signed_constant":
+                std = theta0[name].double().std().to(theirs.dtype)
+                ok = torch.equal(mine, torch.sign(theirs) * std)
+                claim = f"the ticket's starting signs times θ0's std {std.item():.6g}"
+            else:
+                ok = torch.equal(mine.sort().values, theirs.sort().values)
+                claim = "a permutation of the ticket's starting values"
+            if not ok:
+                self.fail("controls", key, f"its surviving weights are not {claim}", name)
+        self.passed["controls"] += 1
 
     def _schedule(self, key: Key, row: SummaryRow, metrics: list[MetricRow]) -> None:
         c = self.config
@@ -491,6 +554,10 @@ class Audit:
         for check in CHECKS:
             if check == "manifest" and not self.passed[check]:
                 out.append("skipped manifest: the run has no .lth/manifest.json (an older lth)")
+                continue
+            criterion = self.config.criterion
+            if check == "magnitude" and criterion not in ("magnitude", "magnitude_init"):
+                out.append(f"skipped magnitude: the criterion {criterion} is not recomputed")
                 continue
             out.append(f"ok {check}: {self.passed[check]} {_WHAT[check]}")
         return out
