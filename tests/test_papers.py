@@ -108,4 +108,4 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_latex_has_the_paper_table(tmp_path):
     make_run(tmp_path / "run", replicates=2, levels=LEVELS)
     text = report(tmp_path / "run", "latex", paper="frankle2019")
-    assert text.count("\\begin{tabular}") == 2 and "Against the paper" in text
+    assert text.count("\\begin{tabular}") >= 2 and "Against the paper" in text
