@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="draw the figures of one or several run folders (overlaid)",
         description="Draw test accuracy vs weights remaining, training curves, early-stop "
-        "iteration, per-layer sparsity and the mask analysis, as PNG and PDF. Several run "
-        "folders overlay (a folder holding run folders stands for them).",
+        "iteration, per-layer sparsity and the mask analysis, as PNG (PDF too with --formats "
+        "png,pdf). Several run folders overlay (a folder holding run folders stands for them).",
         allow_abbrev=False,
     )
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")

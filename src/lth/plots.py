@@ -1,7 +1,7 @@
 """Publication-quality figures of one or several run folders (Frankle & Carbin's figure style).
 
-:func:`plot_runs` draws four figures (six with a mask analysis), saves each as PNG and PDF
-and returns the :class:`matplotlib.figure.Figure` objects by name:
+:func:`plot_runs` draws four figures (six with a mask analysis), saves each as PNG (and PDF
+on request) and returns the :class:`matplotlib.figure.Figure` objects by name:
 
 - ``accuracy_vs_weights``: test accuracy at the end of training (and at the early-stop
   iteration) against percent of weights remaining, log x axis running from 100% down;
