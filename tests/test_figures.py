@@ -26,7 +26,12 @@ from lth.storage import ANALYSIS_FIGURES, ANALYSIS_HISTOGRAMS, FIGURES, load_sum
 from test_report import BRANCHES, make_run, val_acc, weights_remaining
 
 LEVELS = 3
-PROXIES = ("error bars:", "band:", "diverged replicate")  # legend entries that explain
+PROXIES = (
+    "error bars:",
+    "band:",
+    "diverged replicate",
+    "sparsest matching level",
+)  # legend entries that explain
 
 
 # ----------------------------------------------------------------------------- synthetic runs

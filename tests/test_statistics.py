@@ -82,7 +82,7 @@ def test_welch_by_hand():
     assert verdict(welch_interval([6.0, 6.1], [5.0, 5.1])) == "better"
     assert verdict(welch_interval([6.0], [5.0, 5.1])) == ""
     assert matches(97.7, 98.0, 0.3) and not matches(97.69, 98.0, 0.3)
-    assert matches(98.0, 98.0, math.nan) and not matches(97.99, 98.0, math.nan)
+    assert matches(98.0, 98.0, math.nan) is None
 
 
 def test_summary_stats_and_report_give_intervals_matching_and_verdicts(tmp_path):
@@ -123,6 +123,7 @@ def test_summary_stats_and_report_give_intervals_matching_and_verdicts(tmp_path)
     assert "+0.70 [+0.03, +1.37] better" in text  # ticket − reinit at level 1
     one = report(make_run(tmp_path / "one", replicates=1, levels=2))
     assert "Ticket vs reinit: too few replicates for a 95% interval (need n >= 2)." in one
+    assert "Matching: needs two or more replicates of the dense network" in one
 
 
 def test_the_accuracy_plot_draws_confidence_bands_and_marks_matching(tmp_path):

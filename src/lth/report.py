@@ -505,6 +505,7 @@ def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
             es_acc = stats["test_acc_at_early_stop"][(b, lv)]
             es_it = stats["early_stop_iteration"][(b, lv)]
             ci = mean_interval(used_values(acc))
+            match = None if dense is None else matches(acc.mean, dense.mean, dense.std)
             row = {
                 "branch": b,
                 "level": lv,
@@ -520,9 +521,7 @@ def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
                 "test_acc_at_early_stop_std": es_acc.std,
                 "early_stop_iteration_mean": es_it.mean,
                 "early_stop_iteration_std": es_it.std,
-                "matching": None
-                if dense is None
-                else int(matches(acc.mean, dense.mean, dense.std)),
+                "matching": None if match is None else int(match),
                 "ticket_minus": None,
                 "ticket_minus_ci_low": None,
                 "ticket_minus_ci_high": None,
@@ -571,23 +570,28 @@ def statistics_lines(summary: list[SummaryRow], who: str = "") -> list[str]:
         return []
     lines = []
     std = dense["test_acc_std"]
-    spread = f"std {std:.2f}" if math.isfinite(std) else "std (0: one replicate)"
-    parts = []
-    for b in branches:
-        mine = [r for r in rows if r["branch"] == b and r["matching"]]
-        if mine:
-            best = max(mine, key=lambda r: r["level"])
-            parts.append(
-                f"{b} down to level {best['level']} ({fmt_pct(best['weights_remaining'])}%)"
-            )
-        else:
-            parts.append(f"{b} at no level")
-    lines.append(
-        f"{who}Matching (mean test accuracy no lower than the dense network's "
-        f"{dense['test_acc_mean']:.2f}% minus one {spread}; Frankle et al. 2020): "
-        + "; ".join(parts)
-        + "."
-    )
+    if not math.isfinite(std):
+        lines.append(
+            f"{who}Matching: needs two or more replicates of the dense network (its standard "
+            "deviation)."
+        )
+    else:
+        parts = []
+        for b in branches:
+            mine = [r for r in rows if r["branch"] == b and r["matching"]]
+            if mine:
+                best = max(mine, key=lambda r: r["level"])
+                parts.append(
+                    f"{b} down to level {best['level']} ({fmt_pct(best['weights_remaining'])}%)"
+                )
+            else:
+                parts.append(f"{b} at no level")
+        lines.append(
+            f"{who}Matching (mean test accuracy no lower than the dense network's "
+            f"{dense['test_acc_mean']:.2f}% minus one std {std:.2f}; Frankle et al. 2020): "
+            + "; ".join(parts)
+            + "."
+        )
     for b in branches[1:]:
         mine = [r for r in rows if r["branch"] == b]
         if not any(r["ticket_is"] for r in mine):

@@ -169,8 +169,10 @@ def verdict(difference: Interval) -> str:
     return "equal"
 
 
-def matches(mean: float, dense_mean: float, dense_std: float) -> bool:
+def matches(mean: float, dense_mean: float, dense_std: float) -> bool | None:
     """Whether a mean accuracy is "matching": no lower than one standard deviation below the
-    dense network's mean (Frankle et al. 2020; one replicate: no lower than the dense)."""
-    spread = dense_std if math.isfinite(dense_std) else 0.0
-    return math.isfinite(mean) and mean >= dense_mean - spread
+    dense network's mean (Frankle et al. 2020); None without that standard deviation (fewer
+    than two replicates of the dense network)."""
+    if not math.isfinite(dense_std):
+        return None
+    return math.isfinite(mean) and mean >= dense_mean - dense_std

@@ -303,7 +303,8 @@ SUMMARY_STATS = Table(
         _c("early_stop_iteration_std", float, "its sample standard deviation"),
         _c("matching", int,
            "1 when test_acc_mean is no lower than one std below the dense ticket's (level 0), "
-           "Frankle et al. 2020's matching; 0 otherwise", optional=True, empty=True),
+           "Frankle et al. 2020's matching; 0 otherwise; empty with one dense replicate",
+           optional=True, empty=True),
         _c("ticket_minus", float,
            "control rows: the ticket's test_acc_mean minus this branch's, same level",
            optional=True),
