@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import read_toml
 from .errors import LTHError
-from .report import Stat, aggregate
+from .report import QUANTITIES, Stat, aggregate
 from .storage import SUMMARY, SummaryRow
 
 __all__ = ["Comparison", "Paper", "compare", "load_paper", "paper_names"]
@@ -153,11 +153,7 @@ def compare(paper: Paper, summary: list[SummaryRow]) -> list[Comparison]:
     return out
 
 
-_QUANTITY_NAMES = {
-    "test_acc_at_early_stop": "test@ES %",
-    "test_acc": "test %",
-    "early_stop_iteration": "ES iter",
-}
+_QUANTITY_NAMES = {field: name for field, name, _ in QUANTITIES}  # the report's own headers
 
 
 def _value(mean: float, std: float, digits: int) -> str:
