@@ -102,7 +102,7 @@ class Pattern:
     def weight_grad(self, d: Tensor, x: Tensor, out: Tensor) -> None:
         """Write ``d @ x^T`` at the surviving positions of ``out`` (K, out, in), no others."""
         k, rows, inp = self.shape
-        pattern = self.matrix(self.zeros)
+        pattern = self.matrix(self.zeros.to(d.dtype))  # the mask may be float32, d float64
         g = torch.sparse.sampled_addmm(
             pattern, d.reshape(k * rows, -1), x.reshape(k * inp, -1).t(), beta=0.0
         )
