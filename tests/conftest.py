@@ -12,14 +12,18 @@ import torch
 @pytest.fixture(scope="session", autouse=True)
 def _kernel_calibration_in_a_temporary_folder(tmp_path_factory):
     """The sparse kernels' per-machine calibration (lth.kernels) is cached in a folder of the
-    test session, never in the user's ~/.cache: measured once per session, then shared."""
-    before = os.environ.get("LTH_KERNELS_CACHE")
+    test session, never in the user's ~/.cache, and `auto`'s threshold is fixed."""
+    before = {k: os.environ.get(k) for k in ("LTH_KERNELS_CACHE", "LTH_KERNELS_THRESHOLD")}
     os.environ["LTH_KERNELS_CACHE"] = str(tmp_path_factory.mktemp("kernels-cache"))
+    # `auto` picks the same kernels on every machine: sparse below 20% of a layer's weights (a
+    # measured threshold would make which path a test takes depend on the CPU and its load).
+    os.environ["LTH_KERNELS_THRESHOLD"] = "0.2"
     yield
-    if before is None:
-        os.environ.pop("LTH_KERNELS_CACHE", None)
-    else:
-        os.environ["LTH_KERNELS_CACHE"] = before
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

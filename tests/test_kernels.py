@@ -9,8 +9,10 @@ import json
 import pytest
 import torch
 
+from conftest import assert_one_line
 from lth import kernels
 from lth.config import ExperimentConfig
+from lth.data import dataset_from_tensors
 from lth.errors import LTHError
 from lth.kernels import Pattern
 from lth.training import TicketJob, TrainConfig, Trainer
@@ -88,6 +90,7 @@ def test_sparse_training_equals_dense_training(name, k, keep, float64):
 
 
 def test_auto_kernels_follow_the_calibrated_threshold(monkeypatch, tmp_path):
+    monkeypatch.delenv("LTH_KERNELS_THRESHOLD")  # the test session's fixed threshold
     monkeypatch.setenv("LTH_KERNELS_CACHE", str(tmp_path))
     key = kernels.machine_key(torch.device("cpu"))
     (tmp_path / "kernels.json").write_text(json.dumps({key: 0.2}))
@@ -100,7 +103,23 @@ def test_auto_kernels_follow_the_calibrated_threshold(monkeypatch, tmp_path):
     assert trainer.model.patterns == {}
 
 
+def test_a_fixed_threshold_overrides_the_calibration_and_is_checked(monkeypatch, tmp_path):
+    monkeypatch.setenv("LTH_KERNELS_CACHE", str(tmp_path))
+    key = kernels.machine_key(torch.device("cpu"))
+    (tmp_path / "kernels.json").write_text(json.dumps({key: 0.5}))
+    monkeypatch.setenv("LTH_KERNELS_THRESHOLD", "0.05")
+    assert kernels.threshold("cpu") == 0.05
+    trainer, _, _ = _train("lenet_300_100", 1, 0.1, "auto")
+    assert trainer.model.patterns == {}  # 10% is above 5%: dense, whatever the cache says
+    for bad in ("fast", "1.5", "-0.1"):
+        monkeypatch.setenv("LTH_KERNELS_THRESHOLD", bad)
+        with pytest.raises(LTHError) as exc:
+            kernels.threshold("cpu")
+        assert_one_line(exc, "LTH_KERNELS_THRESHOLD", bad)
+
+
 def test_calibration_is_cached_where_asked_and_never_when_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("LTH_KERNELS_THRESHOLD")
     monkeypatch.setattr(kernels, "_THRESHOLDS", {})
     monkeypatch.setenv("LTH_KERNELS_CACHE", "off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -146,3 +165,33 @@ def test_sparse_resume_is_bit_identical_and_checkpoints_keep_the_dense_layout(op
         for name in a.final:
             assert torch.equal(a.final[name], b.final[name])
         assert repr(a.history) == repr(b.history)
+
+
+def test_a_run_records_its_sparse_threshold_and_a_resume_keeps_it(monkeypatch, tmp_path):
+    from lth.config import read_run_info
+    from lth.study import run_experiment
+    from test_runs import CONFIG
+
+    monkeypatch.delenv("LTH_KERNELS_THRESHOLD")  # the test session's fixed threshold
+    monkeypatch.setenv("LTH_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_THRESHOLDS", {})
+    key = kernels.machine_key(torch.device("cpu"))
+    (tmp_path / "kernels.json").write_text(json.dumps({key: 0.3}))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g)
+    data = dataset_from_tensors("mnist", x[:200], y[:200], x[200:], y[200:], val_size=50)
+    config = dataclasses.replace(CONFIG, levels=1, iterations=10)
+    run = tmp_path / "run"
+    run_experiment(config, data, out=run, device="cpu", quiet=True)
+    assert read_run_info(run)["environment"]["sparse_threshold"] == 0.3
+    # The machine recalibrates (another value in its cache): the run keeps the one it started with.
+    (tmp_path / "kernels.json").write_text(json.dumps({key: 0.05}))
+    monkeypatch.setattr(kernels, "_THRESHOLDS", {})
+    run_experiment(config, data, out=run, device="cpu", quiet=True)
+    assert kernels.threshold("cpu") == 0.3
+    assert read_run_info(run)["environment"]["sparse_threshold"] == 0.3
+    # A dense-only study records none.
+    monkeypatch.setattr(kernels, "_THRESHOLDS", {})
+    dense = tmp_path / "dense"
+    run_experiment(dataclasses.replace(config, kernels="dense"), data, out=dense, quiet=True)
+    assert "sparse_threshold" not in read_run_info(dense)["environment"]

@@ -27,6 +27,7 @@ from lth.storage import (
     csv_text,
     load_tensors,
     save_tensors,
+    to_int,
 )
 
 CONFIG = ExperimentConfig(
@@ -131,6 +132,14 @@ def test_csv_and_toml_text_are_exact():
     import tomllib
 
     assert tomllib.loads(toml_text(values)) == values
+
+
+def test_whole_number_cells_are_read_exactly():
+    big = 2**63 - 25  # a 63-bit seed: a float would round it
+    assert to_int(str(big)) == big and to_int("3.0") == 3 and to_int(" 7 ") == 7
+    for bad in ("3.5", "x", ""):
+        with pytest.raises(ValueError):
+            to_int(bad)
 
 
 # ---------------------------------------------------------------- store, resume, checkpoints

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lth.engine import StackedModel, bmm, mlp_layers
 from lth.errors import LTHError
@@ -176,16 +177,22 @@ def test_cuda_training_matches_cpu(model_name, cfg_name, float64):
         assert g.history.test_loss == pytest.approx(c.history.test_loss, rel=1e-9)
 
 
-def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay():
+@pytest.mark.parametrize("kernels", ["dense", "sparse"])
+def test_pruned_weights_stay_exactly_zero_with_adam_and_weight_decay(kernels):
     data = synthetic_data()
     model = make_model("lenet_300_100", 0)
     # Negative and positive survivors alike must train: nothing is frozen by sign.
     masks = random_masks(model, 1, keep=0.3)
-    cfg = TrainConfig(iterations=60, batch_size=20, eval_every=20, lr=1e-2, weight_decay=0.1)
+    cfg = TrainConfig(
+        iterations=60, batch_size=20, eval_every=20, lr=1e-2, weight_decay=0.1, kernels=kernels
+    )
     trainer = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, cfg)
     trainer.run()
-    exp_avg = trainer.model.views(trainer.optimizer.exp_avg[0])
-    exp_avg_sq = trainer.model.views(trainer.optimizer.exp_avg_sq[0])
+    assert bool(trainer.model.patterns) == (kernels == "sparse")
+    # The optimizer's state in the dense layout (the sparse path keeps the survivors' alone).
+    state = trainer.optimizer.state_dict()
+    exp_avg = trainer.model.views(state["exp_avg"][0])
+    exp_avg_sq = trainer.model.views(state["exp_avg_sq"][0])
     for name, m in masks.items():
         w = trainer.model.params[name][0]
         assert torch.equal(w[~m], torch.zeros_like(w[~m]))
@@ -632,3 +639,19 @@ def test_summary_csv_is_identical_with_fewer_test_points(tmp_path, data_dir, one
     full = (tmp_path / "all" / "metrics.csv").read_text().splitlines()
     few = (tmp_path / "few" / "metrics.csv").read_text().splitlines()
     assert len(full) == len(few) and sum(a != b for a, b in zip(full, few)) > 0
+
+
+def test_a_sequential_with_batchnorm_trains_and_keeps_its_statistics_honest():
+    data = synthetic_data()
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
+    )
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()
+             if n.endswith("weight") and p.dim() > 1}  # fmt: skip
+    cfg = TrainConfig(iterations=5, batch_size=20, eval_every=5)
+    result = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], data, cfg).run()[0]
+    assert model.training  # sizing the evaluation chunks left the template as it was
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name  # the template's statistics untouched
+    assert result.final["2.running_mean"].abs().sum() > 0  # the trained copy's moved

@@ -519,7 +519,8 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
         )  # fmt: skip
     experiment = Experiment(config, datasets[key], device)
     check_study(experiment, datasets[key], _warning)
-    folder.environment = environment(device, str(data_dir)) | {"executor": args.executor}
+    machine = environment(device, str(data_dir), config, out)
+    folder.environment = machine | {"executor": args.executor}
     return experiment, folder
 
 

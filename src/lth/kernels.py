@@ -16,7 +16,9 @@ Below a density measured on the machine (:func:`threshold`: a short calibration 
 LeNet-300-100 layer's step, cached per machine, CPU model, torch version and thread count) the
 engine runs a layer sparse, above it dense. The cache lives in ``$XDG_CACHE_HOME/lth``
 (``~/.cache/lth``); ``LTH_KERNELS_CACHE=DIR`` puts it elsewhere, ``LTH_KERNELS_CACHE=off``
-neither reads nor writes one (calibrating in each process).
+neither reads nor writes one (calibrating in each process). ``LTH_KERNELS_THRESHOLD=D`` fixes
+the threshold at density D instead of measuring it, so that ``auto`` picks the same kernels on
+every machine (the tests use it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .errors import LTHError
 
 #: densities tried by the calibration, highest first
 CALIBRATION_DENSITIES = (0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05, 0.03)
@@ -223,6 +227,9 @@ def threshold(device: torch.device | str = "cpu") -> float:
 
     Measured once (about a second) on first need, then cached (see the module's docstring).
     """
+    fixed = os.environ.get("LTH_KERNELS_THRESHOLD", "").strip()
+    if fixed:
+        return _fixed_threshold(fixed)
     device = torch.device(device)
     key = machine_key(device)
     if key in _THRESHOLDS:
@@ -235,6 +242,26 @@ def threshold(device: torch.device | str = "cpu") -> float:
         value = calibrate(device)
         _write_cache(path, key, value)
     _THRESHOLDS[key] = value
+    return value
+
+
+def pin_threshold(device: torch.device | str, value: float) -> float:
+    """Make :func:`threshold` answer ``value`` in this process (a resumed run's recorded one)."""
+    _THRESHOLDS[machine_key(torch.device(device))] = value
+    return value
+
+
+def _fixed_threshold(text: str) -> float:
+    """``LTH_KERNELS_THRESHOLD``'s density, checked."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise LTHError(
+            f"LTH_KERNELS_THRESHOLD={text!r} is not a density between 0 and 1; "
+            "set it to e.g. 0.1, or unset it to calibrate on this machine"
+        )
     return value
 
 

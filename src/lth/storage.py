@@ -448,6 +448,10 @@ def to_float(cell: str | None) -> float:
 
 def to_int(cell: str) -> int:
     """A CSV cell as a whole number ("3" or "3.0"); raises ValueError otherwise."""
+    try:
+        return int(cell)  # exact, however large (a 63-bit seed loses digits in a float)
+    except ValueError:
+        pass
     value = float(cell)
     if not value.is_integer():
         raise ValueError(cell)

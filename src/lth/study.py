@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import os
 import platform
 import signal
 import threading
@@ -194,8 +195,17 @@ def check_study(experiment: Experiment, data, warn: Callable[[str], None]) -> No
     check_levels(experiment, warn)
 
 
-def environment(device: torch.device, data_dir: str | None = None) -> dict:
-    """What a run folder records about the machine (``[environment]`` of its config.toml)."""
+def environment(
+    device: torch.device,
+    data_dir: str | None = None,
+    config: ExperimentConfig | None = None,
+    run_dir: str | Path | None = None,
+) -> dict:
+    """What a run folder records about the machine (``[environment]`` of its config.toml).
+
+    With ``config`` (a study on ``--kernels auto`` with levels after the dense one) also the
+    density below which its layers run on sparse kernels (:func:`sparse_threshold`).
+    """
     from . import __version__
 
     info = {
@@ -206,7 +216,32 @@ def environment(device: torch.device, data_dir: str | None = None) -> dict:
         "lth": __version__,
         "python": platform.python_version(),
     }
+    if config is not None and config.kernels == "auto" and config.levels > 0:
+        info["sparse_threshold"] = sparse_threshold(device, run_dir)
     return {k: v for k, v in info.items() if v is not None}
+
+
+def sparse_threshold(device: torch.device, run_dir: str | Path | None = None) -> float:
+    """The density below which ``--kernels auto`` runs a layer sparse, pinned for this process.
+
+    A run being resumed keeps the threshold its ``config.toml`` recorded, so its later levels
+    pick the kernels its first ones did (a recalibrated threshold could change their float
+    rounding); a new run takes this machine's (:func:`lth.kernels.threshold`).
+    ``LTH_KERNELS_THRESHOLD`` overrides both.
+    """
+    from . import kernels
+    from .config import read_run_info
+
+    here = kernels.threshold(device)
+    if run_dir is None or os.environ.get("LTH_KERNELS_THRESHOLD", "").strip():
+        return here
+    try:
+        recorded = read_run_info(run_dir).get("environment", {}).get("sparse_threshold")
+    except LTHError:
+        recorded = None  # no run there yet (or not one of ours: the folder check says so)
+    if not isinstance(recorded, int | float) or not 0.0 <= recorded <= 1.0:
+        return here
+    return kernels.pin_threshold(device, float(recorded))
 
 
 def _factory_spec(factory: Callable) -> str | None:
@@ -467,7 +502,7 @@ def run_experiment(
     if config.model == "user model":
         source |= describe_model(experiment.template)
     folder = RunFolder(out, config, overwrite=overwrite)
-    folder.environment = environment(dev, None if data_dir is None else str(data_dir))
+    folder.environment = environment(dev, None if data_dir is None else str(data_dir), config, out)
     if source:
         folder.source = source
     return run_in_folder(

@@ -441,11 +441,18 @@ def _eval_chunk(template: nn.Module, input_shape: torch.Size, k: int) -> int:
     """
     peak = input_shape.numel()
     if isinstance(template, nn.Sequential):
-        with torch.no_grad():
-            h = torch.zeros(1, *input_shape)
-            for layer in template.children():
-                h = layer(h)
-                peak = max(peak, h.numel())
+        # in evaluation mode: BatchNorm takes a batch of one, and no running statistic moves
+        modes = {m: m.training for m in template.modules()}
+        template.eval()
+        try:
+            with torch.no_grad():
+                h = torch.zeros(1, *input_shape)
+                for layer in template.children():
+                    h = layer(h)
+                    peak = max(peak, h.numel())
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
     else:
         peak *= 64  # a conservative guess for the widest activation of an arbitrary model
     return max(16, min(10_000, (1 << 20) // (k * peak)))
