@@ -14,6 +14,7 @@ from lth.masks import (
     count_remaining,
     jaccard,
     load_masks,
+    masked_weights,
     named_weights,
     nonzero_table,
     ones_mask,
@@ -296,3 +297,13 @@ def test_jaccard_hand_cases():
         jaccard(sa, {"x": b})
     with pytest.raises(LTHError, match="shape"):
         jaccard({"x": a}, {"x": torch.ones(5, dtype=torch.bool)})
+
+
+def test_masked_weights_copies_with_pruned_entries_at_plus_zero():
+    w = torch.tensor([[-1.5, 2.0], [float("nan"), -0.25]])
+    bias = torch.tensor([3.0, -4.0])
+    mask = torch.tensor([[True, False], [False, True]])
+    out = masked_weights({"w": w, "b": bias}, {"w": mask})
+    assert torch.equal(out["w"], torch.tensor([[-1.5, 0.0], [0.0, -0.25]]))
+    assert not torch.signbit(out["w"][~mask]).any()  # +0, not -0
+    assert out["b"] is bias and w[0, 1] == 2.0  # unmasked shared, the input untouched

@@ -36,7 +36,7 @@ from .config import ExperimentConfig, TrainConfig
 from .criteria import get_criterion, model_holding
 from .engine import supports as engine_supports
 from .errors import LTHError
-from .masks import MaskSet, count_remaining, ones_mask, prunable_parameters
+from .masks import MaskSet, count_remaining, masked_weights, ones_mask, prunable_parameters
 from .models import build_model, call_factory, initialize, output_layer
 from .optim import learning_rate
 from .pruning import (
@@ -301,7 +301,7 @@ class Experiment:
 
         def score(masks: MaskSet) -> dict[str, Tensor]:
             inputs = {
-                "weights": lambda: _masked(weights, masks),
+                "weights": lambda: masked_weights(weights, masks),
                 "init": lambda: init,
                 "masks": lambda: masks,
                 "model": lambda: model_holding(self.template, weights, masks, self.device),
@@ -366,7 +366,11 @@ class Experiment:
                     start = level0[r].snapshots[c.rewind_iteration]
             data_seed = derive_seed(c.seed, "data", r, level)
             planned.append(
-                ("ticket", r, TicketJob(_masked(start, masks), masks, data_seed, f"ticket/{r}"))
+                (
+                    "ticket",
+                    r,
+                    TicketJob(masked_weights(start, masks), masks, data_seed, f"ticket/{r}"),
+                )
             )
             for control in c.controls:
                 if level == 0 and control in ("random_prune", "inverted"):
@@ -381,7 +385,7 @@ class Experiment:
                     (
                         control,
                         r,
-                        TicketJob(_masked(init, cmask), cmask, data_seed, f"{control}/{r}"),
+                        TicketJob(masked_weights(init, cmask), cmask, data_seed, f"{control}/{r}"),
                     )
                 )
         return planned
@@ -597,11 +601,6 @@ def _free_memory(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
-
-
-def _masked(weights: dict[str, Tensor], masks: MaskSet) -> dict[str, Tensor]:
-    """Weights with pruned entries set to exactly +0 (unmasked tensors shared, not copied)."""
-    return {n: w.masked_fill(~masks[n], 0.0) if n in masks else w for n, w in weights.items()}
 
 
 def run_experiment(

@@ -22,6 +22,7 @@ __all__ = [
     "apply_masks",
     "check_masks",
     "count_remaining",
+    "masked_weights",
     "jaccard",
     "load_masks",
     "named_weights",
@@ -163,6 +164,13 @@ def check_masks(
                 f"mask {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
                 f"{tuple(weights[name].shape)}; the masks belong to a different model"
             )
+
+
+def masked_weights(
+    weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A copy of ``weights`` with pruned entries set to exactly +0 (unmasked tensors shared)."""
+    return {n: w.masked_fill(~masks[n], 0.0) if n in masks else w for n, w in weights.items()}
 
 
 def apply_masks(

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from .config import ExperimentConfig, TrainConfig
 from .errors import LTHError
-from .experiment import Experiment, _masked, derive_seed
-from .masks import MaskSet, ones_mask
+from .experiment import Experiment, derive_seed
+from .masks import MaskSet, masked_weights, ones_mask
 from .stability_store import StabilityFolder, replace_rows, update_summary
 from .storage import (
     STABILITY_COPIES,
@@ -411,7 +411,7 @@ def open_study(
     experiment = Experiment(config, data, device, model)
     if masks is None:
         masks = ones_mask(experiment.template, experiment.prunable)
-        start = _masked(experiment.theta0(replicate), masks)
+        start = masked_weights(experiment.theta0(replicate), masks)
     else:
         start = {n: t.detach().clone() for n, t in model.state_dict().items()}
     exclude = tuple(config.exclude)
@@ -530,16 +530,16 @@ def _rewind_starts(study, folder, target, config, theta0, seed, ks, say) -> dict
                                  ks, study.device)  # fmt: skip
         for k in ks:
             save_tensors(folder.parent_path(k), snaps[k])
-    return {k: _masked(load_tensors(folder.parent_path(k)), target.masks) for k in ks}
+    return {k: masked_weights(load_tensors(folder.parent_path(k)), target.masks) for k in ks}
 
 
 def _analyze(run_dir, study, target, settings, starts, schedule, checkpoint_seconds, quiet):
     """Open the analysis's folder and measure every starting point; update summary.csv."""
-    from .study import _StopOnSignal
+    from .study import StopOnSignal
 
     config = study.experiment.level_train_config(target.level, target.branch)
     with StabilityFolder(Path(run_dir), target.name, settings, checkpoint_seconds) as folder, \
-            _StopOnSignal() as stop:  # fmt: skip
+            StopOnSignal() as stop:  # fmt: skip
         if callable(starts):
             starts = starts(folder)
         plan = (lambda k: schedule) if schedule else (lambda k: (k, config))

@@ -304,7 +304,7 @@ class Interrupted(KeyboardInterrupt):
         self.where = where
 
 
-class _StopOnSignal:
+class StopOnSignal:
     """SIGINT/SIGTERM ask the study to stop at the next evaluation, after a checkpoint.
 
     A second SIGINT (Ctrl-C) stops at once. Outside the main thread nothing is installed.
@@ -316,7 +316,7 @@ class _StopOnSignal:
         self.name: str | None = None
         self.previous: dict = {}
 
-    def __enter__(self) -> _StopOnSignal:
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handle)
@@ -384,7 +384,7 @@ def run_in_folders(
     with contextlib.ExitStack() as stack:
         for _, folder in studies:
             stack.enter_context(folder)
-        stop = stack.enter_context(_StopOnSignal())
+        stop = stack.enter_context(StopOnSignal())
         jobs, progresses = [], []
         try:
             for experiment, folder in studies:
@@ -413,7 +413,7 @@ def run_in_folders(
     return everything
 
 
-def _stopping(folder, stop: _StopOnSignal, shown: Hook) -> Hook:
+def _stopping(folder, stop: StopOnSignal, shown: Hook) -> Hook:
     """The hook that stops the study at the next evaluation once a signal came."""
 
     def both(level: int, group: int, trainer) -> None:
