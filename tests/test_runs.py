@@ -356,6 +356,18 @@ def test_rows_of_an_unfinished_level_are_dropped_on_resume(reference, data, tmp_
     assert files(path) == files(ref_path)
 
 
+def test_a_checkpoint_left_by_a_kill_after_its_level_finished_is_removed(data, tmp_path):
+    path = tmp_path / "run"
+    run_study(path, data)
+    # as if killed after level 1's progress marker but before its checkpoints were deleted
+    stale = path / ".lth" / "level_01_group_00.pt"
+    torch.save({"stale": True}, stale)
+    with RunFolder(path, CONFIG) as folder:
+        assert folder.levels_done == 2
+    assert not stale.exists()
+    assert not list((path / ".lth").glob("*.pt"))
+
+
 def test_stale_temporaries_are_removed_on_open(reference, tmp_path):
     path = tmp_path / "run"
     shutil.copytree(reference[0], path)

@@ -315,6 +315,7 @@ class RunFolder:
                     f"{self.path / SUMMARY.file} lacks results of level {level}, which "
                     f"{progress} says is finished; {_DAMAGED}"
                 )
+        self._remove_finished_checkpoints()
 
     # -- the Store protocol -----------------------------------------------------------------
     def load_level(self, level: int) -> list[LevelResult] | None:
@@ -382,8 +383,18 @@ class RunFolder:
         self.manifest.end()
         atomic_write(self.internal / "progress.json", json.dumps({"levels_done": level}))
         self.levels_done = level
-        for ckpt in self.internal.glob(f"level_{level:02d}_group_*.pt"):
-            ckpt.unlink()
+        self._remove_finished_checkpoints()
+
+    def _remove_finished_checkpoints(self) -> None:
+        """Delete the in-level checkpoints of finished levels (ours, in ``.lth``): also those a
+        process killed between a level's progress marker and this cleanup left behind."""
+        for ckpt in self.internal.glob("level_*_group_*.pt"):
+            try:
+                level = int(ckpt.name.split("_")[1])
+            except (IndexError, ValueError):
+                continue
+            if level <= self.levels_done:
+                ckpt.unlink(missing_ok=True)
 
     def write_tables(self) -> None:
         """Rewrite metrics.csv, summary.csv and layers.csv from the finished levels."""
