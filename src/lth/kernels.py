@@ -227,9 +227,9 @@ def threshold(device: torch.device | str = "cpu") -> float:
 
     Measured once (about a second) on first need, then cached (see the module's docstring).
     """
-    fixed = os.environ.get("LTH_KERNELS_THRESHOLD", "").strip()
-    if fixed:
-        return _fixed_threshold(fixed)
+    fixed = fixed_threshold()
+    if fixed is not None:
+        return fixed
     device = torch.device(device)
     key = machine_key(device)
     if key in _THRESHOLDS:
@@ -251,8 +251,11 @@ def pin_threshold(device: torch.device | str, value: float) -> float:
     return value
 
 
-def _fixed_threshold(text: str) -> float:
-    """``LTH_KERNELS_THRESHOLD``'s density, checked."""
+def fixed_threshold() -> float | None:
+    """``LTH_KERNELS_THRESHOLD``'s density, checked; None when it is not set."""
+    text = os.environ.get("LTH_KERNELS_THRESHOLD", "").strip()
+    if not text:
+        return None
     try:
         value = float(text)
     except ValueError:

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import os
 import platform
 import signal
 import threading
@@ -232,16 +231,14 @@ def sparse_threshold(device: torch.device, run_dir: str | Path | None = None) ->
     from . import kernels
     from .config import read_run_info
 
-    here = kernels.threshold(device)
-    if run_dir is None or os.environ.get("LTH_KERNELS_THRESHOLD", "").strip():
-        return here
-    try:
-        recorded = read_run_info(run_dir).get("environment", {}).get("sparse_threshold")
-    except LTHError:
-        recorded = None  # no run there yet (or not one of ours: the folder check says so)
-    if not isinstance(recorded, int | float) or not 0.0 <= recorded <= 1.0:
-        return here
-    return kernels.pin_threshold(device, float(recorded))
+    if run_dir is not None and kernels.fixed_threshold() is None:
+        try:
+            recorded = read_run_info(run_dir).get("environment", {}).get("sparse_threshold")
+        except LTHError:
+            recorded = None  # no run there yet (or not one of ours: the folder check says so)
+        if isinstance(recorded, int | float) and 0.0 <= recorded <= 1.0:
+            return kernels.pin_threshold(device, float(recorded))
+    return kernels.threshold(device)
 
 
 def _factory_spec(factory: Callable) -> str | None:
