@@ -34,3 +34,24 @@ def test_every_public_name_is_documented():
     for name in lth.__all__:
         doc = inspect.getdoc(getattr(lth, name)) or ""
         assert len(doc) > 40, name
+
+
+def test_readme_is_the_front_door_and_every_link_resolves():
+    """The README stays short, and every relative link of the README and the docs pages
+    points to a file that exists (the site's pages, figures and results)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = root / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300
+    pages = [readme, *sorted((root / "docs").rglob("*.md"))]
+    pages = [p for p in pages if "results" not in p.relative_to(root).parts[:2]]
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(root)}: {target}"
+            checked += 1
+    assert checked > 20
