@@ -17,6 +17,7 @@ from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
+from lth.export import load_export
 from lth.runs import load_ticket
 
 MODEL = "gate_model:mlp"
@@ -205,6 +206,12 @@ def test_export_imports_the_runs_model_only_with_trust_code(code_dir, code_run, 
     assert not imported(code_dir) and not out.exists()
     assert main([*argv, "--trust-code"]) == 0
     assert imported(code_dir) == {"gate_model"} and out.is_file()
+    forget(code_dir)
+    with pytest.raises(LTHError) as exc:  # the file names the code: load_export needs trust
+        load_export(out)
+    assert_one_line(exc, MODEL, "trust_code=True")
+    assert not imported(code_dir)
+    assert load_export(out, trust_code=True)[0][1].in_features == 784
 
 
 # ------------------------------------------------------------------------------ Python API

@@ -36,9 +36,10 @@ class CodeTrust:
     command_line: bool = False
 
     @classmethod
-    def of(cls, config, **flags: bool) -> CodeTrust:
-        """The trust of a config built by the caller: the code it names, and no more."""
-        return cls(frozenset(spec for _, spec in code_settings(config)), **flags)
+    def of(cls, config) -> CodeTrust:
+        """The trust of a config the caller built (named in the Python call): the code it
+        names, and no more."""
+        return cls(frozenset(spec for _, spec in code_settings(config)))
 
     def check(self, spec: str, what: str) -> None:
         """Refuse ``spec`` (code for ``what``) unless the user named it or trusts code."""
