@@ -34,6 +34,7 @@ from lth.masks import ones_mask
 from lth.models import create_model, initialize
 from lth.pruning import prune_layerwise, round_rate, select_global
 from lth.storage import load_tensors
+from lth.usercode import CodeTrust
 from test_science import mnist_slice, quick
 
 
@@ -405,8 +406,8 @@ def test_unknown_criterion_and_duplicate_registration_are_one_line_errors():
         register_criterion("snip")(lambda masks: {})
     assert_one_line(e, "already registered")
     with pytest.raises(LTHError) as e:
-        get_criterion("no_such_module_here:f")
-    assert_one_line(e, "no_such_module_here")
+        get_criterion("no_such_module_here:f", CodeTrust(trusted=True))
+    assert_one_line(e, "no_such_module_here", "cannot import")
 
 
 # ----------------------------------------------------------------------- user criteria

@@ -28,6 +28,7 @@ from lth.executors import LocalExecutor, RayExecutor, Study, _Driver
 from lth.experiment import Experiment, MemoryStore
 from lth.runs import RunFolder
 from lth.sweep import read_sweep
+from lth.usercode import CodeTrust
 
 TESTS = Path(__file__).resolve().parent
 NICENESS = "RAY_worker_niceness"  # Ray's default raises its workers' niceness by 15
@@ -63,7 +64,7 @@ RESULT_TABLES = ("summary.csv", "metrics.csv", "layers.csv")
 def train(path: Path, config, data, executor, hook=None) -> dict[str, bytes]:
     """A study trained into a run folder by ``executor`` (no figures); its result files."""
     with RunFolder(path, config) as folder:
-        executor.run([Study(Experiment(config, data), folder, hook)])
+        executor.run([Study(Experiment(config, data, trust=CodeTrust.of(config)), folder, hook)])
     return files(path)
 
 

@@ -18,6 +18,9 @@ from lth.experiment import Experiment
 from lth.masks import count_remaining
 from lth.models import build_model
 from lth.study import run_experiment
+from lth.usercode import CodeTrust
+
+ANY_CODE = CodeTrust(trusted=True)  # what trust_code=True gives
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +171,11 @@ def test_model_factory_from_a_module_path(tmp_path, monkeypatch, small):
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    model = build_model("my_models:mlp", (1, 28, 28), 10)
+    model = build_model("my_models:mlp", (1, 28, 28), 10, ANY_CODE)
     assert model[1].in_features == 784
-    assert isinstance(build_model("my_models:no_args", (1, 28, 28), 10), nn.Sequential)
-    results = Experiment(cfg(model="my_models:mlp", levels=1), small).run()
+    assert isinstance(build_model("my_models:no_args", (1, 28, 28), 10, ANY_CODE), nn.Sequential)
+    config = cfg(model="my_models:mlp", levels=1)
+    results = Experiment(config, small, trust=CodeTrust.of(config)).run()
     assert set(results[0].masks) == {"1.weight", "3.weight"}
     for spec, message in [
         ("no_such_module:f", "cannot import"),
@@ -180,7 +184,7 @@ def test_model_factory_from_a_module_path(tmp_path, monkeypatch, small):
         ("my_models:broken", "boom"),
     ]:
         with pytest.raises(LTHError, match=message) as err:
-            build_model(spec, (1, 28, 28), 10)
+            build_model(spec, (1, 28, 28), 10, ANY_CODE)
         assert "\n" not in str(err.value)
 
 

@@ -45,6 +45,7 @@ from .config import (
     whole_text,
 )
 from .errors import LTHError
+from .usercode import CODE_SETTINGS, CodeTrust, check_config, names_code
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
@@ -284,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--trust-code",
         action="store_true",
-        help="import a package.module:function model named in the run's config.toml",
+        help="import a package.module:function model named in the run's config.toml (never "
+        "done otherwise)",
     )
     exp.add_argument("--debug", action="store_true", help="show tracebacks")
     exp.set_defaults(func=cmd_export)
@@ -358,7 +360,9 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument(
         "--overwrite", action="store_true", help="delete the sweep's runs and start over"
     )
-    _add_run_time_options(sweep, "import a package.module:function model the sweep file names")
+    _add_run_time_options(
+        sweep, "import a package.module:function model or criterion the sweep file names"
+    )
     sweep.set_defaults(func=cmd_sweep)
 
 
@@ -434,15 +438,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     config = resolve_config(args)
     _check_names(config)
-    if ":" in config.model:
-        _allow_user_code(config.model, given="model" in vars(args), trusted=args.trust_code)
-    if ":" in config.criterion:
-        _allow_user_code(
-            config.criterion,
-            given="criterion" in vars(args),
-            trusted=args.trust_code,
-            what="criterion",
-        )
+    check_config(config, _code_trust(args))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.model)  # e.g. pkg.mod:factory
     if args.out is not None and not str(args.out).strip():
@@ -517,7 +513,7 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
             config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed,
             device=device,
         )  # fmt: skip
-    experiment = Experiment(config, datasets[key], device)
+    experiment = Experiment(config, datasets[key], device, trust=_code_trust(args))
     check_study(experiment, datasets[key], _warning)
     machine = environment(device, str(data_dir), config, out)
     folder.environment = machine | {"executor": args.executor}
@@ -537,8 +533,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     studies = read_sweep(args.sweep_file)
     for _, config in studies:
         _check_names(config)
-        if ":" in config.model:
-            _allow_user_code(config.model, given=False, trusted=args.trust_code)
+        check_config(config, _code_trust(args))  # the sweep file is data: code needs trust
     executor = _executor(args)
     device = resolve_device(args.device)
     datasets: dict = {}
@@ -567,21 +562,13 @@ def _warning(text: str) -> None:
     _error(text, "warning")
 
 
-def _allow_user_code(spec: str, given: bool, trusted: bool, what: str = "model") -> None:
-    """Import user code (a model factory, a criterion) only if named on the command line (or
-    with --trust-code).
-
-    A config file (``--config``, a run folder's config.toml) is data: code it names is not
-    run unless the user says so. A module named on the command line is looked up in the
-    current folder too, as ``python -m`` would.
-    """
-    if not (given or trusted):
-        raise LTHError(
-            f"the configuration names {what} code {spec!r}; lth imports code only when it is "
-            f"named on the command line (--{what}) or with --trust-code"
-        )
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+def _code_trust(args: argparse.Namespace) -> CodeTrust:
+    """The code this command may import (:mod:`lth.usercode`): what its options name
+    (``--model``, ``--criterion``), or any with ``--trust-code``; a file (``--config``, a sweep
+    file, a run folder) is data, and code it names is refused otherwise."""
+    given = vars(args)
+    named = frozenset(given[w] for w in CODE_SETTINGS if names_code(given.get(w)))
+    return CodeTrust(named, trusted=given.get("trust_code", False), command_line=True)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -659,7 +646,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         branch=args.branch,
         replicate=args.replicate,
         which=args.which,
-        trust_code=args.trust_code,
+        trust_code=_code_trust(args),
     )
     print(info.summary())
     return EXIT_OK
@@ -767,7 +754,8 @@ def _add_stability_parser(commands) -> None:
     e.add_argument(
         "--trust-code",
         action="store_true",
-        help="import a package.module:function model named in the run's config",
+        help="import a package.module:function model or criterion named in the run's "
+        "config.toml or in --config (never done otherwise)",
     )
     e.add_argument("--quiet", action="store_true", help="no progress lines")
     e.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -791,6 +779,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
             )
         config = resolve_config(args)
         _check_names(config)
+        check_config(config, _code_trust(args))
         from .data import load_dataset
 
         device = resolve_device(args.device)  # the data first: a bad one leaves no folder
@@ -813,7 +802,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     options = {
         "copies": args.copies, "points": args.points, "data_dir": args.data_dir,
-        "device": resolve_device(args.device), "trust_code": args.trust_code,
+        "device": resolve_device(args.device), "trust_code": _code_trust(args),
         "checkpoint_seconds": every, "quiet": args.quiet, "data": data,
     }  # fmt: skip
     where = (args.level or 0, args.branch, args.replicate)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .errors import LTHError
-from .models import import_function
+from .usercode import NO_TRUST, CodeTrust, import_code
 
 __all__ = [
     "CRITERIA",
@@ -166,9 +166,10 @@ def criterion_names() -> list[str]:
     return sorted(CRITERIA)
 
 
-def get_criterion(spec: str) -> Criterion:
-    """A registered criterion, or a function named ``package.module:function`` (imported:
-    name only code you trust; its ``at_init`` and ``rounds`` attributes are honoured)."""
+def get_criterion(spec: str, trust: CodeTrust = NO_TRUST) -> Criterion:
+    """A registered criterion, or a function named ``package.module:function``, imported only
+    if ``trust`` allows it (:func:`lth.usercode.import_code`); its ``at_init`` and ``rounds``
+    attributes are honoured."""
     if ":" not in spec:
         if spec not in CRITERIA:
             raise LTHError(
@@ -176,7 +177,7 @@ def get_criterion(spec: str) -> Criterion:
                 "or name package.module:function"
             )
         return CRITERIA[spec]
-    function = import_function(spec, "criterion")
+    function = import_code(spec, "criterion", trust)
     rounds = getattr(function, "rounds", 1)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LTHError(f"criterion {spec}: its rounds attribute must be a whole number >= 1")

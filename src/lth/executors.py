@@ -135,7 +135,8 @@ class RayExecutor:
                 name=f"lth {driver.where(unit)}",
             )
             template = None if e.model_from_config else [put(e.template)]
-            args = (e.config, template, [put(e.data)], unit, state, self.threads, e.device.type)
+            args = (e.config, e.trust, template, [put(e.data)], unit, state, self.threads,
+                    e.device.type)  # fmt: skip
             pending[task.remote(*args)] = (driver, unit)
 
         drivers = [_Driver(s, submit) for s in studies]
@@ -287,20 +288,22 @@ class _Level:
 _WORKER_CACHE: dict[tuple, Experiment] = {}
 
 
-def _train_unit(config, template, data, unit: Unit, state, threads: int, device: str):
+def _train_unit(config, trust, template, data, unit: Unit, state, threads: int, device: str):
     """A Ray task: train one unit from its jobs (and ``state``, a checkpoint); returns the
     trained results and the unit's final training state. ``template`` and ``data`` come as
-    ``[ObjectRef]`` (fetched once per worker)."""
+    ``[ObjectRef]`` (fetched once per worker); ``trust`` is the driver's
+    :class:`~lth.usercode.CodeTrust`, so a worker imports only the code the driver may."""
     import ray
 
     torch.set_num_threads(threads)
-    key = (repr(config), data[0].hex(), template[0].hex() if template else None, device)
+    key = (repr(config), repr(trust), data[0].hex(), template[0].hex() if template else None,
+           device)  # fmt: skip
     experiment = _WORKER_CACHE.get(key)
     if experiment is None:
         dataset = _on_device(ray.get(data[0]), device)
         model = ray.get(template[0]) if template else None
         _WORKER_CACHE.clear()  # one study's data at a time per worker
-        experiment = _WORKER_CACHE[key] = Experiment(config, dataset, device, model)
+        experiment = _WORKER_CACHE[key] = Experiment(config, dataset, device, model, trust=trust)
     trainer = experiment.trainer(unit, state)
     trained = trainer.run()
     return trained, trainer.state_dict()

@@ -49,6 +49,7 @@ from .pruning import (
 )
 from .shrink import dead_units
 from .training import History, TicketJob, Trainer
+from .usercode import NO_TRUST, CodeTrust, check_config
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -153,8 +154,10 @@ class Experiment:
     """Runs the level loop of one study on one dataset and device.
 
     ``model`` overrides ``config.model``: any ``nn.Module`` (used as the template that every
-    ticket copies) or a factory ``f(input_shape, num_classes)``. ``config.model`` itself may
-    name a registry model or a factory as ``package.module:function``.
+    ticket copies) or a factory ``f(input_shape, num_classes)``. ``config.model`` and
+    ``config.criterion`` may name code as ``package.module:function``: it is imported only if
+    the caller's ``trust`` allows it (default: none; ``CodeTrust.of(config)`` for a config
+    built in Python, see :mod:`lth.usercode`); an executor's workers get the same ``trust``.
     """
 
     def __init__(
@@ -163,14 +166,18 @@ class Experiment:
         data,
         device: torch.device | str = "cpu",
         model: nn.Module | Callable[..., nn.Module] | None = None,
+        *,
+        trust: CodeTrust = NO_TRUST,
     ):
         self.config = config
         self.data = data
         self.device = torch.device(device)
+        self.trust = trust
+        check_config(config, trust, given=() if model is None else ("model",))
         shape, classes = tuple(data.input_shape), data.num_classes
         self.model_from_config = model is None  # an executor's workers can build it alike
         if model is None:
-            model = build_model(config.model, shape, classes)
+            model = build_model(config.model, shape, classes, trust)
         elif not isinstance(model, nn.Module):
             model = call_factory(model, shape, classes, repr(model))
         self.template = model.cpu()
@@ -189,7 +196,7 @@ class Experiment:
                     f"{', '.join(self.prunable)}"
                 )
         self.output = output_layer(self.template)
-        self.criterion = get_criterion(config.criterion)
+        self.criterion = get_criterion(config.criterion, trust)
         if self.criterion.at_init and (config.reset != "rewind" or config.rewind_iteration):
             raise LTHError(
                 f"criterion {config.criterion} prunes at initialisation: each level trains "
@@ -616,7 +623,8 @@ def run_experiment(
     """Run a whole study and return every trained network (ticket and controls, every level).
 
     ``model`` (an ``nn.Module`` or a factory) replaces ``config.model``; ``data`` may be any
-    :class:`~lth.data.Dataset`, e.g. from :func:`~lth.data.dataset_from_tensors`.
+    :class:`~lth.data.Dataset`, e.g. from :func:`~lth.data.dataset_from_tensors`. Code that
+    ``config`` names is imported: the caller named it.
     """
     from .data import load_dataset
 
@@ -625,7 +633,7 @@ def run_experiment(
         data = load_dataset(
             config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
-    return Experiment(config, data, device, model).run(store, hook)
+    return Experiment(config, data, device, model, trust=CodeTrust.of(config)).run(store, hook)
 
 
 __all__ = [

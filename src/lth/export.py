@@ -46,6 +46,7 @@ from .masks import MaskSet, check_masks, masks_from_torch_prune, remaining_fract
 from .shrink import architecture, build_architecture, shrink
 from .sparse import csr_parts, from_csr_parts
 from .storage import ORDER_KEY, atomic_write, check_output_path
+from .usercode import CodeTrust, as_trust
 
 __all__ = [
     "FORMATS",
@@ -233,7 +234,7 @@ def export_ticket(
     replicate: int = 0,
     which: str = "final",
     model: nn.Module | Callable[..., nn.Module] | None = None,
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
 ) -> ExportInfo:
     """Write one network of a run folder (``lth export``) to ``out`` in ``format``.
 
@@ -347,7 +348,9 @@ def apply_torch_prune(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Modul
     return model
 
 
-def _model_for(meta: dict, model, trust_code: bool) -> nn.Module:
+def _model_for(meta: dict, model, trust_code: bool | CodeTrust) -> nn.Module:
+    """The network an export file's metadata names: ``model`` if given, else built by name
+    (code only as ``trust_code`` allows, :func:`lth.usercode.import_code`)."""
     from .models import MODELS, build_model, call_factory
 
     args = meta.get("model_args") or {}
@@ -364,16 +367,14 @@ def _model_for(meta: dict, model, trust_code: bool) -> nn.Module:
             f"the file holds a {name or 'user'} model that lth cannot build; "
             "pass load_export(..., model=...) (the module or its factory)"
         )
-    if ":" in name and not trust_code:
-        raise LTHError(f"the file names model code {name!r}; pass model=, or trust_code=True")
-    return build_model(name, shape, int(classes))
+    return build_model(name, shape, int(classes), as_trust(trust_code))
 
 
 def load_export(
     path: str | os.PathLike[str],
     *,
     model: nn.Module | Callable[..., nn.Module] | None = None,
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, MaskSet]:
     """Read an export file back as ``(model, masks)``, like :func:`lth.runs.load_ticket`.

@@ -23,7 +23,6 @@ also leaves the global RNG state as it found it.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import operator
@@ -35,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import LTHError
+from .usercode import NO_TRUST, CodeTrust, import_code
 
 __all__ = [
     "ALLOWED_LAYERS",
@@ -768,39 +768,16 @@ def call_factory(
     return model
 
 
-def build_model(spec: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """A registry model by name, or a user's factory named ``package.module:function``.
-
-    Naming ``package.module:function`` imports that module: pass it only for code you trust
-    (the command line and the Python API pass what the user named).
+def build_model(
+    spec: str, input_shape: Sequence[int], num_classes: int, trust: CodeTrust = NO_TRUST
+) -> nn.Module:
+    """A registry model by name, or a user's factory named ``package.module:function``,
+    imported only if ``trust`` allows it (:func:`lth.usercode.import_code`).
 
     >>> build_model("lenet_300_100", (1, 28, 28), 10)[-1]
     Linear(in_features=100, out_features=10, bias=True)
     """
     if ":" not in spec:
         return create_model(spec, tuple(input_shape), num_classes)
-    factory = import_function(spec, "model")
+    factory = import_code(spec, "model", trust)
     return call_factory(factory, tuple(input_shape), num_classes, spec)
-
-
-def import_function(spec: str, what: str) -> Callable:
-    """The function a user named as ``package.module:function`` for a ``what`` (a model
-    factory, a criterion); import errors become one-line :class:`LTHError`."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise LTHError(
-            f"cannot import {module_name!r} for {what} {spec!r} ({e}); put its folder on "
-            "PYTHONPATH or install it"
-        ) from None
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # noqa: BLE001 - a syntax error or an exit in the user's module
-        raise LTHError(
-            f"cannot import {module_name!r} for {what} {spec!r}: {type(e).__name__}: {e}"
-        ) from None
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise LTHError(f"{module_name} has no function {attr!r} for {what} {spec!r}")
-    return function

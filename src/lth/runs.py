@@ -45,6 +45,7 @@ from .storage import (
     unmarked_message,
 )
 from .training import History, Trainer
+from .usercode import CodeTrust, as_trust
 
 WHICH = ("final", "init")
 _TABLES = {"metrics": METRICS, "summary": SUMMARY, "layers": LAYERS}
@@ -58,7 +59,7 @@ def load_ticket(
     replicate: int = 0,
     which: str = "final",
     model: nn.Module | Callable[..., nn.Module] | None = None,
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
 ):
     """Load a trained ticket from a run folder as a ready nn.Module with its mask applied.
 
@@ -72,7 +73,8 @@ def load_ticket(
     The model is built from the run's config: a registry name directly; a run of a user model
     needs ``model=`` (an ``nn.Module`` of the same architecture, whose weights are replaced, or
     its factory); a ``package.module:function`` recorded in the run is imported only with
-    ``trust_code=True`` (a run folder is data, and code named in it is not run by default).
+    ``trust_code=True`` (a run folder is data, and code named in it is not run by default;
+    a :class:`~lth.usercode.CodeTrust` instead of a bool allows the code it names).
     """
     from .data import get_spec
     from .models import build_model, call_factory
@@ -114,13 +116,8 @@ def load_ticket(
             f"{run_dir} was run with a user model ({source.get('model_class', 'nn.Module')}); "
             "pass it as load_ticket(..., model=...)"
         )
-    elif ":" in config.model and not trust_code:
-        raise LTHError(
-            f"{run_dir} names model code {config.model!r}; pass model= (the factory), or "
-            "trust_code=True to import it"
-        )
     else:
-        model = build_model(config.model, shape, classes)
+        model = build_model(config.model, shape, classes, as_trust(trust_code))
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:

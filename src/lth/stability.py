@@ -55,6 +55,7 @@ from .storage import (
     save_tensors,
 )
 from .training import TicketJob, Trainer, TrainResult
+from .usercode import CodeTrust, as_trust, check_config
 
 STABLE = 2.0  # percent: below this instability a starting point is stable (Frankle et al. 2020)
 TRAIN_SUBSET = 10_000  # training images the train error is measured on (a fixed subset)
@@ -383,13 +384,15 @@ def open_study(
     *,
     data_dir: str | None = None,
     device: torch.device | str = "cpu",
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
     data=None,
 ) -> tuple[Study, dict[str, Tensor], Target]:
     """A run folder's study, and the level's starting weights (masked) and target.
 
     Level 0 of a run folder that has not trained it yet (``lth stability --find-rewind`` on
-    a configuration) is the dense network from θ0.
+    a configuration) is the dense network from θ0. Code the run's config names (model,
+    criterion) is imported only with ``trust_code`` (True, or a
+    :class:`~lth.usercode.CodeTrust` naming it): checked before anything is imported or written.
     """
     from .data import load_dataset
     from .experiment import LevelResult
@@ -398,17 +401,19 @@ def open_study(
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    trust = as_trust(trust_code)
+    check_config(config, trust)
     device = torch.device(device)
     untrained = level == 0 and not level_dir(run_dir, branch, replicate, 0).is_dir()
     if untrained and analysis == "rewind" and 0 <= replicate < config.replicates:
-        model, masks = _config_model(config, trust_code), None
+        model, masks = _config_model(config, trust), None
     else:
-        model, masks = load_ticket(run_dir, level, branch, replicate, "init", trust_code=trust_code)
+        model, masks = load_ticket(run_dir, level, branch, replicate, "init", trust_code=trust)
     if data is None:
         data = load_dataset(
             config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
-    experiment = Experiment(config, data, device, model)
+    experiment = Experiment(config, data, device, model, trust=trust)
     if masks is None:
         masks = ones_mask(experiment.template, experiment.prunable)
         start = masked_weights(experiment.theta0(replicate), masks)
@@ -420,17 +425,15 @@ def open_study(
     return Study(config, data, experiment, device), start, target
 
 
-def _config_model(config: ExperimentConfig, trust_code: bool) -> nn.Module:
-    """The model a run's configuration names (code only with ``trust_code``)."""
+def _config_model(config: ExperimentConfig, trust: CodeTrust) -> nn.Module:
+    """The model a run's configuration names (code only if ``trust`` allows it)."""
     from .data import get_spec
     from .models import build_model
 
     if config.model == "user model":
         raise LTHError("this run was made with a user model; use lth.stability from Python")
-    if ":" in config.model and not trust_code:
-        raise LTHError(f"the run names model code {config.model!r}; pass --trust-code to import it")
     spec = get_spec(config.dataset)
-    return build_model(config.model, spec.input_shape, spec.num_classes)
+    return build_model(config.model, spec.input_shape, spec.num_classes, trust)
 
 
 def analyze_level(
@@ -443,7 +446,7 @@ def analyze_level(
     points: int = 30,
     data_dir: str | None = None,
     device: torch.device | str = "cpu",
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
     data=None,
     checkpoint_seconds: float = 60.0,
     quiet: bool = False,
@@ -455,6 +458,8 @@ def analyze_level(
 
         row = analyze_level("runs/x", level=3)
         row["test_instability_mean"]  # percent; below 2: stable
+
+    Code the run names is imported only with ``trust_code`` (see :func:`open_study`).
     """
     _check_counts(copies, points)
     study, start, target = open_study(run_dir, level, branch, replicate, "level",
@@ -478,7 +483,7 @@ def find_rewind(
     points: int = 30,
     data_dir: str | None = None,
     device: torch.device | str = "cpu",
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
     data=None,
     checkpoint_seconds: float = 60.0,
     quiet: bool = False,
@@ -487,7 +492,8 @@ def find_rewind(
     network's training (level 0's θ0 and data order, redone to the last k), m the level's mask,
     and train from k to T (Frankle et al. 2020, Algorithm 1 and Section 5). Returns the summary
     rows (one per k) and the earliest k whose test instability is below 2% (None if none).
-    Candidates at or past the end of the level's training are left out.
+    Candidates at or past the end of the level's training are left out. Code the run names is
+    imported only with ``trust_code`` (see :func:`open_study`).
     """
     _check_counts(copies, points)
     study, _, target = open_study(run_dir, level, branch, replicate, "rewind",

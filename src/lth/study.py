@@ -24,6 +24,7 @@ from .config import ExperimentConfig
 from .errors import LTHError
 from .experiment import Experiment, Hook, LevelResult, MemoryStore, Store
 from .progress import Progress
+from .usercode import CodeTrust
 
 
 class ReportingStore:
@@ -446,7 +447,8 @@ def run_experiment(
     - ``data``: a :class:`~lth.data.Dataset` (e.g. from :func:`~lth.data.dataset_from_tensors`);
       default: ``config.dataset`` loaded from ``data_dir`` (or the bundled MNIST).
     - ``model``: an ``nn.Module`` (the template every ticket copies) or a factory
-      ``f(input_shape, num_classes)``; replaces ``config.model``.
+      ``f(input_shape, num_classes)``; replaces ``config.model``. Code that ``config`` names
+      (``package.module:function``) is imported: the caller named it (:mod:`lth.usercode`).
     - ``out``: a run folder to save into (and resume from), as ``lth run --out`` does; its
       ``config.toml`` records what really ran: a user factory as ``module:function``, a
       user module as ``"user model"`` with its parameter shapes, user data with its shapes
@@ -476,7 +478,7 @@ def run_experiment(
     if model is not None and out is not None:
         spec = None if isinstance(model, nn.Module) else _factory_spec(model)
         config = dataclasses.replace(config, model=spec or "user model")
-    experiment = Experiment(config, data, dev, model)
+    experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         from .executors import LocalExecutor, Study
