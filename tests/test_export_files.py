@@ -322,3 +322,19 @@ def test_random_damage_loads_or_is_refused_in_one_line(exports, tmp_path, damage
         assert peak_kib() - before < MEMORY_KIB, (fmt, raw(path)[0])
         path.unlink()
     assert outcomes["refused"] > 100, outcomes
+
+
+@pytest.mark.parametrize("fmt", ["shrunk", "shrunk-sparse"])
+def test_a_shrunk_plain_sequential_with_numbered_layers_loads(tmp_path, fmt):
+    """Layer names are checked (no "a.b"), but torch's own "0", "1", ... pass."""
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 20), torch.nn.ReLU(), torch.nn.Linear(20, 10)
+    )
+    masks = prune_layerwise(model, ones_mask(model), {"1.weight": 0.5, "3.weight": 0.2})
+    path = export_model(model, masks, tmp_path / "t.safetensors", format=fmt).path
+    loaded, got = load_export(path)
+    assert [name for name, _ in loaded.named_children()] == ["0", "1", "2", "3"]
+    x = torch.randn(4, 1, 28, 28)
+    masked = {k: v * masks[k] if k in masks else v for k, v in model.state_dict().items()}
+    model.load_state_dict(masked)
+    torch.testing.assert_close(loaded(x), model(x))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,6 +330,7 @@ def _one_line(error: BaseException) -> str:
 
 def _damaged(path: str | os.PathLike[str], what: str) -> LTHError:
     """The one-line error for a file whose contents are malformed."""
+    what = " ".join(what.split())  # names read from the file may hold line breaks
     return LTHError(f"{path}: {what}; the file is damaged or was not written by lth export")
 
 
@@ -394,10 +396,12 @@ def _check_sparse_meta(path, sparse: object) -> None:
 def _check_architecture(path, spec: object) -> None:
     if not isinstance(spec, list) or not all(isinstance(e, dict) for e in spec):
         raise _damaged(path, f"'architecture' is {_show(spec)}, not a list of layers")
-    names = [e.get("name") for e in spec]
-    for entry, name in zip(spec, names, strict=True):
-        if not isinstance(name, str) or not name.isidentifier() or names.count(name) > 1:
+    seen: set[str] = set()
+    for entry in spec:
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"\w+", name) or name in seen:
             raise _damaged(path, f"the architecture names a layer {_show(name)}")
+        seen.add(name)
         for arg in _SIZES:
             value = entry.get(arg, 1)
             if not all(_whole(v) for v in (value if isinstance(value, list) else [value])):
@@ -608,6 +612,12 @@ def load_export(
     weights are replaced or its factory; ``package.module:function`` only with
     ``trust_code``). ``sparse`` and ``torch-prune`` files give the exact masks; ``dense`` and
     ``shrunk`` files keep none, so their masks are the nonzero entries of the pruned weights.
+
+    A malformed file raises a one-line :class:`LTHError` naming it, before the model or any
+    tensor it describes is allocated: its metadata entries have the types lth writes, the model
+    (built first on the meta device) has at most :data:`MAX_ELEMENTS` elements, and the file's
+    tensors are exactly the model's, in its shapes and in real floating types
+    (:data:`REAL_FLOATS`; CSR indices in :data:`INDEX_TYPES`).
     """
     tensors, meta = _read(path)
     fmt = meta.get(FORMAT_KEY)
