@@ -79,6 +79,7 @@ INDEX_TYPES = (torch.uint8, torch.uint16, torch.uint32, torch.int32, torch.int64
 #: The most elements (weights and buffers) a model described by a file may have: 2**31, 8 GiB
 #: in float32. Checked before the model is built.
 MAX_ELEMENTS = 2**31
+_NOT_SIZES = f"not whole numbers from 0 to {MAX_ELEMENTS}"
 
 
 @dataclass
@@ -382,10 +383,11 @@ def _check_sparse_meta(path, sparse: object) -> None:
         if not isinstance(info, dict):
             raise _damaged(path, f"sparse layer {name!r} is described by {_show(info)}")
         if info.get("layout") != "csr":
-            raise _damaged(path, f"sparse layer {name!r} has layout {_show(info.get('layout'))}")
+            layout = _show(info.get("layout"))
+            raise _damaged(path, f"sparse layer {name!r} has layout {layout}, not 'csr'")
         shape = info.get("shape")
         if not isinstance(shape, list) or not shape or not all(_whole(d) for d in shape):
-            raise _damaged(path, f"sparse layer {name!r} has shape {_show(shape)}")
+            raise _damaged(path, f"sparse layer {name!r} has shape {_show(shape)}, {_NOT_SIZES}")
         if str(info.get("dtype", "torch.float32")) not in REAL_FLOATS:
             raise _damaged(
                 path, f"sparse layer {name!r} has dtype {_show(info.get('dtype'))}, not one of "
@@ -400,12 +402,15 @@ def _check_architecture(path, spec: object) -> None:
     for entry in spec:
         name = entry.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"\w+", name) or name in seen:
-            raise _damaged(path, f"the architecture names a layer {_show(name)}")
+            raise _damaged(
+                path, f"the architecture names a layer {_show(name)}, not a word (letters, "
+                "digits, _) used once"
+            )  # fmt: skip
         seen.add(name)
         for arg in _SIZES:
             value = entry.get(arg, 1)
             if not all(_whole(v) for v in (value if isinstance(value, list) else [value])):
-                raise _damaged(path, f"layer {name!r} has {arg} {_show(entry[arg])}")
+                raise _damaged(path, f"layer {name!r} has {arg} {_show(value)}, {_NOT_SIZES}")
 
 
 def _skeleton(path, fmt: str, meta: dict, model) -> nn.Module | None:
@@ -459,7 +464,8 @@ def _check_csr(path, name: str, info: dict, tensors: dict[str, Tensor], like: Te
             raise _damaged(path, f"it lacks {key}")
         allowed = REAL_FLOATS.values() if part == "values" else INDEX_TYPES
         if tensor.dtype not in allowed:
-            raise _damaged(path, f"{key} is {tensor.dtype}, not one of {_show(tuple(allowed))}")
+            names = ", ".join(str(t) for t in allowed)
+            raise _damaged(path, f"{key} is {tensor.dtype}, not one of {names}")
         if tensor.dim() != 1:
             raise _damaged(path, f"{key} has shape {list(tensor.shape)}, not one dimension")
     rows, count = like.shape[0], parts["values"].numel()
