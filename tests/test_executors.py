@@ -75,7 +75,7 @@ def reference(data, tmp_path_factory, one_thread):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster with 2 CPUs, its dashboard (the state API of the worker-kill test)
+    """A local Ray cluster with 2 CPUs, its dashboard (the state API: which tasks ran)
     on 127.0.0.1 (Ray itself binds this machine's address, never the loopback); tests/ on
     the workers' path for ray_factories.py; stopped afterwards."""
     import ray
