@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from lth.usercode import CodeTrust
 TESTS = Path(__file__).resolve().parent
 NICENESS = "RAY_worker_niceness"  # Ray's default raises its workers' niceness by 15
 FLAG = "LTH_TEST_FACTORY_FAILS"  # ray_factories.py: the factory fails on workers if this exists
+HOLD = "LTH_TEST_HOLD"  # ray_factories.lenet_held: where a unit of level 1 waits to be killed
 CONFIG = ExperimentConfig(
     model="lenet_300_100", levels=2, iterations=100, eval_every=50, batch_size=60,
     replicates=2, controls=("reinit", "random_prune"), val_size=500, max_parallel=2,
@@ -76,16 +76,17 @@ def reference(data, tmp_path_factory, one_thread):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster with 2 CPUs, its dashboard (the state API of the worker-kill test)
+    """A local Ray cluster with 2 CPUs, its dashboard (the state API: which tasks ran)
     on 127.0.0.1 (Ray itself binds this machine's address, never the loopback); tests/ on
     the workers' path for ray_factories.py; stopped afterwards."""
     import ray
 
     flag = tmp_path_factory.mktemp("flag") / "fail"
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", FLAG, NICENESS)}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", FLAG, NICENESS, HOLD)}
     os.environ[NICENESS] = "0"  # as lth's own local cluster: workers at the tests' priority
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
     os.environ[FLAG] = str(flag)
+    os.environ[HOLD] = str(tmp_path_factory.mktemp("hold"))
     ray.init(
         num_cpus=2,
         include_dashboard=True,
@@ -251,26 +252,34 @@ def test_ray_study_is_identical_to_the_local_one(cluster, data, reference, tmp_p
 
 
 def test_a_worker_killed_mid_task_is_retried_and_the_study_identical(
-    cluster, data, reference, tmp_path, one_thread
+    cluster, data, tmp_path, one_thread
 ):
+    """The first unit of level 1 waits in its model's forward pass (ray_factories.lenet_held)
+    until its worker is killed: no race with the unit's speed. Ray retries it; the study ends
+    as the local executor's, byte for byte."""
     ray, _ = cluster
+    hold = Path(os.environ[HOLD])
+    config = dataclasses.replace(CONFIG, model="ray_factories:lenet_held")
     killed: list[int] = []
     done = threading.Event()
 
-    def kill_one_running_unit():
-        while not done.is_set() and not killed:
-            for task in lth_tasks(ray, "RUNNING"):
-                if "level 1 group" in task.name and task.worker_pid:
-                    os.kill(task.worker_pid, signal.SIGKILL)
-                    killed.append(task.worker_pid)
-                    return
-            time.sleep(0.1)
+    def kill_the_caught_unit():
+        while not done.is_set() and not (hold / "caught").exists():
+            done.wait(0.05)
+        if (hold / "caught").exists():
+            pid = int((hold / "caught").read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        (hold / "release").touch()
 
-    killer = threading.Thread(target=kill_one_running_unit, daemon=True)
+    killer = threading.Thread(target=kill_the_caught_unit, daemon=True)
     killer.start()
+    sys.path.insert(0, str(TESTS))
     try:
-        got = train(tmp_path / "run", CONFIG, data, RayExecutor())
+        reference = train(tmp_path / "local", config, data, LocalExecutor())  # never held
+        got = train(tmp_path / "run", config, data, RayExecutor())
     finally:
+        sys.path.remove(str(TESTS))
         done.set()
         killer.join()
     assert killed, "no unit of level 1 was caught running"
