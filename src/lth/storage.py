@@ -928,7 +928,8 @@ def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
         for rel in doomed:
             with contextlib.suppress(FileNotFoundError):
                 (run / rel).unlink()
-        folders = {run.joinpath(*PurePosixPath(rel).parts[:i]) for rel in doomed
+        gone = doomed + remove_temporaries(run)
+        folders = {run.joinpath(*PurePosixPath(rel).parts[:i]) for rel in gone
                    for i in range(1, len(PurePosixPath(rel).parts))}  # fmt: skip
         for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
             if folder != run / INTERNAL:
@@ -937,7 +938,7 @@ def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
         manifest.files = {k: v for k, v in manifest.files.items() if k not in doomed}
         manifest.writing -= set(doomed)
         manifest.save()
-    return doomed + remove_temporaries(run)
+    return gone
 
 
 def check_output_path(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
