@@ -6,7 +6,7 @@ module, so the format is declared here and nowhere else.
 
 Layout of a run folder::
 
-    .lth-run                          marker: lth made this folder (``--overwrite`` needs it)
+    .lth-run                          marker: lth made this folder; its format and the folder's id
     config.toml                       resolved configuration (enough to repeat the run)
     metrics.csv, summary.csv,         the run's tables (:data:`METRICS`, :data:`SUMMARY`,
     layers.csv                          :data:`LAYERS`)
@@ -17,13 +17,17 @@ Layout of a run folder::
                                         :data:`ANALYSIS_HISTOGRAMS`)
     plots/                            figures (<figure>.png, <figure>.pdf)
     tensorboard/                      TensorBoard event files (``lth run --tensorboard``)
+    stability/                        ``lth stability``'s files (:func:`stability_file`)
     .lth/                             progress.json, manifest.json, in-level checkpoints
                                       (level_<LL>_group_<GG>.pt) and the lock
 
 Writes: :func:`atomic_write` writes every file: a temporary ``.<name>.<8 characters>.tmp``
 in the same folder, fsync, then a rename, so a reader never sees a torn file; the file mode
-follows the user's umask. A killed process can leave such temporaries behind;
-:func:`remove_temporaries` deletes them (``lth run`` does when it opens a run folder).
+follows the user's umask. In a run folder, :class:`RunWriter` writes (and records) every file
+and names its temporaries ``.<name>.<folder id>-<8 characters>.tmp``, the id being the one in
+the folder's marker; a killed process can leave such temporaries behind, and
+:func:`remove_temporaries` deletes those, and only those (``lth run`` does when it opens a run
+folder).
 
 Tensors: safetensors files whose metadata keeps the order of the names (:func:`save_tensors`,
 :func:`load_tensors`; safetensors itself stores names sorted, and random draws follow the
@@ -36,12 +40,15 @@ metrics.csv and summary.csv used before, so older run folders still load. The co
 every file are declared once below as :class:`Table` objects, each column with its type and
 meaning (:func:`schema_markdown` renders them as documentation).
 
-Ownership: :func:`file_kind` says which paths of a run folder lth writes; ``--overwrite``
-(:func:`clear_run`) deletes only those, only in a folder holding the :data:`MARKER`, and never
-follows symbolic links. :class:`Manifest` keeps the sha256 of every file of the run
-(config.toml, the three tables of the run and the level files) in ``.lth/manifest.json``;
-:func:`check_manifest` compares a run folder with it. Derived files (summary_stats.csv, the
-analysis, plots) are not in the manifest: ``lth plot`` recomputes them.
+Ownership: :class:`Manifest` keeps the sha256 of every file lth writes in a run folder
+(config.toml, the run's tables, the level files, ``.lth/`` state, the derived tables,
+figures, ``lth stability``'s and TensorBoard's files) in ``.lth/manifest.json``, updated under
+:func:`manifest_lock` by every writer; :func:`check_manifest` compares a run folder with it.
+``--overwrite`` (:func:`clear_run`) deletes only the files it lists, while unchanged, never
+through a symbolic link, and refuses a folder without one. The marker's ``format:`` line says
+whether the folder must have a manifest (:func:`read_marker`: the marker of an older lth,
+:data:`OLD_MARKER_TEXT`, does not). :func:`file_kind` says which paths lth's layout uses (to
+refuse writing a report there); it never decides what is deleted.
 """
 
 from __future__ import annotations
@@ -225,7 +232,7 @@ class Table:
     row: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
-    derived: bool = False  # recomputed from the level files (lth plot), not in the manifest
+    derived: bool = False  # recomputed from the level files (lth plot)
 
     @property
     def names(self) -> list[str]:
@@ -707,8 +714,9 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     ``"run"``: written by the run and listed in the manifest (config.toml, the three tables,
     the level files); ``"derived"``: recomputed from those (summary_stats.csv, the analysis,
     figures); ``"internal"``: the marker and ``.lth/`` (progress, manifest, checkpoints, lock);
-    ``"temporary"``: a temporary of an unfinished write; ``"stability"``: the files of
-    ``lth stability`` under ``stability/`` (:func:`stability_file`).
+    ``"temporary"``: named like a temporary of an unfinished write; ``"stability"``: the files
+    of ``lth stability`` under ``stability/`` (:func:`stability_file`). A name is never proof
+    that lth wrote a file: the manifest is (:func:`clear_run`).
     """
     parts = PurePosixPath(Path(rel).as_posix()).parts
     if not parts or ".." in parts:
