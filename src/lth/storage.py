@@ -928,11 +928,9 @@ def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
             raise LTHError(unlisted_message(run, "cannot be read")) from None
         if manifest is None:
             raise LTHError(unlisted_message(run))
-        doomed = [
-            rel
-            for rel in sorted({*manifest.files, *manifest.writing})
-            if _owned(run, manifest, rel)
-        ]
+        kept = {MARKER, f"{INTERNAL}/{MANIFEST}", f"{INTERNAL}/{LOCK}"}
+        listed = sorted({*manifest.files, *manifest.writing} - kept)
+        doomed = [rel for rel in listed if _owned(run, manifest, rel)]
         for rel in doomed:
             with contextlib.suppress(FileNotFoundError):
                 (run / rel).unlink()
