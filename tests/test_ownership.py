@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
 from lth.runs import RunFolder, read_config
-from lth.storage import OLD_MARKER_TEXT, RunWriter, check_manifest, folder_id
+from lth.storage import OLD_MARKER_TEXT, RunWriter, check_manifest, folder_id, manifest_lock
 
 TINY = ["--levels", "1", "--iterations", "100", "--eval-every", "50", "--val-size", "1000",
         "--controls", "reinit", "--quiet"]  # fmt: skip
@@ -154,6 +156,16 @@ def test_writers_of_other_processes_keep_each_others_entries(plain, tmp_path):
     first.end()
     assert {"plots/a.png", "plots/b.png"} <= listed(run)
     assert check_manifest(run) == []
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n    sys.exit(3)\n"
+    )
+    command = [sys.executable, "-c", probe, str(run / ".lth")]
+    with manifest_lock(run):  # another process cannot update the manifest meanwhile
+        assert subprocess.run(command).returncode == 3
+    assert subprocess.run(command).returncode == 0
 
 
 # ----------------------------------------------------------- --overwrite deletes only lth's
