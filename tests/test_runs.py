@@ -652,6 +652,7 @@ def test_a_run_folder_in_the_old_nan_spelling_reads_reports_and_resumes(referenc
         assert a.history.train_loss == pytest.approx(b.history.train_loss, nan_ok=True)
     # a resume that trains again rewrites the tables in one spelling, bit-identical to now
     atomic_write(path / ".lth" / "progress.json", json.dumps({"levels_done": 1}))
+    reseal(path)
     run_study(path, data)
     assert files(path) == files(ref_path)
     assert ",nan," not in (path / "metrics.csv").read_text()

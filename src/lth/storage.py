@@ -1059,9 +1059,13 @@ class Manifest:
 
     @classmethod
     def of_files(cls, run_dir: str | os.PathLike[str]) -> Manifest:
-        """A manifest of the run's files as they are on disk (for a run folder of an older lth)."""
+        """A manifest of the run's files as they are on disk (for a run folder of an older lth):
+        those the run writes, its progress and its in-level checkpoints."""
         run = Path(run_dir)
-        return cls(run, {rel: file_sha256(run / rel) for rel in lth_files(run, ["run"])})
+        state = [r for r in lth_files(run, ["internal"]) if checkpoint_level(r) is not None]
+        state += [f"{INTERNAL}/{PROGRESS}"] if (run / INTERNAL / PROGRESS).is_file() else []
+        files = [*lth_files(run, ["run"]), *state]
+        return cls(run, {rel: file_sha256(run / rel) for rel in files})
 
     def save(self) -> None:
         """Write the manifest, atomically."""
