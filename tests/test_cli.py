@@ -52,11 +52,12 @@ def lth_run(out, *extra, quiet=True):
 
 
 def results(root: Path) -> dict[str, bytes]:
-    """Bytes of every csv, safetensors and config file of a run folder (plots excluded)."""
+    """Bytes of every csv, safetensors and config file of a run folder (plots, internal state
+    and the marker, which holds the folder's own id, excluded)."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] not in (".lth", "plots")
+        if p.is_file() and p.relative_to(root).parts[0] not in (".lth", "plots", ".lth-run")
     }
 
 
@@ -414,7 +415,9 @@ def test_disk_full_exits_1_with_one_line_and_no_torn_files(tmp_path, capsys, mon
 
     def fsync(fd):
         calls.append(fd)
-        if len(calls) == 4:  # config.toml, then level 0's files
+        # the new manifest, the marker, config.toml (named in the manifest before, recorded
+        # after), level 0 named in the manifest, then level 0's files
+        if len(calls) == 7:
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", fsync)

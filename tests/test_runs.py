@@ -21,10 +21,15 @@ from lth.runs import RunFolder, load_ticket, read_config, toml_text
 from lth.storage import (
     LAYERS,
     METRICS,
+    OLD_MARKER_TEXT,
     SUMMARY,
+    Manifest,
+    RunWriter,
     atomic_write,
     check_manifest,
     csv_text,
+    file_sha256,
+    folder_id,
     load_tensors,
     save_tensors,
     to_int,
@@ -55,12 +60,20 @@ def run_study(path, data, config=CONFIG, hook=None, **kw):
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every result file of a run folder (plots and internal state excluded) with its bytes."""
+    """Every result file of a run folder (plots, internal state and the marker, which holds
+    the folder's own id, excluded) with its bytes."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] not in (".lth", "plots")
+        if p.is_file() and p.relative_to(root).parts[0] not in (".lth", "plots", ".lth-run")
     }
+
+
+def reseal(run: Path) -> None:
+    """Record a run folder's listed files as they are now, as if lth had written them so."""
+    manifest = Manifest.load(run)
+    manifest.files = {r: file_sha256(run / r) for r in manifest.files if (run / r).is_file()}
+    manifest.save()
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +269,7 @@ def test_checkpoint_of_other_tickets_is_refused(data, tmp_path):
         run_study(path, data, hook=crash, checkpoint_seconds=0)
     # group 1's checkpoint where group 0's should be: other tickets
     (path / ".lth" / "level_01_group_01.pt").replace(path / ".lth" / "level_01_group_00.pt")
+    reseal(path)
     with pytest.raises(LTHError, match="holds other tickets"):
         run_study(path, data)
 
@@ -291,6 +305,7 @@ def test_damaged_folder_is_reported(reference, data, tmp_path):
         RunFolder(path, CONFIG).open()
     manifest = path / ".lth" / "manifest.json"
     manifest.unlink()  # as in a run folder of an older lth: the files are taken as they are
+    (path / ".lth-run").write_text(OLD_MARKER_TEXT)
     with pytest.raises(LTHError, match="lacks results of level 0.*--overwrite"):
         RunFolder(path, CONFIG).open()
     summary.unlink()
@@ -303,7 +318,9 @@ def test_damaged_folder_is_reported(reference, data, tmp_path):
     manifest.write_text("{")
     with pytest.raises(LTHError, match="cannot read .*manifest.json"):
         RunFolder(path, CONFIG).open()
-    with RunFolder(path, CONFIG, overwrite=True) as folder:  # the way out
+    with pytest.raises(LTHError, match="--overwrite is unsafe in .*manifest.json cannot be read"):
+        RunFolder(path, CONFIG, overwrite=True).open()
+    with RunFolder(tmp_path / "other", CONFIG) as folder:  # the way out: another --out
         assert folder.levels_done == -1
 
 
@@ -348,6 +365,7 @@ def test_rows_of_an_unfinished_level_are_dropped_on_resume(reference, data, tmp_
     run_study(path, data)
     # as if killed after the tables of level 2 were written but before its progress marker
     atomic_write(path / ".lth" / "progress.json", json.dumps({"levels_done": 1}))
+    reseal(path)
     with RunFolder(path, CONFIG) as folder:
         assert folder.levels_done == 1
         assert {int(r["level"]) for r in folder.rows["summary"]} == {0, 1}
@@ -362,50 +380,63 @@ def test_a_checkpoint_left_by_a_kill_after_its_level_finished_is_removed(data, t
     # as if killed after level 1's progress marker but before its checkpoints were deleted
     stale = path / ".lth" / "level_01_group_00.pt"
     torch.save({"stale": True}, stale)
+    RunWriter(path).record([stale])  # lth wrote it (and recorded it)
+    lookalike = path / ".lth" / "level_01_group_01.pt"  # lth did not write this one
+    torch.save({"mine": True}, lookalike)
     with RunFolder(path, CONFIG) as folder:
         assert folder.levels_done == 2
-    assert not stale.exists()
-    assert not list((path / ".lth").glob("*.pt"))
+    assert not stale.exists() and lookalike.exists()
+    assert check_manifest(path) == []
 
 
 def test_stale_temporaries_are_removed_on_open(reference, tmp_path):
+    """Only temporaries named with the folder's id (which lth alone makes) are lth's."""
     path = tmp_path / "run"
     shutil.copytree(reference[0], path)
+    tag = folder_id(path)
+    assert tag is not None
     stale = [
-        path / "ticket" / "0" / "level_01" / ".final.safetensors.tmp12345",  # older lth
-        path / "ticket" / "0" / "level_01" / ".mask.safetensors.k3j4h5g6.tmp",
-        path / "plots" / ".curves.a1b2c3d4.png.tmp",  # a kill while drawing
-        path / ".summary.csv.0f9e8d7c.tmp",
-        path / ".lth" / ".progress.json.12ab34cd.tmp",
-        path / "mine" / ".notes.txt.abcdefgh.tmp",
+        path / "ticket" / "0" / "level_01" / f".mask.safetensors.{tag}-0a1b2c3d.tmp",
+        path / "plots" / f".curves.png.{tag}-a1b2c3d4.tmp",  # a kill while drawing
+        path / f".summary.csv.{tag}-0f9e8d7c.tmp",
+        path / ".lth" / f".progress.json.{tag}-12ab34cd.tmp",
     ]
-    keep = [path / "notes.tmp1", path / ".notes.tmp", path / "plots" / "draft.tmp"]
+    keep = [
+        path / "notes.tmp1",
+        path / ".notes.tmp",
+        path / "plots" / "draft.tmp",
+        path / "ticket" / "0" / "level_01" / ".final.safetensors.tmp12345",  # look-alikes
+        path / "ticket" / "0" / "level_01" / ".mask.safetensors.k3j4h5g6.tmp",
+        path / ".summary.csv.0f9e8d7c.tmp",
+        path / "mine" / ".notes.txt.abcdefgh.tmp",
+        path / f".summary.csv.{tag}-0f9e8d7c.tmp.mine",
+    ]
     for p in stale + keep:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"half")
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / ".final.safetensors.tmp99").write_bytes(b"not in the run folder")
+    (outside / f".final.safetensors.{tag}-99999999.tmp").write_bytes(b"not in the run folder")
     (path / "linked").symlink_to(outside)  # a linked folder is not followed
     with RunFolder(path, CONFIG):
         pass
     assert [p for p in stale if p.exists()] == []
     assert all(p.exists() for p in keep)
-    assert (outside / ".final.safetensors.tmp99").exists()
+    assert (outside / f".final.safetensors.{tag}-99999999.tmp").exists()
 
 
 def test_checkpoint_interval(data, tmp_path, monkeypatch):
-    import lth.runs
+    import lth.storage
 
     written = []
-    original = lth.runs.atomic_write
+    original = lth.storage.atomic_write
 
-    def spy(path, payload):
+    def spy(path, payload, tag=None):
         if Path(path).suffix == ".pt":
             written.append(Path(path).name)
-        original(path, payload)
+        original(path, payload, tag)
 
-    monkeypatch.setattr(lth.runs, "atomic_write", spy)
+    monkeypatch.setattr(lth.storage, "atomic_write", spy)
     config = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 0, "controls": []})
     run_study(tmp_path / "a", data, config, checkpoint_seconds=3600)
     assert written == []
@@ -449,22 +480,21 @@ def test_other_settings_are_refused_and_named(reference, data, tmp_path):
     assert files(path) == before
     with RunFolder(path, other, overwrite=True) as folder:
         assert folder.levels_done == -1
-    assert sorted(files(path)) == [".lth-run", "config.toml"]
+    assert sorted(files(path)) == ["config.toml"] and (path / ".lth-run").is_file()
     assert read_config(path) == other
 
 
 def test_overwrite_deletes_only_what_lth_wrote(reference, tmp_path):
     path = tmp_path / "run"
     shutil.copytree(reference[0], path)
-    (path / "plots").mkdir()
-    (path / "plots" / "curves.png").write_bytes(b"figure")
-    (path / "analysis.csv").write_text("x\n")
     mine = {
         "thesis.tex": b"precious",
         "code/train.py": b"print()",
         "ticket/notes.txt": b"about the ticket",
         "ticket/0/level_01/comments.md": b"look here",
         "plots/sketch.svg": b"<svg/>",
+        "plots/curves.png": b"my figure, at a name lth uses",  # lth never wrote it here
+        "analysis.csv": b"x\n",
         ".lth/my-notes": b"mine too",
     }
     for rel, content in mine.items():
@@ -473,11 +503,8 @@ def test_overwrite_deletes_only_what_lth_wrote(reference, tmp_path):
     outside = tmp_path / "outside"
     (outside / "0" / "level_00").mkdir(parents=True)
     (outside / "0" / "level_00" / "mask.safetensors").write_bytes(b"not lth's to delete")
-    (outside / "summary.csv").write_bytes(b"keep")
-    (path / "random_prune" / "7").symlink_to(outside / "0")  # linked folders: not followed
+    (path / "random_prune" / "7").symlink_to(outside / "0")  # links lth never wrote through
     (path / "data").symlink_to(outside)
-    (path / "layers.csv").unlink()
-    (path / "layers.csv").symlink_to(outside / "summary.csv")  # a link is not deleted through
     other = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 1})
     with RunFolder(path, other, overwrite=True) as folder:
         assert folder.levels_done == -1
@@ -485,18 +512,20 @@ def test_overwrite_deletes_only_what_lth_wrote(reference, tmp_path):
     assert left == {
         ".lth-run",
         ".lth/lock",
+        ".lth/manifest.json",
         "config.toml",
         *mine,
         "random_prune/7",
         "data",
-        "layers.csv",
     }
     for rel, content in mine.items():
         assert (path / rel).read_bytes() == content
     assert (outside / "0" / "level_00" / "mask.safetensors").exists()
-    assert (outside / "summary.csv").read_bytes() == b"keep"
     assert not (path / "reinit").exists()  # emptied folders lth made are removed
     assert read_config(path) == other
+    assert set(json.loads((path / ".lth" / "manifest.json").read_text())["files"]) == {
+        "config.toml"
+    }
 
 
 def test_overwrite_refuses_a_folder_without_the_marker(reference, data, tmp_path):
@@ -552,9 +581,7 @@ def test_a_changed_file_is_refused_on_resume(reference, tmp_path):
     shutil.copytree(reference[0], path)
     assert check_manifest(path) == []
     manifest = json.loads((path / ".lth" / "manifest.json").read_text())
-    assert set(manifest["files"]) == {
-        p for p in files(path) if p != ".lth-run"
-    }  # every file of the run, plots and derived files aside
+    assert set(manifest["files"]) == {*files(path), ".lth/progress.json"}  # every file
     mask = path / "ticket" / "0" / "level_01" / "mask.safetensors"
     good = mask.read_bytes()
     mask.write_bytes((path / "ticket" / "0" / "level_02" / "mask.safetensors").read_bytes())
@@ -625,6 +652,7 @@ def test_a_run_folder_in_the_old_nan_spelling_reads_reports_and_resumes(referenc
         assert a.history.train_loss == pytest.approx(b.history.train_loss, nan_ok=True)
     # a resume that trains again rewrites the tables in one spelling, bit-identical to now
     atomic_write(path / ".lth" / "progress.json", json.dumps({"levels_done": 1}))
+    reseal(path)
     run_study(path, data)
     assert files(path) == files(ref_path)
     assert ",nan," not in (path / "metrics.csv").read_text()

@@ -45,7 +45,7 @@ from .storage import (
     ANALYSIS,
     ANALYSIS_HISTOGRAMS,
     CONTROL,
-    atomic_write,
+    RunWriter,
     branch_order,
     csv_text,
     level_dir,
@@ -384,13 +384,15 @@ def analyze_run(run_dir: str | os.PathLike[str]) -> list[dict]:
 
 def write_analysis(run_dir: str | os.PathLike[str], bins: int = HIST_BINS) -> Path:
     """Compute the analysis and write ``analysis.csv`` and ``analysis_histograms.csv`` into the
-    run folder, atomically. Returns the path of ``analysis.csv``."""
+    run folder, atomically, recorded in its manifest. Returns the path of ``analysis.csv``."""
     run = Path(run_dir)
     rows, hist_rows = compute_analysis(run, bins=bins)
     target = run / ANALYSIS_FILE
+    histograms = csv_text(hist_rows, ANALYSIS_HISTOGRAMS)
     try:
-        atomic_write(run / HISTOGRAM_FILE, csv_text(hist_rows, ANALYSIS_HISTOGRAMS))
-        atomic_write(target, csv_text(rows, ANALYSIS))
+        RunWriter(run).write_files(
+            {run / HISTOGRAM_FILE: histograms, target: csv_text(rows, ANALYSIS)}
+        )
     except OSError as e:
         raise LTHError(
             f"cannot write {e.filename or target} ({e.strerror or e}); check the folder's "

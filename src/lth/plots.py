@@ -54,6 +54,7 @@ patches have ``gid`` ``"init:<level>"`` and ``"final:<level>"``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -87,6 +88,7 @@ from .storage import (
     FIGURES,
     PLOTS,
     LayerRow,
+    RunWriter,
     SummaryRow,
     atomic_write,
     branch_order,
@@ -1054,13 +1056,14 @@ def _central_bins(
     return edges[first][0], edges[last][1]
 
 
-def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int) -> Path:
-    """Write ``name.fmt`` atomically (:func:`lth.storage.atomic_write`)."""
+def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int, write=atomic_write) -> Path:
+    """Write ``name.fmt`` atomically (:func:`lth.storage.atomic_write`, or ``write``: a run
+    folder's :meth:`lth.storage.RunWriter.write`)."""
     target = out_dir / f"{name}.{fmt}"
     buffer = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else None
     fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
-    atomic_write(target, buffer.getvalue())
+    write(target, buffer.getvalue())
     return target
 
 
@@ -1147,7 +1150,21 @@ def plot_runs(
                 raise LTHError(
                     f"cannot create plot folder {target} ({e.strerror}); pass a writable out_dir"
                 ) from None
-            for name, fig in figures.items():
-                for fmt in formats:
-                    _save(fig, target, name, fmt, dpi)
+            home = next((r.path for r in runs if _same_dir(r.path / PLOTS, target)), None)
+            writer = None
+            if home is not None:  # the run's own plots/: recorded in its manifest
+                target, writer = home / PLOTS, RunWriter(home)
+            paths = [target / f"{name}.{fmt}" for name in figures for fmt in formats]
+            with writer.writing(paths) if writer else contextlib.nullcontext():
+                for name, fig in figures.items():
+                    for fmt in formats:
+                        _save(fig, target, name, fmt, dpi, writer.write if writer else atomic_write)
     return figures
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """Whether two paths name the same existing folder."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

@@ -28,6 +28,7 @@ from .storage import (
     SUMMARY,
     SUMMARY_STATS,
     LayerRow,
+    RunWriter,
     SummaryRow,
     atomic_write,
     branch_order,
@@ -945,7 +946,8 @@ def save_report(
 
 
 def write_summary_stats(run_dir: str | os.PathLike[str]) -> Path:
-    """Write RUN_DIR/summary_stats.csv: the accuracy table of :func:`report` as CSV."""
+    """Write RUN_DIR/summary_stats.csv: the accuracy table of :func:`report` as CSV (recorded in
+    the run's manifest)."""
     path = Path(run_dir) / SUMMARY_STATS.file
-    atomic_write(path, report(run_dir, "csv"))
+    RunWriter(run_dir).write_files({path: report(run_dir, "csv")})
     return path

@@ -3,8 +3,9 @@
 The folder's format (layout, atomic writes, tensors, CSV tables, the marker and the manifest)
 is declared in :mod:`lth.storage`. A level counts as finished only once
 ``.lth/progress.json`` says so; that is written last, after the level's weights and tables.
-Every file of the run is recorded in ``.lth/manifest.json`` with its sha256, and a resume
-refuses a folder whose files were changed since lth wrote them.
+Every file lth writes there is recorded in ``.lth/manifest.json`` with its sha256
+(:class:`lth.storage.RunWriter`); a resume refuses a folder whose files were changed since lth
+wrote them, and ``--overwrite`` deletes only the files the manifest lists, while unchanged.
 """
 
 from __future__ import annotations
@@ -25,24 +26,32 @@ from .errors import LTHError
 from .experiment import LevelResult
 from .storage import (
     CONFIG,
+    INTERNAL,
     LAYERS,
+    MANIFEST,
     MARKER,
-    MARKER_TEXT,
+    MARKER_FORMAT,
     METRICS,
+    PROGRESS,
     SUMMARY,
     Manifest,
-    atomic_write,
+    RunWriter,
+    checkpoint_level,
+    checkpoint_path,
     clear_run,
     csv_text,
     is_missing,
     level_dir,
     load_tensors,
+    read_marker,
     read_rows,
     remove_temporaries,
     tensor_bytes,
     to_float,
     to_int,
+    unlisted_message,
     unmarked_message,
+    write_marker,
 )
 from .training import History, Trainer
 from .usercode import CodeTrust, as_trust
@@ -171,7 +180,8 @@ class RunFolder:
         self.rows: dict[str, list[dict]] = {"metrics": [], "summary": [], "layers": []}
         self.levels_done = -1
         self._metrics_index: dict[tuple, list[dict]] | None = None
-        self.manifest = Manifest(self.path)
+        self.manifest = Manifest(self.path)  # as loaded on open, for its checks
+        self.writer = RunWriter(self.path)
 
     # -- opening, locking, resuming ---------------------------------------------------------
     def check(self) -> bool:
@@ -197,6 +207,8 @@ class RunFolder:
             )
         if existing and self.overwrite and not (self.path / MARKER).is_file():
             raise LTHError(unmarked_message(self.path))
+        if existing and self.overwrite and not (self.internal / MANIFEST).is_file():
+            raise LTHError(unlisted_message(self.path))
         if existing and not self.overwrite:
             old = read_config(self.path).to_dict()
             new = self.config.to_dict()
@@ -230,14 +242,15 @@ class RunFolder:
             if existing and self.overwrite:
                 clear_run(self.path)
                 existing = False
+            with self.writer.update(create=True) as manifest:  # saved once all is checked
+                if existing:
+                    self._open_manifest(manifest)
+                    self._load_progress()
+                self.manifest = manifest
+            self._remove_finished_checkpoints()
+            if read_marker(self.path)[0] != MARKER_FORMAT:  # a new folder, or an older lth's
+                write_marker(self.path)
             remove_temporaries(self.path)
-            if not (self.path / MARKER).is_file():
-                atomic_write(self.path / MARKER, MARKER_TEXT)
-            settled = self._open_manifest(existing)
-            if existing:
-                self._load_progress()
-            if settled:
-                self.manifest.save()
             info = {"environment": self.environment, "source": self.source}
             text = toml_text(self.config.to_dict() | {k: v for k, v in info.items() if v})
             self._write_config(text)
@@ -258,40 +271,38 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _open_manifest(self, existing: bool) -> bool:
-        """Check the files of a run being resumed against its manifest; returns whether the
-        manifest changed and is to be saved (a run folder of an older lth has none: its files
-        are taken as they are; files a kill left half-written are taken as they are now)."""
-        self.manifest = Manifest(self.path)
-        if not existing:
-            return False
-        manifest = Manifest.load(self.path)
-        if manifest is None:
-            self.manifest = Manifest.of_files(self.path)
-            return True
+    def _open_manifest(self, manifest: Manifest) -> None:
+        """Check the files of a run being resumed against its manifest (as read under its
+        lock), taking the files a kill left half-written as they are now. A run folder of an
+        older lth may have none: its files are then taken as they are; a folder whose current
+        marker says it has one is refused."""
+        if not manifest.path.is_file():
+            if read_marker(self.path)[0] >= MARKER_FORMAT:
+                raise LTHError(
+                    f"{self.path} has no {INTERNAL}/{MANIFEST} although its {MARKER} says this "
+                    "lth made it, so lth cannot tell its files from others' and neither resumes "
+                    "nor overwrites it; move what you want to keep and delete the folder, or "
+                    "use another --out"
+                )
+            manifest.files = Manifest.of_files(self.path).files
+            return
         problems = manifest.problems()
         if problems:
-            raise LTHError(f"{problems[0]}; put back what lth wrote, or {_DAMAGED}")
-        self.manifest = manifest
-        if not manifest.writing:
-            return False
+            raise LTHError(
+                f"{problems[0]}; put back what lth wrote, or move it away and start over with "
+                "--overwrite, or use another --out"
+            )
         manifest.settle()
-        return True
 
     def _write_config(self, text: str) -> None:
         path, data = self.path / CONFIG, text.encode()
         with contextlib.suppress(OSError):
             if path.read_bytes() == data and CONFIG in self.manifest.files:
                 return
-        saved = self.manifest.path.is_file()
-        if saved:
-            self.manifest.begin([path])
-        self.manifest.write(path, data)
-        if saved:
-            self.manifest.end()
+        self.writer.write_files({path: data})
 
     def _load_progress(self) -> None:
-        progress = self.internal / "progress.json"
+        progress = self.internal / PROGRESS
         if not progress.exists():
             return
         try:
@@ -312,7 +323,6 @@ class RunFolder:
                     f"{self.path / SUMMARY.file} lacks results of level {level}, which "
                     f"{progress} says is finished; {_DAMAGED}"
                 )
-        self._remove_finished_checkpoints()
 
     # -- the Store protocol -----------------------------------------------------------------
     def load_level(self, level: int) -> list[LevelResult] | None:
@@ -367,39 +377,41 @@ class RunFolder:
             files[folder / "final.safetensors"] = res.final
             for step, weights in res.snapshots.items():
                 files[folder / f"step_{step}.safetensors"] = weights
-        self.manifest.begin([*files, *(self.path / t.file for t in _TABLES.values())])
+        progress = self.internal / PROGRESS
+        self.writer.begin([*files, *(self.path / t.file for t in _TABLES.values()), progress])
         for path, tensors in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.manifest.write(path, tensor_bytes(tensors))
+            self.writer.write(path, tensor_bytes(tensors))
         for res in results:
             self.rows["summary"].append(res.summary())
             self.rows["metrics"] += metrics_rows(res)
             self.rows["layers"] += layer_rows(res)
         self._metrics_index = None
         self.write_tables()
-        self.manifest.end()
-        atomic_write(self.internal / "progress.json", json.dumps({"levels_done": level}))
+        self.writer.write(progress, json.dumps({"levels_done": level}))
+        self.writer.end()
         self.levels_done = level
         self._remove_finished_checkpoints()
 
     def _remove_finished_checkpoints(self) -> None:
-        """Delete the in-level checkpoints of finished levels (ours, in ``.lth``): also those a
-        process killed between a level's progress marker and this cleanup left behind."""
-        for ckpt in self.internal.glob("level_*_group_*.pt"):
-            try:
-                level = int(ckpt.name.split("_")[1])
-            except (IndexError, ValueError):
-                continue
-            if level <= self.levels_done:
-                ckpt.unlink(missing_ok=True)
+        """Delete the in-level checkpoints of finished levels that lth wrote (the manifest lists
+        them): also those a process killed between a level's progress marker and this cleanup
+        left behind."""
+        finished = []
+        for rel in self.writer.listed():
+            level = checkpoint_level(rel)
+            if level is not None and level <= self.levels_done:
+                finished.append(rel)
+        if finished:
+            self.writer.remove(finished)
 
     def write_tables(self) -> None:
         """Rewrite metrics.csv, summary.csv and layers.csv from the finished levels."""
         for name, table in _TABLES.items():
-            self.manifest.write(self.path / table.file, csv_text(self.rows[name], table))
+            self.writer.write(self.path / table.file, csv_text(self.rows[name], table))
 
     def _checkpoint_path(self, level: int, group: int) -> Path:
-        return self.internal / f"level_{level:02d}_group_{group:02d}.pt"
+        return checkpoint_path(self.path, level, group)
 
     def load_checkpoint(self, level: int, group: int) -> dict | None:
         """The last in-level checkpoint of a group of tickets, if one was saved."""
@@ -435,7 +447,7 @@ class RunFolder:
         (with any executor) takes as it is."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(self._checkpoint_path(level, group), buffer.getvalue())
+        self.writer.write_files({self._checkpoint_path(level, group): buffer.getvalue()})
 
 
 def metrics_rows(res: LevelResult) -> list[dict]:

@@ -52,7 +52,6 @@ from .storage import (
     STABILITY_ERRORS,
     level_dir,
     load_tensors,
-    save_tensors,
 )
 from .training import TicketJob, Trainer, TrainResult
 from .usercode import CodeTrust, as_trust, check_config
@@ -319,7 +318,7 @@ def _run_points(
             copy_rows = replace_rows(copy_rows, own, ("k", "copy"))
             folder.write(STABILITY_COPIES, copy_rows)  # before the weights that mark them done
             for p, f in zip(paths, finals):
-                save_tensors(p, f)
+                folder.save_tensors(p, f)
             for g in range(copies):
                 folder.drop_checkpoint(f"k{k}_{g}")
         evaluator = evaluator or PathEvaluator(
@@ -535,7 +534,7 @@ def _rewind_starts(study, folder, target, config, theta0, seed, ks, say) -> dict
         snaps = parent_snapshots(study.experiment.template, study.data, config, theta0, seed,
                                  ks, study.device)  # fmt: skip
         for k in ks:
-            save_tensors(folder.parent_path(k), snaps[k])
+            folder.save_tensors(folder.parent_path(k), snaps[k])
     return {k: masked_weights(load_tensors(folder.parent_path(k)), target.masks) for k in ks}
 
 

@@ -23,7 +23,7 @@ from matplotlib.ticker import NullLocator
 from .errors import LTHError
 from .plots import BRANCH_COLORS, BRANCH_MARKERS, STYLE, _log_x_axis, _new_figure, _save
 from .stability import STABLE
-from .storage import STABILITY_DIR, STABILITY_ERRORS, STABILITY_SUMMARY, read_table
+from .storage import STABILITY_DIR, STABILITY_ERRORS, STABILITY_SUMMARY, RunWriter, read_table
 
 
 def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -143,8 +143,10 @@ def plot_stability(
         if levels:
             title = f"{study}: instability of each level's start"
             figures.append(("instability_vs_weights", weights_figure(levels, title)))
-        for name, fig in figures:
-            written += [_save(fig, out, name, fmt, dpi) for fmt in formats]
+        writer = RunWriter(run_dir)  # recorded in the run folder's manifest
+        with writer.writing([out / f"{name}.{fmt}" for name, _ in figures for fmt in formats]):
+            for name, fig in figures:
+                written += [_save(fig, out, name, fmt, dpi, writer.write) for fmt in formats]
     return written
 
 

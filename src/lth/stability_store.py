@@ -11,6 +11,9 @@ Layout::
                                             checkpoints of unfinished copies
     stability/plots/                        figures (:mod:`lth.stability_plots`)
     stability/.lock                         one analysis at a time
+
+Every file is written through :class:`lth.storage.RunWriter`, so that the run folder's
+manifest records it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import LTHError
-from .storage import STABILITY_DIR, STABILITY_SUMMARY, atomic_write, csv_text, read_table
+from .storage import STABILITY_DIR, STABILITY_SUMMARY, RunWriter, csv_text, read_table, tensor_bytes
 from .training import Trainer
 
 _SETTINGS = "settings.json"
@@ -40,13 +43,16 @@ class StabilityFolder:
         self.settings = settings
         self.checkpoint_seconds = checkpoint_seconds
         self.weights = self.root / name
+        self.writer = RunWriter(run_dir)
         self._lock = None
         self._last = time.monotonic()
 
     def __enter__(self) -> StabilityFolder:
+        lock = self.root / ".lock"
         try:
             self.weights.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.root / ".lock", "a")  # noqa: SIM115
+            made = not lock.exists()
+            self._lock = open(lock, "a")  # noqa: SIM115
         except OSError as e:
             raise LTHError(f"cannot write to {self.root}: {e.strerror}") from None
         try:
@@ -56,6 +62,8 @@ class StabilityFolder:
             raise LTHError(
                 f"another lth stability is writing {self.root}; wait for it to finish"
             ) from None
+        if made:
+            self.writer.record([lock])
         path = self.weights / _SETTINGS
         if path.is_file():
             old = json.loads(path.read_text())
@@ -68,7 +76,7 @@ class StabilityFolder:
                     f"delete {self.weights} and {self.root / self.name}.csv to redo it"
                 )
         else:
-            atomic_write(path, json.dumps(self.settings, indent=1) + "\n")
+            self.writer.write_files({path: json.dumps(self.settings, indent=1) + "\n"})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -106,12 +114,16 @@ class StabilityFolder:
             return
         buffer = io.BytesIO()
         torch.save(trainer.state_dict(), buffer)
-        atomic_write(self._checkpoint(what), buffer.getvalue())
+        self.writer.write_files({self._checkpoint(what): buffer.getvalue()})
         self._last = time.monotonic()
 
     def drop_checkpoint(self, what: str) -> None:
         """Delete a finished training's checkpoint."""
-        self._checkpoint(what).unlink(missing_ok=True)
+        self.writer.remove([self._checkpoint(what)])
+
+    def save_tensors(self, path: Path, tensors: dict) -> None:
+        """Save weights of the analysis (a copy's, θk), atomically."""
+        self.writer.write_files({path: tensor_bytes(tensors)})
 
     def rows(self, table) -> list[dict]:
         """The rows of one of the stability tables so far (none when the file is absent)."""
@@ -121,7 +133,7 @@ class StabilityFolder:
     def write(self, table, rows: list[dict]) -> None:
         """Write one of the analysis's tables, atomically."""
         path = self.root / table.file.split("/", 1)[1].replace("<analysis>", self.name)
-        atomic_write(path, csv_text(rows, table))
+        self.writer.write_files({path: csv_text(rows, table)})
 
 
 def replace_rows(old: list[dict], new: list[dict], key: Sequence[str]) -> list[dict]:
@@ -135,4 +147,4 @@ def update_summary(run_dir: Path, rows: list[dict]) -> None:
     path = Path(run_dir) / STABILITY_SUMMARY.file
     old = read_table(path, STABILITY_SUMMARY, allow_empty=True) if path.is_file() else []
     rows = replace_rows(old, rows, STABILITY_SUMMARY.key)
-    atomic_write(path, csv_text(rows, STABILITY_SUMMARY))
+    RunWriter(run_dir).write_files({path: csv_text(rows, STABILITY_SUMMARY)})

@@ -6,7 +6,7 @@ module, so the format is declared here and nowhere else.
 
 Layout of a run folder::
 
-    .lth-run                          marker: lth made this folder (``--overwrite`` needs it)
+    .lth-run                          marker: lth made this folder; its format and the folder's id
     config.toml                       resolved configuration (enough to repeat the run)
     metrics.csv, summary.csv,         the run's tables (:data:`METRICS`, :data:`SUMMARY`,
     layers.csv                          :data:`LAYERS`)
@@ -17,13 +17,17 @@ Layout of a run folder::
                                         :data:`ANALYSIS_HISTOGRAMS`)
     plots/                            figures (<figure>.png, <figure>.pdf)
     tensorboard/                      TensorBoard event files (``lth run --tensorboard``)
+    stability/                        ``lth stability``'s files (:func:`stability_file`)
     .lth/                             progress.json, manifest.json, in-level checkpoints
                                       (level_<LL>_group_<GG>.pt) and the lock
 
 Writes: :func:`atomic_write` writes every file: a temporary ``.<name>.<8 characters>.tmp``
 in the same folder, fsync, then a rename, so a reader never sees a torn file; the file mode
-follows the user's umask. A killed process can leave such temporaries behind;
-:func:`remove_temporaries` deletes them (``lth run`` does when it opens a run folder).
+follows the user's umask. In a run folder, :class:`RunWriter` writes (and records) every file
+and names its temporaries ``.<name>.<folder id>-<8 characters>.tmp``, the id being the one in
+the folder's marker; a killed process can leave such temporaries behind, and
+:func:`remove_temporaries` deletes those, and only those (``lth run`` does when it opens a run
+folder).
 
 Tensors: safetensors files whose metadata keeps the order of the names (:func:`save_tensors`,
 :func:`load_tensors`; safetensors itself stores names sorted, and random draws follow the
@@ -36,18 +40,22 @@ metrics.csv and summary.csv used before, so older run folders still load. The co
 every file are declared once below as :class:`Table` objects, each column with its type and
 meaning (:func:`schema_markdown` renders them as documentation).
 
-Ownership: :func:`file_kind` says which paths of a run folder lth writes; ``--overwrite``
-(:func:`clear_run`) deletes only those, only in a folder holding the :data:`MARKER`, and never
-follows symbolic links. :class:`Manifest` keeps the sha256 of every file of the run
-(config.toml, the three tables of the run and the level files) in ``.lth/manifest.json``;
-:func:`check_manifest` compares a run folder with it. Derived files (summary_stats.csv, the
-analysis, plots) are not in the manifest: ``lth plot`` recomputes them.
+Ownership: :class:`Manifest` keeps the sha256 of every file lth writes in a run folder
+(config.toml, the run's tables, the level files, ``.lth/`` state, the derived tables,
+figures, ``lth stability``'s and TensorBoard's files) in ``.lth/manifest.json``, updated under
+:func:`manifest_lock` by every writer; :func:`check_manifest` compares a run folder with it.
+``--overwrite`` (:func:`clear_run`) deletes only the files it lists, while unchanged, never
+through a symbolic link, and refuses a folder without one. The marker's ``format:`` line says
+whether the folder must have a manifest (:func:`read_marker`: the marker of an older lth,
+:data:`OLD_MARKER_TEXT`, does not). :func:`file_kind` says which paths lth's layout uses (to
+refuse writing a report there); it never decides what is deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -78,7 +86,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 # ----------------------------------------------------------------------------- layout
 
 MARKER = ".lth-run"
-MARKER_TEXT = (
+MARKER_FORMAT = 2  # the marker's ``format:`` line; 2: .lth/manifest.json lists every file
+OLD_MARKER_TEXT = (  # the marker of an older lth (format 1), whose manifest may be missing
     "This folder is an lth run folder. `lth run --overwrite` deletes only the files lth "
     "wrote here,\nand only in a folder holding this file.\n"
 )
@@ -99,10 +108,23 @@ ORDER_KEY = "lth_mask_order"  # safetensors metadata: JSON list of the names in 
 _LEVEL_FILE = re.compile(r"^(mask|init|final|step_\d+)\.safetensors$")
 _LEVEL_DIR = re.compile(r"^level_\d{2,}$")
 _REPLICATE_DIR = re.compile(r"^\d+$")
-_CHECKPOINT = re.compile(r"^level_\d{2,}_group_\d{2,}\.pt$")
+_CHECKPOINT = re.compile(r"^level_(\d{2,})_group_\d{2,}\.pt$")
 # .NAME.xxxxxxxx.tmp (this module; also lth's older mask and figure writers, which added
 # the figure format: .NAME.xxxxxxxx.png.tmp) and .NAME.tmp<pid> (lth's older run writer)
 _TEMPORARY = re.compile(r"^\..+\.([a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp|tmp\d+)$")
+
+
+def checkpoint_path(root: str | os.PathLike[str], level: int, group: int) -> Path:
+    """The in-level checkpoint of a group of networks, ``.lth/level_03_group_00.pt``."""
+    return Path(root) / INTERNAL / f"level_{level:02d}_group_{group:02d}.pt"
+
+
+def checkpoint_level(rel: str) -> int | None:
+    """The level of an in-level checkpoint (its path relative to the run folder); None for
+    any other path."""
+    parts = PurePosixPath(rel).parts
+    found = _CHECKPOINT.match(parts[1]) if len(parts) == 2 and parts[0] == INTERNAL else None
+    return None if found is None else int(found.group(1))
 
 
 def level_dir(root: str | os.PathLike[str], branch: str, replicate: int, level: int) -> Path:
@@ -113,20 +135,23 @@ def level_dir(root: str | os.PathLike[str], branch: str, replicate: int, level: 
 # ----------------------------------------------------------------------------- writing
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, tag: str | None = None) -> None:
     """Write ``data`` to ``path`` so that no reader ever sees a torn file.
 
-    The bytes go to a temporary ``.<name>.<8 characters>.tmp`` in the same folder, are
-    fsynced, and the temporary is renamed over ``path``. The file gets the mode a new file
-    gets (0666 less the umask). An :class:`OSError` (disk full, permissions) is re-raised with
-    ``filename`` set to ``path``, after the temporary is removed.
+    The bytes go to a temporary ``.<name>.<8 characters>.tmp`` in the same folder (with a
+    ``tag``, the run folder's id: ``.<name>.<tag>-<8 characters>.tmp``, a name only lth makes,
+    see :func:`remove_temporaries`), are fsynced, and the temporary is renamed over ``path``.
+    The file gets the mode a new file gets (0666 less the umask). An :class:`OSError` (disk
+    full, permissions) is re-raised with ``filename`` set to ``path``, after the temporary is
+    removed.
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     tmp = None
+    prefix = f".{path.name}." + (f"{tag}-" if tag else "")
     try:
         while tmp is None:
-            candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            candidate = path.with_name(f"{prefix}{secrets.token_hex(4)}.tmp")
             try:
                 fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
@@ -207,7 +232,7 @@ class Table:
     row: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
-    derived: bool = False  # recomputed from the level files (lth plot), not in the manifest
+    derived: bool = False  # recomputed from the level files (lth plot)
 
     @property
     def names(self) -> list[str]:
@@ -689,8 +714,9 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     ``"run"``: written by the run and listed in the manifest (config.toml, the three tables,
     the level files); ``"derived"``: recomputed from those (summary_stats.csv, the analysis,
     figures); ``"internal"``: the marker and ``.lth/`` (progress, manifest, checkpoints, lock);
-    ``"temporary"``: a temporary of an unfinished write; ``"stability"``: the files of
-    ``lth stability`` under ``stability/`` (:func:`stability_file`).
+    ``"temporary"``: named like a temporary of an unfinished write; ``"stability"``: the files
+    of ``lth stability`` under ``stability/`` (:func:`stability_file`). A name is never proof
+    that lth wrote a file: the manifest is (:func:`clear_run`).
     """
     parts = PurePosixPath(Path(rel).as_posix()).parts
     if not parts or ".." in parts:
@@ -769,15 +795,68 @@ def lth_files(run_dir: str | os.PathLike[str], kinds: Iterable[str] | None = Non
     return sorted(out)
 
 
+def marker_text(folder_id: str) -> str:
+    """The :data:`MARKER` lth writes into a run folder it makes: its format and the folder's id
+    (the tag of lth's temporaries there, :func:`remove_temporaries`)."""
+    return (
+        "This folder is an lth run folder. `lth run --overwrite` deletes only the files lth "
+        "wrote here,\nthose .lth/manifest.json lists, and only while they are as lth wrote them."
+        f"\nformat: {MARKER_FORMAT}\nid: {folder_id}\n"
+    )
+
+
+_MARKER_FIELD = re.compile(r"^(format|id): *(\S+) *$", re.MULTILINE)
+_FOLDER_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def read_marker(run_dir: str | os.PathLike[str]) -> tuple[int, str | None]:
+    """``(format, id)`` of a run folder's :data:`MARKER`: ``(0, None)`` without one, ``(1,
+    None)`` for :data:`OLD_MARKER_TEXT` (an older lth); any other marker is of the current
+    format (its folder must have a manifest), with the id its ``id:`` line gives, if valid."""
+    path = Path(run_dir) / MARKER
+    if not path.is_file():
+        return 0, None
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return MARKER_FORMAT, None
+    if text == OLD_MARKER_TEXT:
+        return 1, None
+    fields = dict(_MARKER_FIELD.findall(text))
+    written = fields.get("format", "")
+    version = max(int(written), MARKER_FORMAT) if written.isdigit() else MARKER_FORMAT
+    folder_id = fields.get("id", "")
+    return version, folder_id if _FOLDER_ID.match(folder_id) else None
+
+
+def folder_id(run_dir: str | os.PathLike[str]) -> str | None:
+    """The id in a run folder's marker (None without a current one)."""
+    return read_marker(run_dir)[1]
+
+
+def write_marker(run_dir: str | os.PathLike[str]) -> None:
+    """Write the :data:`MARKER` of the current format, with a new folder id."""
+    new_id = secrets.token_hex(8)
+    atomic_write(Path(run_dir) / MARKER, marker_text(new_id), tag=new_id)
+
+
 def remove_temporaries(run_dir: str | os.PathLike[str]) -> list[str]:
-    """Delete the temporaries that killed writes left anywhere in a run folder (symbolic links
-    are not followed); returns their relative paths."""
+    """Delete the temporaries that killed writes of lth left anywhere in a run folder: only
+    names holding the folder's id (:func:`atomic_write`'s ``tag``), which lth alone makes, never
+    a name that merely looks like one; symbolic links are not followed. Returns their relative
+    paths."""
     run = Path(run_dir)
-    gone = lth_files(run, ["temporary"])
-    for rel in gone:
-        with contextlib.suppress(FileNotFoundError):
-            (run / rel).unlink()
-    return gone
+    tag = folder_id(run)
+    if tag is None:
+        return []
+    own = re.compile(rf"^\..+\.{tag}-[0-9a-f]{{8}}\.tmp$")
+    gone = []
+    for top, rel, names in _walk(run):
+        for name in filter(own.match, names):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(top, name))
+            gone.append(f"{rel}/{name}" if rel else name)
+    return sorted(gone)
 
 
 def unmarked_message(run_dir: str | os.PathLike[str]) -> str:
@@ -790,22 +869,82 @@ def unmarked_message(run_dir: str | os.PathLike[str]) -> str:
     )
 
 
-def clear_run(run_dir: str | os.PathLike[str]) -> None:
-    """Delete every file lth wrote in a run folder (the marker and the lock excepted), then
-    the folders lth made that are left empty. Nothing else is touched and symbolic links are
-    not followed. Refuses (:class:`LTHError`) a folder without the :data:`MARKER`."""
+def unlisted_message(run_dir: str | os.PathLike[str], why: str = "") -> str:
+    """Why ``--overwrite`` refuses a folder whose manifest is missing or unreadable."""
+    return (
+        f"--overwrite is unsafe in {run_dir}: its {INTERNAL}/{MANIFEST} {why or 'is missing'}, "
+        "so lth cannot tell the files it wrote from yours and deletes nothing; move what you "
+        "want to keep and delete the folder yourself, or choose another --out"
+    )
+
+
+def _owned(run: Path, manifest: Manifest, rel: str) -> bool:
+    """Whether ``--overwrite`` deletes a file the manifest lists: it is there, reached without
+    a symbolic link, and holds what lth wrote (or what lth was writing when it stopped).
+    Raises :class:`LTHError` for a link on the way or a changed file."""
+    parts = PurePosixPath(rel).parts
+    for i in range(1, len(parts) + 1):
+        path = run.joinpath(*parts[:i])
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(mode):
+            raise LTHError(
+                f"--overwrite refused: {path} is a symbolic link, which lth does not follow out "
+                "of the run folder, and nothing was deleted; put a real folder or file there "
+                "(the link's target stays as it is), or choose another --out"
+            )
+    same = stat.S_ISREG(mode) and (
+        rel in manifest.writing or file_sha256(path) == manifest.files[rel]
+    )
+    if not same:
+        raise LTHError(
+            f"--overwrite refused: {path} was changed after lth wrote it (its sha256 is not the "
+            f"one {INTERNAL}/{MANIFEST} recorded), so it is kept and nothing was deleted; move it "
+            "out of the run folder and run again, or choose another --out"
+        )
+    return True
+
+
+def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
+    """Delete what lth wrote in a run folder (``--overwrite``): the files its manifest lists,
+    while they hold what lth wrote, lth's own temporaries, then the folders of those files that
+    are left empty. Symbolic links are never followed.
+
+    Refuses (:class:`LTHError`, nothing deleted) a folder without the :data:`MARKER` or without
+    a readable manifest, a listed file that was changed, and a listed file behind a symbolic
+    link (both named). Returns the relative paths deleted.
+    """
     run = Path(run_dir)
     if not (run / MARKER).is_file():
         raise LTHError(unmarked_message(run))
-    for rel in lth_files(run):
-        if rel not in (MARKER, f"{INTERNAL}/{LOCK}"):
+    if not (run / INTERNAL / MANIFEST).is_file():
+        raise LTHError(unlisted_message(run))
+    with manifest_lock(run):
+        try:
+            manifest = Manifest.load(run)
+        except LTHError:
+            raise LTHError(unlisted_message(run, "cannot be read")) from None
+        if manifest is None:
+            raise LTHError(unlisted_message(run))
+        kept = {MARKER, f"{INTERNAL}/{MANIFEST}", f"{INTERNAL}/{LOCK}"}
+        listed = sorted({*manifest.files, *manifest.writing} - kept)
+        doomed = [rel for rel in listed if _owned(run, manifest, rel)]
+        for rel in doomed:
             with contextlib.suppress(FileNotFoundError):
                 (run / rel).unlink()
-    for top, _dirs, _names in sorted(os.walk(run, followlinks=False), reverse=True):
-        parts = Path(top).relative_to(run).parts
-        if parts and parts != (INTERNAL,) and _is_lth_dir(parts):
-            with contextlib.suppress(OSError):  # not empty: the user's files are in it
-                os.rmdir(top)
+        gone = doomed + remove_temporaries(run)
+        folders = {run.joinpath(*PurePosixPath(rel).parts[:i]) for rel in gone
+                   for i in range(1, len(PurePosixPath(rel).parts))}  # fmt: skip
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            if folder != run / INTERNAL:
+                with contextlib.suppress(OSError):  # not empty: the user's files are in it
+                    folder.rmdir()
+        manifest.files = {k: v for k, v in manifest.files.items() if k not in doomed}
+        manifest.writing -= set(doomed)
+        manifest.save()
+    return gone
 
 
 def check_output_path(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
@@ -838,14 +977,43 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-class Manifest:
-    """The sha256 of every file a run wrote (config.toml, metrics.csv, summary.csv,
-    layers.csv, the level files), kept in ``.lth/manifest.json``.
+@contextlib.contextmanager
+def manifest_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock of a run folder's manifest (an exclusive flock on its ``.lth`` folder)
+    for one read-modify-write: ``lth run``, ``lth plot`` and ``lth stability`` all update it."""
+    path = Path(run_dir) / INTERNAL
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise LTHError(
+            f"cannot open {path} ({e.strerror}); the run folder's {INTERNAL} must be a folder "
+            "in it, not a link"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    ``files`` maps a path relative to the run folder to the sha256 of the bytes lth wrote.
-    Before rewriting files, :meth:`begin` saves their names in ``writing``; :meth:`end`
-    records their new checksums and clears it. A kill in between may leave either version, so
-    files in ``writing`` are not compared until :meth:`settle` takes them as they are.
+
+def _inside(rel: object) -> bool:
+    """Whether a manifest key is a plain relative path inside the run folder."""
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        return False
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and path.as_posix() == rel and ".." not in path.parts
+
+
+class Manifest:
+    """The sha256 of every file lth wrote in a run folder, kept in ``.lth/manifest.json``.
+
+    ``files`` maps a path relative to the run folder to the sha256 of the bytes lth wrote:
+    config.toml, the tables of the run, the level files, ``.lth/progress.json`` and the
+    in-level checkpoints, the derived tables (summary_stats.csv, analysis.csv,
+    analysis_histograms.csv), the figures under plots/, the files of ``lth stability`` under
+    stability/ and the TensorBoard event files. ``writing`` names the files being (re)written
+    (:class:`RunWriter`); a kill may leave either version, so they are not compared until
+    :meth:`settle` takes them as they are.
     """
 
     VERSION = 1
@@ -865,13 +1033,6 @@ class Manifest:
         """Where the manifest is kept."""
         return self.run_dir / INTERNAL / MANIFEST
 
-    def _rel(self, path: str | os.PathLike[str]) -> str:
-        """A path inside the run folder (or already relative to it) as a manifest key."""
-        try:
-            return Path(path).relative_to(self.run_dir).as_posix()
-        except ValueError:
-            return Path(path).as_posix()
-
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> Manifest | None:
         """The run folder's manifest; None when it has none."""
@@ -883,26 +1044,34 @@ class Manifest:
             files, writing = data["files"], data.get("writing", [])
             if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
                 raise ValueError("files is not a table of checksums")
+            bad = next((k for k in [*files, *writing] if not _inside(k)), None)
+            if bad is not None:
+                raise ValueError(f"{bad!r} is not a path inside the run folder")
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise LTHError(
-                f"cannot read {manifest.path} ({e}); start over with --overwrite or use "
-                "another --out"
+                f"cannot read {manifest.path} ({e}); lth cannot tell the files it wrote there "
+                "from others: move what you want to keep and delete the folder, or use another "
+                "--out"
             ) from None
         return cls(run_dir, files, writing)
 
     @classmethod
     def of_files(cls, run_dir: str | os.PathLike[str]) -> Manifest:
-        """A manifest of the run's files as they are on disk (for a run folder of an older lth)."""
+        """A manifest of the run's files as they are on disk (for a run folder of an older lth):
+        those the run writes, its progress and its in-level checkpoints."""
         run = Path(run_dir)
-        return cls(run, {rel: file_sha256(run / rel) for rel in lth_files(run, ["run"])})
+        state = [r for r in lth_files(run, ["internal"]) if checkpoint_level(r) is not None]
+        state += [f"{INTERNAL}/{PROGRESS}"] if (run / INTERNAL / PROGRESS).is_file() else []
+        files = [*lth_files(run, ["run"]), *state]
+        return cls(run, {rel: file_sha256(run / rel) for rel in files})
 
     def save(self) -> None:
         """Write the manifest, atomically."""
         data = {"version": self.VERSION, "files": dict(sorted(self.files.items()))}
         data["writing"] = sorted(self.writing)
-        atomic_write(self.path, json.dumps(data, indent=1) + "\n")
+        atomic_write(self.path, json.dumps(data, indent=1) + "\n", folder_id(self.run_dir))
 
     def problems(self) -> list[str]:
         """One line per file that is missing or whose bytes differ from what lth wrote."""
@@ -934,21 +1103,112 @@ class Manifest:
                 self.files.pop(rel, None)
         self.writing.clear()
 
+
+class RunWriter:
+    """Writes files into a run folder, each recorded in its manifest (when it has one).
+
+    :meth:`begin` names the files in the manifest's ``writing``, :meth:`write` writes one
+    atomically (its temporary tagged with the folder's id) and :meth:`end` records their
+    sha256 and takes them out of ``writing``; a kill in between leaves them in ``writing``, for
+    :meth:`Manifest.settle`. Each update reads, changes and saves the manifest under
+    :func:`manifest_lock`, so that writers of other processes keep each other's entries.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.run_dir = Path(run_dir)
+        self.done: dict[str, str] = {}
+        self.begun: set[str] = set()
+
+    def rel(self, path: str | os.PathLike[str]) -> str:
+        """A path inside the run folder (or already relative to it) as a manifest key."""
+        try:
+            return Path(path).relative_to(self.run_dir).as_posix()
+        except ValueError:
+            return Path(path).as_posix()
+
+    @contextlib.contextmanager
+    def update(self, create: bool = False) -> Iterator[Manifest | None]:
+        """The manifest, read under its lock and saved after the block; None (nothing saved)
+        when the folder has none, unless ``create`` (then an empty one)."""
+        if not create and not (self.run_dir / INTERNAL / MANIFEST).is_file():
+            yield None
+            return
+        with manifest_lock(self.run_dir):
+            manifest = Manifest.load(self.run_dir) or Manifest(self.run_dir)
+            yield manifest
+            manifest.save()
+
     def begin(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Save that these files are about to be (re)written."""
-        self.writing |= {self._rel(p) for p in paths}
-        self.save()
+        rels = {self.rel(p) for p in paths}
+        self.begun |= rels
+        with self.update() as manifest:
+            if manifest is not None:
+                manifest.writing |= rels
 
     def write(self, path: str | os.PathLike[str], data: bytes | str) -> None:
-        """:func:`atomic_write` a file of the run and note its checksum (saved by :meth:`end`)."""
+        """:func:`atomic_write` one file of :meth:`begin`'s and note its checksum."""
         raw = data.encode() if isinstance(data, str) else data
-        atomic_write(path, raw)
-        self.files[self._rel(path)] = hashlib.sha256(raw).hexdigest()
+        atomic_write(path, raw, folder_id(self.run_dir))
+        self.done[self.rel(path)] = hashlib.sha256(raw).hexdigest()
 
-    def end(self) -> None:
-        """Save the new checksums: the files :meth:`begin` named are written."""
-        self.writing.clear()
-        self.save()
+    def end(self, finished: bool = True) -> None:
+        """Save the checksums of the files written; ``finished``: every file :meth:`begin`
+        named is as it is to stay (else those not written stay in ``writing``)."""
+        with self.update() as manifest:
+            if manifest is not None:
+                manifest.files.update(self.done)
+                manifest.writing -= set(self.done) | (self.begun if finished else set())
+        self.done, self.begun = {}, set()
+
+    @contextlib.contextmanager
+    def writing(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[RunWriter]:
+        """:meth:`begin` these files, then :meth:`end` (also when the block fails)."""
+        self.begin(paths)
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(LTHError, OSError):
+                self.end(finished=False)
+            raise
+        self.end()
+
+    def write_files(self, files: Mapping[Path, bytes | str]) -> None:
+        """Write files of the run (in order), each atomically, and record them."""
+        with self.writing(files):
+            for path, data in files.items():
+                self.write(path, data)
+
+    def record(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Record files lth made by other means (TensorBoard's event files, a lock file) as
+        they are now."""
+        with self.update() as manifest:
+            for path in paths if manifest is not None else ():
+                rel, full = self.rel(path), self.run_dir / self.rel(path)
+                if full.is_file() and not full.is_symlink():
+                    manifest.files[rel] = file_sha256(full)
+                    manifest.writing.discard(rel)
+
+    def listed(self) -> dict[str, str]:
+        """The files the manifest lists (none without one)."""
+        manifest = Manifest.load(self.run_dir)
+        return {} if manifest is None else manifest.files
+
+    def remove(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Delete files lth wrote that are done with (checkpoints): only those the manifest
+        lists and that hold what lth wrote; drop them from the manifest."""
+        with self.update() as manifest:
+            for rel in {self.rel(p) for p in paths} if manifest is not None else ():
+                path = self.run_dir / rel
+                if rel in manifest.writing or (
+                    rel in manifest.files
+                    and path.is_file()
+                    and not path.is_symlink()
+                    and file_sha256(path) == manifest.files[rel]
+                ):
+                    path.unlink(missing_ok=True)
+                    manifest.files.pop(rel, None)
+                    manifest.writing.discard(rel)
 
 
 def check_manifest(run_dir: str | os.PathLike[str]) -> list[str]:

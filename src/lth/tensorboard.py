@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import LTHError
 from .experiment import Hook, LevelResult
-from .storage import TENSORBOARD
+from .storage import TENSORBOARD, RunWriter
 
 METRICS = ("train_loss", "val_loss", "val_acc", "test_acc")
 
@@ -41,18 +41,29 @@ def import_summary_writer():
 
 
 class TensorBoardLog:
-    """The event files of one run folder (a context manager: closed at the end)."""
+    """The event files of one run folder (a context manager: closed at the end, when the run
+    folder's manifest records them; until then it names them as being written)."""
 
     def __init__(self, run_dir: str | Path):
         writer = import_summary_writer()
         self.writer = writer(log_dir=str(Path(run_dir) / TENSORBOARD), flush_secs=10)
         self.written: dict[tuple[str, int, int], int] = {}  # network -> evaluations written
+        self.recorder = RunWriter(run_dir)
+        self.recorder.begin(self.files())
+
+    def files(self) -> list[Path]:
+        """The event files this log writes."""
+        writers = getattr(self.writer, "all_writers", None) or {}
+        names = [getattr(w.event_writer, "_file_name", None) for w in writers.values()]
+        return [Path(name) for name in names if name]
 
     def __enter__(self) -> TensorBoardLog:
         return self
 
     def __exit__(self, *exc) -> None:
+        files = self.files()
         self.writer.close()
+        self.recorder.record(files)
 
     def curves(self, branch: str, replicate: int, level: int, history) -> None:
         """Write the evaluations of one network not written yet."""

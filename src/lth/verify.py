@@ -6,8 +6,11 @@ Frankle et al., ICML 2020, Algorithm 1) and its two controls. The checks, in the
 run (the first violation stops the audit):
 
 ``manifest``
-    every file the run wrote (config.toml, the tables, the level files) has the sha256 that
-    ``.lth/manifest.json`` recorded (:func:`lth.storage.check_manifest`).
+    every file lth wrote in the folder (config.toml, the tables, the level files, the derived
+    tables, the figures, the files of ``lth stability`` and TensorBoard, lth's state in
+    ``.lth/``) has the sha256 that ``.lth/manifest.json`` recorded
+    (:func:`lth.storage.check_manifest`). A folder without a manifest fails, unless its
+    ``.lth-run`` marker is an older lth's (or it has none): then the check is skipped.
 ``files``
     every replicate whose ticket did not diverge goes on to the next level, with the ticket
     and each control, each with ``mask``, ``init`` and ``final``; level 0 holds θk as
@@ -77,6 +80,10 @@ from .config import ExperimentConfig, read_run_config, read_run_info
 from .errors import LTHError
 from .pruning import layer_rates, target_rate
 from .storage import (
+    INTERNAL,
+    MANIFEST,
+    MARKER,
+    MARKER_FORMAT,
     Manifest,
     MetricRow,
     SummaryRow,
@@ -85,6 +92,7 @@ from .storage import (
     load_metrics,
     load_summary,
     load_tensors,
+    read_marker,
 )
 
 CHECKS = (
@@ -210,9 +218,21 @@ class Audit:
         return sorted({k[2] for k in self.summary})
 
     def check_manifest(self, levels: Iterable[int] | None = None) -> None:
-        """``manifest``: the run's files (only the tables, config.toml and the files of
-        ``levels`` if given) against .lth/manifest.json; skipped when an older lth wrote none."""
-        manifest = Manifest.load(self.run)
+        """``manifest``: the run's files (only the files at the top of the folder and those of
+        ``levels`` if given) against .lth/manifest.json; skipped when an older lth wrote none
+        (its marker says so), failed when it was deleted."""
+        try:
+            manifest = Manifest.load(self.run)
+        except LTHError as e:
+            raise VerifyError("manifest", str(self.run), str(e)) from None
+        if manifest is None and read_marker(self.run)[0] >= MARKER_FORMAT:
+            raise VerifyError(
+                "manifest",
+                str(self.run),
+                f"no {INTERNAL}/{MANIFEST}, although the {MARKER} marker says this lth made "
+                "the folder and recorded its files there: it was deleted, so no file can be "
+                "checked against what lth wrote",
+            )
         if manifest is None:
             return
         if levels is not None:
