@@ -60,6 +60,7 @@ STABLE = 2.0  # percent: below this instability a starting point is stable (Fran
 TRAIN_SUBSET = 10_000  # training images the train error is measured on (a fixed subset)
 BN_BATCHES = 50  # training batches that recompute BatchNorm statistics at each α
 CANDIDATES = (0, 100, 250, 500, 1000, 2000, 4000)  # default rewind points k of find_rewind
+MAX_PATH_POINTS = 100_000  # pairs x points measured per starting point, at most
 
 
 # ----------------------------------------------------------------------------- the measure
@@ -264,11 +265,38 @@ def _pairs(copies: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(copies) for j in range(i + 1, copies)]
 
 
-def _check_counts(copies: int, points: int) -> None:
+def check_counts(copies: int, points: int) -> None:
+    """``copies`` and ``points`` in range: every pair's path is measured at every point, so
+    their product is capped (:data:`MAX_PATH_POINTS`) before anything is allocated."""
     if not isinstance(copies, int) or copies < 2:
         raise LTHError(f"--copies must be 2 or more (a pair is two copies), got {copies}")
     if not isinstance(points, int) or points < 3:
         raise LTHError(f"--points must be 3 or more (α = 0, 1 and one between), got {points}")
+    pairs = copies * (copies - 1) // 2
+    if pairs * points > MAX_PATH_POINTS:
+        raise LTHError(
+            f"--copies {copies} and --points {points} would measure {pairs * points:,} points "
+            f"({pairs:,} pairs x {points}) per starting point, over lth's cap of "
+            f"{MAX_PATH_POINTS:,}; use fewer copies or points"
+        )
+
+
+def check_memory(experiment: Experiment, copies: int) -> None:
+    """Refuse copies that cannot fit in memory (an estimate: those trained together, and
+    every copy's final weights kept for the paths) before anything is written."""
+    from .experiment import _free_memory
+
+    template = experiment.template
+    weights = 4 * sum(p.numel() for p in template.parameters())
+    together = copies if _stackable(template) else 1
+    need = together * experiment.ticket_bytes() + copies * weights
+    free = _free_memory(experiment.device)
+    if need > free:
+        raise LTHError(
+            f"--copies {copies} need about {need / 2**30:.1f} GiB of memory on "
+            f"{experiment.device} ({together} trained together), more than the "
+            f"{free / 2**30:.1f} GiB free; use fewer copies"
+        )
 
 
 def _run_points(
@@ -456,10 +484,11 @@ def analyze_level(
         row = analyze_level("runs/x", level=3)
         row["test_instability_mean"]  # percent; below 2: stable
     """
-    _check_counts(copies, points)
+    check_counts(copies, points)
     study, start, target = open_study(run_dir, level, branch, replicate, "level",
                                       data_dir=data_dir, device=device, trust_code=trust_code,
                                       data=data)  # fmt: skip
+    check_memory(study.experiment, copies)
     first, config = study.experiment.schedule(level, branch)
     settings = {"copies": copies, "points": points, "k": [first]}
     rows = _analyze(run_dir, study, target, settings, {first: start}, (first, config),
@@ -489,10 +518,11 @@ def find_rewind(
     rows (one per k) and the earliest k whose test instability is below 2% (None if none).
     Candidates at or past the end of the level's training are left out.
     """
-    _check_counts(copies, points)
+    check_counts(copies, points)
     study, _, target = open_study(run_dir, level, branch, replicate, "rewind",
                                   data_dir=data_dir, device=device, trust_code=trust_code,
                                   data=data)  # fmt: skip
+    check_memory(study.experiment, copies)
     c = study.config
     if level > 0 and (branch == "reinit" or c.reset != "rewind"):
         what = "the reinit control" if branch == "reinit" else f"reset {c.reset}"
@@ -559,9 +589,12 @@ def _say(quiet: bool) -> Callable[[str], None]:
 
 __all__ = [
     "CANDIDATES",
+    "MAX_PATH_POINTS",
     "STABLE",
     "alphas",
     "analyze_level",
+    "check_counts",
+    "check_memory",
     "find_rewind",
     "instability",
     "interpolate",

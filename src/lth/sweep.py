@@ -20,7 +20,10 @@ Ray all together); ``lth report``/``lth plot`` over the sweep folder tabulate or
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
@@ -28,10 +31,17 @@ from .errors import LTHError
 
 VARY = "vary"
 DEFAULT_PRESET = "default"
+MAX_RUNS = 10_000  # runs a sweep may make unless --max-runs says more
+PROGRESS_FROM = 100  # sweeps of this many runs or more show a progress bar while checked
 
 
-def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
-    """The studies of a sweep file as (run folder name, configuration), in product order."""
+def read_sweep(
+    path: str | Path, max_runs: int = MAX_RUNS, quiet: bool = True
+) -> list[tuple[str, ExperimentConfig]]:
+    """The studies of a sweep file as (run folder name, configuration), in product order.
+
+    The number of runs is counted before any is made: more than ``max_runs`` is refused.
+    ``quiet=False``: a progress bar on stderr while a large sweep is expanded and checked."""
     path = Path(path).expanduser()
     what = f"sweep file {path}"
     values = read_toml(path, "sweep file")
@@ -65,9 +75,17 @@ def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
             )
         if len({repr(v) for v in options}) < len(options):
             raise LTHError(f"{what}: [{VARY}] {key} lists a value twice")
+    runs = math.prod(len(options) for options in vary.values())
+    if runs > max_runs:
+        sizes = " x ".join(str(len(options)) for options in vary.values())
+        raise LTHError(
+            f"{what}: [{VARY}] makes {runs:,} runs ({sizes}), more than the cap of "
+            f"{max_runs:,}; vary fewer values, or pass --max-runs {runs} if you mean it"
+        )
     studies: list[tuple[str, ExperimentConfig]] = []
     names: dict[str, dict] = {}
-    for combination in itertools.product(*vary.values()):
+    combinations = itertools.product(*vary.values())
+    for combination in progress(combinations, runs, "reading the sweep", quiet):
         chosen = dict(zip(vary, combination))
         name = run_name(chosen)
         if name in names:
@@ -83,6 +101,16 @@ def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
             raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
         studies.append((name, config))
     return studies
+
+
+def progress(items: Iterable, total: int, what: str, quiet: bool) -> Iterator:
+    """``items``, with a progress bar on stderr when there are :data:`PROGRESS_FROM` or more
+    (and not ``quiet``): checking a large sweep takes a while before anything runs."""
+    if quiet or total < PROGRESS_FROM:
+        return iter(items)
+    from tqdm import tqdm
+
+    return iter(tqdm(items, total=total, desc=what, unit="run", file=sys.stderr, leave=False))
 
 
 def run_name(chosen: dict) -> str:
@@ -102,4 +130,4 @@ def _example(value: object) -> str:
     return f"{value}, ..." if value is not None else "..."
 
 
-__all__ = ["read_sweep", "run_name"]
+__all__ = ["MAX_RUNS", "progress", "read_sweep", "run_name"]
