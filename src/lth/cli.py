@@ -560,8 +560,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = _executor(args)
     device = resolve_device(args.device)
     datasets: dict = {}
-    checking = progress(studies, len(studies), "checking the runs", args.quiet)
-    opened = [_open_study(config, out / name, args, device, datasets) for name, config in checking]
+    opened = []
+    with progress(len(studies), "checking the runs", args.quiet) as done:
+        for name, config in studies:
+            opened.append(_open_study(config, out / name, args, device, datasets))
+            done()
     run_in_folders(
         opened, executor=executor, quiet=args.quiet, warn=_warning, tensorboard=args.tensorboard
     )

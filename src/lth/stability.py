@@ -281,16 +281,17 @@ def check_counts(copies: int, points: int) -> None:
         )
 
 
-def check_memory(experiment: Experiment, copies: int) -> None:
+def check_memory(experiment: Experiment, copies: int, free: int | None = None) -> None:
     """Refuse copies that cannot fit in memory (an estimate: those trained together, and
-    every copy's final weights kept for the paths) before anything is written."""
+    every copy's final weights kept for the paths) before anything is written. ``free``:
+    the bytes available (default: what the device has free now)."""
     from .experiment import _free_memory
 
     template = experiment.template
     weights = 4 * sum(p.numel() for p in template.parameters())
     together = copies if _stackable(template) else 1
     need = together * experiment.ticket_bytes() + copies * weights
-    free = _free_memory(experiment.device)
+    free = _free_memory(experiment.device) if free is None else free
     if need > free:
         raise LTHError(
             f"--copies {copies} need about {need / 2**30:.1f} GiB of memory on "

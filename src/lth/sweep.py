@@ -19,11 +19,12 @@ Ray all together); ``lth report``/``lth plot`` over the sweep folder tabulate or
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
@@ -84,33 +85,48 @@ def read_sweep(
         )
     studies: list[tuple[str, ExperimentConfig]] = []
     names: dict[str, dict] = {}
-    combinations = itertools.product(*vary.values())
-    for combination in progress(combinations, runs, "reading the sweep", quiet):
-        chosen = dict(zip(vary, combination))
-        name = run_name(chosen)
-        if name in names:
-            raise LTHError(
-                f"{what}: {chosen} and {names[name]} would share the run folder {name}; make "
-                "the values differ in more than punctuation"
-            )
-        names[name] = chosen
-        try:
-            config = ExperimentConfig.from_dict(base | values | chosen, f"{what}, run {name}")
-        except LTHError as e:  # a range check names the setting, not the run
-            where = f"{what}, run {name}"
-            raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
-        studies.append((name, config))
+    with progress(runs, "reading the sweep", quiet) as done:
+        for combination in itertools.product(*vary.values()):
+            studies.append(_study(what, vary, combination, names, base | values))
+            done()
     return studies
 
 
-def progress(items: Iterable, total: int, what: str, quiet: bool) -> Iterator:
-    """``items``, with a progress bar on stderr when there are :data:`PROGRESS_FROM` or more
-    (and not ``quiet``): checking a large sweep takes a while before anything runs."""
+def _study(
+    what: str, vary: dict, combination: tuple, names: dict, settings: dict
+) -> tuple[str, ExperimentConfig]:
+    """(run folder name, configuration) of one combination of the [vary] values; ``names``:
+    the run folder names so far (two combinations must not share one)."""
+    chosen = dict(zip(vary, combination))
+    name = run_name(chosen)
+    if name in names:
+        raise LTHError(
+            f"{what}: {chosen} and {names[name]} would share the run folder {name}; make "
+            "the values differ in more than punctuation"
+        )
+    names[name] = chosen
+    try:
+        return name, ExperimentConfig.from_dict(settings | chosen, f"{what}, run {name}")
+    except LTHError as e:  # a range check names the setting, not the run
+        where = f"{what}, run {name}"
+        raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+
+
+@contextlib.contextmanager
+def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[], None]]:
+    """A function to call once per run done, drawing a progress bar on stderr when there are
+    :data:`PROGRESS_FROM` runs or more (and not ``quiet``): checking a large sweep takes a
+    while before anything runs. The bar is gone when the block ends, also on an error."""
     if quiet or total < PROGRESS_FROM:
-        return iter(items)
+        yield lambda: None
+        return
     from tqdm import tqdm
 
-    return iter(tqdm(items, total=total, desc=what, unit="run", file=sys.stderr, leave=False))
+    bar = tqdm(total=total, desc=what, unit="run", file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def run_name(chosen: dict) -> str:
