@@ -272,6 +272,26 @@ def test_max_runs_lowers_and_raises_the_cap(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_sweep_whose_data_and_models_do_not_fit_is_refused(tmp_path):
+    import torch
+
+    from lth.data import load_dataset
+    from lth.experiment import Experiment
+    from lth.sweep import check_memory, read_sweep
+
+    studies = read_sweep(_sweep_file(tmp_path, {"seed": [0, 1, 2], "rate": [0.2, 0.4]}))
+    data = load_dataset("mnist", TEST_DATA, val_size=1000, seed=0)
+    first = Experiment(studies[0][1], data, "cpu")
+    data_bytes = sum(t.nbytes for t in vars(data).values() if isinstance(t, torch.Tensor))
+    model_bytes = sum(t.nbytes for t in first.template.state_dict().values())
+    more = 2 * data_bytes + 5 * model_bytes  # two more data splits (seeds), five more models
+    with pytest.raises(LTHError) as e:
+        check_memory(studies, first, free=more - 1)
+    assert_one_line(e, f"the sweep's 6 runs need about {more / 2**30:.1f} GiB more memory",
+                    "3 data splits by dataset, val_size and seed", "vary fewer seeds")  # fmt: skip
+    check_memory(studies, first, free=more)
+
+
 def test_a_large_sweep_shows_progress_while_it_is_checked(tmp_path, capsys):
     # 120 runs, checked one by one; the second's batch size is too large for the data
     rates = [round(0.01 * i, 2) for i in range(1, 61)]

@@ -543,7 +543,7 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``lth sweep``: every study of a sweep file into its own run folder under --out."""
     from .study import resolve_device, run_in_folders
-    from .sweep import progress, read_sweep
+    from .sweep import check_memory, progress, read_sweep
 
     started = time.monotonic()
     if not str(args.out).strip():
@@ -564,6 +564,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with progress(len(studies), "checking the runs", args.quiet) as done:
         for name, config in studies:
             opened.append(_open_study(config, out / name, args, device, datasets))
+            if len(opened) == 1:
+                check_memory(studies, opened[0][0])
             done()
     run_in_folders(
         opened, executor=executor, quiet=args.quiet, warn=_warning, tensorboard=args.tensorboard

@@ -112,6 +112,33 @@ def _study(
         raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
 
 
+def check_memory(
+    studies: list[tuple[str, ExperimentConfig]], first, free: int | None = None
+) -> None:
+    """Refuse a sweep whose data and models cannot all be held in memory, estimated from its
+    first study (``first``, an opened :class:`~lth.experiment.Experiment`) before any run
+    folder is made: the data is loaded once per (dataset, val_size, seed), a model kept per
+    run. ``free``: the bytes available (default: what the device has free now)."""
+    import torch
+
+    from .experiment import _free_memory
+
+    data = first.data
+    splits = {(c.dataset, c.val_size, c.seed) for _, c in studies}
+    tensors = [t for t in vars(data).values() if isinstance(t, torch.Tensor)]
+    data_bytes = sum(t.nbytes for t in tensors)
+    model_bytes = sum(t.nbytes for t in first.template.state_dict().values())
+    more = (len(splits) - 1) * data_bytes + (len(studies) - 1) * model_bytes
+    free = _free_memory(first.device) if free is None else free
+    if more > free:
+        raise LTHError(
+            f"the sweep's {len(studies):,} runs need about {more / 2**30:.1f} GiB more memory "
+            f"before training ({len(splits)} data splits by dataset, val_size and seed, "
+            f"{data_bytes / 2**30:.2f} GiB each, and a model per run), more than the "
+            f"{free / 2**30:.1f} GiB free; vary fewer seeds, or split the sweep"
+        )
+
+
 @contextlib.contextmanager
 def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[], None]]:
     """A function to call once per run done, drawing a progress bar on stderr when there are
@@ -146,4 +173,4 @@ def _example(value: object) -> str:
     return f"{value}, ..." if value is not None else "..."
 
 
-__all__ = ["MAX_RUNS", "progress", "read_sweep", "run_name"]
+__all__ = ["MAX_RUNS", "check_memory", "progress", "read_sweep", "run_name"]
