@@ -596,6 +596,20 @@ def chains(results: list[LevelResult]) -> dict[int, LevelResult]:
     }
 
 
+def check_fits(
+    need: int, device: torch.device, what: str, fix: str, free: int | None = None
+) -> None:
+    """Refuse (one-line LTHError) ``what``, estimated to need ``need`` bytes, when ``device``
+    has less free (``free``: the bytes available, default what it has free now): checked
+    before anything is allocated or written."""
+    free = _free_memory(device) if free is None else free
+    if need > free:
+        raise LTHError(
+            f"{what} need about {need / 2**30:.1f} GiB of memory on {device}, more than the "
+            f"{free / 2**30:.1f} GiB free; {fix}"
+        )
+
+
 def _free_memory(device: torch.device) -> int:
     """Bytes of memory free for new tensors on ``device``."""
     if device.type == "cuda":

@@ -285,19 +285,14 @@ def check_memory(experiment: Experiment, copies: int, free: int | None = None) -
     """Refuse copies that cannot fit in memory (an estimate: those trained together, and
     every copy's final weights kept for the paths) before anything is written. ``free``:
     the bytes available (default: what the device has free now)."""
-    from .experiment import _free_memory
+    from .experiment import check_fits
 
     template = experiment.template
     weights = 4 * sum(p.numel() for p in template.parameters())
     together = copies if _stackable(template) else 1
     need = together * experiment.ticket_bytes() + copies * weights
-    free = _free_memory(experiment.device) if free is None else free
-    if need > free:
-        raise LTHError(
-            f"--copies {copies} need about {need / 2**30:.1f} GiB of memory on "
-            f"{experiment.device} ({together} trained together), more than the "
-            f"{free / 2**30:.1f} GiB free; use fewer copies"
-        )
+    what = f"--copies {copies} ({together} trained together)"
+    check_fits(need, experiment.device, what, "use fewer copies", free)
 
 
 def _run_points(

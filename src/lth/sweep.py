@@ -121,7 +121,7 @@ def check_memory(
     run. ``free``: the bytes available (default: what the device has free now)."""
     import torch
 
-    from .experiment import _free_memory
+    from .experiment import check_fits
 
     data = first.data
     splits = {(c.dataset, c.val_size, c.seed) for _, c in studies}
@@ -129,14 +129,11 @@ def check_memory(
     data_bytes = sum(t.nbytes for t in tensors)
     model_bytes = sum(t.nbytes for t in first.template.state_dict().values())
     more = (len(splits) - 1) * data_bytes + (len(studies) - 1) * model_bytes
-    free = _free_memory(first.device) if free is None else free
-    if more > free:
-        raise LTHError(
-            f"the sweep's {len(studies):,} runs need about {more / 2**30:.1f} GiB more memory "
-            f"before training ({len(splits)} data splits by dataset, val_size and seed, "
-            f"{data_bytes / 2**30:.2f} GiB each, and a model per run), more than the "
-            f"{free / 2**30:.1f} GiB free; vary fewer seeds, or split the sweep"
-        )
+    what = (
+        f"the sweep's {len(studies):,} runs ({len(splits)} data splits by dataset, val_size and "
+        f"seed, {data_bytes / 2**30:.2f} GiB each, and a model per run)"
+    )
+    check_fits(more, first.device, what, "vary fewer seeds, or split the sweep", free)
 
 
 @contextlib.contextmanager
