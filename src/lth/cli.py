@@ -820,16 +820,12 @@ def cmd_stability(args: argparse.Namespace) -> int:
         _check_names(config)
         stability.check_counts(args.copies, args.points)
         from .data import load_dataset
-        from .experiment import Experiment
-        from .study import check_study
 
         device = resolve_device(args.device)  # everything first: bad input leaves no folder
         data = load_dataset(
             config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
-        experiment = Experiment(config, data, device)
-        check_study(experiment, data, _warning)
-        stability.check_memory(experiment, args.copies)
+        stability.check_configuration(config, data, device, args.copies, args.trust_code, _warning)
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
         if settings or args.out is not None:

@@ -457,6 +457,24 @@ def _config_model(config: ExperimentConfig, trust_code: bool) -> nn.Module:
     return build_model(config.model, spec.input_shape, spec.num_classes)
 
 
+def check_configuration(
+    config: ExperimentConfig,
+    data,
+    device: torch.device,
+    copies: int,
+    trust_code: bool = False,
+    warn: Callable[[str], None] = lambda text: None,
+) -> None:
+    """Everything about a configuration's study and its copies that can fail before its run
+    folder is made (``lth stability --find-rewind`` without RUN_DIR)."""
+    from .study import check_study
+
+    model = _config_model(config, trust_code)
+    experiment = Experiment(config, data, device, model)
+    check_study(experiment, data, warn)
+    check_memory(experiment, copies)
+
+
 def analyze_level(
     run_dir: str | Path,
     level: int,
@@ -589,6 +607,7 @@ __all__ = [
     "STABLE",
     "alphas",
     "analyze_level",
+    "check_configuration",
     "check_counts",
     "check_memory",
     "find_rewind",
