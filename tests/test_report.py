@@ -413,12 +413,12 @@ def test_report_output_refuses_the_run_folders_own_files(tmp_path, capsys, targe
 
 
 def test_report_output_elsewhere_or_beside_the_runs_files(tmp_path):
-    from lth.report import save_report
+    from lth.report import SIGNATURES, save_report
 
     run = make_run(tmp_path / "run")
     for target in (tmp_path / "r.md", run / "report.md", run / "plots" / "notes.md"):
         assert save_report(run, target, "md") == target
-        assert target.read_text() == report(run, "md")
+        assert target.read_text() == f"{SIGNATURES['md']}\n{report(run, 'md')}"
 
 
 # ----------------------------------------------------------------------------- formats
@@ -558,7 +558,10 @@ def test_cli_report_several_runs(tmp_path, capsys):
     assert main(["report", str(a), "--format", "csv", "--layers"]) == 2
     target = tmp_path / "table.tex"
     assert main(["report", str(a), str(b), "--format", "latex", "--output", str(target)]) == 0
-    assert target.read_text().startswith("% LTH report: 2 runs pooled")
+    signature, title = target.read_text().splitlines()[:2]
+    assert signature.startswith("% written by lth report") and title.startswith(
+        "% LTH report: 2 runs pooled"
+    )
     assert main(["report", str(a), str(b), "--output", str(b / "summary.csv")]) == 2
 
 

@@ -45,6 +45,7 @@ from .config import (
     whole_text,
 )
 from .errors import LTHError
+from .sweep import MAX_RUNS
 from .usercode import CODE_SETTINGS, CodeTrust, check_config, names_code
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of legend names, one per run (default: the settings in which the runs "
         "differ, else their folder names; \\, is a comma inside a name)",
     )
+    _add_force(plot, "a figure in --out that lth did not save")
     plot.add_argument("--debug", action="store_true", help="show tracebacks")
     plot.set_defaults(func=cmd_plot)
 
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--output", metavar="FILE", default=None, help="write to FILE instead of stdout"
     )
+    _add_force(rep, "an existing --output file that lth report did not write")
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
     rep.set_defaults(func=cmd_report)
 
@@ -288,10 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="import a package.module:function model named in the run's config.toml (never "
         "done otherwise)",
     )
+    _add_force(exp, "an existing --out file that is not an lth export file")
     exp.add_argument("--debug", action="store_true", help="show tracebacks")
     exp.set_defaults(func=cmd_export)
     _add_stability_parser(commands)
     return parser
+
+
+def _add_force(parser, what: str) -> None:
+    """``--force``: replace a file lth did not write (never done otherwise)."""
+    parser.add_argument("--force", action="store_true", help=f"replace {what}")
 
 
 def _add_run_time_options(group, trust_help: str) -> None:
@@ -359,6 +368,13 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--device", default="auto", help="cpu, cuda, ... or auto (default: auto)")
     sweep.add_argument(
         "--overwrite", action="store_true", help="delete the sweep's runs and start over"
+    )
+    sweep.add_argument(
+        "--max-runs",
+        type=whole_text,
+        metavar="N",
+        default=MAX_RUNS,
+        help=f"refuse a sweep of more runs than this (default: {MAX_RUNS:,})",
     )
     _add_run_time_options(
         sweep, "import a package.module:function model or criterion the sweep file names"
@@ -523,21 +539,29 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``lth sweep``: every study of a sweep file into its own run folder under --out."""
     from .study import resolve_device, run_in_folders
-    from .sweep import read_sweep
+    from .sweep import check_memory, progress, read_sweep
 
     started = time.monotonic()
     if not str(args.out).strip():
         raise LTHError("--out is empty; give a folder path")
     out = Path(args.out).expanduser()
     args.resolved_out = out
-    studies = read_sweep(args.sweep_file)
+    if args.max_runs < 1:
+        raise LTHError(f"--max-runs must be 1 or more, got {args.max_runs}")
+    studies = read_sweep(args.sweep_file, args.max_runs, args.quiet)
     for _, config in studies:
         _check_names(config)
         check_config(config, _code_trust(args))  # the sweep file is data: code needs trust
     executor = _executor(args)
     device = resolve_device(args.device)
     datasets: dict = {}
-    opened = [_open_study(config, out / name, args, device, datasets) for name, config in studies]
+    opened = []
+    with progress(len(studies), "checking the runs", args.quiet) as done:
+        for name, config in studies:
+            opened.append(_open_study(config, out / name, args, device, datasets))
+            if len(opened) == 1:
+                check_memory(studies, opened[0][0])
+            done()
     run_in_folders(
         opened, executor=executor, quiet=args.quiet, warn=_warning, tensorboard=args.tensorboard
     )
@@ -582,9 +606,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     run_dirs = run_folders(args.run_dirs)  # a folder of run folders stands for them
     labels = split_labels(args.labels) if args.labels is not None else None
-    out = Path(args.out) if args.out else Path(run_dirs[0]) / "plots"
-    if out.exists() and not out.is_dir():
-        raise LTHError(f"--out {out} is a file; choose a folder")
+    out = plots.check_targets(run_dirs, args.out or None, args.formats, args.force)
     analyses = [analysis.ensure_analysis(run_dir) for run_dir in run_dirs]
     figures = plots.plot_runs(
         run_dirs,
@@ -595,6 +617,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         analyses=analyses,
         title=args.title,
         labels=labels,
+        force=args.force,
     )
     for name in figures:
         print("  ".join(str(out / f"{name}.{fmt}") for fmt in args.formats))
@@ -610,7 +633,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     labels = split_labels(args.labels) if args.labels is not None else None
     options = {"fmt": args.format, "layers": args.layers, "labels": labels, "paper": args.paper}
     if args.output:
-        save_report(args.run_dirs, args.output, **options)
+        save_report(args.run_dirs, args.output, force=args.force, **options)
     else:
         sys.stdout.write(report(args.run_dirs, **options))
     return EXIT_OK
@@ -636,7 +659,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise LTHError(f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
-    check_out(args.out)
+    check_out(args.out, force=True)  # a path that can be written; replacing: export_ticket
     _check_run_dir(args.run_dir)
     info = export_ticket(
         Path(args.run_dir).expanduser(),
@@ -647,6 +670,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         replicate=args.replicate,
         which=args.which,
         trust_code=_code_trust(args),
+        force=args.force,
     )
     print(info.summary())
     return EXIT_OK
@@ -772,6 +796,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
 
     settings = [f.name for f in fields(ExperimentConfig) if f.name in vars(args)]
     settings += [k for k in ("preset", "config") if k in vars(args)]
+    every = args.checkpoint_every
+    if not (every >= 0 and math.isfinite(every)):
+        raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
     if args.run_dir is None:
         if not args.find_rewind or args.out is None:
             raise LTHError(
@@ -780,12 +807,14 @@ def cmd_stability(args: argparse.Namespace) -> int:
         config = resolve_config(args)
         _check_names(config)
         check_config(config, _code_trust(args))
+        stability.check_counts(args.copies, args.points)
         from .data import load_dataset
 
-        device = resolve_device(args.device)  # the data first: a bad one leaves no folder
+        device = resolve_device(args.device)  # everything first: bad input leaves no folder
         data = load_dataset(
             config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
+        stability.check_configuration(config, data, device, args.copies, args.trust_code, _warning)
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
         if settings or args.out is not None:
@@ -795,9 +824,6 @@ def cmd_stability(args: argparse.Namespace) -> int:
         run_dir, data = Path(args.run_dir).expanduser(), None
         if args.level is None and not args.find_rewind:
             raise LTHError("give --level L, the level of RUN_DIR to analyse")
-    every = args.checkpoint_every
-    if not (every >= 0 and math.isfinite(every)):
-        raise LTHError(f"--checkpoint-every must be a number of seconds >= 0, got {every}")
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {

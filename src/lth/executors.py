@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -96,6 +98,8 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, threads: int = 0, retries: int = 3):
         import_ray()  # asked for: fail now, before anything is written, if it is missing
+        if address:
+            check_ray_address(address)
         self.address = address
         self.threads = max(1, int(threads))
         self.retries = retries
@@ -167,6 +171,25 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
         return [d.everything for d in drivers]
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """A Ray head at ``host:port`` (or ``ray://host:port``) must accept a TCP connection, so
+    that an unreachable cluster is bad input before any run folder is made. Other forms
+    (``auto``) are left to Ray."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except (OSError, OverflowError) as e:
+        problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or "timed out"
+        raise LTHError(
+            f"cannot reach the Ray cluster at --ray-address {address} ({problem}); start it "
+            "with 'ray start --head' there, or check the address"
+        ) from None
 
 
 def _start(ray, address: str | None) -> None:

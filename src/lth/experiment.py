@@ -333,6 +333,14 @@ class Experiment:
         has_conv = any(isinstance(m, nn.Conv2d) for m in self.template.modules())
         if self.device.type == "cpu" and has_conv:
             return 1
+        fits = max(1, int(0.5 * _free_memory(self.device) // self.ticket_bytes()))
+        if self.device.type == "cpu":
+            fits = min(fits, max(2, torch.get_num_threads()))
+        return min(self.config.max_parallel, fits)
+
+    def ticket_bytes(self) -> int:
+        """Bytes one network of the stacked engine needs to train (an estimate): weights,
+        gradients, two optimizer moments and mask, and a batch's activations for backward."""
         n_params = sum(p.numel() for p in self.template.parameters())
         activations = 0
         with torch.no_grad():
@@ -340,12 +348,7 @@ class Experiment:
             for layer in self.template.children():
                 h = layer(h)
                 activations += h.numel()
-        # weights, gradients, two optimizer moments, mask; activations kept for backward
-        per_ticket = 4 * (5 * n_params + 3 * activations * self.config.batch_size)
-        fits = max(1, int(0.5 * _free_memory(self.device) // per_ticket))
-        if self.device.type == "cpu":
-            fits = min(fits, max(2, torch.get_num_threads()))
-        return min(self.config.max_parallel, fits)
+        return 4 * (5 * n_params + 3 * activations * self.config.batch_size)
 
     def plan(self, level: int, previous: dict[int, LevelResult], level0: dict[int, LevelResult]):
         """The (branch, replicate, job) list of one level from the tickets of the level before."""
@@ -598,6 +601,20 @@ def chains(results: list[LevelResult]) -> dict[int, LevelResult]:
     return {
         r.replicate: r for r in results if r.branch == "ticket" and r.history.diverged_at is None
     }
+
+
+def check_fits(
+    need: int, device: torch.device, what: str, fix: str, free: int | None = None
+) -> None:
+    """Refuse (one-line LTHError) ``what``, estimated to need ``need`` bytes, when ``device``
+    has less free (``free``: the bytes available, default what it has free now): checked
+    before anything is allocated or written."""
+    free = _free_memory(device) if free is None else free
+    if need > free:
+        raise LTHError(
+            f"{what} need about {need / 2**30:.1f} GiB of memory on {device}, more than the "
+            f"{free / 2**30:.1f} GiB free; {fix}"
+        )
 
 
 def _free_memory(device: torch.device) -> int:

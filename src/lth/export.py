@@ -46,7 +46,7 @@ from .errors import LTHError
 from .masks import MaskSet, check_masks, masks_from_torch_prune, remaining_fraction
 from .shrink import architecture, build_architecture, shrink
 from .sparse import csr_parts, from_csr_parts
-from .storage import ORDER_KEY, atomic_write, check_output_path
+from .storage import ORDER_KEY, atomic_write, check_output_path, check_replace
 from .usercode import CodeTrust, as_trust
 
 __all__ = [
@@ -121,8 +121,9 @@ def _check_format(format: str) -> None:
         raise LTHError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
 
 
-def check_out(out: str | os.PathLike[str] | None) -> Path:
-    """The output file's path, or LTHError when it cannot be written (checked, not created)."""
+def check_out(out: str | os.PathLike[str] | None, force: bool = False) -> Path:
+    """The output file's path, or LTHError when it cannot be written (checked, not created):
+    an existing file is replaced only if it is an lth export file, or with ``force``."""
     if out is None or not str(out).strip():
         raise LTHError("--out is empty; give a file path, e.g. ticket.safetensors")
     path = Path(out).expanduser()
@@ -133,7 +134,16 @@ def check_out(out: str | os.PathLike[str] | None) -> Path:
         raise LTHError(f"cannot write --out {out}: {blocker} is a file, not a folder")
     if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
         raise LTHError(f"cannot write --out {out}: {blocker} is not writable")
+    check_replace(path, "--out", _is_export, force)
     return path
+
+
+def _is_export(path: Path) -> bool:
+    """Whether ``path`` is an export file lth wrote (its metadata names the format)."""
+    try:
+        return FORMAT_KEY in read_metadata(path)
+    except LTHError:
+        return False
 
 
 def _masked_state(model: nn.Module, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -212,13 +222,15 @@ def export_model(
     *,
     format: str = "dense",
     metadata: Mapping[str, object] | None = None,
+    force: bool = False,
 ) -> ExportInfo:
     """Write ``model`` with ``masks`` (e.g. from :func:`lth.runs.load_ticket`) to ``out`` in
     ``format`` (:data:`FORMATS`), atomically; missing folders are created. ``metadata``
     entries (``model``, ``model_args`` = ``{"input_shape", "num_classes"}``, ...) are stored
-    with the file. Everything is checked before anything is written."""
+    with the file. Everything is checked before anything is written; an existing ``out`` is
+    replaced only if it is an lth export file, or with ``force``."""
     _check_format(format)
-    path = check_out(out)
+    path = check_out(out, force)
     data, meta = export_bytes(model, masks, format, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data)
@@ -248,14 +260,16 @@ def export_ticket(
     which: str = "final",
     model: nn.Module | Callable[..., nn.Module] | None = None,
     trust_code: bool | CodeTrust = False,
+    force: bool = False,
 ) -> ExportInfo:
     """Write one network of a run folder (``lth export``) to ``out`` in ``format``.
 
     ``level``, ``branch``, ``replicate``, ``which`` (``final``: trained weights; ``init``: the
     weights the level started from), ``model`` and ``trust_code`` are as in
     :func:`lth.runs.load_ticket`. Bad input (a missing level, an unknown branch or format, an
-    output that cannot be written, a folder that is not a run) raises :class:`LTHError`
-    before anything is written::
+    output that cannot be written, a folder that is not a run, an existing ``out`` that is not
+    an lth export file, unless ``force``) raises :class:`LTHError` before anything is
+    written::
 
         info = export_ticket("runs/lenet", 15, format="shrunk", out="lenet-15.safetensors")
         print(info.summary())
@@ -264,7 +278,7 @@ def export_ticket(
     from .runs import load_ticket
 
     _check_format(format)
-    path = check_out(out)
+    path = check_out(out, force=True)  # writable; whether it may be replaced: below
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         what = "is a file" if run.exists() else "does not exist"
@@ -275,6 +289,7 @@ def export_ticket(
         raise LTHError(
             f"--out {out} is one of the run folder's own files; choose a path outside them"
         ) from None
+    check_replace(path, "--out", _is_export, force)
     config = read_run_config(run)
     net, masks = load_ticket(
         run, level, branch, replicate, which, model=model, trust_code=trust_code
@@ -290,7 +305,7 @@ def export_ticket(
         "which": which,
         "config": config.to_dict(),
     }
-    return export_model(net, masks, path, format=format, metadata=metadata)
+    return export_model(net, masks, path, format=format, metadata=metadata, force=force)
 
 
 # --------------------------------------------------------------------------------- reading

@@ -92,14 +92,27 @@ from .storage import (
     SummaryRow,
     atomic_write,
     branch_order,
+    check_output_path,
+    check_replace,
     load_analysis,
     load_histograms,
     load_layers,
     load_metrics,
 )
 
-__all__ = ["ANALYSIS_FIGURES", "BANDS", "FIGURES", "default_levels", "fmt_tick", "plot_runs"]
+__all__ = [
+    "ANALYSIS_FIGURES", "BANDS", "FIGURES", "check_targets", "default_levels", "fmt_tick",
+    "is_lth_figure", "plot_runs",
+]  # fmt: skip
 BANDS = ("std", "minmax", "ci")
+#: What every figure lth saves carries in its metadata (PNG: Software, PDF and SVG: Creator),
+#: and the bytes that show it in the file: lth replaces a figure only if it carries them.
+SIGNATURE = "lth plot"
+SIGNED = {
+    "png": ("Software", b"tEXtSoftware\x00lth plot"),
+    "pdf": ("Creator", b"/Creator (lth plot)"),
+    "svg": ("Creator", b"<dc:title>lth plot</dc:title>"),
+}
 
 BRANCH_COLORS = {"ticket": "#1f77b4", "reinit": "#d62728", "random_prune": "#2ca02c"}
 BRANCH_MARKERS = {"ticket": "o", "reinit": "s", "random_prune": "^"}
@@ -1061,9 +1074,43 @@ def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int, write=atomi
     folder's :meth:`lth.storage.RunWriter.write`)."""
     target = out_dir / f"{name}.{fmt}"
     buffer = io.BytesIO()
-    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    metadata = {"CreationDate": None} if fmt == "pdf" else {}
+    if fmt in SIGNED:
+        metadata[SIGNED[fmt][0]] = SIGNATURE
     fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
     write(target, buffer.getvalue())
+    return target
+
+
+def is_lth_figure(path: Path) -> bool:
+    """Whether the figure file ``path`` was saved by lth (its metadata carries
+    :data:`SIGNATURE`; a format without metadata never is)."""
+    marker = SIGNED.get(path.suffix.lower().lstrip("."), (None, None))[1]
+    if marker is None:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 16)))
+        return marker in head or marker in f.read()
+
+
+def check_targets(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] | None,
+    formats: Sequence[str],
+    force: bool = False,
+) -> Path:
+    """The folder the figures of ``run_dirs`` go to (default: the first run's ``plots/``),
+    checked before anything is drawn: not one of a run folder's own folders (but its
+    ``plots/``), and no figure there that lth did not save (unless ``force``)."""
+    target = Path(out_dir) if out_dir is not None else Path(run_dirs[0]) / PLOTS
+    if target.exists() and not target.is_dir():
+        raise LTHError(f"--out {target} is a file; choose a folder")
+    for run_dir in run_dirs:
+        check_output_path(run_dir, target, "--out", folder=True)
+    for name in FIGURES + ANALYSIS_FIGURES:
+        for fmt in formats:
+            check_replace(target / f"{name}.{fmt}", "--out", is_lth_figure, force)
     return target
 
 
@@ -1080,6 +1127,7 @@ def plot_runs(
     dpi: int = 200,
     title: str | None = None,
     labels: Sequence[str] | None = None,
+    force: bool = False,
 ) -> dict[str, Figure]:
     """Draw the figures of one or several run folders, save them, and return them by name.
 
@@ -1103,7 +1151,9 @@ def plot_runs(
     ``analyses`` (one ``(analysis rows, histogram rows)`` or None per entry of ``run_dirs``, as
     :func:`lth.analysis.ensure_analysis` returns them), else its ``analysis.csv`` and
     ``analysis_histograms.csv`` as they are (call ``ensure_analysis`` first to bring them up to
-    date); silently left out when there is none.
+    date); silently left out when there is none. Nothing is drawn when ``out_dir`` is one of
+    a run folder's own folders (but ``plots/``), or holds a figure of the same name that lth
+    did not save (its metadata says so; ``force=True`` replaces it).
     """
     if band not in BANDS:
         raise LTHError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
@@ -1121,6 +1171,8 @@ def plot_runs(
         raise LTHError(f"analyses has {len(analyses)} entries for {len(run_dirs)} run folders")
 
     runs = _load_runs(run_dirs, labels)
+    paths = [run.path for run in runs]
+    target = check_targets(paths, out_dir, formats, force) if formats else None
     if mask_analysis:
         given = {}
         if analyses is not None:
@@ -1142,8 +1194,7 @@ def plot_runs(
             hist = _histogram_figure(runs[:1], levels, title)
             if hist is not None:
                 figures["weight_histograms"] = hist
-        if formats:
-            target = Path(out_dir) if out_dir is not None else runs[0].path / PLOTS
+        if target is not None:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -33,6 +33,7 @@ from .storage import (
     atomic_write,
     branch_order,
     check_output_path,
+    check_replace,
     csv_text,
     load_config,
     load_layers,
@@ -64,6 +65,12 @@ __all__ = [
 ]
 
 FORMATS = ("table", "md", "latex", "csv")
+#: The first line of a report file :func:`save_report` writes, in the formats that have
+#: comments: it tells lth that it may replace the file (a table or CSV file has none).
+SIGNATURES = {
+    "md": "<!-- written by lth report: lth report --output replaces this file -->",
+    "latex": "% written by lth report: lth report --output replaces this file",
+}
 
 
 def describe_config(config: dict) -> str:
@@ -932,15 +939,30 @@ def save_report(
     run_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     output: str | os.PathLike[str],
     fmt: str = "table",
+    *,
+    force: bool = False,
     **options,
 ) -> Path:
     """Write :func:`report` to ``output``, atomically; refuses a path that is one of a run
-    folder's own files (:func:`lth.storage.check_output_path`). Returns the path written."""
+    folder's own files (:func:`lth.storage.check_output_path`), and an existing file lth did
+    not write unless ``force``: markdown and LaTeX files written here start with a comment
+    line (:data:`SIGNATURES`) that says so; a table or CSV file is replaced only by the same
+    text. Returns the path written."""
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     for run_dir in run_folders(run_dirs):
         check_output_path(run_dir, output)
     text = report(run_dirs, fmt, **options)
+    signature = SIGNATURES.get(fmt)
+    if signature:
+        text = f"{signature}\n{text}"
+
+    def ours(path: Path) -> bool:
+        with open(path, "rb") as f:
+            head = f.read(len(text.encode()) + 1)
+        return head.startswith(signature.encode()) if signature else head == text.encode()
+
+    check_replace(output, "--output", ours, force)
     atomic_write(output, text)
     return Path(output)
 

@@ -60,6 +60,7 @@ STABLE = 2.0  # percent: below this instability a starting point is stable (Fran
 TRAIN_SUBSET = 10_000  # training images the train error is measured on (a fixed subset)
 BN_BATCHES = 50  # training batches that recompute BatchNorm statistics at each α
 CANDIDATES = (0, 100, 250, 500, 1000, 2000, 4000)  # default rewind points k of find_rewind
+MAX_PATH_POINTS = 100_000  # pairs x points measured per starting point, at most
 
 
 # ----------------------------------------------------------------------------- the measure
@@ -264,11 +265,34 @@ def _pairs(copies: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(copies) for j in range(i + 1, copies)]
 
 
-def _check_counts(copies: int, points: int) -> None:
+def check_counts(copies: int, points: int) -> None:
+    """``copies`` and ``points`` in range: every pair's path is measured at every point, so
+    their product is capped (:data:`MAX_PATH_POINTS`) before anything is allocated."""
     if not isinstance(copies, int) or copies < 2:
         raise LTHError(f"--copies must be 2 or more (a pair is two copies), got {copies}")
     if not isinstance(points, int) or points < 3:
         raise LTHError(f"--points must be 3 or more (α = 0, 1 and one between), got {points}")
+    pairs = copies * (copies - 1) // 2
+    if pairs * points > MAX_PATH_POINTS:
+        raise LTHError(
+            f"--copies {copies} and --points {points} would measure {pairs * points:,} points "
+            f"({pairs:,} pairs x {points}) per starting point, over lth's cap of "
+            f"{MAX_PATH_POINTS:,}; use fewer copies or points"
+        )
+
+
+def check_memory(experiment: Experiment, copies: int, free: int | None = None) -> None:
+    """Refuse copies that cannot fit in memory (an estimate: those trained together, and
+    every copy's final weights kept for the paths) before anything is written. ``free``:
+    the bytes available (default: what the device has free now)."""
+    from .experiment import check_fits
+
+    template = experiment.template
+    weights = 4 * sum(p.numel() for p in template.parameters())
+    together = copies if _stackable(template) else 1
+    need = together * experiment.ticket_bytes() + copies * weights
+    what = f"--copies {copies} ({together} trained together)"
+    check_fits(need, experiment.device, what, "use fewer copies", free)
 
 
 def _run_points(
@@ -435,6 +459,24 @@ def _config_model(config: ExperimentConfig, trust: CodeTrust) -> nn.Module:
     return build_model(config.model, spec.input_shape, spec.num_classes, trust)
 
 
+def check_configuration(
+    config: ExperimentConfig,
+    data,
+    device: torch.device,
+    copies: int,
+    trust_code: bool = False,
+    warn: Callable[[str], None] = lambda text: None,
+) -> None:
+    """Everything about a configuration's study and its copies that can fail before its run
+    folder is made (``lth stability --find-rewind`` without RUN_DIR)."""
+    from .study import check_study
+
+    model = _config_model(config, trust_code)
+    experiment = Experiment(config, data, device, model)
+    check_study(experiment, data, warn)
+    check_memory(experiment, copies)
+
+
 def analyze_level(
     run_dir: str | Path,
     level: int,
@@ -460,10 +502,11 @@ def analyze_level(
 
     Code the run names is imported only with ``trust_code`` (see :func:`open_study`).
     """
-    _check_counts(copies, points)
+    check_counts(copies, points)
     study, start, target = open_study(run_dir, level, branch, replicate, "level",
                                       data_dir=data_dir, device=device, trust_code=trust_code,
                                       data=data)  # fmt: skip
+    check_memory(study.experiment, copies)
     first, config = study.experiment.schedule(level, branch)
     settings = {"copies": copies, "points": points, "k": [first]}
     rows = _analyze(run_dir, study, target, settings, {first: start}, (first, config),
@@ -494,10 +537,11 @@ def find_rewind(
     Candidates at or past the end of the level's training are left out. Code the run names is
     imported only with ``trust_code`` (see :func:`open_study`).
     """
-    _check_counts(copies, points)
+    check_counts(copies, points)
     study, _, target = open_study(run_dir, level, branch, replicate, "rewind",
                                   data_dir=data_dir, device=device, trust_code=trust_code,
                                   data=data)  # fmt: skip
+    check_memory(study.experiment, copies)
     c = study.config
     if level > 0 and (branch == "reinit" or c.reset != "rewind"):
         what = "the reinit control" if branch == "reinit" else f"reset {c.reset}"
@@ -564,9 +608,13 @@ def _say(quiet: bool) -> Callable[[str], None]:
 
 __all__ = [
     "CANDIDATES",
+    "MAX_PATH_POINTS",
     "STABLE",
     "alphas",
     "analyze_level",
+    "check_configuration",
+    "check_counts",
+    "check_memory",
     "find_rewind",
     "instability",
     "interpolate",

@@ -947,9 +947,16 @@ def clear_run(run_dir: str | os.PathLike[str]) -> list[str]:
     return gone
 
 
-def check_output_path(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
+def check_output_path(
+    run_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    option: str = "--output",
+    folder: bool = False,
+) -> None:
     """Refuse (:class:`LTHError`) to write ``output`` when it is one of the run folder's own
-    files (or a folder lth made, or anything inside ``.lth/`` or a branch folder)."""
+    files (or a folder lth made, or anything inside ``.lth/`` or a branch folder).
+    ``folder``: ``output`` is a folder files go into (``lth plot --out``): the run's own
+    ``plots/`` is allowed, as is any folder beside the run's files."""
     run = Path(run_dir).resolve()
     out = Path(output)
     target = out.parent.resolve() / out.name
@@ -957,12 +964,28 @@ def check_output_path(run_dir: str | os.PathLike[str], output: str | os.PathLike
         parts = target.relative_to(run).parts
     except ValueError:
         return
+    if folder and parts == (PLOTS,):
+        return
     inside = any(_is_lth_dir(parts[:i]) and parts[0] != PLOTS for i in range(1, len(parts)))
     if not parts or inside or _is_lth_dir(parts) or file_kind("/".join(parts)) is not None:
         raise LTHError(
-            f"--output {output} is a file of the run folder {run_dir} that lth writes (or in "
+            f"{option} {output} is a file of the run folder {run_dir} that lth writes (or in "
             "one of its folders); choose a path outside the run's own files"
         )
+
+
+def check_replace(
+    path: str | os.PathLike[str], option: str, ours: Callable[[Path], bool], force: bool
+) -> None:
+    """Refuse (:class:`LTHError`) to replace an existing file unless ``ours(path)`` (decided
+    from the file's contents: lth wrote it) or ``force``: lth never clobbers a user's file."""
+    path = Path(path).expanduser()
+    if force or not path.is_file() or ours(path):
+        return
+    raise LTHError(
+        f"{option} {path} exists and was not written by this lth command; pass --force to "
+        "replace it, or choose a new path"
+    )
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -190,7 +190,11 @@ def _spread(kept: dict[str, int], pooled: list[str], removed: int) -> dict[str, 
 
 
 def check_study(experiment: Experiment, data, warn: Callable[[str], None]) -> None:
-    """Everything about a study that can fail before training: the model and the levels."""
+    """Everything about a study that can fail before training: the batch size, the model and
+    the levels."""
+    from .training import check_batch_size
+
+    check_batch_size(experiment.config.batch_size, data)
     check_model_output(experiment.template, data)
     check_levels(experiment, warn)
 

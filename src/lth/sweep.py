@@ -19,8 +19,12 @@ Ray all together); ``lth report``/``lth plot`` over the sweep folder tabulate or
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
@@ -28,10 +32,17 @@ from .errors import LTHError
 
 VARY = "vary"
 DEFAULT_PRESET = "default"
+MAX_RUNS = 10_000  # runs a sweep may make unless --max-runs says more
+PROGRESS_FROM = 100  # sweeps of this many runs or more show a progress bar while checked
 
 
-def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
-    """The studies of a sweep file as (run folder name, configuration), in product order."""
+def read_sweep(
+    path: str | Path, max_runs: int = MAX_RUNS, quiet: bool = True
+) -> list[tuple[str, ExperimentConfig]]:
+    """The studies of a sweep file as (run folder name, configuration), in product order.
+
+    The number of runs is counted before any is made: more than ``max_runs`` is refused.
+    ``quiet=False``: a progress bar on stderr while a large sweep is expanded and checked."""
     path = Path(path).expanduser()
     what = f"sweep file {path}"
     values = read_toml(path, "sweep file")
@@ -65,24 +76,81 @@ def read_sweep(path: str | Path) -> list[tuple[str, ExperimentConfig]]:
             )
         if len({repr(v) for v in options}) < len(options):
             raise LTHError(f"{what}: [{VARY}] {key} lists a value twice")
+    runs = math.prod(len(options) for options in vary.values())
+    if runs > max_runs:
+        sizes = " x ".join(str(len(options)) for options in vary.values())
+        raise LTHError(
+            f"{what}: [{VARY}] makes {runs:,} runs ({sizes}), more than the cap of "
+            f"{max_runs:,}; vary fewer values, or pass --max-runs {runs} if you mean it"
+        )
     studies: list[tuple[str, ExperimentConfig]] = []
     names: dict[str, dict] = {}
-    for combination in itertools.product(*vary.values()):
-        chosen = dict(zip(vary, combination))
-        name = run_name(chosen)
-        if name in names:
-            raise LTHError(
-                f"{what}: {chosen} and {names[name]} would share the run folder {name}; make "
-                "the values differ in more than punctuation"
-            )
-        names[name] = chosen
-        try:
-            config = ExperimentConfig.from_dict(base | values | chosen, f"{what}, run {name}")
-        except LTHError as e:  # a range check names the setting, not the run
-            where = f"{what}, run {name}"
-            raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
-        studies.append((name, config))
+    with progress(runs, "reading the sweep", quiet) as done:
+        for combination in itertools.product(*vary.values()):
+            studies.append(_study(what, vary, combination, names, base | values))
+            done()
     return studies
+
+
+def _study(
+    what: str, vary: dict, combination: tuple, names: dict, settings: dict
+) -> tuple[str, ExperimentConfig]:
+    """(run folder name, configuration) of one combination of the [vary] values; ``names``:
+    the run folder names so far (two combinations must not share one)."""
+    chosen = dict(zip(vary, combination))
+    name = run_name(chosen)
+    if name in names:
+        raise LTHError(
+            f"{what}: {chosen} and {names[name]} would share the run folder {name}; make "
+            "the values differ in more than punctuation"
+        )
+    names[name] = chosen
+    try:
+        return name, ExperimentConfig.from_dict(settings | chosen, f"{what}, run {name}")
+    except LTHError as e:  # a range check names the setting, not the run
+        where = f"{what}, run {name}"
+        raise LTHError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+
+
+def check_memory(
+    studies: list[tuple[str, ExperimentConfig]], first, free: int | None = None
+) -> None:
+    """Refuse a sweep whose data and models cannot all be held in memory, estimated from its
+    first study (``first``, an opened :class:`~lth.experiment.Experiment`) before any run
+    folder is made: the data is loaded once per (dataset, val_size, seed), a model kept per
+    run. ``free``: the bytes available (default: what the device has free now)."""
+    import torch
+
+    from .experiment import check_fits
+
+    data = first.data
+    splits = {(c.dataset, c.val_size, c.seed) for _, c in studies}
+    tensors = [t for t in vars(data).values() if isinstance(t, torch.Tensor)]
+    data_bytes = sum(t.nbytes for t in tensors)
+    model_bytes = sum(t.nbytes for t in first.template.state_dict().values())
+    more = (len(splits) - 1) * data_bytes + (len(studies) - 1) * model_bytes
+    what = (
+        f"the sweep's {len(studies):,} runs ({len(splits)} data splits by dataset, val_size and "
+        f"seed, {data_bytes / 2**30:.2f} GiB each, and a model per run)"
+    )
+    check_fits(more, first.device, what, "vary fewer seeds, or split the sweep", free)
+
+
+@contextlib.contextmanager
+def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[], None]]:
+    """A function to call once per run done, drawing a progress bar on stderr when there are
+    :data:`PROGRESS_FROM` runs or more (and not ``quiet``): checking a large sweep takes a
+    while before anything runs. The bar is gone when the block ends, also on an error."""
+    if quiet or total < PROGRESS_FROM:
+        yield lambda: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=what, unit="run", file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def run_name(chosen: dict) -> str:
@@ -102,4 +170,4 @@ def _example(value: object) -> str:
     return f"{value}, ..." if value is not None else "..."
 
 
-__all__ = ["read_sweep", "run_name"]
+__all__ = ["MAX_RUNS", "check_memory", "progress", "read_sweep", "run_name"]

@@ -108,6 +108,17 @@ def _stack_masks(model: StackedModel | ModuleModel, jobs: Sequence[TicketJob]) -
     }
 
 
+def check_batch_size(batch_size: int, data) -> int:
+    """The number of training examples, or LTHError when one batch needs more than that."""
+    n_train = int(data.train_x.shape[0])
+    if n_train < batch_size:
+        raise LTHError(
+            f"batch size {batch_size} exceeds the {n_train} training examples; use "
+            f"--batch-size {n_train} or less (or a smaller --val-size)"
+        )
+    return n_train
+
+
 class Trainer:
     """Trains a list of tickets of one architecture together; resumable via state_dict.
 
@@ -162,11 +173,7 @@ class Trainer:
             self.optimizer.compact(self.mask_flat.nonzero().squeeze(1))
         self.names = [job.name for job in jobs]
         self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
-        n_train = data.train_x.shape[0]
-        if n_train < config.batch_size:
-            raise LTHError(
-                f"batch size {config.batch_size} exceeds the {n_train} training examples"
-            )
+        n_train = check_batch_size(config.batch_size, data)
         self.steps_per_epoch = n_train // config.batch_size
         augmentation = getattr(data, "augmentation", None) if config.augment else None
         if augmentation:
