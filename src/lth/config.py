@@ -378,7 +378,7 @@ class ExperimentConfig(TrainConfig, StudyConfig):
             contradict each other (e.g. ``rewind_iteration`` with a ``reset`` other than
             ``"rewind"``), checked when the instance is made.
 
-    Example:
+    Examples:
         >>> import dataclasses, lth
         >>> config = lth.ExperimentConfig(levels=3, iterations=1000, controls=("reinit",))
         >>> config.levels, config.rate, config.controls
@@ -440,7 +440,7 @@ class ExperimentConfig(TrainConfig, StudyConfig):
     def from_dict(cls, values: dict, source: str = "settings") -> ExperimentConfig:
         """Build from plain values (a TOML file, a preset), checking each value's type.
 
-        Unknown keys and values of the wrong type raise :class:`LTHError` naming ``source``.
+        Unknown keys and values of the wrong type raise ``LTHError`` naming ``source``.
         """
         kinds = field_kinds()
         unknown = sorted(set(values) - set(kinds))
@@ -492,14 +492,14 @@ def _typed(key: str, value: Any, kind: tuple[type, type | None], source: str) ->
 def _document(cls: type) -> None:
     """Write each field's type, help and default, from its declaration, into the class
     docstring as its Google-style ``Attributes:`` section (before any ``Raises:`` or
-    ``Example:`` section of the docstring)."""
+    ``Examples:`` section of the docstring)."""
     lines = [
         f"        {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
         for f in fields(cls)
     ]
     attributes = "    Attributes:\n" + "\n".join(lines) + "\n"
     doc = cls.__doc__ or ""
-    section = re.search(r"\n    (Raises|Example):", doc)
+    section = re.search(r"\n    (Raises|Examples):", doc)
     at = section.start() if section else len(doc)
     cls.__doc__ = f"{doc[:at].rstrip()}\n\n{attributes}{doc[at:]}"
 

@@ -154,7 +154,7 @@ def register_criterion(
         LTHError: A bad name, ``rounds`` that is not a whole number >= 1, or (when
             decorating) a name already registered.
 
-    Example:
+    Examples:
         >>> @register_criterion("doc_largest_gradient_free", at_init=True)
         ... def largest(weights, masks):
         ...     return {n: weights[n].abs() for n in masks}

@@ -8,10 +8,11 @@ class LTHError(Exception):
     ``lth: error: <message>`` and exits with status 2. Catch it to handle bad input in your
     own code.
 
-    Args:
-        message: The one line: what is wrong and how to fix it.
+    Attributes:
+        args (tuple[str]): ``(message,)``: the one line, what is wrong and how to fix it;
+            ``str(error)`` gives it.
 
-    Example:
+    Examples:
         >>> import lth
         >>> try:
         ...     lth.create_model("lenet_301")

@@ -81,7 +81,7 @@ class LevelResult:
         dead_units (dict[str, int]): Units per layer that ``lth.shrink`` removes from this
             network; ``{}`` when it cannot shrink it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lth.training import History
         >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]]),

@@ -127,7 +127,7 @@ def ones_mask(
     Raises:
         LTHError: A name that matches no parameter, or neither a model nor a dict given.
 
-    Example:
+    Examples:
         >>> masks = ones_mask(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
         >>> {n: tuple(m.shape) for n, m in masks.items()}
         {'0.weight': (3, 4), '2.weight': (2, 3)}
@@ -207,7 +207,7 @@ def apply_masks(
         LTHError: A mask that is not a bool tensor, names no parameter or has another shape
             than its parameter; then nothing is changed.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(2, 2)
         >>> apply_masks(model, {"weight": torch.tensor([[True, False], [False, True]])})
         >>> int(model.weight.count_nonzero())
@@ -231,7 +231,7 @@ def count_remaining(masks: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, i
     Returns:
         ``{name: (kept, total)}``, in the order of ``masks``.
 
-    Example:
+    Examples:
         >>> count_remaining({"w": torch.tensor([True, False, True])})
         {'w': (2, 3)}
     """
@@ -272,7 +272,7 @@ def nonzero_table(
     Raises:
         LTHError: With ``weights``, masks that do not fit them (names, shapes, dtypes).
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> from torch import nn
         >>> masks = {"0.weight": torch.tensor([[True, False, True], [False, False, True]]),
@@ -339,7 +339,7 @@ def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) 
     Raises:
         LTHError: A name that is not a string, or an entry that is not a bool tensor.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, lth
         >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]])}
         >>> with tempfile.TemporaryDirectory() as folder:
@@ -371,7 +371,7 @@ def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     Raises:
         LTHError: A missing or damaged file, or an entry of another dtype.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, lth
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = os.path.join(folder, "masks.safetensors")
@@ -474,16 +474,17 @@ def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
         LTHError: A parameter that already has a mask attached, or masks that do not fit the
             model (names, shapes, dtypes); then nothing is changed.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> from torch import nn
         >>> from lth.masks import detach_masks
         >>> model = nn.Sequential(nn.Linear(3, 2))
         >>> masks = {"0.weight": torch.tensor([[True, False, True], [False, True, True]])}
         >>> model = lth.attach_masks(model, masks)
-        >>> opt = torch.optim.AdamW(model.parameters(), lr=0.1)
         >>> model(torch.randn(5, 3)).sum().backward()
-        >>> opt.step()
+        >>> with torch.no_grad():   # a step that moves every entry, the pruned ones too
+        ...     for p in model.parameters():
+        ...         p -= 0.1 * (p.grad + 1.0)
         >>> (model[0].weight == 0).tolist()                  # pruned entries still 0
         [[False, True, False], [True, False, False]]
         >>> list(detach_masks(model))    # plain parameters again, pruned entries exactly 0

@@ -102,7 +102,7 @@ def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], 
     Raises:
         LTHError: An empty name, or (when decorating) a name already registered.
 
-    Example:
+    Examples:
         >>> import lth
         >>> from torch import nn
         >>> @lth.register_model("doc_tiny_mlp")
@@ -183,7 +183,7 @@ def create_model(
             ints, images too small for the model (the message says the smallest side), a
             builder whose model does not fit its registration, or an unknown ``scheme``.
 
-    Example:
+    Examples:
         >>> import lth
         >>> model = lth.create_model("lenet_300_100", generator=0)
         >>> [name for name, _ in model.named_parameters()]
@@ -793,7 +793,7 @@ def initialize(
         LTHError: An unknown scheme, or a generator that is missing or neither a
             ``torch.Generator`` nor an int.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> from torch import nn
         >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)

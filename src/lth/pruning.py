@@ -71,7 +71,7 @@ def layer_rates(
         LTHError: A rate outside ``[0, 1)``, no names with an output layer asked for, or an
             ``output_name`` that is not among the names.
 
-    Example:
+    Examples:
         >>> layer_rates(["fc1.weight", "fc2.weight", "fc3.weight"], 0.2, 0.1)
         {'fc1.weight': 0.2, 'fc2.weight': 0.2, 'fc3.weight': 0.1}
     """
@@ -143,7 +143,7 @@ def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]
         LTHError: Masks that do not fit the weights, a rate outside ``[0, 1)`` or for a layer
             without a mask, or NaN among the surviving weights (training diverged).
 
-    Example:
+    Examples:
         >>> w = {"w": torch.tensor([0.5, -0.1, 2.0, 0.3])}
         >>> prune_layerwise(w, {"w": torch.ones(4, dtype=torch.bool)}, {"w": 0.5})["w"].tolist()
         [True, False, True, False]
@@ -206,7 +206,7 @@ def prune_global(
         LTHError: Masks that do not fit the weights, a rate outside ``[0, 1)``, an
             ``exclude`` name without a mask, or NaN among the surviving weights.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> weights = {"a": torch.tensor([0.1, -0.2, 0.3, 0.4]), "b": torch.tensor([1.0, 2.0])}
         >>> masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
@@ -303,7 +303,7 @@ def prune_random_like(
             with other layers or shapes, or a layer where ``previous`` keeps fewer weights
             than ``reference``.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> ticket = {"w": torch.tensor([True, False, True, False, True, False])}
         >>> control = lth.prune_random_like(ticket, generator=torch.Generator().manual_seed(0))

@@ -65,7 +65,7 @@ class Dataset:
             a quarter of the memory), from which ``train_batch`` draws batches; ``None`` for
             tensors given as-is.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> data = lth.dataset_from_tensors(
         ...     "toy", torch.rand(10, 3), torch.arange(10) % 2,
@@ -247,7 +247,7 @@ def load_dataset(
             (checked before any file is read), a missing file that may not be downloaded, or
             a file that fails verification.
 
-    Example:
+    Examples:
         >>> import lth
         >>> data = lth.load_dataset("mnist", val_size=5000, download=False)  # bundled copy
         >>> data.sizes
@@ -382,7 +382,7 @@ def dataset_from_tensors(
             empty training set, labels outside ``[0, num_classes)``, an unknown augmentation,
             or a ``val_size``, ``seed`` or ``device`` out of range.
 
-    Example:
+    Examples:
         >>> import torch, lth
         >>> data = lth.dataset_from_tensors(
         ...     "toy", torch.rand(10, 1, 4, 4), torch.arange(10) % 3,
