@@ -181,7 +181,8 @@ def create_model(
     Raises:
         LTHError: An unknown name, an ``input_shape`` or ``num_classes`` that is not positive
             ints, images too small for the model (the message says the smallest side), a
-            builder whose model does not fit its registration, or an unknown ``scheme``.
+            builder whose model does not fit its registration, or (with a ``generator``) an
+            unknown ``scheme``.
 
     Examples:
         >>> import lth

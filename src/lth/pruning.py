@@ -68,8 +68,8 @@ def layer_rates(
         ``{name: rate}`` in the order of ``names``.
 
     Raises:
-        LTHError: A rate outside ``[0, 1)``, no names with an output layer asked for, or an
-            ``output_name`` that is not among the names.
+        LTHError: A rate outside ``[0, 1)``, no names while ``output_rate`` or
+            ``output_name`` is given, or an ``output_name`` that is not among the names.
 
     Examples:
         >>> layer_rates(["fc1.weight", "fc2.weight", "fc3.weight"], 0.2, 0.1)

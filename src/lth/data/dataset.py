@@ -228,8 +228,8 @@ def load_dataset(
         name: A registered dataset: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` or one
             added with ``lth.data.register_dataset`` (case-insensitive; ``-`` and ``_`` alike).
         data_dir: Folder holding the dataset's folder; ``None`` (the default) uses
-            ``$LTH_DATA_DIR``, else the per-user cache (``~/.cache/lth``). MNIST is bundled
-            with lth and used when no folder holds it.
+            ``$LTH_DATA_DIR``, else the per-user cache (``$XDG_CACHE_HOME/lth`` or
+            ``~/.cache/lth``). MNIST is bundled with lth and used when no folder holds it.
         val_size: Training images held out for validation (0 for none); at most the training
             set's size minus 1.
         seed: Seed of the validation split's draw (the global RNG is not touched).
@@ -237,19 +237,19 @@ def load_dataset(
         download: Whether missing files may be downloaded; with ``False`` a missing file is an
             error.
         downloader: ``downloader(url, dest)`` fetches one file into ``dest``; the default uses
-            HTTP(S) and refuses when ``$LTH_OFFLINE`` is set.
+            HTTP(S) and refuses when ``$LTH_OFFLINE`` is set (to anything but ``0``).
 
     Returns:
         The ``Dataset``, its ``mean``, ``std`` and ``train_raw`` set.
 
     Raises:
-        LTHError: An unknown dataset name, a ``val_size``, ``seed`` or ``device`` out of range
-            (checked before any file is read), a missing file that may not be downloaded, or
-            a file that fails verification.
+        LTHError: An unknown dataset name, a bad ``val_size``, ``seed`` or ``device`` (checked
+            before any file is read), a missing file that may not be downloaded, or a file
+            that fails verification.
 
     Examples:
         >>> import lth
-        >>> data = lth.load_dataset("mnist", val_size=5000, download=False)  # bundled copy
+        >>> data = lth.load_dataset("mnist", val_size=5000, download=False)  # MNIST is bundled
         >>> data.sizes
         {'train': 55000, 'val': 5000, 'test': 10000}
         >>> tuple(data.train_x.shape), data.train_x.dtype, data.augmentation
@@ -380,7 +380,7 @@ def dataset_from_tensors(
         LTHError: Tensors of the wrong kind (non-float examples, labels that are not a 1-D
             integer tensor), example and label counts or example shapes that differ, an
             empty training set, labels outside ``[0, num_classes)``, an unknown augmentation,
-            or a ``val_size``, ``seed`` or ``device`` out of range.
+            or a bad ``val_size``, ``seed`` or ``device``.
 
     Examples:
         >>> import torch, lth
