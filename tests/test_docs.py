@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
+import inspect
+import re
 
 import pytest
+
+from lth.config import ExperimentConfig
 
 MODULES = [
     "lth",
     "lth.config",
-    "lth.masks",
-    "lth.pruning",
-    "lth.models",
     "lth.criteria",
+    "lth.data.dataset",
+    "lth.errors",
+    "lth.experiment",
+    "lth.masks",
+    "lth.models",
+    "lth.pruning",
     "lth.stats",
 ]
 
+#: Public names left out for now: other helpers are changing these functions (issue 25: the run
+#: folder, the export, run_experiment). Their docstrings get Args, Returns and an example with
+#: those changes; then they leave this set (the test below fails until they do).
+PENDING = {"RunFolder", "export_ticket", "load_export", "load_ticket", "run_experiment"}
+
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
+def test_docstring_examples(name, offline_and_isolated):
+    """Offline and without the user's cache: load_dataset's example reads the bundled MNIST."""
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{name} has no examples"
@@ -27,13 +41,77 @@ def test_docstring_examples(name):
 
 
 def test_every_public_name_is_documented():
-    import inspect
-
     import lth
 
     for name in lth.__all__:
         doc = inspect.getdoc(getattr(lth, name)) or ""
         assert len(doc) > 40, name
+
+
+def _section(doc: str, title: str) -> str:
+    """The body of the Google-style section ``title`` of a cleaned docstring ("" if none)."""
+    lines = doc.splitlines()
+    if f"{title}:" not in lines:
+        return ""
+    body = []
+    for line in lines[lines.index(f"{title}:") + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        body.append(line)
+    return "\n".join(body)
+
+
+def _documented(section: str) -> set[str]:
+    """The names a section's entries describe (``name: ...`` or ``name (type): ...``)."""
+    return set(re.findall(r"^    (\w+)(?: \([^)]*\))?:", section, flags=re.MULTILINE))
+
+
+def test_every_public_name_has_args_returns_and_an_example():
+    """What the API reference shows: every parameter (or field) described, what comes back,
+    and an example (test_docstring_examples runs it)."""
+    import lth
+
+    assert PENDING.issubset(lth.__all__)
+    for name in sorted(set(lth.__all__) - PENDING):
+        obj = getattr(lth, name)
+        doc = inspect.getdoc(obj) or ""
+        assert ">>> " in _section(doc, "Examples"), f"{name}: no Examples section with >>>"
+        if inspect.isclass(obj):
+            described = _documented(_section(doc, "Args") + "\n" + _section(doc, "Attributes"))
+            assert described, f"{name}: no Args or Attributes"
+            wanted = (
+                {f.name for f in dataclasses.fields(obj)}
+                if dataclasses.is_dataclass(obj)
+                else set()
+            )
+        else:
+            described = _documented(_section(doc, "Args"))
+            assert _section(doc, "Returns").strip(), f"{name}: no Returns"
+            wanted = set(inspect.signature(obj).parameters)
+        assert wanted <= described, f"{name}: {sorted(wanted - described)} not described"
+    for name in PENDING:  # done? then it leaves PENDING and the checks above hold it
+        doc = inspect.getdoc(getattr(lth, name)) or ""
+        assert not ("Args:" in doc and ">>> " in doc), f"{name} is documented: drop it from PENDING"
+
+
+def test_api_reference_shows_the_settings_of_experiment_config():
+    """mkdocstrings reads src/ without importing it; the griffe extension of docs/ gives it
+    ExperimentConfig's docstring as lth.config writes it at import, Attributes included."""
+    griffe = pytest.importorskip("griffe")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extension = griffe.load_extensions(str(root / "docs" / "griffe_runtime_docstrings.py"))
+    loader = griffe.GriffeLoader(
+        extensions=extension, search_paths=[str(root / "src")], docstring_parser="google"
+    )
+    config = loader.load("lth.config")["ExperimentConfig"]
+    sections = {section.kind.value: section for section in config.docstring.parsed}
+    assert {"attributes", "raises", "examples"} <= set(sections)
+    attributes = {a.name: a for a in sections["attributes"].value}
+    assert str(attributes["rate"].annotation) == "float"
+    assert "Default: ``0.2``" in attributes["rate"].description
+    assert set(attributes) == {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
 def test_readme_is_the_front_door_and_every_link_resolves():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -365,7 +366,30 @@ def check_schedule(config: TrainConfig, iterations: int) -> None:
 
 @dataclass(frozen=True)
 class ExperimentConfig(TrainConfig, StudyConfig):
-    """Every setting of a study; ``lth run``'s options and a run's ``config.toml`` keys."""
+    """Every setting of a study; ``lth run``'s options and a run's ``config.toml`` keys.
+
+    Each attribute below is also a keyword argument of the constructor, with the same default:
+    ``ExperimentConfig()`` is the ``default`` preset, what ``lth run`` runs without options.
+    The instance is frozen; change settings with ``dataclasses.replace``. ``from_dict`` builds
+    one from plain values (a TOML file's), checking their types.
+
+    Raises:
+        LTHError: A value its setting does not take (e.g. ``rate=1.5``), or settings that
+            contradict each other (e.g. ``rewind_iteration`` with a ``reset`` other than
+            ``"rewind"``), checked when the instance is made.
+
+    Examples:
+        >>> import dataclasses, lth
+        >>> config = lth.ExperimentConfig(levels=3, iterations=1000, controls=("reinit",))
+        >>> config.levels, config.rate, config.controls
+        (3, 0.2, ('reinit',))
+        >>> dataclasses.replace(config, lr=3e-4).lr
+        0.0003
+        >>> lth.ExperimentConfig(rate=1.5)
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: rate must be a fraction between 0 and 1, got 1.5
+    """
 
     epochs: int = setting(
         0,
@@ -416,7 +440,7 @@ class ExperimentConfig(TrainConfig, StudyConfig):
     def from_dict(cls, values: dict, source: str = "settings") -> ExperimentConfig:
         """Build from plain values (a TOML file, a preset), checking each value's type.
 
-        Unknown keys and values of the wrong type raise :class:`LTHError` naming ``source``.
+        Unknown keys and values of the wrong type raise ``LTHError`` naming ``source``.
         """
         kinds = field_kinds()
         unknown = sorted(set(values) - set(kinds))
@@ -466,9 +490,18 @@ def _typed(key: str, value: Any, kind: tuple[type, type | None], source: str) ->
 
 
 def _document(cls: type) -> None:
-    """Append each field's help, from its declaration, to the class docstring."""
-    lines = [f"    {f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls)]
-    cls.__doc__ = f"{cls.__doc__}\n\n    Attributes:\n" + "\n".join(lines) + "\n"
+    """Write each field's type, help and default, from its declaration, into the class
+    docstring as its Google-style ``Attributes:`` section (before any ``Raises:`` or
+    ``Examples:`` section of the docstring)."""
+    lines = [
+        f"        {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
+        for f in fields(cls)
+    ]
+    attributes = "    Attributes:\n" + "\n".join(lines) + "\n"
+    doc = cls.__doc__ or ""
+    section = re.search(r"\n    (Raises|Examples):", doc)
+    at = section.start() if section else len(doc)
+    cls.__doc__ = f"{doc[:at].rstrip()}\n\n{attributes}{doc[at:]}"
 
 
 for _cls in (StudyConfig, TrainConfig, ExperimentConfig):

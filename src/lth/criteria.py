@@ -133,16 +133,34 @@ def register_criterion(
 ) -> Callable[[Callable], Callable]:
     """Decorator registering a scoring function as criterion ``name`` (``--criterion NAME``).
 
-    ``at_init``: the criterion prunes at initialisation (it is given θ0 restricted by the
-    current masks, and each level trains from θ0); ``rounds``: prune each level in this many
-    rounds, rescoring after each, on an exponential schedule (SynFlow: 100).
+    The function takes by keyword only what it names among ``weights``, ``init``, ``masks``,
+    ``model``, ``data`` and ``generator`` (see ``lth.criteria``) and returns
+    ``{name: scores}``, one tensor shaped like each mask, higher kept. Registered, its name
+    works as ``ExperimentConfig(criterion=name)`` in this process.
 
-    >>> @register_criterion("doc_largest_gradient_free", at_init=True)
-    ... def largest(weights, masks):
-    ...     return {n: weights[n].abs() for n in masks}
-    >>> "doc_largest_gradient_free" in criterion_names()
-    True
-    >>> del CRITERIA["doc_largest_gradient_free"]
+    Args:
+        name: The criterion's name: new, not empty, without ``:`` (which names
+            ``package.module:function``).
+        at_init: ``False`` (the default): score the trained weights (as IMP does).
+            ``True``: prune at initialisation; the function is given θ0 restricted by the
+            current masks, and each level trains from θ0.
+        rounds: Prune each level in this many rounds, rescoring after each, on an exponential
+            schedule (SynFlow: 100); default 1.
+
+    Returns:
+        The decorator; it registers the function and returns it unchanged.
+
+    Raises:
+        LTHError: A bad name, ``rounds`` that is not a whole number >= 1, or (when
+            decorating) a name already registered.
+
+    Examples:
+        >>> @register_criterion("doc_largest_gradient_free", at_init=True)
+        ... def largest(weights, masks):
+        ...     return {n: weights[n].abs() for n in masks}
+        >>> "doc_largest_gradient_free" in criterion_names()
+        True
+        >>> del CRITERIA["doc_largest_gradient_free"]
     """
     if not isinstance(name, str) or not name.strip() or ":" in name:
         raise LTHError(f"criterion name must be a non-empty name without ':', got {name!r}")

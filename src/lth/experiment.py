@@ -60,7 +60,45 @@ def derive_seed(seed: int, *keys: object) -> int:
 
 @dataclass
 class LevelResult:
-    """One trained network: a branch (ticket or control) of one replicate at one level."""
+    """One trained network: a branch (ticket or control) of one replicate at one level.
+
+    ``run_experiment`` returns one for every network a study trained.
+
+    Attributes:
+        branch (str): ``"ticket"``, or the control's name (``"reinit"``, ``"random_prune"``,
+            ...; see ``ExperimentConfig.controls``).
+        replicate (int): The replicate, from 0.
+        level (int): The pruning level, 0 for the dense network.
+        masks (dict[str, torch.Tensor]): The masks it trained with, ``{name: bool tensor}``.
+        init (dict[str, torch.Tensor]): Its starting weights, masked: θ0, the rewound θk,
+            the previous level's final weights (fine-tuning), fresh ones, or a control's.
+        final (dict[str, torch.Tensor]): Its weights at the end of training.
+        history (lth.training.History): Its evaluations during training (losses, accuracies
+            in percent, the early-stop iteration).
+        snapshots (dict[int, dict[str, torch.Tensor]]): Weights kept during training by
+            iteration (level 0 keeps θk for late rewinding); empty otherwise.
+        exclude (tuple[str, ...]): Masked layers left out of pruning (``config.exclude``);
+            ``weights_remaining`` does not count them.
+        dead_units (dict[str, int]): Units per layer that ``lth.shrink`` removes from this
+            network; ``{}`` when it cannot shrink it.
+
+    Examples:
+        >>> import torch
+        >>> from lth.training import History
+        >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]]),
+        ...          "out.weight": torch.ones(1, 2, dtype=torch.bool)}
+        >>> weights = {name: torch.ones(mask.shape) for name, mask in masks.items()}
+        >>> history = History(iteration=[0, 100], train_loss=[2.3, 0.3], val_loss=[2.3, 0.4],
+        ...                   val_acc=[10.0, 90.0], test_loss=[2.3, 0.5], test_acc=[9.8, 89.5])
+        >>> result = LevelResult("ticket", 0, 1, masks, weights, weights, history,
+        ...                      exclude=("out.weight",))
+        >>> result.weights_remaining                # out.weight is left out
+        75.0
+        >>> result.summary()
+        {'branch': 'ticket', 'replicate': 0, 'level': 1, 'weights_remaining': 75.0,
+         'test_acc': 89.5, 'early_stop_iteration': 100, 'test_acc_at_early_stop': 89.5,
+         'best_val_acc': 90.0, 'diverged_at': None}
+    """
 
     branch: str
     replicate: int

@@ -114,13 +114,25 @@ def ones_mask(
 ) -> MaskSet:
     """All-True masks (nothing pruned yet): the start of every lottery-ticket chain.
 
-    Takes a model (masks for its :func:`prunable_parameters`) or a dict of tensors (a mask for
-    every entry), or only the ``names`` given. Returns ``{name: bool tensor of the parameter's
-    shape}``.
+    Args:
+        model_or_weights: A model, whose prunable parameters get masks (the ``weight`` of
+            every ``nn.Linear`` and ``nn.Conv2d``, see ``lth.masks.prunable_parameters``), or
+            a dict of tensors, every entry of which gets one.
+        names: Only these parameters get masks, in this order (a lone string is one name);
+            ``None`` (the default) picks them as above.
 
-    >>> masks = ones_mask(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
-    >>> {n: tuple(m.shape) for n, m in masks.items()}
-    {'0.weight': (3, 4), '2.weight': (2, 3)}
+    Returns:
+        ``{name: bool tensor of the parameter's shape, on its device, all True}``.
+
+    Raises:
+        LTHError: A name that matches no parameter, or neither a model nor a dict given.
+
+    Examples:
+        >>> masks = ones_mask(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+        >>> {n: tuple(m.shape) for n, m in masks.items()}
+        {'0.weight': (3, 4), '2.weight': (2, 3)}
+        >>> list(ones_mask(nn.Linear(4, 3), names=["weight", "bias"]))
+        ['weight', 'bias']
     """
     weights = named_weights(model_or_weights)
     if names is None:
@@ -178,14 +190,28 @@ def apply_masks(
 ) -> None:
     """Zero, in place, every parameter entry whose mask is False (pruned entries become 0).
 
-    Takes a model or a dict of tensors and a mask set; everything is checked (names, shapes,
-    dtypes) before anything changes. Returns nothing. This zeroes the weights once: training
-    with ``lth`` keeps them at 0; a training loop of your own must mask gradients or weights.
+    Everything is checked (names, shapes, dtypes) before anything changes. This zeroes the
+    weights once: training with ``lth`` keeps them at 0; a training loop of your own must mask
+    gradients or weights (``attach_masks`` does that for any optimizer).
 
-    >>> model = nn.Linear(2, 2)
-    >>> apply_masks(model, {"weight": torch.tensor([[True, False], [False, True]])})
-    >>> int(model.weight.count_nonzero())
-    2
+    Args:
+        model_or_state: A model (its parameters are changed) or a dict of tensors such as a
+            ``state_dict()`` (its tensors are changed).
+        masks: ``{parameter name: bool tensor of its shape}``, True where the weight is
+            kept; parameters without a mask are left alone.
+
+    Returns:
+        None; the zeros are written into the tensors (``+0.0``, also where they held NaN).
+
+    Raises:
+        LTHError: A mask that is not a bool tensor, names no parameter or has another shape
+            than its parameter; then nothing is changed.
+
+    Examples:
+        >>> model = nn.Linear(2, 2)
+        >>> apply_masks(model, {"weight": torch.tensor([[True, False], [False, True]])})
+        >>> int(model.weight.count_nonzero())
+        2
     """
     check_masks(masks, model_or_state)  # validate everything before touching anything
     weights = named_weights(model_or_state)
@@ -197,10 +223,17 @@ def apply_masks(
 
 
 def count_remaining(masks: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
-    """How many weights each mask keeps: ``{name: (kept, total)}``.
+    """How many weights each mask keeps, to report or check a mask set's sparsity.
 
-    >>> count_remaining({"w": torch.tensor([True, False, True])})
-    {'w': (2, 3)}
+    Args:
+        masks: ``{name: bool tensor}``, True where the weight is kept.
+
+    Returns:
+        ``{name: (kept, total)}``, in the order of ``masks``.
+
+    Examples:
+        >>> count_remaining({"w": torch.tensor([True, False, True])})
+        {'w': (2, 3)}
     """
     return {name: (int(mask.count_nonzero()), mask.numel()) for name, mask in masks.items()}
 
@@ -226,8 +259,34 @@ def nonzero_table(
 ) -> str:
     """A printable per-layer table: kept (or, given ``weights``, nonzero) / total, % remaining.
 
-    Returns the table as a string with a total row and the compression ratio; with
-    ``weights``, counts the nonzero weights (a check that pruned weights really are 0).
+    Args:
+        masks: ``{name: bool tensor}``, one row each, in this order.
+        weights: ``None`` (the default) counts the entries each mask keeps; a model or a
+            dict of tensors counts the nonzero weights under each mask's name instead (a check
+            that pruned weights really are 0).
+
+    Returns:
+        The table as a string: a row per mask (nonzero, total, % remaining, shape), then a
+        total row with the overall % remaining and the compression ratio.
+
+    Raises:
+        LTHError: With ``weights``, masks that do not fit them (names, shapes, dtypes).
+
+    Examples:
+        >>> import torch, lth
+        >>> from torch import nn
+        >>> masks = {"0.weight": torch.tensor([[True, False, True], [False, False, True]]),
+        ...          "1.weight": torch.tensor([[True, True]])}
+        >>> print(lth.nonzero_table(masks))
+        layer     nonzero  total  % remaining  shape
+        ---------------------------------------------
+        0.weight        3      6        50.0%  (2, 3)
+        1.weight        2      2       100.0%  (1, 2)
+        ---------------------------------------------
+        total           5      8  (62.5% remaining, 1.60× compression)
+        >>> model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+        >>> print(lth.nonzero_table(masks, model).splitlines()[-1])   # not pruned yet
+        total           8      8  (100.0% remaining, 1.00× compression)
     """
     if weights is not None:
         tensors = named_weights(weights)
@@ -264,8 +323,31 @@ def nonzero_table(
 
 
 def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
-    """Write ``masks`` atomically to a safetensors file as bool tensors, in their order
-    (:func:`lth.storage.save_tensors`); missing parent folders are created."""
+    """Write a mask set to a safetensors file, to keep a ticket's masks or share them.
+
+    The file is written atomically (a reader never sees half of it), holding bool tensors in
+    the order of ``masks``; ``load_masks`` reads it back.
+
+    Args:
+        masks: ``{name: bool tensor}``.
+        path: The file to write; missing parent folders are created, and a file already
+            there is replaced.
+
+    Returns:
+        None.
+
+    Raises:
+        LTHError: A name that is not a string, or an entry that is not a bool tensor.
+
+    Examples:
+        >>> import os, tempfile, torch, lth
+        >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]])}
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "ticket", "masks.safetensors")
+        ...     lth.save_masks(masks, path)
+        ...     lth.load_masks(path)["fc.weight"].tolist()
+        [[True, False], [True, True]]
+    """
     for name, mask in masks.items():
         if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
             raise LTHError(f"masks must map str -> bool tensor; entry {name!r} does not")
@@ -277,10 +359,31 @@ def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) 
 
 
 def load_masks(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> MaskSet:
-    """Read a mask set written by :func:`save_masks`: ``{name: bool tensor}`` in saved order.
+    """Read back a mask set that ``save_masks`` wrote, to prune or inspect with it again.
 
-    ``path`` is a safetensors file (bool or uint8 entries); a missing or damaged file is a
-    one-line :class:`LTHError`.
+    Args:
+        path: A safetensors file of bool or uint8 entries (uint8: nonzero is kept).
+        device: Where the masks go, e.g. ``"cpu"`` (the default) or ``"cuda:0"``.
+
+    Returns:
+        ``{name: bool tensor}`` in the order they were saved.
+
+    Raises:
+        LTHError: A missing or damaged file, or an entry of another dtype.
+
+    Examples:
+        >>> import os, tempfile, torch, lth
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "masks.safetensors")
+        ...     lth.save_masks({"b": torch.ones(2, dtype=torch.bool),
+        ...                     "a": torch.zeros(1, dtype=torch.bool)}, path)
+        ...     masks = lth.load_masks(path)
+        >>> {name: mask.tolist() for name, mask in masks.items()}
+        {'b': [True, True], 'a': [False]}
+        >>> lth.load_masks("no/such/masks.safetensors")
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: mask file 'no/such/masks.safetensors' does not exist or is not ...
     """
     path = Path(path)
     if not path.is_file():
@@ -352,17 +455,40 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """Keep ``masks`` on ``model`` under any optimizer, in the user's own training loop.
 
-    Zeroes the pruned entries, then registers a :class:`KeepMask` parametrization
+    Zeroes the pruned entries, then registers a ``KeepMask`` parametrization
     (``torch.nn.utils.parametrize``) on every masked parameter: ``model.fc1.weight`` is then
     always the masked tensor, and SGD with momentum, Adam, AdamW (weight decay included) can
     step as they like. The parameter object an optimizer holds is the same before and after
     (it moves to ``fc1.parametrizations.weight.original``), so an optimizer made earlier keeps
-    working. Returns ``model`` (changed in place). Undo with :func:`detach_masks`::
+    working. Undo with ``lth.masks.detach_masks``.
 
-        attach_masks(model, masks)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        ...  # your own loop
-        masks = detach_masks(model)   # plain parameters again, pruned entries exactly 0
+    Args:
+        model: The model to mask, changed in place.
+        masks: ``{parameter name: bool tensor of its shape}``, True where the weight is kept;
+            parameters without a mask stay plain.
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        LTHError: A parameter that already has a mask attached, or masks that do not fit the
+            model (names, shapes, dtypes); then nothing is changed.
+
+    Examples:
+        >>> import torch, lth
+        >>> from torch import nn
+        >>> from lth.masks import detach_masks
+        >>> model = nn.Sequential(nn.Linear(3, 2))
+        >>> masks = {"0.weight": torch.tensor([[True, False, True], [False, True, True]])}
+        >>> model = lth.attach_masks(model, masks)
+        >>> model(torch.randn(5, 3)).sum().backward()
+        >>> with torch.no_grad():   # a step that moves every entry, the pruned ones too
+        ...     for p in model.parameters():
+        ...         p -= 0.1 * (p.grad + 1.0)
+        >>> (model[0].weight == 0).tolist()                  # pruned entries still 0
+        [[False, True, False], [True, False, False]]
+        >>> list(detach_masks(model))    # plain parameters again, pruned entries exactly 0
+        ['0.weight']
     """
     from torch.nn.utils import parametrize
 

@@ -85,10 +85,36 @@ ALLOWED_LAYERS: tuple[type[nn.Module], ...] = (
 def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder(input_shape, num_classes) -> nn.Module`` as ``name``.
 
-    The builder receives a validated ``(C, H, W)`` tuple of positive ints and a positive int.
-    With ``flat=True`` (the default) it must return a flat ``nn.Sequential`` of
-    :data:`ALLOWED_LAYERS` that the batched engine can stack; with ``flat=False`` any
-    ``nn.Module`` containing an ``nn.Linear`` (its output layer). :func:`create_model` checks this.
+    A registered name works wherever this process names a model: ``create_model(name)``,
+    ``ExperimentConfig(model=name)``. The builder receives a validated ``(C, H, W)`` tuple of
+    positive ints and a positive int; ``create_model`` checks what it returns.
+
+    Args:
+        name: The model's name; it must be new.
+        flat: ``True`` (the default): the builder returns a flat ``nn.Sequential`` of
+            ``lth.models.ALLOWED_LAYERS`` (Linear, Conv2d, ReLU, MaxPool2d, Flatten), which
+            the batched engine can stack. ``False``: any ``nn.Module`` containing an
+            ``nn.Linear`` (the last one is the output layer).
+
+    Returns:
+        The decorator; it registers the builder and returns it unchanged.
+
+    Raises:
+        LTHError: An empty name, or (when decorating) a name already registered.
+
+    Examples:
+        >>> import lth
+        >>> from torch import nn
+        >>> @lth.register_model("doc_tiny_mlp")
+        ... def tiny_mlp(input_shape, num_classes):
+        ...     c, h, w = input_shape
+        ...     return nn.Sequential(
+        ...         nn.Flatten(), nn.Linear(c * h * w, 16), nn.ReLU(), nn.Linear(16, num_classes)
+        ...     )
+        >>> model = lth.create_model("doc_tiny_mlp", (1, 8, 8), 3, generator=0)
+        >>> [name for name, _ in model.named_parameters()]
+        ['1.weight', '1.bias', '3.weight', '3.bias']
+        >>> del MODELS["doc_tiny_mlp"]    # lth.models.MODELS: the registry
     """
     if not isinstance(name, str) or not name.strip():
         raise LTHError(f"model name must be a non-empty string, got {name!r}")
@@ -132,13 +158,43 @@ def create_model(
     """Build registry model ``name`` for images shaped ``input_shape`` = (C, H, W).
 
     Flat models come back as a flat ``nn.Sequential`` (checked with
-    :func:`check_flat_sequential`); general ones (``resnet20``, ``vgg16``) as their own
-    ``nn.Module`` subclass. Use :func:`is_flat_sequential` to tell them apart.
+    ``lth.models.check_flat_sequential``); general ones (``resnet20``, ``vgg16``) as their own
+    ``nn.Module`` subclass. Use ``lth.models.is_flat_sequential`` to tell them apart.
 
-    Without ``generator`` the weights are PyTorch's defaults, drawn from a *forked* copy of the
-    global RNG (the global state is left unchanged, so two such calls give the same weights):
-    call :func:`initialize` before training. With ``generator`` (a ``torch.Generator`` or an int
-    seed) the model is initialised with ``scheme`` from that generator before it is returned.
+    Args:
+        name: A registered model: ``lenet_300_100``, ``lenet5``, ``conv2``, ``conv4``,
+            ``conv6``, ``resnet20``, ``vgg16``, or one added with ``register_model``.
+        input_shape: ``(C, H, W)`` of one image, three positive ints; the default
+            ``(1, 28, 28)`` is MNIST's.
+        num_classes: Size of the output layer (default 10).
+        generator: ``None`` (the default): the weights are PyTorch's defaults, drawn from a
+            *forked* copy of the global RNG (the global state is left unchanged, so two such
+            calls give the same weights): call ``initialize`` before training. A
+            ``torch.Generator`` or an int seed: the model is initialised with ``scheme`` from
+            it before it is returned.
+        scheme: The initialisation scheme used with ``generator`` (see ``initialize``);
+            ignored without one.
+
+    Returns:
+        The model: a flat ``nn.Sequential``, or a general model's own class.
+
+    Raises:
+        LTHError: An unknown name, an ``input_shape`` or ``num_classes`` that is not positive
+            ints, images too small for the model (the message says the smallest side), a
+            builder whose model does not fit its registration, or (with a ``generator``) an
+            unknown ``scheme``.
+
+    Examples:
+        >>> import lth
+        >>> model = lth.create_model("lenet_300_100", generator=0)
+        >>> [name for name, _ in model.named_parameters()]
+        ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias', 'fc3.weight', 'fc3.bias']
+        >>> type(lth.create_model("resnet20", (3, 32, 32), generator=0)).__name__
+        'CifarResNet'
+        >>> lth.create_model("lenet5", (1, 4, 4))
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: input_shape (1, 4, 4) is too small for model 'lenet5' ...
     """
     if name not in MODELS:
         raise LTHError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
@@ -722,7 +778,30 @@ def initialize(
     norm layers weight 1, bias 0; RNN / LSTM / GRU (+ Cells): ``weight_ih`` by scheme,
     ``weight_hh`` orthogonal per gate block, biases zero; Embedding N(0, 1). Any other module that
     owns parameters is reset with its own ``reset_parameters`` under a generator-derived seed.
-    ``generator`` may be a ``torch.Generator`` or an int seed; the global RNG is not used.
+    The global RNG is not used, so the same seed gives the same weights.
+
+    Args:
+        model: The model to initialise, changed in place (any ``nn.Module``, on any device).
+        scheme: ``"xavier_normal"`` (the default), ``"xavier_uniform"``,
+            ``"kaiming_normal"``, ``"kaiming_uniform"`` or ``"pytorch_default"``.
+        generator: A ``torch.Generator`` or an int seed; required (``None`` is refused, so
+            that runs are reproducible).
+
+    Returns:
+        None.
+
+    Raises:
+        LTHError: An unknown scheme, or a generator that is missing or neither a
+            ``torch.Generator`` nor an int.
+
+    Examples:
+        >>> import torch, lth
+        >>> from torch import nn
+        >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> lth.initialize(a, "kaiming_normal", generator=0)
+        >>> lth.initialize(b, "kaiming_normal", torch.Generator().manual_seed(0))
+        >>> torch.equal(a.weight, b.weight), a.bias.abs().sum().item()
+        (True, 0.0)
     """
     if scheme not in INIT_SCHEMES:
         raise LTHError(f"unknown init scheme {scheme!r}; valid schemes: {', '.join(init_names())}")

@@ -54,12 +54,26 @@ def layer_rates(
 ) -> dict[str, float]:
     """Per-layer pruning rates: ``rate`` for every name, ``output_rate`` for the output layer.
 
-    ``output_name`` defaults to the last name (the output layer of a feed-forward net);
-    without ``output_rate`` every layer gets ``rate``. Returns ``{name: rate}``, as
-    :func:`prune_layerwise` takes it (Frankle & Carbin 2019: 20% hidden, 10% output).
+    The rates ``prune_layerwise`` takes (Frankle & Carbin 2019: 20% hidden, 10% output).
 
-    >>> layer_rates(["fc1.weight", "fc2.weight", "fc3.weight"], 0.2, 0.1)
-    {'fc1.weight': 0.2, 'fc2.weight': 0.2, 'fc3.weight': 0.1}
+    Args:
+        names: The masked parameter names, in layer order (a lone string is one name).
+        rate: Fraction of each layer's surviving weights pruned per level, in ``[0, 1)``.
+        output_rate: The output layer's rate, in ``[0, 1)``; ``None`` (the default) gives it
+            ``rate`` too.
+        output_name: The output layer's name; ``None`` (the default) means the last name
+            (the output layer of a feed-forward net).
+
+    Returns:
+        ``{name: rate}`` in the order of ``names``.
+
+    Raises:
+        LTHError: A rate outside ``[0, 1)``, no names while ``output_rate`` or
+            ``output_name`` is given, or an ``output_name`` that is not among the names.
+
+    Examples:
+        >>> layer_rates(["fc1.weight", "fc2.weight", "fc3.weight"], 0.2, 0.1)
+        {'fc1.weight': 0.2, 'fc2.weight': 0.2, 'fc3.weight': 0.1}
     """
     names = [names] if isinstance(names, str) else list(names)
     rates = dict.fromkeys(names, _check_rate(rate, "rate"))
@@ -110,14 +124,29 @@ def _magnitudes(weights: Weights, masks: MaskSet) -> dict[str, torch.Tensor]:
 def prune_layerwise(weights: Weights, masks: MaskSet, rates: Mapping[str, float]) -> MaskSet:
     """Layer-wise magnitude pruning: remove ``round(rate * survivors)`` lowest-|w| survivors.
 
-    Takes the weights (a model or a dict), the current masks and ``{name: rate}`` (layers not
-    named keep their mask). Ranks only the surviving weights of each layer by ``|w|`` (ties:
-    lower flat index first) and returns new masks; the inputs are not changed. Frankle &
-    Carbin 2019, Algorithm 1 step 3 (prune p% of the surviving weights of each layer).
+    Ranks only the surviving weights of each layer by ``|w|`` (ties: lower flat index first);
+    the inputs are not changed. Frankle & Carbin 2019, Algorithm 1 step 3 (prune p% of the
+    surviving weights of each layer).
 
-    >>> w = {"w": torch.tensor([0.5, -0.1, 2.0, 0.3])}
-    >>> prune_layerwise(w, {"w": torch.ones(4, dtype=torch.bool)}, {"w": 0.5})["w"].tolist()
-    [True, False, True, False]
+    Args:
+        weights: The weights scored, a model or a dict of tensors (the trained weights in
+            iterative magnitude pruning).
+        masks: The current masks, ``{name: bool tensor}``; only masked layers are pruned.
+        rates: ``{name: rate in [0, 1)}``, e.g. from ``layer_rates``; masked layers not named
+            keep their mask.
+
+    Returns:
+        New masks with the same names, each a subset of its current mask, on the weights'
+        device.
+
+    Raises:
+        LTHError: Masks that do not fit the weights, a rate outside ``[0, 1)`` or for a layer
+            without a mask, or NaN among the surviving weights (training diverged).
+
+    Examples:
+        >>> w = {"w": torch.tensor([0.5, -0.1, 2.0, 0.3])}
+        >>> prune_layerwise(w, {"w": torch.ones(4, dtype=torch.bool)}, {"w": 0.5})["w"].tolist()
+        [True, False, True, False]
     """
     return select_layerwise(_magnitudes(weights, masks), masks, rates, what="weights")
 
@@ -160,7 +189,33 @@ def prune_global(
     """Global magnitude pruning: ``round(rate * survivors)`` lowest-|w| across layers.
 
     Ranks the surviving weights of all non-``exclude``d layers together (ties: earlier layer,
-    then lower index), so layers lose different fractions; returns new masks.
+    then lower index), so layers lose different fractions; the inputs are not changed.
+
+    Args:
+        weights: The weights scored, a model or a dict of tensors.
+        masks: The current masks, ``{name: bool tensor}``; only masked layers are pruned.
+        rate: Fraction of the surviving weights of the ranked layers pruned, in ``[0, 1)``.
+        exclude: Names of masked layers left out of the ranking; they keep their mask
+            (default: none).
+
+    Returns:
+        New masks with the same names, each a subset of its current mask, on the weights'
+        device.
+
+    Raises:
+        LTHError: Masks that do not fit the weights, a rate outside ``[0, 1)``, an
+            ``exclude`` name without a mask, or NaN among the surviving weights.
+
+    Examples:
+        >>> import torch, lth
+        >>> weights = {"a": torch.tensor([0.1, -0.2, 0.3, 0.4]), "b": torch.tensor([1.0, 2.0])}
+        >>> masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        >>> new = lth.prune_global(weights, masks, 0.5)
+        >>> lth.count_remaining(new)       # the 3 smallest of 6 are all in layer a
+        {'a': (1, 4), 'b': (2, 2)}
+        >>> new = lth.prune_global(weights, masks, 0.5, exclude=["b"])
+        >>> new["a"].tolist(), new["b"].tolist()
+        ([False, False, True, True], [True, True])
     """
     return select_global(_magnitudes(weights, masks), masks, rate, exclude, what="weights")
 
@@ -232,8 +287,31 @@ def prune_random_like(
     """The random-pruning control: random masks with ``reference``'s per-layer kept counts.
 
     Each layer keeps exactly as many weights as ``reference`` (the ticket's mask) keeps,
-    chosen uniformly at random with ``generator`` (only among the survivors of ``previous``
-    when given). Returns new masks; the same generator state gives the same masks.
+    chosen uniformly at random; the same generator state gives the same masks.
+
+    Args:
+        reference: The masks whose per-layer kept counts are copied, ``{name: bool tensor}``.
+        previous: ``None`` (the default): any entry may be kept. Masks with the same layers
+            and shapes: only their survivors may be kept (a chain of shrinking masks).
+        generator: A ``torch.Generator`` for the draws (keyword, required).
+
+    Returns:
+        New masks with ``reference``'s names and shapes, on its devices.
+
+    Raises:
+        LTHError: No ``torch.Generator``, masks that are not bool tensors, ``previous``
+            with other layers or shapes, or a layer where ``previous`` keeps fewer weights
+            than ``reference``.
+
+    Examples:
+        >>> import torch, lth
+        >>> ticket = {"w": torch.tensor([True, False, True, False, True, False])}
+        >>> control = lth.prune_random_like(ticket, generator=torch.Generator().manual_seed(0))
+        >>> lth.count_remaining(control)
+        {'w': (3, 6)}
+        >>> again = lth.prune_random_like(ticket, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(control["w"], again["w"])
+        True
     """
     if not isinstance(generator, torch.Generator):
         raise LTHError("pass generator=torch.Generator().manual_seed(seed) for repeatable masks")

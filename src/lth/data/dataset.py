@@ -34,16 +34,47 @@ __all__ = [
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A dataset split into train/val/test tensors, all on the same device.
+    """A dataset split into train/val/test tensors on one device: what a study trains on.
 
-    ``*_x`` are float32 of shape ``(N, *input_shape)``; ``*_y`` are int64 of shape ``(N,)``.
-    ``train_indices``/``val_indices`` (int64, CPU, sorted) say which images of the full
-    training set went to each split. ``mean``/``std`` are the per-channel normalisation
-    constants applied, or ``None`` when the tensors were given as-is. ``train_raw`` holds the
-    training images as the files store them (uint8, a quarter of the memory), from which
-    :meth:`train_batch` draws batches; ``None`` for tensors given as-is. ``augmentation`` names
-    the dataset's standard training augmentation in :data:`lth.data.augment.AUGMENTATIONS`
-    (``"crop_flip"`` for CIFAR-10), or is ``None`` for none; it is never applied here.
+    Made by ``load_dataset`` (a registered dataset) or ``dataset_from_tensors`` (your own
+    tensors); frozen. ``*_x`` are float32 of shape ``(N, *input_shape)``; ``*_y`` are int64
+    of shape ``(N,)``.
+
+    Attributes:
+        name (str): The dataset's name (``"mnist"``, or the name you gave).
+        num_classes (int): Number of classes; every label lies in ``[0, num_classes)``.
+        input_shape (tuple[int, ...]): Shape of one example, e.g. ``(1, 28, 28)``.
+        train_x (torch.Tensor): Training examples (the full training set minus the
+            validation split, in their original order).
+        train_y (torch.Tensor): Their labels.
+        val_x (torch.Tensor): Validation examples, held out from the training set.
+        val_y (torch.Tensor): Their labels.
+        test_x (torch.Tensor): Test examples.
+        test_y (torch.Tensor): Their labels.
+        train_indices (torch.Tensor): Which examples of the full training set went to
+            training (int64, CPU, sorted).
+        val_indices (torch.Tensor): Which went to validation (int64, CPU, sorted).
+        mean (tuple[float, ...] | None): Per-channel normalisation means applied, or ``None``
+            when the tensors were given as-is.
+        std (tuple[float, ...] | None): Per-channel normalisation standard deviations, or
+            ``None``.
+        augmentation (str | None): Name of the standard training augmentation in
+            ``lth.data.augment.AUGMENTATIONS`` (``"crop_flip"`` for CIFAR-10), or ``None``
+            for none; it is never applied here.
+        train_raw (torch.Tensor | None): The training images as the files store them (uint8,
+            a quarter of the memory), from which ``train_batch`` draws batches; ``None`` for
+            tensors given as-is.
+
+    Examples:
+        >>> import torch, lth
+        >>> data = lth.dataset_from_tensors(
+        ...     "toy", torch.rand(10, 3), torch.arange(10) % 2,
+        ...     torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), val_size=2)
+        >>> data
+        Dataset(name='toy', num_classes=2, input_shape=(3,),
+                sizes={'train': 8, 'val': 2, 'test': 4}, device=cpu)
+        >>> data.val_indices.tolist(), data.train_x.dtype, data.train_y.dtype
+        ([1, 4], torch.float32, torch.int64)
     """
 
     name: str
@@ -85,6 +116,7 @@ class Dataset:
 
     @property
     def device(self) -> torch.device:
+        """The device every tensor of the dataset is on."""
         return self.train_x.device
 
     def __repr__(self) -> str:
@@ -186,16 +218,46 @@ def load_dataset(
 ) -> Dataset:
     """Load a registered dataset as normalised tensors on ``device``, with a validation split.
 
-    Files are found as described in :func:`~lth.data.locate_files` (missing ones are fetched with
+    Files are found as described in ``lth.data.locate_files`` (missing ones are fetched with
     ``downloader``, unless ``download`` is false), and all of them are read and verified before
     any tensor is built. ``val_size`` training images chosen by ``seed`` (see
-    :func:`split_indices`) form the validation set; the rest, in their original order, form the
-    training set. Images become float32 ``(x / 255 - mean) / std``; labels int64. Returns a
-    :class:`Dataset`::
+    ``lth.data.split_indices``) form the validation set; the rest, in their original order,
+    form the training set. Images become float32 ``(x / 255 - mean) / std``; labels int64.
 
-        data = load_dataset("mnist", val_size=5000, seed=0)   # the bundled copy: no download
-        data.train_x.shape, data.val_x.shape, data.test_x.shape
-        # (torch.Size([55000, 1, 28, 28]), torch.Size([5000, 1, 28, 28]), torch.Size([10000, ...]))
+    Args:
+        name: A registered dataset: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` or one
+            added with ``lth.data.register_dataset`` (case-insensitive; ``-`` and ``_`` alike).
+        data_dir: Folder holding the dataset's folder; ``None`` (the default) uses
+            ``$LTH_DATA_DIR``, else the per-user cache (``$XDG_CACHE_HOME/lth`` or
+            ``~/.cache/lth``). MNIST is bundled with lth and used when no folder holds it.
+        val_size: Training images held out for validation (0 for none); at most the training
+            set's size minus 1.
+        seed: Seed of the validation split's draw (the global RNG is not touched).
+        device: Where the tensors go, e.g. ``"cpu"``, ``"cuda"`` or ``"cuda:0"``.
+        download: Whether missing files may be downloaded; with ``False`` a missing file is an
+            error.
+        downloader: ``downloader(url, dest)`` fetches one file into ``dest``; the default uses
+            HTTP(S) and refuses when ``$LTH_OFFLINE`` is set (to anything but ``0``).
+
+    Returns:
+        The ``Dataset``, its ``mean``, ``std`` and ``train_raw`` set.
+
+    Raises:
+        LTHError: An unknown dataset name, a bad ``val_size``, ``seed`` or ``device`` (checked
+            before any file is read), a missing file that may not be downloaded, or a file
+            that fails verification.
+
+    Examples:
+        >>> import lth
+        >>> data = lth.load_dataset("mnist", val_size=5000, download=False)  # MNIST is bundled
+        >>> data.sizes
+        {'train': 55000, 'val': 5000, 'test': 10000}
+        >>> tuple(data.train_x.shape), data.train_x.dtype, data.augmentation
+        ((55000, 1, 28, 28), torch.float32, None)
+        >>> lth.load_dataset("mnist", val_size=60000)
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: val_size 60000 is out of range: ...
     """
     spec = get_spec(name)
     val_size = _check_val_size(val_size, spec.train_size)
@@ -291,14 +353,48 @@ def dataset_from_tensors(
     num_classes: int | None = None,
     augmentation: str | None = None,
 ) -> Dataset:
-    """Build a :class:`Dataset` from user tensors, with the same validation split as
-    :func:`load_dataset`.
+    """Build a ``Dataset`` from your own tensors, to study a dataset lth does not register.
 
-    ``*_x`` must be float tensors ``(N, *input_shape)``; their values are used as-is (no
-    normalisation) but cast to float32. ``*_y`` are integer labels, cast to int64.
-    ``num_classes`` defaults to ``max label + 1``; labels must lie in ``[0, num_classes)``.
-    ``augmentation`` names the training augmentation to use (a key of
-    :data:`lth.data.augment.AUGMENTATIONS`, e.g. ``"crop_flip"`` for 3-channel images), or ``None``.
+    The values are used as-is (no normalisation) but cast to float32, the labels to int64;
+    the validation split is drawn as ``load_dataset`` draws it.
+
+    Args:
+        name: The dataset's name, used in messages and in ``Dataset.name``.
+        train_x: Training examples, a float tensor ``(N, *input_shape)``.
+        train_y: Their integer class labels, a 1-D tensor of N entries.
+        test_x: Test examples, a float tensor ``(M, *input_shape)``.
+        test_y: Their integer class labels, M entries.
+        val_size: Training examples held out for validation (0 for none), below N.
+        seed: Seed of the validation split's draw (the global RNG is not touched).
+        device: Where the tensors go, e.g. ``"cpu"`` or ``"cuda:0"``.
+        num_classes: Number of classes; ``None`` (the default) takes the largest label
+            (of training and test) plus one.
+        augmentation: The training augmentation to use, a key of
+            ``lth.data.augment.AUGMENTATIONS`` (``"crop_flip"`` for 3-channel images), or
+            ``None`` (the default) for none.
+
+    Returns:
+        The ``Dataset``; its ``mean``, ``std`` and ``train_raw`` are ``None``.
+
+    Raises:
+        LTHError: Tensors of the wrong kind (non-float examples, labels that are not a 1-D
+            integer tensor), example and label counts or example shapes that differ, an
+            empty training set, labels outside ``[0, num_classes)``, an unknown augmentation,
+            or a bad ``val_size``, ``seed`` or ``device``.
+
+    Examples:
+        >>> import torch, lth
+        >>> data = lth.dataset_from_tensors(
+        ...     "toy", torch.rand(10, 1, 4, 4), torch.arange(10) % 3,
+        ...     torch.rand(5, 1, 4, 4), torch.arange(5) % 3, val_size=2, seed=1)
+        >>> data.num_classes, data.input_shape, data.sizes
+        (3, (1, 4, 4), {'train': 8, 'val': 2, 'test': 5})
+        >>> lth.dataset_from_tensors("toy", torch.rand(4, 2), torch.tensor([0, 1, 2, 5]),
+        ...                          torch.rand(1, 2), torch.tensor([0]), val_size=1,
+        ...                          num_classes=3)
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: dataset 'toy': labels range from 0 to 5, but they must lie in ...
     """
     if augmentation is not None and augmentation not in AUGMENTATIONS:
         raise LTHError(
