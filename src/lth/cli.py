@@ -814,7 +814,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
         data = load_dataset(
             config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
         )
-        stability.check_configuration(config, data, device, args.copies, args.trust_code, _warning)
+        stability.check_configuration(
+            config, data, device, args.copies, _code_trust(args), _warning
+        )
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
         if settings or args.out is not None:

@@ -464,15 +464,15 @@ def check_configuration(
     data,
     device: torch.device,
     copies: int,
-    trust_code: bool = False,
+    trust_code: bool | CodeTrust = False,
     warn: Callable[[str], None] = lambda text: None,
 ) -> None:
     """Everything about a configuration's study and its copies that can fail before its run
     folder is made (``lth stability --find-rewind`` without RUN_DIR)."""
     from .study import check_study
 
-    model = _config_model(config, trust_code)
-    experiment = Experiment(config, data, device, model)
+    trust = as_trust(trust_code)
+    experiment = Experiment(config, data, device, _config_model(config, trust), trust=trust)
     check_study(experiment, data, warn)
     check_memory(experiment, copies)
 
