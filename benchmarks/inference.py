@@ -1,20 +1,21 @@
 """Inference of LeNet-300-100 tickets: file size and latency, dense against sparse and shrunk.
 
 The tickets: LeNet-300-100 trained dense on real MNIST for ``--train-steps`` Adam steps, then
-magnitude-pruned with :mod:`lth.pruning` on the paper's schedule (20% of each hidden layer and
-10% of the output layer per level, so levels 0, 7, 15 and 20 leave 100%, 21.1%, 3.6% and
+magnitude-pruned with :mod:`lth.pruning.selection` on the paper's schedule (20% of each hidden layer
+and 10% of the output layer per level, so levels 0, 7, 15 and 20 leave 100%, 21.1%, 3.6% and
 1.2% of the weights) in one go from the trained weights, then fine-tuned ``--finetune-steps``
-Adam steps with the masks kept on (:func:`lth.masks.attach_masks`). These are not IMP tickets
-(no rewinding, no retraining per level), but their masks are real magnitude masks of a trained
-network, which is what file size and speed depend on; it takes about a minute, not an IMP run.
+Adam steps with the masks kept on (:func:`lth.pruning.masks.attach_masks`). These are not IMP
+tickets (no rewinding, no retraining per level), but their masks are real magnitude masks of a
+trained network, which is what file size and speed depend on; it takes about a minute, not an IMP
+run.
 
 For every ticket: the file size of each export format (dense, sparse, shrunk, shrunk-sparse)
 and the latency at batch 1, 64 and 1,024 of
 
 * ``dense``: the masked ``nn.Sequential`` (what ``load_ticket`` gives);
 * ``sparse``: every pruned layer as a ``torch.sparse`` CSR matrix (no shrinking);
-* ``shrunk``: the physically smaller ``nn.Sequential`` (:func:`lth.shrink.shrink`);
-* ``best``: :func:`lth.sparse.sparse_inference` for that batch size: shrunk, then each
+* ``shrunk``: the physically smaller ``nn.Sequential`` (:func:`lth.pruning.shrink.shrink`);
+* ``best``: :func:`lth.pruning.sparse.sparse_inference` for that batch size: shrunk, then each
   layer's kernel chosen by its density and the batch size.
 
 Latencies are medians over ``--repeats`` rounds in which the four take turns, so that each
@@ -34,13 +35,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from lth.core.models import create_model
 from lth.data import load_dataset
-from lth.export import export_bytes
-from lth.masks import apply_masks, attach_masks, detach_masks, ones_mask, remaining_fraction
-from lth.models import create_model
-from lth.pruning import prune_layerwise
-from lth.shrink import shrink
-from lth.sparse import sparse_inference
+from lth.pruning.masks import apply_masks, attach_masks, detach_masks, ones_mask, remaining_fraction
+from lth.pruning.selection import prune_layerwise
+from lth.pruning.shrink import shrink
+from lth.pruning.sparse import sparse_inference
+from lth.runfolder.export import export_bytes
 
 TARGETS = (100.0, 21.0, 3.6, 1.2)  # percent of weights remaining
 RATES = {"fc1.weight": 0.2, "fc2.weight": 0.2, "fc3.weight": 0.1}  # per level (the paper's)
@@ -71,7 +72,7 @@ def train(data, steps: int, seed: int) -> torch.nn.Module:
 
 def finetune(model: torch.nn.Module, masks: dict, data, steps: int, seed: int) -> None:
     """Retrain a pruned ticket for ``steps`` steps with its masks kept on
-    (:func:`lth.masks.attach_masks`), in place."""
+    (:func:`lth.pruning.masks.attach_masks`), in place."""
     attach_masks(model, masks)
     adam_steps(model, data, steps, seed + 1)
     detach_masks(model)

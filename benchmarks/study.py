@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
+from lth.core.kernels import cpu_model, threshold
+from lth.core.training import TrainConfig, Trainer
 from lth.data import load_dataset
-from lth.kernels import cpu_model, threshold
-from lth.training import TrainConfig, Trainer
 from throughput import make_jobs  # the benchmarks' folder is on sys.path when run
 
 #: weights remaining (percent) at the levels measured, and the level each is

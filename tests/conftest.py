@@ -11,7 +11,7 @@ import torch
 
 @pytest.fixture(scope="session", autouse=True)
 def _kernel_calibration_in_a_temporary_folder(tmp_path_factory):
-    """The sparse kernels' per-machine calibration (lth.kernels) is cached in a folder of the
+    """The sparse kernels' per-machine calibration (lth.core.kernels) is cached in a folder of the
     test session, never in the user's ~/.cache, and `auto`'s threshold is fixed."""
     before = {k: os.environ.get(k) for k in ("LTH_KERNELS_CACHE", "LTH_KERNELS_THRESHOLD")}
     os.environ["LTH_KERNELS_CACHE"] = str(tmp_path_factory.mktemp("kernels-cache"))

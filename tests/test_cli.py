@@ -23,7 +23,7 @@ from conftest import TEST_DATA, real_data
 from lth.cli import build_parser, main, resolve_config
 from lth.config import PRESETS
 from lth.errors import LTHError
-from lth.runs import load_tensors, load_ticket, read_config
+from lth.runfolder.runs import load_tensors, load_ticket, read_config
 
 DATA = TEST_DATA
 TINY = ["--levels", "2", "--iterations", "200", "--eval-every", "100", "--val-size", "1000"]
@@ -564,7 +564,7 @@ def test_report(tiny, tmp_path, capsys):
 
 
 def test_plot_overlays_runs(tiny, tmp_path, capsys):
-    from lth import plots
+    from lth.analysis import plots
 
     out = tmp_path / "figs"
     assert main(["plot", str(tiny), str(tiny), "--out", str(out), "--formats", "png"]) == 0

@@ -15,14 +15,14 @@ from lth.config import ExperimentConfig
 MODULES = [
     "lth",
     "lth.config",
-    "lth.criteria",
+    "lth.pruning.criteria",
     "lth.data.dataset",
     "lth.errors",
-    "lth.experiment",
-    "lth.masks",
-    "lth.models",
-    "lth.pruning",
-    "lth.stats",
+    "lth.study.experiment",
+    "lth.pruning.masks",
+    "lth.core.models",
+    "lth.pruning.selection",
+    "lth.analysis.stats",
 ]
 
 #: Public names left out for now: other helpers are changing these functions (issue 25: the run

@@ -16,7 +16,7 @@ from conftest import TEST_DATA, assert_one_line, real_data
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
-from lth.study import run_experiment
+from lth.study.runner import run_experiment
 
 TINY = ["--levels", "0", "--iterations", "100", "--eval-every", "100", "--val-size", "1000"]
 CONFIG = ExperimentConfig(levels=1, iterations=100, eval_every=100, val_size=1000, controls=[])
@@ -62,7 +62,7 @@ def one_line_error(capsys, *needles: str) -> str:
 
 
 def test_export_keeps_a_users_file_and_replaces_its_own(run, tmp_path, capsys):
-    from lth.export import export_ticket, read_metadata
+    from lth.runfolder.export import export_ticket, read_metadata
 
     user = tmp_path / "user.txt"
     user.write_text("my notes\n")
@@ -83,7 +83,7 @@ def test_export_keeps_a_users_file_and_replaces_its_own(run, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["md", "latex", "csv", "table"])
 def test_report_keeps_a_users_file_and_replaces_its_own(fmt, run, tmp_path, capsys):
-    from lth.report import save_report
+    from lth.analysis.report import save_report
 
     user = tmp_path / f"user.{fmt}"
     user.write_text("my own report\n")
@@ -103,7 +103,7 @@ def test_report_keeps_a_users_file_and_replaces_its_own(fmt, run, tmp_path, caps
 
 
 def test_report_replaces_its_own_markdown_and_latex_after_the_run_changed(run, tmp_path):
-    from lth.report import SIGNATURES, report, save_report
+    from lth.analysis.report import SIGNATURES, report, save_report
 
     for fmt in ("md", "latex"):
         ours = tmp_path / f"r.{fmt}"
@@ -120,7 +120,7 @@ def test_plot_keeps_a_users_figure_and_replaces_its_own(run, tmp_path, capsys):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from lth.plots import is_lth_figure
+    from lth.analysis.plots import is_lth_figure
 
     out = tmp_path / "pl"
     out.mkdir()
@@ -224,8 +224,8 @@ def test_stability_counts_are_capped_before_anything_is_written(counts, estimate
 
 def test_copies_that_do_not_fit_in_memory_are_refused(run):
     from lth.data import load_dataset
-    from lth.experiment import Experiment
-    from lth.stability import check_memory
+    from lth.stability.measure import check_memory
+    from lth.study.experiment import Experiment
 
     data = load_dataset("mnist", TEST_DATA, val_size=1000)
     experiment = Experiment(CONFIG, data, "cpu")
@@ -260,7 +260,7 @@ def test_a_huge_sweep_is_counted_and_refused_at_once(tmp_path, capsys):
 
 
 def test_max_runs_lowers_and_raises_the_cap(tmp_path, capsys):
-    from lth.sweep import read_sweep
+    from lth.study.sweep import read_sweep
 
     path = _sweep_file(tmp_path, {"seed": [0, 1, 2]})
     out = ["--out", str(tmp_path / "out"), "--data-dir", str(TEST_DATA), "--quiet"]
@@ -276,8 +276,8 @@ def test_a_sweep_whose_data_and_models_do_not_fit_is_refused(tmp_path):
     import torch
 
     from lth.data import load_dataset
-    from lth.experiment import Experiment
-    from lth.sweep import check_memory, read_sweep
+    from lth.study.experiment import Experiment
+    from lth.study.sweep import check_memory, read_sweep
 
     studies = read_sweep(_sweep_file(tmp_path, {"seed": [0, 1, 2], "rate": [0.2, 0.4]}))
     data = load_dataset("mnist", TEST_DATA, val_size=1000, seed=0)

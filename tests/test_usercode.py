@@ -17,8 +17,8 @@ from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
-from lth.export import load_export
-from lth.runs import load_ticket
+from lth.runfolder.export import load_export
+from lth.runfolder.runs import load_ticket
 
 MODEL = "gate_model:mlp"
 CRITERION = "gate_crit:by_size"
@@ -234,7 +234,7 @@ def blobs():
 
 
 def test_run_experiment_imports_code_its_config_names(code_dir):
-    from lth.study import run_experiment
+    from lth.study.runner import run_experiment
 
     config = ExperimentConfig(model=MODEL, criterion=CRITERION, levels=1, iterations=4,
                               eval_every=2, batch_size=10, val_size=20, controls=())  # fmt: skip
@@ -244,7 +244,7 @@ def test_run_experiment_imports_code_its_config_names(code_dir):
 
 
 def test_an_experiment_imports_only_the_code_its_caller_trusts(code_dir):
-    from lth.experiment import Experiment
+    from lth.study.experiment import Experiment
     from lth.usercode import CodeTrust
 
     config = ExperimentConfig(model="lenet_300_100", criterion=CRITERION, levels=1)

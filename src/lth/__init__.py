@@ -2,9 +2,10 @@
 
 Run a study with :func:`run_experiment` (or ``lth run``), configured by
 :class:`ExperimentConfig`. Where things live: settings in :mod:`lth.config`; masks are computed
-in :mod:`lth.pruning`, applied, counted and saved in :mod:`lth.masks`, trained with in
-:mod:`lth.training`; :mod:`lth.experiment` runs the level loop, :mod:`lth.study` runs a whole
-study into a run folder, and :mod:`lth.runs` keeps it on disk.
+in :mod:`lth.pruning.selection`, applied, counted and saved in :mod:`lth.pruning.masks`, trained
+with in
+:mod:`lth.core.training`; :mod:`lth.study.experiment` runs the level loop, :mod:`lth.study.runner`
+runs a whole study into a run folder, and :mod:`lth.runfolder.runs` keeps it on disk.
 
 >>> import lth
 >>> config = lth.ExperimentConfig(levels=2, iterations=300)
@@ -14,6 +15,8 @@ study into a run folder, and :mod:`lth.runs` keeps it on disk.
 import importlib
 from typing import TYPE_CHECKING
 
+from lth.version import __version__ as __version__
+
 #: public name -> the module that holds it; imported on first use, so that ``lth --help``
 #: and a Ctrl-C while starting up do not wait for PyTorch.
 _HOME = {
@@ -22,37 +25,36 @@ _HOME = {
     "dataset_from_tensors": "data",
     "load_dataset": "data",
     "LTHError": "errors",
-    "LevelResult": "experiment",
-    "apply_masks": "masks",
-    "count_remaining": "masks",
-    "load_masks": "masks",
-    "nonzero_table": "masks",
-    "ones_mask": "masks",
-    "save_masks": "masks",
-    "create_model": "models",
-    "initialize": "models",
-    "register_model": "models",
-    "register_criterion": "criteria",
-    "layer_rates": "pruning",
-    "prune_global": "pruning",
-    "prune_layerwise": "pruning",
-    "prune_random_like": "pruning",
-    "RunFolder": "runs",
-    "load_ticket": "runs",
-    "run_experiment": "study",
-    "export_ticket": "export",
-    "load_export": "export",
-    "attach_masks": "masks",
+    "LevelResult": "study.experiment",
+    "apply_masks": "pruning.masks",
+    "count_remaining": "pruning.masks",
+    "load_masks": "pruning.masks",
+    "nonzero_table": "pruning.masks",
+    "ones_mask": "pruning.masks",
+    "save_masks": "pruning.masks",
+    "create_model": "core.models",
+    "initialize": "core.models",
+    "register_model": "core.models",
+    "register_criterion": "pruning.criteria",
+    "layer_rates": "pruning.selection",
+    "prune_global": "pruning.selection",
+    "prune_layerwise": "pruning.selection",
+    "prune_random_like": "pruning.selection",
+    "RunFolder": "runfolder.runs",
+    "load_ticket": "runfolder.runs",
+    "run_experiment": "study.runner",
+    "export_ticket": "runfolder.export",
+    "load_export": "runfolder.export",
+    "attach_masks": "pruning.masks",
 }
 
 if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
-    from .config import ExperimentConfig
-    from .criteria import register_criterion
-    from .data import Dataset, dataset_from_tensors, load_dataset
-    from .errors import LTHError
-    from .experiment import LevelResult
-    from .export import export_ticket, load_export
-    from .masks import (
+    from lth.config import ExperimentConfig
+    from lth.core.models import create_model, initialize, register_model
+    from lth.data import Dataset, dataset_from_tensors, load_dataset
+    from lth.errors import LTHError
+    from lth.pruning.criteria import register_criterion
+    from lth.pruning.masks import (
         apply_masks,
         attach_masks,
         count_remaining,
@@ -61,10 +63,11 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
         ones_mask,
         save_masks,
     )
-    from .models import create_model, initialize, register_model
-    from .pruning import layer_rates, prune_global, prune_layerwise, prune_random_like
-    from .runs import RunFolder, load_ticket
-    from .study import run_experiment
+    from lth.pruning.selection import layer_rates, prune_global, prune_layerwise, prune_random_like
+    from lth.runfolder.export import export_ticket, load_export
+    from lth.runfolder.runs import RunFolder, load_ticket
+    from lth.study.experiment import LevelResult
+    from lth.study.runner import run_experiment
 
 
 def __getattr__(name: str):
@@ -79,8 +82,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Dataset",

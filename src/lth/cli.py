@@ -27,7 +27,7 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-from .config import (
+from lth.config import (
     MORE,
     PRESET_DESCRIPTIONS,
     PRESETS,
@@ -44,9 +44,9 @@ from .config import (
     whole_list_text,
     whole_text,
 )
-from .errors import LTHError
-from .sweep import MAX_RUNS
-from .usercode import CODE_SETTINGS, CodeTrust, check_config, names_code
+from lth.errors import LTHError
+from lth.study.sweep import MAX_RUNS
+from lth.usercode import CODE_SETTINGS, CodeTrust, check_config, names_code
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "default"
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "controls, run folders, plots and reports.",
         allow_abbrev=False,
     )
-    from . import __version__
+    from lth.version import __version__
 
     parser.add_argument("--version", action="version", version=f"lth {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -428,8 +428,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _check_names(config) -> None:
-    from .data import get_spec
-    from .models import init_names, model_names
+    from lth.core.models import init_names, model_names
+    from lth.data import get_spec
 
     if ":" not in config.model and config.model not in model_names():  # else module:function
         raise LTHError(f"unknown model {config.model!r}; choose one of {', '.join(model_names())}")
@@ -439,7 +439,7 @@ def _check_names(config) -> None:
         )
     get_spec(config.dataset)
     if ":" not in config.criterion:  # else module:function, imported when allowed
-        from .criteria import get_criterion
+        from lth.pruning.criteria import get_criterion
 
         get_criterion(config.criterion)
 
@@ -449,7 +449,7 @@ def _check_names(config) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``lth run``: validate everything, open the run folder, train, plot."""
-    from .study import resolve_device, run_in_folder
+    from lth.study.runner import resolve_device, run_in_folder
 
     started = time.monotonic()
     config = resolve_config(args)
@@ -494,7 +494,7 @@ def _executor(args: argparse.Namespace):
     checkpoint interval, TensorBoard) before anything is written."""
     import torch
 
-    from .executors import get_executor
+    from lth.study.executors import get_executor
 
     every = args.checkpoint_every
     if not (every >= 0 and math.isfinite(every)):
@@ -504,7 +504,7 @@ def _executor(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tensorboard:
-        from .tensorboard import import_summary_writer
+        from lth.runfolder.tensorboard import import_summary_writer
 
         import_summary_writer()
     return get_executor(args.executor, args.ray_address, args.threads)
@@ -513,10 +513,10 @@ def _executor(args: argparse.Namespace):
 def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: dict):
     """(Experiment, RunFolder) of one study, checked; the folder is not created yet.
     ``datasets`` keeps the data loaded for other studies of a sweep."""
-    from .data import load_dataset, resolve_data_dir
-    from .experiment import Experiment
-    from .runs import RunFolder
-    from .study import check_study, environment
+    from lth.data import load_dataset, resolve_data_dir
+    from lth.runfolder.runs import RunFolder
+    from lth.study.experiment import Experiment
+    from lth.study.runner import check_study, environment
 
     folder = RunFolder(
         out, config, overwrite=args.overwrite, checkpoint_seconds=args.checkpoint_every
@@ -538,8 +538,8 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``lth sweep``: every study of a sweep file into its own run folder under --out."""
-    from .study import resolve_device, run_in_folders
-    from .sweep import check_memory, progress, read_sweep
+    from lth.study.runner import resolve_device, run_in_folders
+    from lth.study.sweep import check_memory, progress, read_sweep
 
     started = time.monotonic()
     if not str(args.out).strip():
@@ -601,8 +601,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         _check_run_dir(run_dir)
     if not args.formats:
         raise LTHError("--formats is empty; give e.g. png,pdf")
-    from . import analysis, plots
-    from .report import run_folders, split_labels
+    from lth.analysis import mask_analysis as analysis
+    from lth.analysis import plots
+    from lth.analysis.report import run_folders, split_labels
 
     run_dirs = run_folders(args.run_dirs)  # a folder of run folders stands for them
     labels = split_labels(args.labels) if args.labels is not None else None
@@ -626,7 +627,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``lth report``: the per-level table of one or several run folders."""
-    from .report import report, save_report, split_labels
+    from lth.analysis.report import report, save_report, split_labels
 
     for run_dir in args.run_dirs:
         _check_run_dir(run_dir)
@@ -640,8 +641,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``lth verify``: audit a run folder (:mod:`lth.verify`); 1 names the first violation."""
-    from .verify import VerifyError, verify_run
+    """``lth verify``: audit a run folder (:mod:`lth.runfolder.verify`); 1 names the first
+    violation."""
+    from lth.runfolder.verify import VerifyError, verify_run
 
     _check_run_dir(args.run_dir)
     try:
@@ -654,8 +656,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``lth export``: one network of a run folder as a file (:mod:`lth.export`)."""
-    from .export import FORMATS, check_out, export_ticket
+    """``lth export``: one network of a run folder as a file (:mod:`lth.runfolder.export`)."""
+    from lth.runfolder.export import FORMATS, check_out, export_ticket
 
     if args.format not in FORMATS:
         raise LTHError(f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
@@ -787,12 +789,12 @@ def _add_stability_parser(commands) -> None:
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
-    """``lth stability``: :func:`~lth.stability.analyze_level` or
-    :func:`~lth.stability.find_rewind` on a run folder or a configuration."""
+    """``lth stability``: :func:`~lth.stability.measure.analyze_level` or
+    :func:`~lth.stability.measure.find_rewind` on a run folder or a configuration."""
     import torch
 
-    from . import stability
-    from .study import resolve_device
+    from lth.stability import measure as stability
+    from lth.study.runner import resolve_device
 
     settings = [f.name for f in fields(ExperimentConfig) if f.name in vars(args)]
     settings += [k for k in ("preset", "config") if k in vars(args)]
@@ -808,7 +810,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
         _check_names(config)
         check_config(config, _code_trust(args))
         stability.check_counts(args.copies, args.points)
-        from .data import load_dataset
+        from lth.data import load_dataset
 
         device = resolve_device(args.device)  # everything first: bad input leaves no folder
         data = load_dataset(
@@ -861,7 +863,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
 
 def _stability_folder(out: Path, config: ExperimentConfig) -> Path:
     """Create (or reopen) the run folder of a configuration, untrained, for --find-rewind."""
-    from .runs import RunFolder
+    from lth.runfolder.runs import RunFolder
 
     with RunFolder(out, config):
         pass
@@ -870,7 +872,7 @@ def _stability_folder(out: Path, config: ExperimentConfig) -> Path:
 
 def _stability_figures(run_dir: Path) -> None:
     """The stability figures; a figure that cannot be drawn is a warning."""
-    from .stability_plots import plot_stability
+    from lth.stability.plots import plot_stability
 
     try:
         plot_stability(run_dir)
@@ -913,7 +915,8 @@ def main(argv: list[str] | None = None) -> int:
         again = "run the same command again to resume" if resumable else "rerun it"
         where = f" (--out {out})" if out else ""
         start = "\n" if sys.stderr.isatty() else ""  # past the ^C on a terminal
-        what = f" by {e}" if str(e) else ""  # lth.study.Interrupted: the signal, the checkpoint
+        # lth.study.runner.Interrupted: the signal, the checkpoint
+        what = f" by {e}" if str(e) else ""
         print(f"{start}lth: interrupted{what}; {again}{where}", file=sys.stderr, flush=True)
         return 128 + signal.SIGTERM if str(e).startswith("SIGTERM") else EXIT_INTERRUPTED
     except LTHError as e:

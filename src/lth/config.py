@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import re
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LTHError
+from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
@@ -494,12 +495,12 @@ def _document(cls: type) -> None:
     docstring as its Google-style ``Attributes:`` section (before any ``Raises:`` or
     ``Examples:`` section of the docstring)."""
     lines = [
-        f"        {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
+        f"    {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
         for f in fields(cls)
     ]
-    attributes = "    Attributes:\n" + "\n".join(lines) + "\n"
-    doc = cls.__doc__ or ""
-    section = re.search(r"\n    (Raises|Examples):", doc)
+    attributes = "Attributes:\n" + "\n".join(lines) + "\n"
+    doc = inspect.cleandoc(cls.__doc__ or "")  # Python 3.13 dedents docstrings itself
+    section = re.search(r"\n(Raises|Examples):", doc)
     at = section.start() if section else len(doc)
     cls.__doc__ = f"{doc[:at].rstrip()}\n\n{attributes}{doc[at:]}"
 
@@ -711,18 +712,18 @@ def _show(value: Any) -> str:
 
 def _registry_names(which: str) -> list[str]:
     if which == "models":
-        from .models import model_names
+        from lth.core.models import model_names
 
         return model_names()
     if which == "datasets":
-        from .data import dataset_names
+        from lth.data import dataset_names
 
         return dataset_names()
     if which == "criteria":
-        from .criteria import criterion_names
+        from lth.pruning.criteria import criterion_names
 
         return criterion_names()
-    from .models import init_names
+    from lth.core.models import init_names
 
     return init_names()
 

@@ -1,0 +1,327 @@
+"""Sparse kernels for masked layers, and the density below which they pay on this machine.
+
+A ticket at 3.6% of its weights still costs a dense trainer 100% of the arithmetic. Here a
+masked layer of K tickets becomes one block-diagonal CSR matrix (ticket k's rows
+``k*out..``, columns ``k*in..``) whose structure is built once per level, and whose values are
+gathered from the dense weights at each step. The three products of a step then cost in
+proportion to the surviving weights:
+
+* forward ``h = W @ x``: CSR times dense;
+* input gradient ``W^T @ d``: CSR of the transposed pattern (values permuted) times dense;
+* weight gradient ``d @ x^T`` only at the surviving positions
+  (``torch.sparse.sampled_addmm``), scattered into the dense gradient, whose pruned entries
+  stay exactly 0.
+
+Below a density measured on the machine (:func:`threshold`: a short calibration of a
+LeNet-300-100 layer's step, cached per machine, CPU model, torch version and thread count) the
+engine runs a layer sparse, above it dense. The cache lives in ``$XDG_CACHE_HOME/lth``
+(``~/.cache/lth``); ``LTH_KERNELS_CACHE=DIR`` puts it elsewhere, ``LTH_KERNELS_CACHE=off``
+neither reads nor writes one (calibrating in each process). ``LTH_KERNELS_THRESHOLD=D`` fixes
+the threshold at density D instead of measuring it, so that ``auto`` picks the same kernels on
+every machine (the tests use it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lth.errors import LTHError
+
+#: densities tried by the calibration, highest first
+CALIBRATION_DENSITIES = (0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05, 0.03)
+_THRESHOLDS: dict[str, float] = {}
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR matrix over a structure built here (valid by construction: not re-checked)."""
+    return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+with warnings.catch_warnings():  # torch warns once per process that CSR support is in beta
+    warnings.simplefilter("ignore")
+    _csr(
+        torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.zeros(0), (1, 1)
+    )
+
+
+class Pattern:
+    """The surviving positions of K masks ``(K, out, in)`` as block-diagonal CSR structures."""
+
+    def __init__(self, mask: Tensor):
+        k, out, inp = mask.shape
+        self.shape = (k, out, inp)
+        flat = mask.reshape(-1) != 0
+        self.index = flat.nonzero().squeeze(1)  # row-major order = the CSR order below
+        ticket = self.index // (out * inp)
+        row = self.index // inp  # ticket * out + o
+        col = ticket * inp + self.index % inp
+        counts = torch.bincount(row, minlength=k * out)
+        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.col = col
+        self.shared_col = self.index % inp  # every ticket reads the same input (evaluation)
+        # the transposed pattern: CSR of W^T, and where each of its entries sits in W's values
+        order = torch.argsort(col * (k * out) + row)
+        self.perm = order
+        counts_t = torch.bincount(col, minlength=k * inp)
+        self.crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
+        self.col_t = row[order]
+        self.zeros = torch.zeros(self.index.numel(), dtype=mask.dtype, device=mask.device)
+        self.density = self.index.numel() / max(1, mask.numel())
+
+    def values(self, w: Tensor) -> Tensor:
+        """The surviving weights of ``w`` (K, out, in), in CSR order."""
+        return w.reshape(-1).index_select(0, self.index)
+
+    def matrix(self, values: Tensor) -> Tensor:
+        k, out, inp = self.shape
+        return _csr(self.crow, self.col, values, (k * out, k * inp))
+
+    def forward(self, values: Tensor, x: Tensor) -> Tensor:
+        """``W @ x`` for every ticket: x ``(K, in, B)`` -> ``(K, out, B)``."""
+        k, out, inp = self.shape
+        return (self.matrix(values) @ x.reshape(k * inp, -1)).view(k, out, -1)
+
+    def forward_shared(self, values: Tensor, x: Tensor) -> Tensor:
+        """``W @ x`` for every ticket on one shared input x ``(in, B)`` -> ``(K, out, B)``."""
+        k, out, inp = self.shape
+        a = _csr(self.crow, self.shared_col, values, (k * out, inp))
+        return (a @ x).view(k, out, -1)
+
+    def input_grad(self, values: Tensor, d: Tensor) -> Tensor:
+        """``W^T @ d`` for every ticket: d ``(K, out, B)`` -> ``(K, in, B)``."""
+        k, out, inp = self.shape
+        at = _csr(self.crow_t, self.col_t, values.index_select(0, self.perm), (k * inp, k * out))
+        return (at @ d.reshape(k * out, -1)).view(k, inp, -1)
+
+    def weight_grad(self, d: Tensor, x: Tensor, out: Tensor) -> None:
+        """Write ``d @ x^T`` at the surviving positions of ``out`` (K, out, in), no others."""
+        k, rows, inp = self.shape
+        pattern = self.matrix(self.zeros.to(d.dtype))  # the mask may be float32, d float64
+        g = torch.sparse.sampled_addmm(
+            pattern, d.reshape(k * rows, -1), x.reshape(k * inp, -1).t(), beta=0.0
+        )
+        out.view(-1).scatter_(0, self.index, g.values())
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``W @ x`` through a :class:`Pattern`, with its backward, for the autograd path."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
+        values = pattern.values(w.detach())
+        ctx.save_for_backward(x, values)
+        ctx.pattern = pattern
+        return pattern.forward(values, x.contiguous())
+
+    @staticmethod
+    def backward(ctx, d: Tensor):
+        x, values = ctx.saved_tensors
+        pattern: Pattern = ctx.pattern
+        d = d.contiguous()
+        grad_w = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_w = torch.zeros(pattern.shape, dtype=d.dtype, device=d.device)
+            pattern.weight_grad(d, x.contiguous(), grad_w)
+        if ctx.needs_input_grad[1]:
+            grad_x = pattern.input_grad(values, d)
+        return grad_w, grad_x, None
+
+
+def sparse_bmm(w: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
+    """``w @ x`` for K tickets (``(K, out, in)`` by ``(K, in, B)``), sparse, differentiable."""
+    return _SparseProduct.apply(w, x, pattern)
+
+
+def sparse_conv2d(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    pattern: Pattern,
+    stride,
+    padding,
+    dilation,
+) -> Tensor:
+    """A convolution of K tickets in the grouped layout (``(B, K*C, H, W)`` and weights
+    ``(K, out, C, kh, kw)``) as sparse products over the unfolded input; differentiable."""
+    k, out, c, kh, kw = w.shape
+    batch = x.shape[0]
+    cols = F.unfold(
+        x.reshape(batch * k, c, *x.shape[2:]), (kh, kw), dilation, padding, stride
+    )  # (B*K, C*kh*kw, L)
+    length = cols.shape[2]
+    cols = (
+        cols.view(batch, k, c * kh * kw, length).permute(1, 2, 0, 3).reshape(k, -1, batch * length)
+    )
+    h = sparse_bmm(w.reshape(k, out, -1), cols, pattern)  # (K, out, B*L)
+    if bias is not None:
+        h = h + bias.reshape(k, out, 1)
+    oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return h.view(k, out, batch, oh, ow).permute(2, 0, 1, 3, 4).reshape(batch, k * out, oh, ow)
+
+
+# ----------------------------------------------------------------------------- calibration
+def _cache_file() -> Path | None:
+    """Where the calibration is cached, or None when caching is off."""
+    chosen = os.environ.get("LTH_KERNELS_CACHE", "")
+    if chosen.strip().lower() in ("off", "0", "none", "no"):
+        return None
+    if chosen:
+        return Path(chosen).expanduser() / "kernels.json"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lth" / "kernels.json"
+
+
+def machine_key(device: torch.device) -> str:
+    """What a calibration depends on: device (CPU model), torch version, threads."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return f"{device.type}|{name}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_cache(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path | None, key: str, value: float) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache(path) | {key: value}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no cache: calibrate again next time
+
+
+def threshold(device: torch.device | str = "cpu") -> float:
+    """The density below which a layer's step runs faster sparse than dense on this machine.
+
+    Measured once (about a second) on first need, then cached (see the module's docstring).
+    """
+    fixed = fixed_threshold()
+    if fixed is not None:
+        return fixed
+    device = torch.device(device)
+    key = machine_key(device)
+    if key in _THRESHOLDS:
+        return _THRESHOLDS[key]
+    path = _cache_file()
+    cached = _read_cache(path).get(key)
+    if isinstance(cached, int | float) and 0.0 <= cached <= 1.0:
+        value = float(cached)
+    else:
+        value = calibrate(device)
+        _write_cache(path, key, value)
+    _THRESHOLDS[key] = value
+    return value
+
+
+def pin_threshold(device: torch.device | str, value: float) -> float:
+    """Make :func:`threshold` answer ``value`` in this process (a resumed run's recorded one)."""
+    _THRESHOLDS[machine_key(torch.device(device))] = value
+    return value
+
+
+def fixed_threshold() -> float | None:
+    """``LTH_KERNELS_THRESHOLD``'s density, checked; None when it is not set."""
+    text = os.environ.get("LTH_KERNELS_THRESHOLD", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise LTHError(
+            f"LTH_KERNELS_THRESHOLD={text!r} is not a density between 0 and 1; "
+            "set it to e.g. 0.1, or unset it to calibrate on this machine"
+        )
+    return value
+
+
+def _step_products(w: Tensor, x: Tensor, d: Tensor, g: Tensor, pattern: Pattern | None):
+    if pattern is None:
+        return lambda: (
+            torch.bmm(w, x),
+            torch.bmm(w.transpose(1, 2), d),
+            torch.bmm(d, x.transpose(1, 2), out=g),
+        )
+
+    def sparse() -> None:
+        values = pattern.values(w)
+        pattern.forward(values, x)
+        pattern.input_grad(values, d)
+        pattern.weight_grad(d, x, g)
+
+    return sparse
+
+
+def calibrate(device: torch.device, out: int = 300, inp: int = 784, batch: int = 60) -> float:
+    """Time one layer's three step products dense and sparse at falling densities, in turns;
+    the highest density at which sparse is faster (0.0 if it never is)."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(1, out, inp, generator=gen).to(device)
+    x = torch.randn(1, inp, batch, generator=gen).to(device)
+    d = torch.randn(1, out, batch, generator=gen).to(device)
+    g = torch.zeros(1, out, inp, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    dense = _step_products(w, x, d, g, None)
+    score = torch.rand(1, out, inp, generator=gen).to(device)
+    best = 0.0
+    for density in sorted(CALIBRATION_DENSITIES):  # lowest first: stop at the first loss
+        pattern = Pattern((score < density).float())
+        sparse = _step_products(w * (score < density), x, d, g, pattern)
+        times: dict[str, list[float]] = {"dense": [], "sparse": []}
+        for fn in (dense, sparse):
+            fn()
+        for _ in range(5):
+            for name, fn in (("dense", dense), ("sparse", sparse)):
+                sync()
+                start = time.perf_counter()
+                for _ in range(5):
+                    fn()
+                sync()
+                times[name].append(time.perf_counter() - start)
+        if statistics.median(times["sparse"]) < statistics.median(times["dense"]):
+            best = density
+        else:
+            break
+    return best
+
+
+def use_sparse(mode: str, density: float, device: torch.device) -> bool:
+    """Whether a layer of this density runs sparse under ``--kernels mode``."""
+    if mode == "dense" or density >= 1.0:
+        return False
+    if mode == "sparse":
+        return True
+    return density < threshold(device)

@@ -1,0 +1,709 @@
+"""The iterative-pruning experiment: levels, reset modes and controls. Knows nothing about files.
+
+Level 0 trains the dense network from θ0. Level L prunes the ticket's trained weights of
+level L-1, resets the survivors (rewind to θ0 or θk, fine-tune, or reinitialise) and trains
+again. At every level the controls train with the ticket's exact sparsity: ``reinit`` (the
+ticket's own mask, fresh random weights) and ``random_prune`` (a random mask with the same
+per-layer counts, the ticket's starting weights). All branches and replicates of a level train
+together in the stacked engine, in groups that share a schedule.
+
+Schedules (:meth:`Experiment.schedule`): with late rewinding to step k (Frankle et al. 2020,
+"Linear Mode Connectivity and the Lottery Ticket Hypothesis", Algorithm 1) the ticket and the
+random-pruning control of a level >= 1 start from θk (masked) and train from step k to T with
+the schedule as it stood at step k, and with the data order at step k of the level's own
+data-order seed (as if the level had trained from step 0; open_lth likewise skips the first k
+batches of its order); the reinit control starts from fresh weights and trains the whole
+schedule 0..T. Fine-tuning (Renda et al. 2020) trains the ticket and the random-pruning
+control at the schedule's final learning rate; the reinit control gets the full schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from lth.config import ExperimentConfig, TrainConfig
+from lth.core.engine import supports as engine_supports
+from lth.core.models import build_model, call_factory, initialize, output_layer
+from lth.core.optim import learning_rate
+from lth.core.training import History, TicketJob, Trainer
+from lth.errors import LTHError
+from lth.pruning.criteria import get_criterion, model_holding
+from lth.pruning.masks import (
+    MaskSet,
+    count_remaining,
+    masked_weights,
+    ones_mask,
+    prunable_parameters,
+)
+from lth.pruning.selection import (
+    layer_rates,
+    prune_random_like,
+    round_rate,
+    select_global,
+    select_layerwise,
+    target_rate,
+)
+from lth.pruning.shrink import dead_units
+from lth.usercode import NO_TRUST, CodeTrust, check_config
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 63-bit seed for one random stream of the study (same on every platform)."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class LevelResult:
+    """One trained network: a branch (ticket or control) of one replicate at one level.
+
+    ``run_experiment`` returns one for every network a study trained.
+
+    Attributes:
+        branch (str): ``"ticket"``, or the control's name (``"reinit"``, ``"random_prune"``,
+            ...; see ``ExperimentConfig.controls``).
+        replicate (int): The replicate, from 0.
+        level (int): The pruning level, 0 for the dense network.
+        masks (dict[str, torch.Tensor]): The masks it trained with, ``{name: bool tensor}``.
+        init (dict[str, torch.Tensor]): Its starting weights, masked: θ0, the rewound θk,
+            the previous level's final weights (fine-tuning), fresh ones, or a control's.
+        final (dict[str, torch.Tensor]): Its weights at the end of training.
+        history (lth.core.training.History): Its evaluations during training (losses, accuracies
+            in percent, the early-stop iteration).
+        snapshots (dict[int, dict[str, torch.Tensor]]): Weights kept during training by
+            iteration (level 0 keeps θk for late rewinding); empty otherwise.
+        exclude (tuple[str, ...]): Masked layers left out of pruning (``config.exclude``);
+            ``weights_remaining`` does not count them.
+        dead_units (dict[str, int]): Units per layer that ``lth.pruning.shrink`` removes from this
+            network; ``{}`` when it cannot shrink it.
+
+    Examples:
+        >>> import torch
+        >>> from lth.core.training import History
+        >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]]),
+        ...          "out.weight": torch.ones(1, 2, dtype=torch.bool)}
+        >>> weights = {name: torch.ones(mask.shape) for name, mask in masks.items()}
+        >>> history = History(iteration=[0, 100], train_loss=[2.3, 0.3], val_loss=[2.3, 0.4],
+        ...                   val_acc=[10.0, 90.0], test_loss=[2.3, 0.5], test_acc=[9.8, 89.5])
+        >>> result = LevelResult("ticket", 0, 1, masks, weights, weights, history,
+        ...                      exclude=("out.weight",))
+        >>> result.weights_remaining                # out.weight is left out
+        75.0
+        >>> result.summary()
+        {'branch': 'ticket', 'replicate': 0, 'level': 1, 'weights_remaining': 75.0,
+         'test_acc': 89.5, 'early_stop_iteration': 100, 'test_acc_at_early_stop': 89.5,
+         'best_val_acc': 90.0, 'diverged_at': None}
+    """
+
+    branch: str
+    replicate: int
+    level: int
+    masks: MaskSet
+    init: dict[str, Tensor]
+    final: dict[str, Tensor]
+    history: History
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()  # masked layers left out of pruning (``config.exclude``)
+    # units per layer that lth.pruning.shrink removes from this network ({} when it cannot shrink
+    # it)
+    dead_units: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def weights_remaining(self) -> float:
+        """Percent of the prunable weights still kept by the mask: layers left out of pruning
+        (``exclude``) are not counted, the papers' convention (Frankle & Carbin 2019; Frankle
+        et al. 2020 report ResNet-20's sparsity over its pruned layers). This is the
+        ``weights_remaining`` of summary.csv, metrics.csv, the plots and the reports."""
+        counts = count_remaining({n: m for n, m in self.masks.items() if n not in self.exclude})
+        total = sum(t for _, t in counts.values())
+        return 100.0 * sum(k for k, _ in counts.values()) / total if total else 100.0
+
+    def layer_remaining(self) -> dict[str, float]:
+        """Percent of weights kept, per prunable layer."""
+        return {n: 100.0 * k / t for n, (k, t) in count_remaining(self.masks).items()}
+
+    def summary(self) -> dict:
+        """The per-level statistics: a row of summary.csv."""
+        return {
+            "branch": self.branch,
+            "replicate": self.replicate,
+            "level": self.level,
+            "weights_remaining": self.weights_remaining,
+            **self.history.summary(),
+        }
+
+
+@dataclass
+class Unit:
+    """One training group of a level, what an executor trains (:mod:`lth.study.executors`): its
+    jobs as planned ``(branch, replicate, TicketJob)``, all on one schedule."""
+
+    level: int
+    index: int  # the group's number within the level (its checkpoint's)
+    start: int
+    train_config: TrainConfig
+    jobs: list
+    snapshot_at: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """E.g. ``level 1 group 0 (ticket/0, reinit/0)``: how messages name the unit."""
+        names = ", ".join(f"{branch}/{r}" for branch, r, _ in self.jobs)
+        return f"level {self.level} group {self.index} ({names})"
+
+
+class Store(Protocol):
+    """Where an experiment keeps finished levels and checkpoints (the run folder, or memory)."""
+
+    def load_level(self, level: int) -> list[LevelResult] | None: ...
+    def save_level(self, level: int, results: list[LevelResult]) -> None: ...
+    def load_checkpoint(self, level: int, group: int) -> dict | None: ...
+    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None: ...
+    def save_unit(self, level: int, group: int, state: dict) -> None: ...
+
+
+class MemoryStore:
+    """Keeps nothing: every level is trained, nothing is checkpointed."""
+
+    def load_level(self, level: int) -> list[LevelResult] | None:
+        return None
+
+    def save_level(self, level: int, results: list[LevelResult]) -> None:
+        pass
+
+    def load_checkpoint(self, level: int, group: int) -> dict | None:
+        return None
+
+    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None:
+        pass
+
+    def save_unit(self, level: int, group: int, state: dict) -> None:
+        pass
+
+
+Hook = Callable[[int, int, Trainer], None]
+
+
+class Experiment:
+    """Runs the level loop of one study on one dataset and device.
+
+    ``model`` overrides ``config.model``: any ``nn.Module`` (used as the template that every
+    ticket copies) or a factory ``f(input_shape, num_classes)``. ``config.model`` and
+    ``config.criterion`` may name code as ``package.module:function``: it is imported only if
+    the caller's ``trust`` allows it (default: none; ``CodeTrust.of(config)`` for a config
+    built in Python, see :mod:`lth.usercode`); an executor's workers get the same ``trust``.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data,
+        device: torch.device | str = "cpu",
+        model: nn.Module | Callable[..., nn.Module] | None = None,
+        *,
+        trust: CodeTrust = NO_TRUST,
+    ):
+        self.config = config
+        self.data = data
+        self.device = torch.device(device)
+        self.trust = trust
+        check_config(config, trust, given=() if model is None else ("model",))
+        shape, classes = tuple(data.input_shape), data.num_classes
+        self.model_from_config = model is None  # an executor's workers can build it alike
+        if model is None:
+            model = build_model(config.model, shape, classes, trust)
+        elif not isinstance(model, nn.Module):
+            model = call_factory(model, shape, classes, repr(model))
+        self.template = model.cpu()
+        self.train_config = config.train_config(data.train_x.shape[0])
+        self.prunable = prunable_parameters(
+            self.template, config.prune_types, patterns=config.prune_patterns
+        )
+        if not self.prunable:
+            how = config.prune_patterns or config.prune_types
+            raise LTHError(f"no parameter of the model matches {', '.join(how)}; nothing to prune")
+        names = set(self.prunable)
+        for name in config.exclude:
+            if name not in names:
+                raise LTHError(
+                    f"cannot leave {name!r} unpruned: the model's prunable weights are "
+                    f"{', '.join(self.prunable)}"
+                )
+        self.output = output_layer(self.template)
+        self.criterion = get_criterion(config.criterion, trust)
+        if self.criterion.at_init and (config.reset != "rewind" or config.rewind_iteration):
+            raise LTHError(
+                f"criterion {config.criterion} prunes at initialisation: each level trains "
+                "from θ0; use reset rewind with rewind_iteration 0"
+            )
+        self.conv_layers = {
+            f"{n}.weight" for n, m in self.template.named_modules() if isinstance(m, nn.Conv2d)
+        }
+
+    def fresh_weights(self, *keys: object) -> dict[str, Tensor]:
+        """A new random initialisation of the model (weights and buffers), seeded by ``keys``."""
+        model = copy.deepcopy(self.template)
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, *keys))
+        initialize(model, self.config.init, gen)
+        return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+    def theta0(self, replicate: int) -> dict[str, Tensor]:
+        """The replicate's initial weights θ0."""
+        return self.fresh_weights("init", replicate)
+
+    def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
+        """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
+
+        By layer type: ``rate``, ``conv_rate`` for conv layers, ``output_rate`` for the output
+        layer (Frankle & Carbin 2019 prune it at half the rate). With a ``target``, a layer of
+        per-level rate r reaches ``target ** (ln(1 - r) / ln(1 - rate))`` after the last level
+        (what as many levels at these rates would leave), in steps of :func:`target_rate`.
+        """
+        c = self.config
+        rates = layer_rates(list(masks), c.rate)
+        if self.output in rates:
+            rates[self.output] = c.output_rate
+        if c.conv_rate:
+            rates |= {n: c.conv_rate for n in masks if n in self.conv_layers}
+        if c.target:
+            share = {n: math.log1p(-r) / math.log1p(-c.rate) for n, r in rates.items()}
+            return {
+                n: target_rate(m, c.target ** share[n], level, c.levels) for n, m in masks.items()
+            }
+        return rates
+
+    def selection(self, masks: MaskSet, level: int) -> tuple[dict[str, float], list[str], float]:
+        """How ``level`` prunes: (per-layer rates of the layers pruned on their own, the layers
+        ranked together, their rate).
+
+        Layer-wise pruning prunes every layer on its own (``exclude``d ones at rate 0). Global
+        pruning ranks every layer together except those in ``exclude`` and the output layer,
+        which is pruned on its own at its rate (``output_rate``, as in layer-wise pruning).
+        """
+        c = self.config
+        rates = self.rates(masks, level)
+        if c.pruning == "layerwise":
+            return rates | dict.fromkeys(c.exclude, 0.0), [], 0.0
+        alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
+        ranked = [n for n in masks if n not in (*c.exclude, *alone)]
+        rate = c.rate
+        if c.target:
+            flat = [masks[n].flatten() for n in ranked]
+            rate = target_rate(torch.cat(flat), c.target, level, c.levels) if flat else 0.0
+        return {n: rates[n] for n in alone}, ranked, rate
+
+    def prune(
+        self,
+        weights: dict[str, Tensor],
+        masks: MaskSet,
+        level: int,
+        replicate: int = 0,
+        init: dict[str, Tensor] | None = None,
+    ) -> MaskSet:
+        """The ticket's mask for ``level``: score the survivors of ``masks`` with the criterion
+        and select by :meth:`selection` (in ``criterion.rounds`` rounds, rescoring each time).
+
+        ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
+        that prune at initialisation), ``init`` is θ0 (default: ``weights``).
+        """
+        alone, ranked, rate = self.selection(masks, level)
+        score = self.scorer(weights, init, replicate, level)
+        rounds = self.criterion.rounds
+        start = {n: int(m.count_nonzero()) for n, m in masks.items()}
+        start_ranked = sum(start[n] for n in ranked)
+        current = masks
+        for k in range(1, rounds + 1):
+            scores = score(current)
+            now = {n: int(m.count_nonzero()) for n, m in current.items()}
+            if rounds == 1:
+                rates, group_rate = alone, rate
+            else:
+                rates = {n: round_rate(start[n], r, now[n], k, rounds) for n, r in alone.items()}
+                kept = sum(now[n] for n in ranked)
+                group_rate = round_rate(start_ranked, rate, kept, k, rounds)
+            new = current
+            if ranked:
+                others = [n for n in current if n not in ranked]
+                new = select_global(scores, current, group_rate, exclude=others)
+            if rates or not ranked:
+                subset = {n: current[n] for n in rates} if ranked else current
+                new = {**new, **select_layerwise(scores, subset, rates)}
+            current = new
+        return current
+
+    def scorer(
+        self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int
+    ) -> Callable[[MaskSet], dict[str, Tensor]]:
+        """The criterion's scores of the weights under given masks, with its inputs made only
+        when it names them (the model is built afresh for each set of masks)."""
+        init = weights if init is None else init
+        seed = derive_seed(self.config.seed, "criterion", replicate, level)
+        generator = torch.Generator().manual_seed(seed)
+
+        def score(masks: MaskSet) -> dict[str, Tensor]:
+            inputs = {
+                "weights": lambda: masked_weights(weights, masks),
+                "init": lambda: init,
+                "masks": lambda: masks,
+                "model": lambda: model_holding(self.template, weights, masks, self.device),
+                "data": lambda: self.data,
+                "generator": lambda: generator,
+            }
+            return self.criterion.scores(masks, inputs)
+
+        return score
+
+    def group_size(self) -> int:
+        """How many tickets train together: ``max_parallel``, or fewer if memory is short.
+
+        On CPU also at most the thread count (and at least 2): there, stacking more tickets
+        than threads runs no faster per ticket and falls out of cache (15 LeNet-300-100 tickets
+        train 20% faster in groups of 2 than in one group of 15 on 2 cores). Conv nets train
+        one at a time on CPU: grouped convolutions there are slower than separate ones (3
+        stacked LeNet-5 tickets step in 11.0 ms, one alone in 2.4 ms).
+        """
+        if not engine_supports(self.template):
+            return 1
+        has_conv = any(isinstance(m, nn.Conv2d) for m in self.template.modules())
+        if self.device.type == "cpu" and has_conv:
+            return 1
+        fits = max(1, int(0.5 * _free_memory(self.device) // self.ticket_bytes()))
+        if self.device.type == "cpu":
+            fits = min(fits, max(2, torch.get_num_threads()))
+        return min(self.config.max_parallel, fits)
+
+    def ticket_bytes(self) -> int:
+        """Bytes one network of the stacked engine needs to train (an estimate): weights,
+        gradients, two optimizer moments and mask, and a batch's activations for backward."""
+        n_params = sum(p.numel() for p in self.template.parameters())
+        activations = 0
+        with torch.no_grad():
+            h = torch.zeros(1, *self.data.input_shape)
+            for layer in self.template.children():
+                h = layer(h)
+                activations += h.numel()
+        return 4 * (5 * n_params + 3 * activations * self.config.batch_size)
+
+    def plan(self, level: int, previous: dict[int, LevelResult], level0: dict[int, LevelResult]):
+        """The (branch, replicate, job) list of one level from the tickets of the level before."""
+        c = self.config
+        planned = []
+        for r in range(c.replicates) if level == 0 else sorted(previous):
+            if level == 0:
+                masks = ones_mask(self.template, self.prunable)
+                start = self.theta0(r)
+                pruned, prev_masks = start, masks
+            else:
+                prev = previous[r]
+                # criteria that prune at initialisation score θ0 under the previous mask
+                pruned = level0[r].init if self.criterion.at_init else prev.final
+                prev_masks = prev.masks
+                masks = self.prune(pruned, prev.masks, level, r, level0[r].init)
+                masks = {n: masks[n] for n in self.prunable}  # a fixed order for random draws
+                if c.reset in ("finetune", "lr_rewind"):
+                    start = prev.final
+                elif c.reset == "reinit":
+                    start = self.fresh_weights("reinit-chain", r, level)
+                elif c.rewind_iteration == 0:
+                    start = level0[r].init
+                else:
+                    start = level0[r].snapshots[c.rewind_iteration]
+            data_seed = derive_seed(c.seed, "data", r, level)
+            planned.append(
+                (
+                    "ticket",
+                    r,
+                    TicketJob(masked_weights(start, masks), masks, data_seed, f"ticket/{r}"),
+                )
+            )
+            for control in c.controls:
+                if level == 0 and control in ("random_prune", "inverted"):
+                    # a control keeping everything is the ticket itself: train it once
+                    planned.append((control, r, None))
+                    continue
+                theta0 = start if level == 0 else level0[r].init
+                cmask, init = self.control(
+                    control, r, level, masks, start, theta0, (pruned, prev_masks)
+                )
+                planned.append(
+                    (
+                        control,
+                        r,
+                        TicketJob(masked_weights(init, cmask), cmask, data_seed, f"{control}/{r}"),
+                    )
+                )
+        return planned
+
+    def control(
+        self,
+        name: str,
+        replicate: int,
+        level: int,
+        masks: MaskSet,
+        start: dict[str, Tensor],
+        theta0: dict[str, Tensor],
+        pruned: tuple[dict[str, Tensor], MaskSet],
+    ) -> tuple[MaskSet, dict[str, Tensor]]:
+        """(mask, starting weights) of control ``name``, each with the ticket's exact per-layer
+        counts (``masks``) and its start (``start``) except where the control changes them.
+
+        ``reinit``: fresh weights; ``random_prune``: a random mask; ``sign_keep``: fresh
+        magnitudes with the start's signs; ``signed_constant``: the start's signs times each
+        layer's θ0 standard deviation (Zhou et al. 2019); ``inverted``: the survivors of the
+        previous mask (``pruned``: the weights the criterion scored and that mask) the
+        criterion scores lowest (Frankle et al. 2021); ``shuffle_init``: the start's surviving
+        values permuted within each layer.
+        """
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, name, replicate, level))
+        if name == "reinit":
+            return masks, self.fresh_weights("reinit", replicate, level)
+        if name == "random_prune":
+            return prune_random_like(masks, generator=gen), start
+        if name == "inverted":
+            weights, previous = pruned
+            scores = self.scorer(weights, theta0, replicate, level)(previous)
+            kept = {n: int(m.count_nonzero()) for n, m in masks.items()}
+            had = {n: int(m.count_nonzero()) for n, m in previous.items()}
+            rates = {n: (had[n] - kept[n]) / had[n] for n in masks if kept[n]}
+            flipped = {n: -t.double() for n, t in scores.items()}
+            inverted = select_layerwise(flipped, previous, rates)
+            return {n: m if kept[n] else torch.zeros_like(m) for n, m in inverted.items()}, start
+        weights = dict(start)
+        fresh = self.fresh_weights("sign_keep", replicate, level) if name == "sign_keep" else {}
+        for n, m in masks.items():
+            w = start[n]
+            if name == "sign_keep":
+                weights[n] = fresh[n].to(w.device).abs() * torch.sign(w)
+            elif name == "signed_constant":
+                weights[n] = torch.sign(w) * theta0[n].double().std().to(w.dtype)
+            else:  # shuffle_init
+                values = w[m.to(w.device)]
+                order = torch.randperm(values.numel(), generator=gen).to(w.device)
+                weights[n] = w.masked_scatter(m.to(w.device), values[order])
+        return masks, weights
+
+    def level_train_config(self, level: int, branch: str = "ticket") -> TrainConfig:
+        """Training settings of a branch at a level: fine-tuning (the ticket and the random
+        pruning control at levels >= 1) goes on at the schedule's final rate, the rate of its
+        last step (milestones at or past the last iteration are never reached); the reinit
+        control starts from fresh weights and gets the full schedule."""
+        tc = self.train_config
+        if level == 0 or self.config.reset != "finetune" or branch == "reinit":
+            return tc
+        final_lr = learning_rate(tc.lr, tc.iterations - 1, tc.milestones, tc.gamma)
+        return dataclasses.replace(tc, lr=final_lr, milestones=(), warmup=0)
+
+    def schedule(self, level: int, branch: str) -> tuple[int, TrainConfig]:
+        """(start iteration, training settings) of a branch at a level.
+
+        Late rewinding to step k (Frankle et al. 2020, Algorithm 1): at levels >= 1 the
+        ticket and the random-pruning control (which starts from the ticket's weights) train
+        from step k to T, with the schedule and data order as they stand at step k; the
+        reinit control starts from fresh weights and trains from step 0.
+        """
+        c = self.config
+        late = level > 0 and c.reset == "rewind" and branch != "reinit"
+        return (c.rewind_iteration if late else 0), self.level_train_config(level, branch)
+
+    def units(self, level: int, planned, size: int) -> list[Unit]:
+        """The training groups of a level, in order: jobs of one schedule train together, the
+        ticket's first, at most ``size`` at a time. An executor trains each group as a unit."""
+        c = self.config
+        snapshot_at = (c.rewind_iteration,) if level == 0 and c.rewind_iteration > 0 else ()
+        # the ticket's schedule first (never fewer jobs than another's, so a resumed level's
+        # group size read from its group 0 regroups alike)
+        by_schedule: dict[tuple[int, TrainConfig], list] = {}
+        for p in planned:
+            if p[2] is not None:
+                by_schedule.setdefault(self.schedule(level, p[0]), []).append(p)
+        groups = [
+            (key, jobs[i : i + size])
+            for key, jobs in by_schedule.items()
+            for i in range(0, len(jobs), size)
+        ]
+        return [
+            Unit(level, gi, start, train_config, group, snapshot_at)
+            for gi, ((start, train_config), group) in enumerate(groups)
+        ]
+
+    def trainer(self, unit: Unit, state: dict | None = None) -> Trainer:
+        """A Trainer for one unit, continued from ``state`` (a checkpoint) when given."""
+        trainer = Trainer(
+            self.template,
+            [job for _, _, job in unit.jobs],
+            self.data,
+            unit.train_config,
+            self.device,
+            snapshot_at=unit.snapshot_at,
+            start_iteration=unit.start,
+        )
+        if state is not None:
+            trainer.load_state_dict(state)
+        return trainer
+
+    def unit_results(self, unit: Unit, trained) -> dict[tuple[str, int], LevelResult]:
+        """The LevelResults of a trained unit, by (branch, replicate)."""
+        exclude = tuple(self.config.exclude)
+        return {
+            (branch, r): LevelResult(
+                branch, r, unit.level, job.masks, dict(job.init), res.final, res.history,
+                res.snapshots, exclude=exclude,
+                dead_units=dead_units(job.masks, self.template, weights=res.final),
+            )
+            for (branch, r, job), res in zip(unit.jobs, trained, strict=True)
+        }  # fmt: skip
+
+    def level_group_size(self, first: dict | None) -> int:
+        """The group size of a level whose group 0 checkpoint is ``first`` (or None): a level
+        resumed from a checkpoint keeps the grouping it started with."""
+        return len(first["tickets"]) if first and "tickets" in first else self.group_size()
+
+    @staticmethod
+    def level_results(planned, trained: dict[tuple[str, int], LevelResult]) -> list[LevelResult]:
+        """A level's results in planned order; a job planned as None shares the ticket's."""
+        results = []
+        for branch, r, job in planned:
+            if job is None:  # the same network as the ticket: share its result
+                results.append(dataclasses.replace(trained["ticket", r], branch=branch))
+            else:
+                results.append(trained[branch, r])
+        return results
+
+    def run_level(
+        self, level: int, planned, store: Store, hook: Hook | None = None
+    ) -> list[LevelResult]:
+        """Train every job of a level, unit after unit (groups of at most ``max_parallel``)."""
+        trained: dict[tuple[str, int], LevelResult] = {}
+        first = store.load_checkpoint(level, 0)
+        for unit in self.units(level, planned, self.level_group_size(first)):
+            state = first if unit.index == 0 else store.load_checkpoint(level, unit.index)
+            trainer = self.trainer(unit, state)
+
+            def callback(tr: Trainer, gi: int = unit.index) -> None:
+                store.save_checkpoint(level, gi, tr)
+                if hook:
+                    hook(level, gi, tr)
+
+            done = trainer.run(callback=callback)
+            assert done is not None
+            trained |= self.unit_results(unit, done)
+        return self.level_results(planned, trained)
+
+    def run(self, store: Store | None = None, hook: Hook | None = None) -> list[LevelResult]:
+        """Run (or continue) every level; returns all branches of all levels."""
+        store = store or MemoryStore()
+        self.warn_without_validation()
+        everything: list[LevelResult] = []
+        previous: dict[int, LevelResult] = {}
+        level0: dict[int, LevelResult] = {}
+        for level in range(self.config.levels + 1):
+            results = self.finished_level(store, level)
+            if results is None:
+                planned = self.plan(level, previous, level0)
+                results = self.run_level(level, planned, store, hook)
+                store.save_level(level, results)
+            everything.extend(results)
+            previous = chains(results)
+            if not previous:
+                break
+            if level == 0:
+                level0 = dict(previous)
+        return everything
+
+    def warn_without_validation(self) -> None:
+        """Without validation data there is no early stop: say so once, before training."""
+        if self.data.val_x.shape[0] == 0:
+            print(
+                "lth: warning: no validation set (val_size 0): there is no early stop; the "
+                "early-stop columns of summary.csv stay empty",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def finished_level(self, store: Store, level: int) -> list[LevelResult] | None:
+        """A level the store holds as finished, or None."""
+        results = store.load_level(level)
+        if results is None:
+            return None
+        # the folder does not know what was left unpruned
+        return [dataclasses.replace(r, exclude=tuple(self.config.exclude)) for r in results]
+
+
+def chains(results: list[LevelResult]) -> dict[int, LevelResult]:
+    """The tickets of a level whose chain goes on, by replicate: a ticket that diverged has
+    nothing meaningful to prune, so its chain ends there."""
+    return {
+        r.replicate: r for r in results if r.branch == "ticket" and r.history.diverged_at is None
+    }
+
+
+def check_fits(
+    need: int, device: torch.device, what: str, fix: str, free: int | None = None
+) -> None:
+    """Refuse (one-line LTHError) ``what``, estimated to need ``need`` bytes, when ``device``
+    has less free (``free``: the bytes available, default what it has free now): checked
+    before anything is allocated or written."""
+    free = _free_memory(device) if free is None else free
+    if need > free:
+        raise LTHError(
+            f"{what} need about {need / 2**30:.1f} GiB of memory on {device}, more than the "
+            f"{free / 2**30:.1f} GiB free; {fix}"
+        )
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes of memory free for new tensors on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def run_experiment(
+    config: ExperimentConfig | None = None,
+    data=None,
+    *,
+    device: torch.device | str = "cpu",
+    data_dir: str | None = None,
+    store: Store | None = None,
+    hook: Hook | None = None,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
+) -> list[LevelResult]:
+    """Run a whole study and return every trained network (ticket and controls, every level).
+
+    ``model`` (an ``nn.Module`` or a factory) replaces ``config.model``; ``data`` may be any
+    :class:`~lth.data.Dataset`, e.g. from :func:`~lth.data.dataset_from_tensors`. Code that
+    ``config`` names is imported: the caller named it.
+    """
+    from lth.data import load_dataset
+
+    config = config or ExperimentConfig()
+    if data is None:
+        data = load_dataset(
+            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
+        )
+    return Experiment(config, data, device, model, trust=CodeTrust.of(config)).run(store, hook)
+
+
+__all__ = [
+    "Experiment",
+    "ExperimentConfig",
+    "LevelResult",
+    "MemoryStore",
+    "Store",
+    "derive_seed",
+    "run_experiment",
+]
