@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import re
@@ -494,12 +495,12 @@ def _document(cls: type) -> None:
     docstring as its Google-style ``Attributes:`` section (before any ``Raises:`` or
     ``Examples:`` section of the docstring)."""
     lines = [
-        f"        {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
+        f"    {f.name} ({f.type}): {f.metadata['help']}. Default: ``{f.default!r}``."
         for f in fields(cls)
     ]
-    attributes = "    Attributes:\n" + "\n".join(lines) + "\n"
-    doc = cls.__doc__ or ""
-    section = re.search(r"\n    (Raises|Examples):", doc)
+    attributes = "Attributes:\n" + "\n".join(lines) + "\n"
+    doc = inspect.cleandoc(cls.__doc__ or "")  # Python 3.13 dedents docstrings itself
+    section = re.search(r"\n(Raises|Examples):", doc)
     at = section.start() if section else len(doc)
     cls.__doc__ = f"{doc[:at].rstrip()}\n\n{attributes}{doc[at:]}"
 
