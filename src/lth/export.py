@@ -508,7 +508,7 @@ def _check_tensors(path, fmt: str, meta: dict, tensors: dict[str, Tensor], model
         paired = {k[:-5] for k in tensors if k.endswith("_orig") and f"{k[:-5]}_mask" in tensors}
         skip |= {f"{name}_mask" for name in paired}
     found = set(sparse)
-    for key, tensor in tensors.items():
+    for key, tensor in sorted(tensors.items()):  # safetensors' order varies by process
         if key in skip:
             continue
         name = key[:-5] if key[:-5] in paired and key.endswith("_orig") else key
