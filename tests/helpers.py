@@ -11,15 +11,11 @@ from types import SimpleNamespace
 import torch
 
 from conftest import real_data
+from lth.core.fileio import file_sha256, load_tensors, save_tensors
 from lth.core.models import create_model, initialize
 from lth.data import dataset_from_tensors, load_dataset
-from lth.runfolder.storage import (
-    Manifest,
-    file_sha256,
-    level_dir,
-    load_tensors,
-    save_tensors,
-)
+from lth.runfolder.layout import level_dir
+from lth.runfolder.manifest import Manifest
 from lth.study.experiment import ExperimentConfig
 
 # ---- from tests/analysis/test_mask_analysis.py

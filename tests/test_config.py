@@ -137,11 +137,11 @@ def test_huge_integer_on_the_command_line_never_reaches_config_toml(tmp_path, ca
 
 
 def test_the_documented_run_folder_tables_match_their_declarations():
-    """docs/run-folder.md is generated from lth.runfolder.storage; regenerate it when a column
+    """docs/run-folder.md is generated from lth.runfolder.tables; regenerate it when a column
     changes."""
     from pathlib import Path
 
-    from lth.runfolder.storage import schema_markdown
+    from lth.runfolder.tables import schema_markdown
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "run-folder.md").read_text()
     assert schema_markdown().rstrip() in doc

@@ -25,7 +25,7 @@ _HOME = {
     "dataset_from_tensors": "data",
     "load_dataset": "data",
     "LTHError": "errors",
-    "LevelResult": "study.experiment",
+    "LevelResult": "runfolder.results",
     "apply_masks": "pruning.masks",
     "count_remaining": "pruning.masks",
     "load_masks": "pruning.masks",
@@ -65,8 +65,8 @@ if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     )
     from lth.pruning.selection import layer_rates, prune_global, prune_layerwise, prune_random_like
     from lth.runfolder.export import export_ticket, load_export
+    from lth.runfolder.results import LevelResult
     from lth.runfolder.runs import RunFolder, load_ticket
-    from lth.study.experiment import LevelResult
     from lth.study.runner import run_experiment
 
 

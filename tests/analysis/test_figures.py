@@ -23,7 +23,9 @@ from helpers import BRANCHES, make_run, val_acc, weights_remaining
 from lth.analysis.mask_analysis import ensure_analysis
 from lth.analysis.plots import FIGURE_LEVELS, default_levels, plot_runs
 from lth.analysis.report import report
-from lth.runfolder.storage import ANALYSIS_FIGURES, ANALYSIS_HISTOGRAMS, FIGURES, load_summary
+from lth.runfolder.layout import ANALYSIS_FIGURES, FIGURES
+from lth.runfolder.readers import load_summary
+from lth.runfolder.tables import ANALYSIS_HISTOGRAMS
 
 LEVELS = 3
 PROXIES = (

@@ -21,8 +21,9 @@ from lth.analysis.mask_analysis import (
     sign_kept_counts,
     write_analysis,
 )
+from lth.core.fileio import save_tensors
 from lth.errors import LTHError
-from lth.runfolder.storage import level_dir, save_tensors
+from lth.runfolder.layout import level_dir
 
 # ----------------------------------------------------------------------------- a tiny run
 # Two prunable layers (fc1.weight 2x3, fc2.weight 4) and an unpruned bias; levels 0-2 of the

@@ -14,7 +14,7 @@ from lth.analysis.report import report
 from lth.cli import main
 from lth.config import ExperimentConfig, preset_config
 from lth.errors import LTHError
-from lth.runfolder.storage import SUMMARY
+from lth.runfolder.tables import SUMMARY
 
 LEVELS, REPLICATES = 16, 3
 

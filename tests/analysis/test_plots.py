@@ -36,8 +36,9 @@ from lth.analysis.mask_analysis import (
     write_analysis,
 )
 from lth.analysis.plots import default_levels, fmt_tick, plot_runs
+from lth.core.fileio import save_tensors
 from lth.errors import LTHError
-from lth.runfolder.storage import level_dir, save_tensors
+from lth.runfolder.layout import level_dir
 
 
 def line(ax, label):

@@ -1,4 +1,4 @@
-"""Tests for lth.runfolder.storage's CSV files and lth.analysis.report, on run folders generated
+"""Tests for lth.runfolder.csvio's CSV files and lth.analysis.report, on run folders generated
 from known numbers.
 """
 
@@ -13,7 +13,7 @@ import torch
 from helpers import BRANCHES, acc_end, es_acc, es_iter, layer_counts, make_run, weights_remaining
 from lth.analysis.report import aggregate, load_summary, report
 from lth.errors import LTHError
-from lth.runfolder.storage import csv_text, read_csv, to_float
+from lth.runfolder.csvio import csv_text, read_csv, to_float
 
 # ----------------------------------------------------------------------------- CSV files
 
@@ -35,7 +35,7 @@ def test_csv_round_trip(tmp_path):
 
 
 def test_schemas_are_declared_once_with_a_meaning_per_column():
-    from lth.runfolder.storage import TABLES, schema_markdown
+    from lth.runfolder.tables import TABLES, schema_markdown
 
     text = schema_markdown()
     for table in TABLES:
@@ -46,7 +46,8 @@ def test_schemas_are_declared_once_with_a_meaning_per_column():
 
 
 def test_missing_values_are_empty_cells_and_nan_still_reads(tmp_path):
-    from lth.runfolder.storage import SUMMARY, read_rows, read_table
+    from lth.runfolder.csvio import read_rows, read_table
+    from lth.runfolder.tables import SUMMARY
 
     text = csv_text([{"branch": "ticket", "test_acc": math.nan, "diverged_at": None}], SUMMARY)
     assert text.splitlines()[1] == "ticket" + "," * (len(SUMMARY.columns) - 1)

@@ -14,7 +14,8 @@ from lth.analysis.plots import plot_runs
 from lth.analysis.report import report
 from lth.analysis.stats import matches, mean_interval, t_cdf, t_quantile, verdict, welch_interval
 from lth.errors import LTHError
-from lth.runfolder.storage import SUMMARY_STATS, read_table
+from lth.runfolder.csvio import read_table
+from lth.runfolder.tables import SUMMARY_STATS
 
 
 @pytest.mark.parametrize(

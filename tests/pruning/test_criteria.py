@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from conftest import TEST_DATA, assert_one_line, real_data
 from helpers import mnist_slice, quick
 from lth.cli import main
+from lth.core.fileio import load_tensors
 from lth.core.models import create_model, initialize
 from lth.errors import LTHError
 from lth.pruning.criteria import (
@@ -33,7 +34,6 @@ from lth.pruning.criteria import (
 )
 from lth.pruning.masks import ones_mask
 from lth.pruning.selection import prune_layerwise, round_rate, select_global
-from lth.runfolder.storage import load_tensors
 from lth.study.experiment import Experiment
 from lth.usercode import CodeTrust
 

@@ -126,7 +126,7 @@ def test_every_format_round_trips_on_the_real_test_set(run, data, tmp_path, fmt)
 def test_layers_csv_and_report_count_the_units_shrink_removes(run, capsys):
     """layers.csv's dead_units is what shrink removes from each branch's network, every level;
     the report's per-layer table shows them and their total."""
-    from lth.runfolder.storage import load_layers
+    from lth.runfolder.readers import load_layers
 
     rows = load_layers(run)
     assert {r.branch for r in rows} == {"ticket", "reinit"}

@@ -21,14 +21,9 @@ from conftest import TEST_DATA, assert_one_line, real_data
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
+from lth.runfolder.layout import OLD_MARKER_TEXT
+from lth.runfolder.manifest import RunWriter, check_manifest, folder_id, manifest_lock
 from lth.runfolder.runs import RunFolder, read_config
-from lth.runfolder.storage import (
-    OLD_MARKER_TEXT,
-    RunWriter,
-    check_manifest,
-    folder_id,
-    manifest_lock,
-)
 
 TINY = ["--levels", "1", "--iterations", "100", "--eval-every", "50", "--val-size", "1000",
         "--controls", "reinit", "--quiet"]  # fmt: skip

@@ -16,25 +16,14 @@ import pytest
 import torch
 
 from helpers import CONFIG
+from lth.core.fileio import atomic_write, file_sha256, load_tensors, save_tensors
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
+from lth.runfolder.csvio import csv_text, to_int
+from lth.runfolder.layout import OLD_MARKER_TEXT
+from lth.runfolder.manifest import Manifest, RunWriter, check_manifest, folder_id
 from lth.runfolder.runs import RunFolder, load_ticket, read_config, toml_text
-from lth.runfolder.storage import (
-    LAYERS,
-    METRICS,
-    OLD_MARKER_TEXT,
-    SUMMARY,
-    Manifest,
-    RunWriter,
-    atomic_write,
-    check_manifest,
-    csv_text,
-    file_sha256,
-    folder_id,
-    load_tensors,
-    save_tensors,
-    to_int,
-)
+from lth.runfolder.tables import LAYERS, METRICS, SUMMARY
 from lth.study.experiment import Experiment, ExperimentConfig
 
 
@@ -174,7 +163,7 @@ def test_folder_layout_and_config(reference):
             assert torch.equal(w, r.final[name])
     summary = (path / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 3 * 3
-    for table in (METRICS, SUMMARY, LAYERS):  # the columns declared in lth.runfolder.storage
+    for table in (METRICS, SUMMARY, LAYERS):  # the columns declared in lth.runfolder.tables
         assert (path / table.file).read_text().splitlines()[0] == ",".join(table.names)
     assert (path / ".lth-run").is_file()
 
@@ -424,17 +413,17 @@ def test_stale_temporaries_are_removed_on_open(reference, tmp_path):
 
 
 def test_checkpoint_interval(data, tmp_path, monkeypatch):
-    import lth.runfolder.storage
+    import lth.runfolder.manifest
 
     written = []
-    original = lth.runfolder.storage.atomic_write
+    original = lth.runfolder.manifest.atomic_write
 
     def spy(path, payload, tag=None):
         if Path(path).suffix == ".pt":
             written.append(Path(path).name)
         original(path, payload, tag)
 
-    monkeypatch.setattr(lth.runfolder.storage, "atomic_write", spy)
+    monkeypatch.setattr(lth.runfolder.manifest, "atomic_write", spy)
     config = ExperimentConfig.from_dict(CONFIG.to_dict() | {"levels": 0, "controls": []})
     run_study(tmp_path / "a", data, config, checkpoint_seconds=3600)
     assert written == []

@@ -9,7 +9,9 @@ from conftest import real_data
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors, load_dataset
 from lth.errors import LTHError
-from lth.runfolder.storage import METRICS, SUMMARY, clear_run, read_table
+from lth.runfolder.csvio import read_table
+from lth.runfolder.manifest import clear_run
+from lth.runfolder.tables import METRICS, SUMMARY
 from lth.study.runner import run_experiment
 
 CONFIG = ExperimentConfig(

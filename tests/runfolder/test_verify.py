@@ -15,8 +15,8 @@ from conftest import TEST_DATA, real_data
 from helpers import edit, first, level_file, mnist_slice, quick, reseal
 from lth.cli import main
 from lth.config import ExperimentConfig
+from lth.core.fileio import load_tensors
 from lth.errors import LTHError
-from lth.runfolder.storage import load_tensors
 from lth.runfolder.verify import CHECKS, VerifyError, layer_kinds, verify_level, verify_run
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
@@ -86,7 +86,7 @@ def test_lth_verify_passes_on_real_runs_with_one_line_per_check(plain, late_glob
 
 
 def test_late_rewound_run_trains_tickets_from_k_and_the_reinit_control_from_0(late_global):
-    from lth.runfolder.storage import load_metrics, load_summary
+    from lth.runfolder.readers import load_metrics, load_summary
 
     rows = load_metrics(late_global, levels=[1])
     start = {r.branch: min(x.iteration for x in rows if x.branch == r.branch) for r in rows}

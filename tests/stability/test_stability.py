@@ -15,18 +15,13 @@ from torch import nn
 from conftest import TEST_DATA, assert_one_line, real_data
 from helpers import mnist_slice
 from lth.cli import main
+from lth.core.fileio import load_tensors
 from lth.data import load_dataset
 from lth.errors import LTHError
+from lth.runfolder.csvio import read_table
+from lth.runfolder.layout import level_dir
 from lth.runfolder.runs import read_config
-from lth.runfolder.storage import (
-    STABILITY_COPIES,
-    STABILITY_ERRORS,
-    STABILITY_SUMMARY,
-    SUMMARY,
-    level_dir,
-    load_tensors,
-    read_table,
-)
+from lth.runfolder.tables import STABILITY_COPIES, STABILITY_ERRORS, STABILITY_SUMMARY, SUMMARY
 from lth.stability.measure import (
     PathEvaluator,
     alphas,
@@ -351,7 +346,7 @@ def test_find_rewind_on_a_configuration_is_one_command(tmp_path, capsys):
 
 
 def test_the_stability_files_are_lths_and_nothing_else(run, level1):
-    from lth.runfolder.storage import lth_files
+    from lth.runfolder.ownership import lth_files
 
     (run / "stability" / "mine.txt").write_text("the user's own notes")
     files = lth_files(run, ["stability"])

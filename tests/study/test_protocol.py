@@ -22,7 +22,8 @@ from lth.core.training import History, TicketJob, Trainer
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
 from lth.pruning.masks import count_remaining
-from lth.study.experiment import Experiment, LevelResult
+from lth.runfolder.results import LevelResult
+from lth.study.experiment import Experiment
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,10 +16,10 @@ and returns one row per prunable layer plus an ``all`` row, and the per-level ma
 histograms on bins shared by the whole run; :func:`write_analysis` writes them to
 ``RUN_DIR/analysis.csv`` and ``RUN_DIR/analysis_histograms.csv``, and :func:`ensure_analysis`
 does so only when they are missing or out of date (``lth run`` and ``lth plot`` call it before
-drawing). The files' columns are declared in :mod:`lth.runfolder.storage`
-(:data:`~lth.runfolder.storage.ANALYSIS`,
-:data:`~lth.runfolder.storage.ANALYSIS_HISTOGRAMS`), which also reads them back
-(:func:`~lth.runfolder.storage.load_analysis`, :func:`~lth.runfolder.storage.load_histograms`).
+drawing). The files' columns are declared in :mod:`lth.runfolder.tables`
+(:data:`~lth.runfolder.tables.ANALYSIS`,
+:data:`~lth.runfolder.tables.ANALYSIS_HISTOGRAMS`); :mod:`lth.runfolder.readers` reads them back
+(:func:`~lth.runfolder.readers.load_analysis`, :func:`~lth.runfolder.readers.load_histograms`).
 
 In ``analysis.csv``, ``jaccard_previous_level`` is the overlap with the same branch and
 replicate's mask one level earlier (empty at level 0 or when that level is absent),
@@ -39,22 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lth.core.fileio import load_tensors
 from lth.errors import LTHError
 from lth.pruning.masks import jaccard
-from lth.runfolder.storage import (
-    ALL,
-    ANALYSIS,
-    ANALYSIS_HISTOGRAMS,
-    CONTROL,
-    RunWriter,
-    branch_order,
-    csv_text,
-    level_dir,
-    load_analysis,
-    load_histograms,
-    load_summary,
-    load_tensors,
-)
+from lth.runfolder.csvio import csv_text
+from lth.runfolder.layout import ALL, CONTROL, branch_order, level_dir
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.readers import load_analysis, load_histograms, load_summary
+from lth.runfolder.tables import ANALYSIS, ANALYSIS_HISTOGRAMS
 
 __all__ = [
     "ANALYSIS_COLUMNS",

@@ -18,7 +18,8 @@ from pathlib import Path
 from lth.analysis.report import QUANTITIES, Stat, aggregate
 from lth.config import read_toml
 from lth.errors import LTHError
-from lth.runfolder.storage import SUMMARY, SummaryRow
+from lth.runfolder.readers import SummaryRow
+from lth.runfolder.tables import SUMMARY
 
 __all__ = ["Comparison", "Paper", "compare", "load_paper", "paper_names"]
 

@@ -38,7 +38,7 @@ Titles describe the study from its config (model on dataset), never by folder na
 replicates give a spread, a legend entry says what it is and over how many replicates
 ("±1 std, n = 2 replicates").
 
-This module only reads run folders (through :mod:`lth.runfolder.storage`) and writes the figures.
+This module only reads run folders (through :mod:`lth.runfolder.readers`) and writes the figures.
 Figures are built as bare ``Figure`` objects (no pyplot), so nothing global is created or has
 to be closed; styling is applied through a temporary ``rc_context``. With one run, colours and
 markers identify the branch (ticket, reinit, random_prune); with several, colours identify the
@@ -78,27 +78,20 @@ from matplotlib.transforms import ScaledTranslation
 
 from lth.analysis.report import aggregate, load_runs, used_values
 from lth.analysis.stats import matches, mean_interval
+from lth.core.fileio import atomic_write
 from lth.errors import LTHError
-from lth.runfolder.storage import (
-    ALL,
-    ANALYSIS,
-    ANALYSIS_FIGURES,
-    ANALYSIS_HISTOGRAMS,
-    CONTROL,
-    FIGURES,
-    PLOTS,
+from lth.runfolder.layout import ALL, ANALYSIS_FIGURES, CONTROL, FIGURES, PLOTS, branch_order
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.ownership import check_output_path, check_replace
+from lth.runfolder.readers import (
     LayerRow,
-    RunWriter,
     SummaryRow,
-    atomic_write,
-    branch_order,
-    check_output_path,
-    check_replace,
     load_analysis,
     load_histograms,
     load_layers,
     load_metrics,
 )
+from lth.runfolder.tables import ANALYSIS, ANALYSIS_HISTOGRAMS
 
 __all__ = [
     "ANALYSIS_FIGURES", "BANDS", "FIGURES", "check_targets", "default_levels", "fmt_tick",
@@ -174,7 +167,7 @@ class _Run:
     summary: list[SummaryRow]
     layers: list[LayerRow]
     config: dict = field(default_factory=dict)
-    analysis: list[dict] | None = None  # analysis.csv rows (lth.runfolder.storage.load_analysis)
+    analysis: list[dict] | None = None  # analysis.csv rows (lth.runfolder.readers.load_analysis)
     histograms: list[dict] | None = None  # analysis_histograms.csv rows
 
 
@@ -1070,8 +1063,8 @@ def _central_bins(
 
 
 def _save(fig: Figure, out_dir: Path, name: str, fmt: str, dpi: int, write=atomic_write) -> Path:
-    """Write ``name.fmt`` atomically (:func:`lth.runfolder.storage.atomic_write`, or ``write``: a
-    run folder's :meth:`lth.runfolder.storage.RunWriter.write`)."""
+    """Write ``name.fmt`` atomically (:func:`lth.core.fileio.atomic_write`, or ``write``: a
+    run folder's :meth:`lth.runfolder.manifest.RunWriter.write`)."""
     target = out_dir / f"{name}.{fmt}"
     buffer = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else {}

@@ -10,7 +10,7 @@ Several run folders (or a folder holding run folders) make one table: runs whose
 differ only in ``seed`` (:func:`poolable`) are one study run as several jobs and their
 replicates are pooled (:func:`pooled_summary`); other runs stand side by side, headed by the
 settings in which they differ (:func:`run_labels`). It reads ``summary.csv``, ``layers.csv`` and
-``config.toml`` through :mod:`lth.runfolder.storage`, where their format is declared. Percentages
+``config.toml`` through :mod:`lth.runfolder.readers`, where their format is declared. Percentages
 and accuracies are in percent (0-100) throughout.
 """
 
@@ -23,22 +23,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lth.analysis.stats import matches, mean_interval, verdict, welch_interval
+from lth.core.fileio import atomic_write
 from lth.errors import LTHError
-from lth.runfolder.storage import (
-    SUMMARY,
-    SUMMARY_STATS,
-    LayerRow,
-    RunWriter,
-    SummaryRow,
-    atomic_write,
-    branch_order,
-    check_output_path,
-    check_replace,
-    csv_text,
-    load_config,
-    load_layers,
-    load_summary,
-)
+from lth.runfolder.csvio import csv_text
+from lth.runfolder.layout import branch_order
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.ownership import check_output_path, check_replace
+from lth.runfolder.readers import LayerRow, SummaryRow, load_config, load_layers, load_summary
+from lth.runfolder.tables import SUMMARY, SUMMARY_STATS
 
 __all__ = [
     "FORMATS",
@@ -183,7 +175,7 @@ class Run:
 
     path: Path
     summary: list[SummaryRow]
-    config: dict  # config.toml, flattened (lth.runfolder.storage.load_config)
+    config: dict  # config.toml, flattened (lth.runfolder.readers.load_config)
     label: str = ""  # how tables and legends name it (:func:`run_labels`)
 
     @property
@@ -501,7 +493,7 @@ def _dense(stats: dict) -> Stat | None:
 
 
 def _stats_rows(summary: list[SummaryRow]) -> list[dict]:
-    """Rows of :data:`lth.runfolder.storage.SUMMARY_STATS`, one per branch and level."""
+    """Rows of :data:`lth.runfolder.tables.SUMMARY_STATS`, one per branch and level."""
     stats, branches, levels, _ = _accuracy(summary)
     dense = _dense(stats)
     rows = []
@@ -767,7 +759,7 @@ def report(
     ``fmt``: ``"table"`` (aligned plain text for a terminal), ``"md"`` (GitHub markdown),
     ``"latex"`` (booktabs tables, needs ``\\usepackage{booktabs}``) or ``"csv"`` (the accuracy
     table only, one row per branch and level: the columns of
-    :data:`lth.runfolder.storage.SUMMARY_STATS`; std empty when fewer than two replicates).
+    :data:`lth.runfolder.tables.SUMMARY_STATS`; std empty when fewer than two replicates).
 
     The accuracy table comes first: per branch and level the test accuracy after training,
     at the early-stop iteration, and the early-stop iteration, as mean ± sample std (ddof=1)
@@ -944,7 +936,7 @@ def save_report(
     **options,
 ) -> Path:
     """Write :func:`report` to ``output``, atomically; refuses a path that is one of a run
-    folder's own files (:func:`lth.runfolder.storage.check_output_path`), and an existing file lth
+    folder's own files (:func:`lth.runfolder.ownership.check_output_path`), and an existing file lth
     did not write unless ``force``: markdown and LaTeX files written here start with a comment
     line (:data:`SIGNATURES`) that says so; a table or CSV file is replaced only by the same
     text. Returns the path written."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.core.fileio import load_tensors, save_tensors
 from lth.errors import LTHError
-from lth.runfolder.storage import load_tensors, save_tensors
 
 __all__ = [
     "MaskSet",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +40,33 @@ from safetensors import safe_open
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import Tensor, nn
+from torch.nn.utils import prune
 
+from lth.config import read_run_config, read_run_info
+from lth.core.fileio import ORDER_KEY, atomic_write
+from lth.core.models import MODELS, build_model, call_factory
+from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet, check_masks, masks_from_torch_prune, remaining_fraction
 from lth.pruning.shrink import architecture, build_architecture, shrink
 from lth.pruning.sparse import csr_parts, from_csr_parts
-from lth.runfolder.storage import ORDER_KEY, atomic_write, check_output_path, check_replace
+from lth.runfolder.export_checks import (  # noqa: F401 - documented here
+    CSR,
+    INDEX_TYPES,
+    MAX_ELEMENTS,
+    REAL_FLOATS,
+    check_meta,
+    check_tensors,
+    damaged,
+    model_skeleton,
+    one_line,
+    show,
+    sparse_layers,
+)
+from lth.runfolder.ownership import check_output_path, check_replace
+from lth.runfolder.runs import load_ticket
 from lth.usercode import CodeTrust, as_trust
+from lth.version import __version__
 
 __all__ = [
     "FORMATS",
@@ -68,19 +87,6 @@ _JSON = (
     "model_args", "level", "replicate", "weights_remaining", "config", "pruned", "sparse",
     "architecture", "layer_sizes", "units_removed", "units_folded", "unused_inputs",
 )  # fmt: skip
-_CSR = ("crow_indices", "col_indices", "values")
-_SPARSE = ("sparse", "shrunk-sparse")
-#: The arguments of a shrunk file's layers that size its weights.
-_SIZES = ("in_features", "out_features", "in_channels", "out_channels", "kernel_size")
-#: The types a file may store a floating-point weight in: real floating types only (a complex
-#: one would lose its imaginary part).
-REAL_FLOATS = {str(t): t for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
-#: The types a sparse file may store CSR indices in.
-INDEX_TYPES = (torch.uint8, torch.uint16, torch.uint32, torch.int32, torch.int64)
-#: The most elements (weights and buffers) a model described by a file may have: 2**31, 8 GiB
-#: in float32. Checked before the model is built.
-MAX_ELEMENTS = 2**31
-_NOT_SIZES = f"not whole numbers from 0 to {MAX_ELEMENTS}"
 
 
 @dataclass
@@ -187,8 +193,6 @@ def export_bytes(
     meta[FORMAT_KEY] = format
     meta["weights_remaining"] = 100.0 * remaining_fraction(masks) if masks else 100.0
     meta["pruned"] = list(masks)
-    from lth.version import __version__
-
     meta["lth_version"] = __version__
     if format.startswith("shrunk"):
         small = shrink(model, masks)
@@ -239,9 +243,6 @@ def export_model(
 
 def _run_shape(run_dir: Path, dataset: str) -> tuple[list[int], int]:
     """The input shape and class count a run's model was built for."""
-    from lth.config import read_run_info
-    from lth.data import get_spec
-
     source = read_run_info(run_dir).get("source", {})
     if "data_input_shape" in source:
         return list(source["data_input_shape"]), int(source["data_num_classes"])
@@ -274,9 +275,6 @@ def export_ticket(
         info = export_ticket("runs/lenet", 15, format="shrunk", out="lenet-15.safetensors")
         print(info.summary())
     """
-    from lth.config import read_run_config
-    from lth.runfolder.runs import load_ticket
-
     _check_format(format)
     path = check_out(out, force=True)  # writable; whether it may be replaced: below
     run = Path(run_dir).expanduser()
@@ -320,13 +318,13 @@ def read_metadata(path: str | os.PathLike[str]) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as e:  # noqa: BLE001 - OSError, safetensors' own error types
-        raise LTHError(f"{path} is not a readable safetensors file ({_one_line(e)})") from None
+        raise LTHError(f"{path} is not a readable safetensors file ({one_line(e)})") from None
     meta = {}
     for key, value in raw.items():
         try:
             meta[key] = json.loads(value) if key in _JSON else value
         except (ValueError, RecursionError):
-            raise _damaged(path, f"its metadata entry {key!r} is not valid JSON") from None
+            raise damaged(path, f"its metadata entry {key!r} is not valid JSON") from None
     return meta
 
 
@@ -337,201 +335,8 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict]:
     try:
         tensors = _st_load(Path(path).expanduser().read_bytes())
     except Exception as e:  # noqa: BLE001 - safetensors raises several types
-        raise LTHError(f"{path} is not a readable safetensors file ({_one_line(e)})") from None
+        raise LTHError(f"{path} is not a readable safetensors file ({one_line(e)})") from None
     return tensors, meta
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
-def _damaged(path: str | os.PathLike[str], what: str) -> LTHError:
-    """The one-line error for a file whose contents are malformed."""
-    what = " ".join(what.split())  # names read from the file may hold line breaks
-    return LTHError(f"{path}: {what}; the file is damaged or was not written by lth export")
-
-
-def _show(value: object) -> str:
-    """``repr(value)``, cut short: crafted metadata can be long."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _whole(value: object, low: int = 0) -> bool:
-    """Whether ``value`` is an int (not a bool) from ``low`` to ``MAX_ELEMENTS``."""
-    return type(value) is int and low <= value <= MAX_ELEMENTS
-
-
-def _check_meta(path, fmt: str, meta: dict) -> None:
-    """Every metadata entry that ``load_export`` reads has the type and range it must have."""
-    pruned = meta.get("pruned", [])
-    if not isinstance(pruned, list) or not all(isinstance(n, str) for n in pruned):
-        raise _damaged(path, f"'pruned' is {_show(pruned)}, not a list of parameter names")
-    if not isinstance(meta.get("model", ""), str):
-        raise _damaged(path, f"'model' is {_show(meta['model'])}, not a name")
-    if "model_args" in meta:
-        _check_model_args(path, meta["model_args"])
-    if fmt in _SPARSE:
-        _check_sparse_meta(path, meta.get("sparse", {}))
-    if fmt.startswith("shrunk"):
-        _check_architecture(path, meta.get("architecture", []))
-
-
-def _check_model_args(path, args: object) -> None:
-    if not isinstance(args, dict):
-        raise _damaged(path, f"'model_args' is {_show(args)}, not a dict")
-    shape, classes = args.get("input_shape"), args.get("num_classes")
-    if shape is not None and not (
-        isinstance(shape, list) and len(shape) == 3 and all(_whole(d, 1) for d in shape)
-    ):
-        raise _damaged(path, f"model_args.input_shape is {_show(shape)}, not [C, H, W]")
-    if (shape is not None or classes is not None) and not _whole(classes, 1):
-        raise _damaged(
-            path, f"model_args.num_classes is {_show(classes)}, not a whole number from 1 to "
-            f"{MAX_ELEMENTS}"
-        )  # fmt: skip
-
-
-def _check_sparse_meta(path, sparse: object) -> None:
-    if not isinstance(sparse, dict):
-        raise _damaged(path, f"'sparse' is {_show(sparse)}, not a dict of layers")
-    for name, info in sparse.items():
-        if not isinstance(info, dict):
-            raise _damaged(path, f"sparse layer {name!r} is described by {_show(info)}")
-        if info.get("layout") != "csr":
-            layout = _show(info.get("layout"))
-            raise _damaged(path, f"sparse layer {name!r} has layout {layout}, not 'csr'")
-        shape = info.get("shape")
-        if not isinstance(shape, list) or not shape or not all(_whole(d) for d in shape):
-            raise _damaged(path, f"sparse layer {name!r} has shape {_show(shape)}, {_NOT_SIZES}")
-        if str(info.get("dtype", "torch.float32")) not in REAL_FLOATS:
-            raise _damaged(
-                path, f"sparse layer {name!r} has dtype {_show(info.get('dtype'))}, not one of "
-                f"{', '.join(REAL_FLOATS)}"
-            )  # fmt: skip
-
-
-def _check_architecture(path, spec: object) -> None:
-    if not isinstance(spec, list) or not all(isinstance(e, dict) for e in spec):
-        raise _damaged(path, f"'architecture' is {_show(spec)}, not a list of layers")
-    seen: set[str] = set()
-    for entry in spec:
-        name = entry.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"\w+", name) or name in seen:
-            raise _damaged(
-                path, f"the architecture names a layer {_show(name)}, not a word (letters, "
-                "digits, _) used once"
-            )  # fmt: skip
-        seen.add(name)
-        for arg in _SIZES:
-            value = entry.get(arg, 1)
-            if not all(_whole(v) for v in (value if isinstance(value, list) else [value])):
-                raise _damaged(path, f"layer {name!r} has {arg} {_show(value)}, {_NOT_SIZES}")
-
-
-def _skeleton(path, fmt: str, meta: dict, model) -> nn.Module | None:
-    """The model the file describes, on the meta device (it takes no memory), checked to have
-    at most :data:`MAX_ELEMENTS` elements; None where the user's code builds it."""
-    from lth.core.models import MODELS, create_model
-
-    name, args = meta.get("model", ""), meta.get("model_args") or {}
-    try:
-        if fmt.startswith("shrunk"):
-            net, what = build_architecture(meta.get("architecture", []), "meta"), "architecture"
-        elif model is None and name in MODELS and "input_shape" in args:
-            with torch.device("meta"):
-                net = create_model(name, args["input_shape"], args["num_classes"])
-            what = f"{name} for model_args {json.dumps(args)}"
-        else:
-            return None
-    except LTHError as e:
-        raise _damaged(path, str(e)) from None
-    except Exception as e:  # noqa: BLE001 - whatever the described layers' arguments raise
-        problem = f"{type(e).__name__}: {_one_line(e)}"
-        raise _damaged(path, f"its model cannot be built ({problem})") from None
-    size = sum(v.numel() for v in net.state_dict().values())
-    if size > MAX_ELEMENTS:
-        raise _damaged(path, f"its {what} has {size:,} weights, over the limit of {MAX_ELEMENTS:,}")
-    return net
-
-
-def _check_tensor(path, key: str, tensor: Tensor, like: Tensor) -> None:
-    """``tensor`` (the file's ``key``) has the shape and a type that fits ``like``."""
-    if tuple(tensor.shape) != tuple(like.shape):
-        raise _damaged(
-            path, f"{key} has shape {list(tensor.shape)}, the model's {list(like.shape)}"
-        )
-    if like.is_floating_point() and str(tensor.dtype) not in REAL_FLOATS:
-        allowed = ", ".join(REAL_FLOATS)
-        raise _damaged(path, f"{key} is {tensor.dtype}, not a real floating type ({allowed})")
-    if not like.is_floating_point() and tensor.dtype != like.dtype:
-        raise _damaged(path, f"{key} is {tensor.dtype}, the model's {like.dtype}")
-
-
-def _check_csr(path, name: str, info: dict, tensors: dict[str, Tensor], like: Tensor) -> None:
-    """The CSR parts of sparse layer ``name`` fit its shape, the model's."""
-    if info["shape"] != list(like.shape):
-        raise _damaged(path, f"sparse layer {name} has shape {info['shape']}, the model's "
-                             f"{list(like.shape)}")  # fmt: skip
-    parts = {p: tensors.get(f"{name}.{p}") for p in _CSR}
-    for part, tensor in parts.items():
-        key = f"{name}.{part}"
-        if tensor is None:
-            raise _damaged(path, f"it lacks {key}")
-        allowed = REAL_FLOATS.values() if part == "values" else INDEX_TYPES
-        if tensor.dtype not in allowed:
-            names = ", ".join(str(t) for t in allowed)
-            raise _damaged(path, f"{key} is {tensor.dtype}, not one of {names}")
-        if tensor.dim() != 1:
-            raise _damaged(path, f"{key} has shape {list(tensor.shape)}, not one dimension")
-    rows, count = like.shape[0], parts["values"].numel()
-    if parts["crow_indices"].numel() != rows + 1 or parts["col_indices"].numel() != count:
-        raise _damaged(path, f"the CSR parts of {name} do not fit its shape {info['shape']}")
-
-
-def _sparse_layers(fmt: str, meta: dict) -> tuple[dict, set[str]]:
-    """A file's sparse layers (name -> layout) and the keys of their CSR parts."""
-    sparse = meta.get("sparse", {}) if fmt in _SPARSE else {}
-    return sparse, {f"{name}.{part}" for name in sparse for part in _CSR}
-
-
-def _check_tensors(path, fmt: str, meta: dict, tensors: dict[str, Tensor], model: nn.Module):
-    """The file's tensors are exactly the model's entries (dense, CSR or torch-prune's
-    ``_orig`` and ``_mask``), in shapes and types that fit; its pruned names are the model's."""
-    expected = model.state_dict()
-    unknown = [n for n in meta.get("pruned", []) if n not in expected]
-    if unknown:
-        raise _damaged(path, f"it prunes {unknown[0]!r}, which the model does not have")
-    sparse, skip = _sparse_layers(fmt, meta)
-    paired = set()
-    if fmt == "torch-prune":
-        paired = {k[:-5] for k in tensors if k.endswith("_orig") and f"{k[:-5]}_mask" in tensors}
-        skip |= {f"{name}_mask" for name in paired}
-    found = set(sparse)
-    for key, tensor in sorted(tensors.items()):  # safetensors' order varies by process
-        if key in skip:
-            continue
-        name = key[:-5] if key[:-5] in paired and key.endswith("_orig") else key
-        if name not in expected or name in found:
-            raise _damaged(path, f"it holds {key}, which the model does not have")
-        _check_tensor(path, key, tensor, expected[name])
-        if name in paired:
-            _check_mask(path, f"{name}_mask", tensors[f"{name}_mask"], expected[name])
-        found.add(name)
-    for name, info in sparse.items():
-        if name not in expected:
-            raise _damaged(path, f"it holds sparse layer {name!r}, which the model does not have")
-        _check_csr(path, name, info, tensors, expected[name])
-    missing = [n for n in expected if n not in found]
-    if missing:
-        raise _damaged(path, f"it lacks {missing[0]}, which the model has")
-
-
-def _check_mask(path, key: str, mask: Tensor, like: Tensor) -> None:
-    """A torch-prune mask: its weight's shape, a real floating type, only 0 and 1."""
-    _check_tensor(path, key, mask, like)
-    if not bool(((mask == 0) | (mask == 1)).all()):
-        raise _damaged(path, f"{key} holds values other than 0 and 1")
 
 
 def from_torch_prune(
@@ -565,8 +370,6 @@ def from_torch_prune(
 def apply_torch_prune(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
     """Prune ``model`` in place with ``torch.nn.utils.prune.custom_from_mask``, one mask per
     parameter, so that it takes a ``torch-prune`` export's state_dict. Returns ``model``."""
-    from torch.nn.utils import prune
-
     check_masks(masks, model)
     for name, mask in masks.items():
         prefix, _, attr = name.rpartition(".")
@@ -578,8 +381,6 @@ def apply_torch_prune(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Modul
 def _model_for(meta: dict, model, trust_code: bool | CodeTrust) -> nn.Module:
     """The network an export file's metadata names: ``model`` if given, else built by name
     (code only as ``trust_code`` allows, :func:`lth.usercode.import_code`)."""
-    from lth.core.models import MODELS, build_model, call_factory
-
     args = meta.get("model_args") or {}
     shape, classes = args.get("input_shape"), args.get("num_classes")
     name = meta.get("model", "")
@@ -601,15 +402,15 @@ def _decoded(path, fmt: str, meta: dict, tensors: dict[str, Tensor]) -> tuple[di
     """The state_dict and masks a checked file holds (sparse layers decoded, torch-prune's
     pairs joined); masks in the order of its ``pruned`` names."""
     masks: MaskSet = {}
-    sparse, csr = _sparse_layers(fmt, meta)
+    sparse, csr = sparse_layers(fmt, meta)
     state = {k: v for k, v in tensors.items() if k not in csr}
     for name, info in sparse.items():
-        parts = {p: tensors[f"{name}.{p}"] for p in _CSR}
+        parts = {p: tensors[f"{name}.{p}"] for p in CSR}
         dtype = REAL_FLOATS[info.get("dtype", "torch.float32")]
         try:
             state[name], masks[name] = from_csr_parts(parts, info["shape"], dtype)
         except LTHError as e:
-            raise _damaged(path, str(e)) from None
+            raise damaged(path, str(e)) from None
     if fmt == "torch-prune" and any(k.endswith("_orig") for k in state):
         state, masks = from_torch_prune(state)
     pruned = meta.get("pruned", [])
@@ -646,11 +447,11 @@ def load_export(
     if fmt is None:
         raise LTHError(f"{path} is not an lth export file (no {FORMAT_KEY} in its metadata)")
     if not isinstance(fmt, str) or fmt not in FORMATS:
-        raise _damaged(path, f"its {FORMAT_KEY} is {_show(fmt)}, not one of {', '.join(FORMATS)}")
-    _check_meta(path, fmt, meta)
-    skeleton = _skeleton(path, fmt, meta, model)
+        raise damaged(path, f"its {FORMAT_KEY} is {show(fmt)}, not one of {', '.join(FORMATS)}")
+    check_meta(path, fmt, meta)
+    skeleton = model_skeleton(path, fmt, meta, model)
     net = _model_for(meta, model, trust_code) if skeleton is None else skeleton
-    _check_tensors(path, fmt, meta, tensors, net)  # before the model takes any memory
+    check_tensors(path, fmt, meta, tensors, net)  # before the model takes any memory
     if fmt.startswith("shrunk"):
         net = build_architecture(meta.get("architecture", []), device="cpu")
     elif skeleton is not None:

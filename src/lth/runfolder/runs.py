@@ -1,17 +1,20 @@
 """The run folder as an experiment's store: checkpoints, resume and the single-writer lock.
 
-The folder's format (layout, atomic writes, tensors, CSV tables, the marker and the manifest)
-is declared in :mod:`lth.runfolder.storage`. A level counts as finished only once
+The folder's format is declared in :mod:`lth.runfolder.layout` (names and paths),
+:mod:`lth.runfolder.tables` (CSV columns) and :mod:`lth.runfolder.manifest` (the marker and the
+manifest); files are written with :mod:`lth.core.fileio`. A level counts as finished only once
 ``.lth/progress.json`` says so; that is written last, after the level's weights and tables.
 Every file lth writes there is recorded in ``.lth/manifest.json`` with its sha256
-(:class:`lth.runfolder.storage.RunWriter`); a resume refuses a folder whose files were changed since
-lth wrote them, and ``--overwrite`` deletes only the files the manifest lists, while unchanged.
+(:class:`lth.runfolder.manifest.RunWriter`); a resume refuses a folder whose files were changed
+since lth wrote them, and ``--overwrite`` deletes only the files the manifest lists, while
+unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import time
@@ -22,38 +25,37 @@ import torch
 from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, read_run_config, read_run_info, toml_text
+from lth.core.fileio import load_tensors, tensor_bytes
+from lth.core.models import build_model, call_factory
 from lth.core.training import History, Trainer
+from lth.data import get_spec
 from lth.errors import LTHError
-from lth.runfolder.storage import (
+from lth.runfolder.csvio import csv_text, is_missing, read_rows, to_float, to_int
+from lth.runfolder.layout import (
     CONFIG,
     INTERNAL,
-    LAYERS,
+    LOCK,
     MANIFEST,
     MARKER,
     MARKER_FORMAT,
-    METRICS,
     PROGRESS,
-    SUMMARY,
-    Manifest,
-    RunWriter,
     checkpoint_level,
     checkpoint_path,
-    clear_run,
-    csv_text,
-    is_missing,
     level_dir,
-    load_tensors,
+    level_file,
+)
+from lth.runfolder.manifest import (
+    Manifest,
+    RunWriter,
+    clear_run,
     read_marker,
-    read_rows,
     remove_temporaries,
-    tensor_bytes,
-    to_float,
-    to_int,
     unlisted_message,
     unmarked_message,
     write_marker,
 )
-from lth.study.experiment import LevelResult
+from lth.runfolder.results import LevelResult
+from lth.runfolder.tables import LAYERS, METRICS, SUMMARY
 from lth.usercode import CodeTrust, as_trust
 
 WHICH = ("final", "init")
@@ -85,9 +87,6 @@ def load_ticket(
     ``trust_code=True`` (a run folder is data, and code named in it is not run by default;
     a :class:`~lth.usercode.CodeTrust` instead of a bool allows the code it names).
     """
-    from lth.core.models import build_model, call_factory
-    from lth.data import get_spec
-
     run_dir = Path(run_dir)
     if which not in WHICH:
         raise LTHError(f"unknown weights {which!r}; choose one of {', '.join(WHICH)}")
@@ -108,8 +107,9 @@ def load_ticket(
             f"{folder} does not exist: level {level} has not finished yet, or this replicate's "
             "ticket diverged before it"
         )
-    weights = load_tensors(folder / f"{which}.safetensors")
-    masks = {k: v.bool() for k, v in load_tensors(folder / "mask.safetensors").items()}
+    weights = load_tensors(level_file(run_dir, branch, replicate, level, which))
+    mask_file = level_file(run_dir, branch, replicate, level, "mask")
+    masks = {k: v.bool() for k, v in load_tensors(mask_file).items()}
     source = read_run_info(run_dir).get("source", {})
     if "data_input_shape" in source:
         shape, classes = tuple(source["data_input_shape"]), int(source["data_num_classes"])
@@ -136,7 +136,7 @@ def load_ticket(
         params = dict(model.named_parameters())
         for name, m in masks.items():
             if name not in params or params[name].shape != m.shape:
-                raise LTHError(f"{folder}/mask.safetensors does not fit model {config.model!r}")
+                raise LTHError(f"{mask_file} does not fit model {config.model!r}")
             params[name].masked_fill_(~m, 0.0)
     return model, masks
 
@@ -153,7 +153,7 @@ class RunFolder:
     ``open()`` (or ``with RunFolder(...) as folder``) creates or reopens it, takes an exclusive
     lock (a second process is refused), refuses a folder holding another configuration (unless
     ``overwrite``) and reloads the finished levels; the object then serves as the experiment's
-    :class:`~lth.study.experiment.Store`. :func:`lth.run_experiment` with ``out=`` does all this::
+    :class:`~lth.runfolder.results.Store`. :func:`lth.run_experiment` with ``out=`` does all this::
 
         folder = RunFolder("runs/x", config, checkpoint_seconds=60)
         with folder:
@@ -175,7 +175,7 @@ class RunFolder:
         self.source: dict = {}  # what a Python study ran: user model and data (lth.study.runner)
         self.overwrite = overwrite
         self.checkpoint_seconds = checkpoint_seconds
-        self.internal = self.path / ".lth"
+        self.internal = self.path / INTERNAL
         self._lock_file = None
         self._last_checkpoint = time.monotonic()
         self.rows: dict[str, list[dict]] = {"metrics": [], "summary": [], "layers": []}
@@ -199,7 +199,7 @@ class RunFolder:
             raise LTHError(
                 f"cannot create --out {self.path}: {blocker} is a file; choose another folder"
             )
-        existing = (self.path / "config.toml").exists()
+        existing = (self.path / CONFIG).exists()
         foreign = self.path.is_dir() and not existing and not self.internal.exists()
         if foreign and any(self.path.iterdir()):
             raise LTHError(
@@ -226,7 +226,7 @@ class RunFolder:
         existing = self.check()
         try:
             self.internal.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.internal / "lock", "a")  # noqa: SIM115
+            self._lock_file = open(self.internal / LOCK, "a")  # noqa: SIM115
         except OSError as e:
             raise LTHError(
                 f"cannot write to {self.path}: {e.strerror}; choose another --out"
@@ -335,17 +335,17 @@ class RunFolder:
             if int(row["level"]) != level:
                 continue
             branch, rep = row["branch"], int(row["replicate"])
-            folder = level_dir(self.path, branch, rep, level)
-            masks = {k: v.bool() for k, v in load_tensors(folder / "mask.safetensors").items()}
+            file = functools.partial(level_file, self.path, branch, rep, level)
+            masks = {k: v.bool() for k, v in load_tensors(file("mask")).items()}
             snapshots = {
                 int(p.stem.split("_")[1]): load_tensors(p)
-                for p in folder.glob("step_*.safetensors")
+                for p in level_dir(self.path, branch, rep, level).glob("step_*.safetensors")
             }
             results.append(
                 LevelResult(
                     branch, rep, level, masks,
-                    load_tensors(folder / "init.safetensors"),
-                    load_tensors(folder / "final.safetensors"),
+                    load_tensors(file("init")),
+                    load_tensors(file("final")),
                     self._history(branch, rep, level, row["diverged_at"]),
                     snapshots, exclude=tuple(self.config.exclude),
                 )
@@ -372,12 +372,12 @@ class RunFolder:
         """
         files: dict[Path, dict[str, Tensor]] = {}
         for res in results:
-            folder = level_dir(self.path, res.branch, res.replicate, level)
-            files[folder / "mask.safetensors"] = res.masks
-            files[folder / "init.safetensors"] = res.init
-            files[folder / "final.safetensors"] = res.final
+            file = functools.partial(level_file, self.path, res.branch, res.replicate, level)
+            files[file("mask")] = res.masks
+            files[file("init")] = res.init
+            files[file("final")] = res.final
             for step, weights in res.snapshots.items():
-                files[folder / f"step_{step}.safetensors"] = weights
+                files[file(f"step_{step}")] = weights
         progress = self.internal / PROGRESS
         self.writer.begin([*files, *(self.path / t.file for t in _TABLES.values()), progress])
         for path, tensors in files.items():

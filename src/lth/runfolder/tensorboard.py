@@ -21,8 +21,9 @@ import math
 from pathlib import Path
 
 from lth.errors import LTHError
-from lth.runfolder.storage import TENSORBOARD, RunWriter
-from lth.study.experiment import Hook, LevelResult
+from lth.runfolder.layout import TENSORBOARD, level_name
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.results import Hook, LevelResult
 
 METRICS = ("train_loss", "val_loss", "val_acc", "test_acc")
 
@@ -31,7 +32,7 @@ def import_summary_writer():
     """``torch.utils.tensorboard.SummaryWriter``, or a one-line LTHError saying how to install
     what it needs."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: an optional extra
     except ImportError as e:
         raise LTHError(
             f"--tensorboard needs TensorBoard, which is not installed ({e}); install it with "
@@ -69,7 +70,7 @@ class TensorBoardLog:
         """Write the evaluations of one network not written yet."""
         key = (branch, replicate, level)
         start = self.written.get(key, 0)
-        prefix = f"{branch}/{replicate}/level_{level:02d}"
+        prefix = f"{branch}/{replicate}/{level_name(level)}"
         for i in range(start, len(history.iteration)):
             for metric in METRICS:
                 value = getattr(history, metric)[i]

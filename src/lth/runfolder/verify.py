@@ -9,7 +9,7 @@ run (the first violation stops the audit):
     every file lth wrote in the folder (config.toml, the tables, the level files, the derived
     tables, the figures, the files of ``lth stability`` and TensorBoard, lth's state in
     ``.lth/``) has the sha256 that ``.lth/manifest.json`` recorded
-    (:func:`lth.runfolder.storage.check_manifest`). A folder without a manifest fails, unless its
+    (:func:`lth.runfolder.manifest.check_manifest`). A folder without a manifest fails, unless its
     ``.lth-run`` marker is an older lth's (or it has none): then the check is skipped.
 ``files``
     every replicate whose ticket did not diverge goes on to the next level, with the ticket
@@ -77,23 +77,20 @@ import torch
 from torch import Tensor
 
 from lth.config import ExperimentConfig, read_run_config, read_run_info
+from lth.core.fileio import load_tensors
 from lth.errors import LTHError
 from lth.pruning.selection import layer_rates, target_rate
-from lth.runfolder.storage import (
+from lth.runfolder.layout import (
+    CONFIG,
     INTERNAL,
     MANIFEST,
     MARKER,
     MARKER_FORMAT,
-    Manifest,
-    MetricRow,
-    SummaryRow,
-    level_dir,
-    load_layers,
-    load_metrics,
-    load_summary,
-    load_tensors,
-    read_marker,
+    level_file,
+    level_name,
 )
+from lth.runfolder.manifest import Manifest, read_marker
+from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
 
 CHECKS = (
     "manifest",
@@ -167,7 +164,7 @@ class Audit:
 
     def __init__(self, run_dir: str | Path, config: ExperimentConfig | None = None):
         self.run = Path(run_dir)
-        if not (self.run / "config.toml").is_file():
+        if not (self.run / CONFIG).is_file():
             raise LTHError(f"{run_dir} is not an lth run folder (no config.toml)")
         self.config = config or read_run_config(self.run)
         self.passed: Counter[str] = Counter()
@@ -187,7 +184,7 @@ class Audit:
         """``which`` (mask, init, final, step_K) of one network; a missing or damaged file
         fails the check ``files``."""
         if (key, which) not in self._files:
-            path = level_dir(self.run, *key) / f"{which}.safetensors"
+            path = level_file(self.run, *key, which)
             try:
                 tensors = load_tensors(path)
             except LTHError as e:
@@ -236,7 +233,7 @@ class Audit:
         if manifest is None:
             return
         if levels is not None:
-            wanted = {f"level_{lv:02d}" for lv in levels}
+            wanted = {level_name(lv) for lv in levels}
             files = {
                 rel: digest
                 for rel, digest in manifest.files.items()
@@ -289,7 +286,7 @@ class Audit:
             for branch in branches:
                 if (branch, rep, level) not in self.summary:
                     self.fail("files", (branch, rep, level), "no row in summary.csv")
-        for folder in sorted(self.run.glob(f"*/*/level_{level:02d}")):
+        for folder in sorted(self.run.glob(f"*/*/{level_name(level)}")):
             branch, rep = folder.parent.parent.name, folder.parent.name
             if rep.isdigit() and (branch, int(rep), level) not in self.summary:
                 self.fail("files", (branch, int(rep), level), f"{folder} has no row in summary.csv")
@@ -678,7 +675,7 @@ def _short(values: list[int]) -> str:
 
 
 def _table(reader, run: Path, **kw) -> list:
-    """The rows a reader of :mod:`lth.runfolder.storage` gives; a damaged table fails ``files``."""
+    """The rows a reader of :mod:`lth.runfolder.readers` gives; a damaged table fails ``files``."""
     try:
         return reader(run, **kw)
     except LTHError as e:

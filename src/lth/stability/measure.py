@@ -43,15 +43,12 @@ import torch
 from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, TrainConfig
+from lth.core.fileio import load_tensors
 from lth.core.training import TicketJob, Trainer, TrainResult
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask
-from lth.runfolder.storage import (
-    STABILITY_COPIES,
-    STABILITY_ERRORS,
-    level_dir,
-    load_tensors,
-)
+from lth.runfolder.layout import level_dir
+from lth.runfolder.tables import STABILITY_COPIES, STABILITY_ERRORS
 from lth.stability.store import StabilityFolder, replace_rows, update_summary
 from lth.study.experiment import Experiment, derive_seed
 from lth.usercode import CodeTrust, as_trust, check_config
@@ -420,8 +417,8 @@ def open_study(
     """
     from lth.core.training import History
     from lth.data import load_dataset
+    from lth.runfolder.results import LevelResult
     from lth.runfolder.runs import load_ticket, read_config
-    from lth.study.experiment import LevelResult
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)

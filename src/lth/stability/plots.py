@@ -22,13 +22,10 @@ from matplotlib.ticker import NullLocator
 
 from lth.analysis.plots import BRANCH_COLORS, BRANCH_MARKERS, STYLE, _log_x_axis, _new_figure, _save
 from lth.errors import LTHError
-from lth.runfolder.storage import (
-    STABILITY_DIR,
-    STABILITY_ERRORS,
-    STABILITY_SUMMARY,
-    RunWriter,
-    read_table,
-)
+from lth.runfolder.csvio import read_table
+from lth.runfolder.layout import STABILITY_DIR
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.tables import STABILITY_ERRORS, STABILITY_SUMMARY
 from lth.stability.measure import STABLE
 
 

@@ -1,5 +1,5 @@
 """The files of ``lth stability`` in a run folder (``<run>/stability/``): one analysis's
-weights, settings, checkpoints and lock, and its tables (declared in :mod:`lth.runfolder.storage`).
+weights, settings, checkpoints and lock, and its tables (declared in :mod:`lth.runfolder.tables`).
 
 Layout::
 
@@ -12,7 +12,7 @@ Layout::
     stability/plots/                        figures (:mod:`lth.stability.plots`)
     stability/.lock                         one analysis at a time
 
-Every file is written through :class:`lth.runfolder.storage.RunWriter`, so that the run folder's
+Every file is written through :class:`lth.runfolder.manifest.RunWriter`, so that the run folder's
 manifest records it.
 """
 
@@ -27,16 +27,13 @@ from pathlib import Path
 
 import torch
 
+from lth.core.fileio import tensor_bytes
 from lth.core.training import Trainer
 from lth.errors import LTHError
-from lth.runfolder.storage import (
-    STABILITY_DIR,
-    STABILITY_SUMMARY,
-    RunWriter,
-    csv_text,
-    read_table,
-    tensor_bytes,
-)
+from lth.runfolder.csvio import csv_text, read_table
+from lth.runfolder.layout import STABILITY_DIR
+from lth.runfolder.manifest import RunWriter
+from lth.runfolder.tables import STABILITY_SUMMARY
 
 _SETTINGS = "settings.json"
 

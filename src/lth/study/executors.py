@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from lth.errors import LTHError
-from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store, Unit, chains
+from lth.runfolder.results import Hook, LevelResult, Store
+from lth.study.experiment import Experiment, MemoryStore, Unit, chains
 
 EXECUTORS = ("local", "ray")
 INSTALL_RAY = "pip install 'lth[ray]' (or pip install 'ray[default]')"

@@ -26,8 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -36,12 +35,11 @@ from lth.config import ExperimentConfig, TrainConfig
 from lth.core.engine import supports as engine_supports
 from lth.core.models import build_model, call_factory, initialize, output_layer
 from lth.core.optim import learning_rate
-from lth.core.training import History, TicketJob, Trainer
+from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
 from lth.pruning.criteria import get_criterion, model_holding
 from lth.pruning.masks import (
     MaskSet,
-    count_remaining,
     masked_weights,
     ones_mask,
     prunable_parameters,
@@ -55,6 +53,7 @@ from lth.pruning.selection import (
     target_rate,
 )
 from lth.pruning.shrink import dead_units
+from lth.runfolder.results import Hook, LevelResult, Store
 from lth.usercode import NO_TRUST, CodeTrust, check_config
 
 
@@ -62,86 +61,6 @@ def derive_seed(seed: int, *keys: object) -> int:
     """A stable 63-bit seed for one random stream of the study (same on every platform)."""
     digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-@dataclass
-class LevelResult:
-    """One trained network: a branch (ticket or control) of one replicate at one level.
-
-    ``run_experiment`` returns one for every network a study trained.
-
-    Attributes:
-        branch (str): ``"ticket"``, or the control's name (``"reinit"``, ``"random_prune"``,
-            ...; see ``ExperimentConfig.controls``).
-        replicate (int): The replicate, from 0.
-        level (int): The pruning level, 0 for the dense network.
-        masks (dict[str, torch.Tensor]): The masks it trained with, ``{name: bool tensor}``.
-        init (dict[str, torch.Tensor]): Its starting weights, masked: θ0, the rewound θk,
-            the previous level's final weights (fine-tuning), fresh ones, or a control's.
-        final (dict[str, torch.Tensor]): Its weights at the end of training.
-        history (lth.core.training.History): Its evaluations during training (losses, accuracies
-            in percent, the early-stop iteration).
-        snapshots (dict[int, dict[str, torch.Tensor]]): Weights kept during training by
-            iteration (level 0 keeps θk for late rewinding); empty otherwise.
-        exclude (tuple[str, ...]): Masked layers left out of pruning (``config.exclude``);
-            ``weights_remaining`` does not count them.
-        dead_units (dict[str, int]): Units per layer that ``lth.pruning.shrink`` removes from this
-            network; ``{}`` when it cannot shrink it.
-
-    Examples:
-        >>> import torch
-        >>> from lth.core.training import History
-        >>> masks = {"fc.weight": torch.tensor([[True, False], [True, True]]),
-        ...          "out.weight": torch.ones(1, 2, dtype=torch.bool)}
-        >>> weights = {name: torch.ones(mask.shape) for name, mask in masks.items()}
-        >>> history = History(iteration=[0, 100], train_loss=[2.3, 0.3], val_loss=[2.3, 0.4],
-        ...                   val_acc=[10.0, 90.0], test_loss=[2.3, 0.5], test_acc=[9.8, 89.5])
-        >>> result = LevelResult("ticket", 0, 1, masks, weights, weights, history,
-        ...                      exclude=("out.weight",))
-        >>> result.weights_remaining                # out.weight is left out
-        75.0
-        >>> result.summary()
-        {'branch': 'ticket', 'replicate': 0, 'level': 1, 'weights_remaining': 75.0,
-         'test_acc': 89.5, 'early_stop_iteration': 100, 'test_acc_at_early_stop': 89.5,
-         'best_val_acc': 90.0, 'diverged_at': None}
-    """
-
-    branch: str
-    replicate: int
-    level: int
-    masks: MaskSet
-    init: dict[str, Tensor]
-    final: dict[str, Tensor]
-    history: History
-    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
-    exclude: tuple[str, ...] = ()  # masked layers left out of pruning (``config.exclude``)
-    # units per layer that lth.pruning.shrink removes from this network ({} when it cannot shrink
-    # it)
-    dead_units: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def weights_remaining(self) -> float:
-        """Percent of the prunable weights still kept by the mask: layers left out of pruning
-        (``exclude``) are not counted, the papers' convention (Frankle & Carbin 2019; Frankle
-        et al. 2020 report ResNet-20's sparsity over its pruned layers). This is the
-        ``weights_remaining`` of summary.csv, metrics.csv, the plots and the reports."""
-        counts = count_remaining({n: m for n, m in self.masks.items() if n not in self.exclude})
-        total = sum(t for _, t in counts.values())
-        return 100.0 * sum(k for k, _ in counts.values()) / total if total else 100.0
-
-    def layer_remaining(self) -> dict[str, float]:
-        """Percent of weights kept, per prunable layer."""
-        return {n: 100.0 * k / t for n, (k, t) in count_remaining(self.masks).items()}
-
-    def summary(self) -> dict:
-        """The per-level statistics: a row of summary.csv."""
-        return {
-            "branch": self.branch,
-            "replicate": self.replicate,
-            "level": self.level,
-            "weights_remaining": self.weights_remaining,
-            **self.history.summary(),
-        }
 
 
 @dataclass
@@ -163,16 +82,6 @@ class Unit:
         return f"level {self.level} group {self.index} ({names})"
 
 
-class Store(Protocol):
-    """Where an experiment keeps finished levels and checkpoints (the run folder, or memory)."""
-
-    def load_level(self, level: int) -> list[LevelResult] | None: ...
-    def save_level(self, level: int, results: list[LevelResult]) -> None: ...
-    def load_checkpoint(self, level: int, group: int) -> dict | None: ...
-    def save_checkpoint(self, level: int, group: int, trainer: Trainer) -> None: ...
-    def save_unit(self, level: int, group: int, state: dict) -> None: ...
-
-
 class MemoryStore:
     """Keeps nothing: every level is trained, nothing is checkpointed."""
 
@@ -190,9 +99,6 @@ class MemoryStore:
 
     def save_unit(self, level: int, group: int, state: dict) -> None:
         pass
-
-
-Hook = Callable[[int, int, Trainer], None]
 
 
 class Experiment:

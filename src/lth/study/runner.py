@@ -23,7 +23,8 @@ from torch import nn
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
 from lth.progress import Progress
-from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store
+from lth.runfolder.results import Hook, LevelResult, Store
+from lth.study.experiment import Experiment, MemoryStore
 from lth.usercode import CodeTrust
 
 
@@ -464,7 +465,7 @@ def run_experiment(
     - ``executor``: where the units train, e.g. ``lth.study.executors.RayExecutor()`` (default:
       this process); ``tensorboard``: TensorBoard event files in ``out`` as training goes.
 
-    Returns a list of :class:`~lth.study.experiment.LevelResult`, level by level::
+    Returns a list of :class:`~lth.runfolder.results.LevelResult`, level by level::
 
         results = run_experiment(ExperimentConfig(levels=3, iterations=1000), out="runs/x")
         ticket = [r for r in results if r.branch == "ticket"][-1]
