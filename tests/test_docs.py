@@ -18,7 +18,7 @@ MODULES = [
     "lth.pruning.criteria",
     "lth.data.dataset",
     "lth.errors",
-    "lth.study.experiment",
+    "lth.runfolder.results",
     "lth.pruning.masks",
     "lth.core.models",
     "lth.pruning.selection",

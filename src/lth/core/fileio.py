@@ -34,7 +34,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, tag: str | Non
 
     The bytes go to a temporary ``.<name>.<8 characters>.tmp`` in the same folder (with a
     ``tag``, the run folder's id: ``.<name>.<tag>-<8 characters>.tmp``, a name only lth makes,
-    see :func:`remove_temporaries`), are fsynced, and the temporary is renamed over ``path``.
+    see :func:`lth.runfolder.manifest.remove_temporaries`), are fsynced, and the temporary is
+    renamed over ``path``.
     The file gets the mode a new file gets (0666 less the umask). An :class:`OSError` (disk
     full, permissions) is re-raised with ``filename`` set to ``path``, after the temporary is
     removed.

@@ -53,8 +53,9 @@ LEVEL_FILE_RE = re.compile(r"^(mask|init|final|step_\d+)\.safetensors$")
 LEVEL_DIR_RE = re.compile(r"^level_\d{2,}$")
 REPLICATE_DIR_RE = re.compile(r"^\d+$")
 CHECKPOINT_RE = re.compile(r"^level_(\d{2,})_group_\d{2,}\.pt$")
-# .NAME.xxxxxxxx.tmp (this module; also lth's older mask and figure writers, which added
-# the figure format: .NAME.xxxxxxxx.png.tmp) and .NAME.tmp<pid> (lth's older run writer)
+# .NAME.xxxxxxxx.tmp (lth.core.fileio.atomic_write; also lth's older mask and figure writers,
+# which added the figure format: .NAME.xxxxxxxx.png.tmp) and .NAME.tmp<pid> (lth's older run
+# writer)
 TEMPORARY_RE = re.compile(r"^\..+\.([a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp|tmp\d+)$")
 
 

@@ -45,7 +45,7 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
     figures); ``"internal"``: the marker and ``.lth/`` (progress, manifest, checkpoints, lock);
     ``"temporary"``: named like a temporary of an unfinished write; ``"stability"``: the files
     of ``lth stability`` under ``stability/`` (:func:`stability_file`). A name is never proof
-    that lth wrote a file: the manifest is (:func:`clear_run`).
+    that lth wrote a file: the manifest is (:func:`lth.runfolder.manifest.clear_run`).
     """
     parts = PurePosixPath(Path(rel).as_posix()).parts
     if not parts or ".." in parts:
