@@ -27,15 +27,8 @@ from lth.runfolder.storage import (
     load_tensors,
     read_table,
 )
-from lth.stability.measure import (
-    PathEvaluator,
-    alphas,
-    analyze_level,
-    find_rewind,
-    instability,
-    interpolate,
-    train_copies,
-)
+from lth.stability.measure import analyze_level, find_rewind, train_copies
+from lth.stability.paths import PathEvaluator, alphas, instability, interpolate
 from lth.stability.store import StabilityFolder
 from lth.study.experiment import derive_seed
 from lth.study.runner import Interrupted
