@@ -132,6 +132,7 @@ class Styles:
         return self.extras.setdefault(branch, len(self.extras))
 
     def color(self, ri: int, branch: str) -> str:
+        """The colour of run ``ri``'s ``branch``."""
         if self.multi:
             return RUN_COLORS[ri % len(RUN_COLORS)]
         if branch in BRANCH_COLORS:
@@ -139,11 +140,13 @@ class Styles:
         return _EXTRA_COLORS[self._extra(branch) % len(_EXTRA_COLORS)]
 
     def marker(self, branch: str) -> str:
+        """The marker of ``branch`` (the same in every run)."""
         if branch in BRANCH_MARKERS:
             return BRANCH_MARKERS[branch]
         return _EXTRA_MARKERS[self._extra(branch) % len(_EXTRA_MARKERS)]
 
-    def linestyle(self, branch: str):
+    def linestyle(self, branch: str) -> str:
+        """The line style of ``branch``: solid with one run, the branch's own with several."""
         return BRANCH_LINESTYLES.get(branch, ":") if self.multi else "-"
 
 
