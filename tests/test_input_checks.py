@@ -120,7 +120,7 @@ def test_plot_keeps_a_users_figure_and_replaces_its_own(run, tmp_path, capsys):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from lth.analysis.plots import is_lth_figure
+    from lth.analysis.figure_style import is_lth_figure
 
     out = tmp_path / "pl"
     out.mkdir()

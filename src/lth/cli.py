@@ -603,7 +603,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise LTHError("--formats is empty; give e.g. png,pdf")
     from lth.analysis import mask_analysis as analysis
     from lth.analysis import plots
-    from lth.analysis.report import run_folders, split_labels
+    from lth.analysis.results import run_folders, split_labels  # lazy: loaded when the command runs
 
     run_dirs = run_folders(args.run_dirs)  # a folder of run folders stands for them
     labels = split_labels(args.labels) if args.labels is not None else None
@@ -627,7 +627,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``lth report``: the per-level table of one or several run folders."""
-    from lth.analysis.report import report, save_report, split_labels
+    from lth.analysis.report import report, save_report  # lazy: loaded when the command runs
+    from lth.analysis.results import split_labels  # lazy: loaded when the command runs
 
     for run_dir in args.run_dirs:
         _check_run_dir(run_dir)

@@ -20,8 +20,9 @@ from matplotlib.text import Text
 
 from conftest import TEST_DATA, real_data
 from helpers import BRANCHES, make_run, val_acc, weights_remaining
+from lth.analysis.figure_style import FIGURE_LEVELS, default_levels
 from lth.analysis.mask_analysis import ensure_analysis
-from lth.analysis.plots import FIGURE_LEVELS, default_levels, plot_runs
+from lth.analysis.plots import plot_runs
 from lth.analysis.report import report
 from lth.runfolder.layout import ANALYSIS_FIGURES, FIGURES
 from lth.runfolder.readers import load_summary

@@ -26,6 +26,7 @@ from helpers import (
     val_loss,
     weights_remaining,
 )
+from lth.analysis.figure_style import default_levels, fmt_tick
 from lth.analysis.mask_analysis import (
     ANALYSIS_COLUMNS,
     analyze_run,
@@ -35,7 +36,7 @@ from lth.analysis.mask_analysis import (
     magnitude_histograms,
     write_analysis,
 )
-from lth.analysis.plots import default_levels, fmt_tick, plot_runs
+from lth.analysis.plots import plot_runs
 from lth.core.fileio import save_tensors
 from lth.errors import LTHError
 from lth.runfolder.layout import level_dir

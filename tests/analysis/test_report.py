@@ -1,4 +1,4 @@
-"""Tests for lth.runfolder.csvio's CSV files and lth.analysis.report, on run folders generated
+"""Tests for lth.runfolder's CSV files and lth.analysis.report, on run folders generated
 from known numbers.
 """
 
@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from helpers import BRANCHES, acc_end, es_acc, es_iter, layer_counts, make_run, weights_remaining
-from lth.analysis.report import aggregate, load_summary, report
+from lth.analysis.report import report
+from lth.analysis.results import aggregate
 from lth.errors import LTHError
 from lth.runfolder.csvio import csv_text, read_csv, to_float
+from lth.runfolder.readers import load_summary
 
 # ----------------------------------------------------------------------------- CSV files
 
@@ -306,7 +308,7 @@ def test_latex_report(tmp_path):
 
 
 def test_latex_escape():
-    from lth.analysis.report import latex_escape
+    from lth.analysis.tables import latex_escape
 
     assert latex_escape("a_b 5% & #1 {x} ~^\\ ±") == (
         "a\\_b 5\\% \\& \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{} $\\pm$"

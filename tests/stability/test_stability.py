@@ -22,15 +22,8 @@ from lth.runfolder.csvio import read_table
 from lth.runfolder.layout import level_dir
 from lth.runfolder.runs import read_config
 from lth.runfolder.tables import STABILITY_COPIES, STABILITY_ERRORS, STABILITY_SUMMARY, SUMMARY
-from lth.stability.measure import (
-    PathEvaluator,
-    alphas,
-    analyze_level,
-    find_rewind,
-    instability,
-    interpolate,
-    train_copies,
-)
+from lth.stability.measure import analyze_level, find_rewind, train_copies
+from lth.stability.paths import PathEvaluator, alphas, instability, interpolate
 from lth.stability.store import StabilityFolder
 from lth.study.experiment import derive_seed
 from lth.study.runner import Interrupted

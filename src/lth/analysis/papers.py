@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.analysis.report import QUANTITIES, Stat, aggregate
+from lth.analysis.results import QUANTITIES, Stat, aggregate
 from lth.config import read_toml
 from lth.errors import LTHError
 from lth.runfolder.readers import SummaryRow
@@ -164,8 +164,8 @@ def _value(mean: float, std: float, digits: int) -> str:
 
 
 def paper_section(name: str, summary: list[SummaryRow], settings: dict):
-    """The report's section for ``--paper name``: (heading, columns, rows, left-aligned
-    column indices, notes). Columns are (group, name) pairs as in :mod:`lth.analysis.report`."""
+    """The report's section for ``--paper name``: (heading, columns, rows, left-aligned column
+    indices, notes). Columns are (group, name) pairs as in :class:`~lth.analysis.tables.Table`."""
     paper = load_paper(name)
     columns = [
         ("", "paper point"), ("", "quantity"), ("", "paper at %"), ("", "paper"),

@@ -22,7 +22,7 @@ The copies of one starting point train together in the batched :class:`~lth.core
 (each with its own data-order seed). Masks hold along the path: both ends are exactly 0
 where pruned, so every point between is. Networks with BatchNorm get their running
 statistics recomputed at every α (also at 0 and 1, so the curve compares like with like), on
-the same fixed training batches, in training mode without augmentation.
+the same fixed training batches, in training mode without augmentation (:mod:`lth.stability.paths`).
 
 Everything goes under ``<run>/stability/`` (:mod:`lth.stability.store`): a CSV of errors per
 analysis, each copy's own final error, ``summary.csv`` and the copies' final weights; it is
@@ -44,108 +44,23 @@ from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, TrainConfig
 from lth.core.fileio import load_tensors
-from lth.core.training import TicketJob, Trainer, TrainResult
+from lth.core.models import build_model
+from lth.core.training import History, TicketJob, Trainer, TrainResult
+from lth.data import get_spec, load_dataset
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask
 from lth.runfolder.layout import level_dir
+from lth.runfolder.runs import load_ticket, read_config
 from lth.runfolder.tables import STABILITY_COPIES, STABILITY_ERRORS
+from lth.stability.paths import PathEvaluator, alphas, batchnorms, error, instability, stackable
 from lth.stability.store import StabilityFolder, replace_rows, update_summary
-from lth.study.experiment import Experiment, derive_seed
+from lth.study.experiment import Experiment, LevelResult, check_fits, derive_seed
+from lth.study.runner import Interrupted, StopOnSignal, check_study
 from lth.usercode import CodeTrust, as_trust, check_config
 
 STABLE = 2.0  # percent: below this instability a starting point is stable (Frankle et al. 2020)
-TRAIN_SUBSET = 10_000  # training images the train error is measured on (a fixed subset)
-BN_BATCHES = 50  # training batches that recompute BatchNorm statistics at each α
 CANDIDATES = (0, 100, 250, 500, 1000, 2000, 4000)  # default rewind points k of find_rewind
 MAX_PATH_POINTS = 100_000  # pairs x points measured per starting point, at most
-
-
-# ----------------------------------------------------------------------------- the measure
-
-
-def alphas(points: int) -> list[float]:
-    """``points`` evenly spaced interpolation coefficients from 0 to 1 (both exactly)."""
-    return [i / (points - 1) for i in range(points)]
-
-
-def instability(errors: Sequence[float]) -> float:
-    """Frankle et al. 2020, Definition 2: max over α of err(α) - mean(err(0), err(1)), for the
-    errors at evenly spaced α from 0 to 1 (percent in, percent out)."""
-    return max(errors) - (errors[0] + errors[-1]) / 2
-
-
-def error(accuracy: float) -> float:
-    """Error in percent from an accuracy in percent (rounded off float noise, 1e-10)."""
-    return round(100.0 - accuracy, 10)
-
-
-def interpolate(a: dict[str, Tensor], b: dict[str, Tensor], alpha: float) -> dict[str, Tensor]:
-    """(1 - α) a + α b for every floating-point tensor (exactly a at 0 and b at 1); integer
-    buffers (BatchNorm's batch count) are a's."""
-    return {
-        n: (1 - alpha) * t + alpha * b[n] if t.is_floating_point() else t.clone()
-        for n, t in a.items()
-    }
-
-
-def _batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-class PathEvaluator:
-    """Errors (percent) on the test set and a fixed training subset along the line between two
-    networks, with the Trainer's own evaluation (so α = 0 and 1 give the copies' own errors)."""
-
-    def __init__(self, template: nn.Module, data, config: TrainConfig, seed: int, device):
-        self.template, self.data, self.config, self.device = template, data, config, device
-        n = data.train_x.shape[0]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        subset = order[:TRAIN_SUBSET].to(data.train_x.device)
-        self.train_x = data.train_x.index_select(0, subset)
-        self.train_y = data.train_y.index_select(0, subset)
-        self.batchnorm = bool(_batchnorms(template))
-        b = config.batch_size
-        bn = order[: BN_BATCHES * b].to(data.train_x.device)
-        self.bn_batches = [
-            data.train_x.index_select(0, bn[i : i + b]) for i in range(0, len(bn), b)
-        ]
-        self.stack = 1 if self.batchnorm or not _stackable(template) else 16
-
-    def errors(
-        self, a: dict[str, Tensor], b: dict[str, Tensor], masks: MaskSet, alphas: Sequence[float]
-    ) -> list[tuple[float, float]]:
-        """(train error, test error) at each α."""
-        out: list[tuple[float, float]] = []
-        for start in range(0, len(alphas), self.stack):
-            chunk = alphas[start : start + self.stack]
-            jobs = [TicketJob(interpolate(a, b, x), masks, 0, f"alpha/{x}") for x in chunk]
-            trainer = Trainer(self.template, jobs, self.data, self.config, self.device)
-            if self.batchnorm:
-                self._recompute_statistics(trainer)
-            _, train_acc = trainer.evaluate(self.train_x, self.train_y)
-            _, test_acc = trainer.evaluate(self.data.test_x, self.data.test_y)
-            out += [(error(tr), error(te)) for tr, te in zip(train_acc, test_acc)]
-        return out
-
-    @torch.no_grad()
-    def _recompute_statistics(self, trainer: Trainer) -> None:
-        """BatchNorm running statistics of the (one) network, averaged over the fixed batches."""
-        norms = _batchnorms(trainer.model.module)
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the batches
-        trainer.model.train(True)
-        for x in self.bn_batches:
-            trainer.model.forward(x, shared=True)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-
-
-def _stackable(template: nn.Module) -> bool:
-    from lth.core.engine import supports
-
-    return supports(template)
 
 
 # ----------------------------------------------------------------------------- storage
@@ -198,9 +113,7 @@ def train_copies(
     (``stop()`` naming a signal saves a checkpoint and raises
     :class:`lth.study.runner.Interrupted`).
     """
-    from lth.study.runner import Interrupted
-
-    size = len(seeds) if _stackable(template) else 1
+    size = len(seeds) if stackable(template) else 1
     results: list[TrainResult] = []
     for g in range(0, len(seeds), size):
         jobs = [
@@ -283,11 +196,9 @@ def check_memory(experiment: Experiment, copies: int, free: int | None = None) -
     """Refuse copies that cannot fit in memory (an estimate: those trained together, and
     every copy's final weights kept for the paths) before anything is written. ``free``:
     the bytes available (default: what the device has free now)."""
-    from lth.study.experiment import check_fits
-
     template = experiment.template
     weights = 4 * sum(p.numel() for p in template.parameters())
-    together = copies if _stackable(template) else 1
+    together = copies if stackable(template) else 1
     need = together * experiment.ticket_bytes() + copies * weights
     what = f"--copies {copies} ({together} trained together)"
     check_fits(need, experiment.device, what, "use fewer copies", free)
@@ -306,8 +217,6 @@ def _run_points(
 ) -> list[dict]:
     """Train copies from each start (by k) and measure the path between every pair; returns
     the summary rows (one per k). Steps already written (rows present) are not redone."""
-    from lth.study.runner import Interrupted
-
     c = study.config
     seeds = [derive_seed(c.seed, "stability", target.branch, target.replicate, target.level, i)
              for i in range(copies)]  # fmt: skip
@@ -371,7 +280,7 @@ def _run_points(
 
 
 def _batchnorms_in(study: Study) -> bool:
-    return bool(_batchnorms(study.experiment.template))
+    return bool(batchnorms(study.experiment.template))
 
 
 def summarize(target: Target, k: int, errors: list[dict], copies: list[dict], bn: bool) -> dict:
@@ -415,11 +324,6 @@ def open_study(
     criterion) is imported only with ``trust_code`` (True, or a
     :class:`~lth.usercode.CodeTrust` naming it): checked before anything is imported or written.
     """
-    from lth.core.training import History
-    from lth.data import load_dataset
-    from lth.runfolder.results import LevelResult
-    from lth.runfolder.runs import load_ticket, read_config
-
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     trust = as_trust(trust_code)
@@ -448,9 +352,6 @@ def open_study(
 
 def _config_model(config: ExperimentConfig, trust: CodeTrust) -> nn.Module:
     """The model a run's configuration names (code only if ``trust`` allows it)."""
-    from lth.core.models import build_model
-    from lth.data import get_spec
-
     if config.model == "user model":
         raise LTHError("this run was made with a user model; use lth.stability.measure from Python")
     spec = get_spec(config.dataset)
@@ -467,8 +368,6 @@ def check_configuration(
 ) -> None:
     """Everything about a configuration's study and its copies that can fail before its run
     folder is made (``lth stability --find-rewind`` without RUN_DIR)."""
-    from lth.study.runner import check_study
-
     trust = as_trust(trust_code)
     experiment = Experiment(config, data, device, _config_model(config, trust), trust=trust)
     check_study(experiment, data, warn)
@@ -582,8 +481,6 @@ def _rewind_starts(study, folder, target, config, theta0, seed, ks, say) -> dict
 
 def _analyze(run_dir, study, target, settings, starts, schedule, checkpoint_seconds, quiet):
     """Open the analysis's folder and measure every starting point; update summary.csv."""
-    from lth.study.runner import StopOnSignal
-
     config = study.experiment.level_train_config(target.level, target.branch)
     with StabilityFolder(Path(run_dir), target.name, settings, checkpoint_seconds) as folder, \
             StopOnSignal() as stop:  # fmt: skip
@@ -608,13 +505,10 @@ __all__ = [
     "CANDIDATES",
     "MAX_PATH_POINTS",
     "STABLE",
-    "alphas",
     "analyze_level",
     "check_configuration",
     "check_counts",
     "check_memory",
     "find_rewind",
-    "instability",
-    "interpolate",
     "train_copies",
 ]

@@ -18,13 +18,23 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+from matplotlib import rc_context
 from matplotlib.ticker import NullLocator
 
-from lth.analysis.plots import BRANCH_COLORS, BRANCH_MARKERS, STYLE, _log_x_axis, _new_figure, _save
+from lth.analysis.figure_style import (
+    BRANCH_COLORS,
+    BRANCH_MARKERS,
+    STYLE,
+    log_x_axis,
+    new_figure,
+    save_figure,
+)
 from lth.errors import LTHError
 from lth.runfolder.csvio import read_table
 from lth.runfolder.layout import STABILITY_DIR
 from lth.runfolder.manifest import RunWriter
+from lth.runfolder.runs import read_config
 from lth.runfolder.tables import STABILITY_ERRORS, STABILITY_SUMMARY
 from lth.stability.measure import STABLE
 
@@ -45,10 +55,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def error_figure(rows: list[dict], title: str):
     """Test and training error against α, one line per k (mean over pairs)."""
-    fig = _new_figure(9.0, 3.8)
+    fig = new_figure(9.0, 3.8)
     axes = fig.subplots(1, 2, sharex=True)
     ks = sorted({r["k"] for r in rows})
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     for i, k in enumerate(ks):
         color = cmap(i / max(1, len(ks) - 1) * 0.9)
         by_alpha = _by([r for r in rows if r["k"] == k], "alpha")
@@ -67,7 +77,7 @@ def error_figure(rows: list[dict], title: str):
 
 def instability_figure(rows: list[dict], title: str):
     """Instability against the rewind iteration k (mean ± std over pairs), 2% marked."""
-    fig = _new_figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.subplots()
     rows = sorted(rows, key=lambda r: r["k"])
     ks = [r["k"] for r in rows]
@@ -90,7 +100,7 @@ def instability_figure(rows: list[dict], title: str):
 
 def weights_figure(rows: list[dict], title: str):
     """Test instability against weights remaining, one line per branch (level analyses)."""
-    fig = _new_figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.subplots()
     remaining = []
     for (branch,), brows in _by(rows, "branch").items():
@@ -103,7 +113,7 @@ def weights_figure(rows: list[dict], title: str):
                     color=BRANCH_COLORS.get(branch), marker=BRANCH_MARKERS.get(branch, "o"),
                     label=branch, gid=branch)  # fmt: skip
     ax.axhline(STABLE, color="0.4", linewidth=1, linestyle=":", label="2%: stable below")
-    _log_x_axis(ax, remaining)
+    log_x_axis(ax, remaining)
     ax.set_ylabel("Test instability (%)")
     ax.legend(loc="best")
     fig.suptitle(title)
@@ -114,10 +124,6 @@ def plot_stability(
     run_dir: str | Path, formats: Sequence[str] = ("png",), dpi: int = 150
 ) -> list[Path]:
     """Draw every figure the run folder's stability analyses allow; returns the files."""
-    from matplotlib import rc_context
-
-    from lth.runfolder.runs import read_config
-
     root = Path(run_dir) / STABILITY_DIR
     summary_path = root / "summary.csv"
     if not summary_path.is_file():
@@ -149,7 +155,7 @@ def plot_stability(
         writer = RunWriter(run_dir)  # recorded in the run folder's manifest
         with writer.writing([out / f"{name}.{fmt}" for name, _ in figures for fmt in formats]):
             for name, fig in figures:
-                written += [_save(fig, out, name, fmt, dpi, writer.write) for fmt in formats]
+                written += [save_figure(fig, out, name, fmt, dpi, writer.write) for fmt in formats]
     return written
 
 
