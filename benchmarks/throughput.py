@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lth.core.kernels import cpu_model
-from lth.core.models import create_model, initialize, output_layer
+from lth.core.init import initialize
+from lth.core.models import create_model, output_layer
 from lth.core.training import TicketJob, TrainConfig, Trainer
 from lth.data import load_dataset
 from lth.pruning.masks import ones_mask

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import torch
 
 from conftest import real_data
-from lth.core.models import create_model, initialize
+from lth.core.init import initialize
+from lth.core.models import create_model
 from lth.data import dataset_from_tensors, load_dataset
 from lth.runfolder.storage import (
     Manifest,

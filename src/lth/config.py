@@ -723,7 +723,7 @@ def _registry_names(which: str) -> list[str]:
         from lth.pruning.criteria import criterion_names
 
         return criterion_names()
-    from lth.core.models import init_names
+    from lth.core.init import init_names
 
     return init_names()
 

@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from conftest import TEST_DATA, assert_one_line, real_data
 from helpers import mnist_slice, quick
 from lth.cli import main
-from lth.core.models import create_model, initialize
+from lth.core.init import initialize
+from lth.core.models import create_model
 from lth.errors import LTHError
 from lth.pruning.criteria import (
     EXAMPLES_PER_CLASS,

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, TrainConfig
 from lth.core.engine import supports as engine_supports
-from lth.core.models import build_model, call_factory, initialize, output_layer
+from lth.core.init import initialize
+from lth.core.models import build_model, call_factory, output_layer
 from lth.core.optim import learning_rate
 from lth.core.training import History, TicketJob, Trainer
 from lth.errors import LTHError
