@@ -72,7 +72,9 @@ class Registry(dict[str, T]):
         """The entry ``name``; an unknown name is a one-line LTHError listing the choices."""
         if isinstance(name, str) and name in self:
             return self[name]
-        raise LTHError(self.unknown.format(kind=self.kind, name=name, names=", ".join(self.names())))
+        raise LTHError(
+            self.unknown.format(kind=self.kind, name=name, names=", ".join(self.names()))
+        )
 
     def names(self) -> list[str]:
         """The registered names: sorted, or in registration order."""

@@ -16,8 +16,9 @@ from helpers import edit, first, level_file, mnist_slice, quick, reseal
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
+from lth.runfolder.recompute import layer_kinds
 from lth.runfolder.storage import load_tensors
-from lth.runfolder.verify import CHECKS, VerifyError, layer_kinds, verify_level, verify_run
+from lth.runfolder.verify import CHECKS, VerifyError, verify_level, verify_run
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
 

@@ -17,6 +17,7 @@ from helpers import mnist_slice
 from lth.cli import main
 from lth.data import load_dataset
 from lth.errors import LTHError
+from lth.pruning.policy import derive_seed
 from lth.runfolder.runs import read_config
 from lth.runfolder.storage import (
     STABILITY_COPIES,
@@ -37,7 +38,6 @@ from lth.stability.measure import (
     train_copies,
 )
 from lth.stability.store import StabilityFolder
-from lth.study.experiment import derive_seed
 from lth.study.runner import Interrupted
 
 TINY = [

@@ -46,6 +46,7 @@ from lth.config import ExperimentConfig, TrainConfig
 from lth.core.training import TicketJob, Trainer, TrainResult
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask
+from lth.pruning.policy import derive_seed
 from lth.runfolder.storage import (
     STABILITY_COPIES,
     STABILITY_ERRORS,
@@ -53,7 +54,7 @@ from lth.runfolder.storage import (
     load_tensors,
 )
 from lth.stability.store import StabilityFolder, replace_rows, update_summary
-from lth.study.experiment import Experiment, derive_seed
+from lth.study.experiment import Experiment
 from lth.usercode import CodeTrust, as_trust, check_config
 
 STABLE = 2.0  # percent: below this instability a starting point is stable (Frankle et al. 2020)
