@@ -78,6 +78,7 @@ import torch
 from torch import Tensor
 
 from lth.config import ExperimentConfig, read_run_config, read_run_info
+from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, full_schedule
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, removals
@@ -519,8 +520,6 @@ def _train_size(run: Path, config: ExperimentConfig) -> int | None:
         if found:
             return int(found.group(1))
     try:
-        from lth.data import get_spec
-
         return get_spec(config.dataset).train_size - config.val_size
     except LTHError:
         return None
