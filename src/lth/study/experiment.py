@@ -243,16 +243,9 @@ class Experiment:
         """Per-layer pruning rates at ``level`` (:meth:`PruningPolicy.rates`)."""
         return self.policy.rates(masks, level)
 
-    def prune(
-        self,
-        weights: dict[str, Tensor],
-        masks: MaskSet,
-        level: int,
-        replicate: int = 0,
-        init: dict[str, Tensor] | None = None,
-    ) -> MaskSet:
-        """The ticket's mask for ``level`` (:meth:`PruningPolicy.prune`)."""
-        return self.policy.prune(weights, masks, level, replicate, init)
+    def prune(self, *args, **kwargs) -> MaskSet:
+        """The ticket's mask for a level (:meth:`PruningPolicy.prune`, the same arguments)."""
+        return self.policy.prune(*args, **kwargs)
 
     def group_size(self) -> int:
         """How many tickets train together: ``max_parallel``, or fewer if memory is short.
