@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lth.core.init import initialize
 from lth.core.kernels import cpu_model
-from lth.core.models import create_model, initialize, output_layer
+from lth.core.models import create_model, output_layer
 from lth.core.training import TicketJob, TrainConfig, Trainer
 from lth.data import load_dataset
 from lth.pruning.masks import ones_mask
+from lth.pruning.policy import derive_seed
 from lth.pruning.selection import layer_rates, prune_layerwise, prune_random_like
-from lth.study.experiment import derive_seed
 
 DIMS = (784, 300, 100, 10)
 

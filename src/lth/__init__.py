@@ -33,7 +33,7 @@ _HOME = {
     "ones_mask": "pruning.masks",
     "save_masks": "pruning.masks",
     "create_model": "core.models",
-    "initialize": "core.models",
+    "initialize": "core.init",
     "register_model": "core.models",
     "register_criterion": "pruning.criteria",
     "layer_rates": "pruning.selection",
@@ -50,7 +50,8 @@ _HOME = {
 
 if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
     from lth.config import ExperimentConfig
-    from lth.core.models import create_model, initialize, register_model
+    from lth.core.init import initialize
+    from lth.core.models import create_model, register_model
     from lth.data import Dataset, dataset_from_tensors, load_dataset
     from lth.errors import LTHError
     from lth.pruning.criteria import register_criterion

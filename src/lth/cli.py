@@ -428,7 +428,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _check_names(config) -> None:
-    from lth.core.models import init_names, model_names
+    from lth.core.init import init_names
+    from lth.core.models import model_names
     from lth.data import get_spec
 
     if ":" not in config.model and config.model not in model_names():  # else module:function

@@ -36,19 +36,10 @@ from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
-#: the controls (sanity checks), each trained with the ticket's exact per-layer counts, and
-#: what each isolates (``lth run --help``, the README)
-CONTROL_HELP = {
-    "reinit": "the ticket's mask, fresh random weights: does the ticket need its θ0?",
-    "random_prune": "a random mask, the ticket's start: does the ticket need its mask?",
-    "sign_keep": "the ticket's mask, fresh magnitudes with θ0's signs: are signs enough?",
-    "signed_constant": "the ticket's mask, θ0's signs times the layer's init std: are signs "
-    "alone enough?",
-    "inverted": "keep the survivors the criterion scores lowest: does its ranking matter?",
-    "shuffle_init": "the ticket's mask, θ0's surviving values permuted within each layer: "
-    "do the values need their places?",
-}
-CONTROLS = tuple(CONTROL_HELP)
+#: the controls (sanity checks), each trained with the ticket's exact per-layer counts: the
+#: names of lth.pruning.controls' registry, whose entries hold each one's description (``lth run
+#: --help``), maker and expectations for ``lth verify``
+CONTROLS = ("reinit", "random_prune", "sign_keep", "signed_constant", "inverted", "shuffle_init")
 DEFAULT_CONTROLS = ("reinit", "random_prune")
 BRANCHES = ("ticket", *CONTROLS)
 OPTIMIZERS = ("adam", "sgd")
@@ -269,11 +260,11 @@ class StudyConfig(_Declared):
     )
     controls: tuple[str, ...] = setting(
         DEFAULT_CONTROLS,
-        "comma list of controls, or none: "
-        + "; ".join(f"{name}: {what}" for name, what in CONTROL_HELP.items()),
+        "comma list of controls, or none",
         names_from(CONTROLS, "control"),
         group=STUDY,
         metavar="LIST",
+        names="controls",
     )
     replicates: int = setting(
         1,
@@ -719,11 +710,15 @@ def _registry_names(which: str) -> list[str]:
         from lth.data import dataset_names
 
         return dataset_names()
+    if which == "controls":
+        from lth.pruning.controls import control_help
+
+        return [f"{name}: {what}" for name, what in control_help().items()]
     if which == "criteria":
         from lth.pruning.criteria import criterion_names
 
         return criterion_names()
-    from lth.core.models import init_names
+    from lth.core.init import init_names
 
     return init_names()
 
@@ -753,7 +748,8 @@ def add_options(
         group = length if f.name in ("iterations", "epochs") else by_group[meta["group"]]
         help_text = meta["help"]
         if meta["names"]:
-            help_text += f"; registered: {', '.join(_registry_names(meta['names']))}"
+            sep = "; " if meta["names"] == "controls" else ", "
+            help_text += f"; registered: {sep.join(_registry_names(meta['names']))}"
         help_text += f" (default: {_show(getattr(defaults, f.name))})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
         outer, element = kinds[f.name]
@@ -774,7 +770,6 @@ def add_options(
 __all__ = [
     "BRANCHES",
     "CONTROLS",
-    "CONTROL_HELP",
     "DEFAULT_CONTROLS",
     "OPTIMIZERS",
     "PRESETS",

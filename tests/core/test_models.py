@@ -10,15 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from lth.core.init import INIT_SCHEMES, init_names, initialize
 from lth.core.models import (
     ALLOWED_LAYERS,
-    INIT_SCHEMES,
     MODELS,
     check_flat_sequential,
     count_parameters,
     create_model,
-    init_names,
-    initialize,
     is_flat_model,
     is_flat_sequential,
     model_names,

@@ -9,7 +9,8 @@ import torch
 
 from helpers import edit, first, mnist_slice, quick, reseal
 from lth.cli import main
-from lth.config import CONTROL_HELP, CONTROLS
+from lth.config import CONTROLS
+from lth.pruning.controls import control_help
 from lth.runfolder.verify import VerifyError, verify_run
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
@@ -117,5 +118,5 @@ def test_lth_verify_audits_the_new_controls_and_catches_a_wrong_one(small, tmp_p
 def test_lth_run_help_says_what_each_control_isolates_in_one_line(capsys):
     assert main(["run", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for name, what in CONTROL_HELP.items():
+    for name, what in control_help().items():
         assert f"{name}: {' '.join(what.split())}" in text

@@ -1,4 +1,4 @@
-"""Model registry, the Lottery Ticket architectures, and seeded weight initialisation.
+"""The model registry and builder: register, look up, build and check models by name.
 
 Two kinds of registry model:
 
@@ -16,40 +16,32 @@ Two kinds of registry model:
 In both kinds the last ``nn.Linear`` is the output layer (:func:`output_layer`) and models take
 (N, C, H, W).
 
-Weights are set by :func:`initialize`, which draws only from the ``torch.Generator`` it is given,
-so the same seed gives the same weights and the global RNG is never touched. :func:`create_model`
-also leaves the global RNG state as it found it.
+The architectures live in :mod:`lth.core.architectures`, the initialisation schemes in
+:mod:`lth.core.init` (:func:`~lth.core.init.initialize`). :func:`create_model` leaves the
+global RNG state as it found it.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import operator
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from lth.core.architectures import BUILTIN, InputTooSmall
+from lth.core.init import initialize
 from lth.errors import LTHError
+from lth.registry import Registry
 from lth.usercode import NO_TRUST, CodeTrust, import_code
 
 __all__ = [
     "ALLOWED_LAYERS",
-    "INIT_SCHEMES",
     "MODELS",
-    "CifarResNet",
-    "CifarVGG",
-    "ResNetBlock",
-    "VGG16_PLAN",
-    "VGGConvModule",
     "check_flat_sequential",
     "count_parameters",
     "create_model",
-    "init_names",
-    "initialize",
     "is_flat_model",
     "is_flat_sequential",
     "build_model",
@@ -62,7 +54,9 @@ __all__ = [
 ModelBuilder = Callable[[tuple[int, int, int], int], nn.Module]
 
 #: Registered model builders: ``name -> builder(input_shape, num_classes) -> nn.Module``.
-MODELS: dict[str, ModelBuilder] = {}
+MODELS: Registry[ModelBuilder] = Registry(
+    "model", sort=True, unknown="unknown {kind} {name!r}; valid models: {names}"
+)
 
 #: Names registered with ``flat=False`` (every other registered name is a flat model).
 _GENERAL_MODELS: set[str] = set()
@@ -82,7 +76,9 @@ ALLOWED_LAYERS: tuple[type[nn.Module], ...] = (
 # --------------------------------------------------------------------------------------------
 
 
-def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(
+    name: str, *, flat: bool = True, description: str = ""
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder(input_shape, num_classes) -> nn.Module`` as ``name``.
 
     A registered name works wherever this process names a model: ``create_model(name)``,
@@ -95,6 +91,7 @@ def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], 
             ``lth.core.models.ALLOWED_LAYERS`` (Linear, Conv2d, ReLU, MaxPool2d, Flatten), which
             the batched engine can stack. ``False``: any ``nn.Module`` containing an
             ``nn.Linear`` (the last one is the output layer).
+        description: A one-line description (default: the builder's docstring's first line).
 
     Returns:
         The decorator; it registers the builder and returns it unchanged.
@@ -120,12 +117,8 @@ def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], 
         raise LTHError(f"model name must be a non-empty string, got {name!r}")
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in MODELS:
-            raise LTHError(
-                f"model name {name!r} is already registered; pick a different name "
-                f"(taken: {', '.join(model_names())})"
-            )
-        MODELS[name] = builder
+        doc = (builder.__doc__ or "").strip().splitlines()
+        MODELS.add(name, builder, description or (doc[0] if doc else ""))
         if flat:
             _GENERAL_MODELS.discard(name)
         else:
@@ -137,13 +130,12 @@ def register_model(name: str, *, flat: bool = True) -> Callable[[ModelBuilder], 
 
 def model_names() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(MODELS)
+    return MODELS.names()
 
 
 def is_flat_model(name: str) -> bool:
     """Whether registry model ``name`` was registered as flat (the batched engine can stack it)."""
-    if name not in MODELS:
-        raise LTHError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    MODELS.lookup(name)
     return name not in _GENERAL_MODELS
 
 
@@ -196,14 +188,13 @@ def create_model(
         ...
         lth.errors.LTHError: input_shape (1, 4, 4) is too small for model 'lenet5' ...
     """
-    if name not in MODELS:
-        raise LTHError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    builder = MODELS.lookup(name)
     shape = _validate_input_shape(input_shape)
     classes = _validate_positive_int(num_classes, "num_classes")
     try:
         with torch.random.fork_rng(devices=[]):
-            model = MODELS[name](shape, classes)
-    except _InputTooSmall as exc:
+            model = builder(shape, classes)
+    except InputTooSmall as exc:
         minimum = _minimum_side(name, shape[0], classes)
         hint = f"use H and W of at least {minimum}" if minimum else "use larger images"
         raise LTHError(
@@ -288,68 +279,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Building flat Sequentials with shape tracking
+# Checking create_model's arguments
 # --------------------------------------------------------------------------------------------
-
-
-class _InputTooSmall(Exception):
-    """Internal: a spatial dimension collapsed to < 1 while building a model."""
-
-
-class _SequentialBuilder:
-    """Appends named layers to an OrderedDict while tracking the activation shape."""
-
-    def __init__(self, input_shape: tuple[int, int, int]):
-        self.channels, self.height, self.width = input_shape
-        self.features: int | None = None  # set once flattened
-        self.layers: OrderedDict[str, nn.Module] = OrderedDict()
-        self._counts: dict[str, int] = {}
-
-    def _name(self, prefix: str) -> str:
-        self._counts[prefix] = self._counts.get(prefix, 0) + 1
-        return f"{prefix}{self._counts[prefix]}"
-
-    def _set_spatial(self, height: int, width: int, layer: str) -> None:
-        if height < 1 or width < 1:
-            raise _InputTooSmall(f"the activation would be {height}x{width} after {layer}")
-        self.height, self.width = height, width
-
-    def conv(self, out_channels: int, kernel_size: int, padding: int = 0) -> _SequentialBuilder:
-        name = self._name("conv")
-        self.layers[name] = nn.Conv2d(self.channels, out_channels, kernel_size, padding=padding)
-        self.channels = out_channels
-        self._set_spatial(
-            self.height + 2 * padding - kernel_size + 1,
-            self.width + 2 * padding - kernel_size + 1,
-            name,
-        )
-        return self
-
-    def pool(self, kernel_size: int = 2) -> _SequentialBuilder:
-        name = self._name("pool")
-        self.layers[name] = nn.MaxPool2d(kernel_size)
-        self._set_spatial(self.height // kernel_size, self.width // kernel_size, name)
-        return self
-
-    def relu(self) -> _SequentialBuilder:
-        self.layers[self._name("relu")] = nn.ReLU()
-        return self
-
-    def flatten(self) -> _SequentialBuilder:
-        self.layers["flatten"] = nn.Flatten()
-        self.features = self.channels * self.height * self.width
-        return self
-
-    def fc(self, out_features: int) -> _SequentialBuilder:
-        if self.features is None:
-            self.flatten()
-        assert self.features is not None
-        self.layers[self._name("fc")] = nn.Linear(self.features, out_features)
-        self.features = out_features
-        return self
-
-    def build(self) -> nn.Sequential:
-        return nn.Sequential(self.layers)
 
 
 def _validate_positive_int(value: object, what: str) -> int:
@@ -392,436 +323,10 @@ def _minimum_side(name: str, channels: int, num_classes: int) -> int | None:
         try:
             with torch.device("meta"):
                 MODELS[name]((channels, side, side), num_classes)
-        except _InputTooSmall:
+        except InputTooSmall:
             continue
         return side
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# The architectures
-# --------------------------------------------------------------------------------------------
-
-
-@register_model("lenet_300_100")
-def lenet_300_100(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """LeNet-300-100 (Frankle & Carbin 2019): flatten, fc 300, relu, fc 100, relu, fc out."""
-    b = _SequentialBuilder(input_shape).flatten()
-    b.fc(300).relu().fc(100).relu().fc(num_classes)
-    return b.build()
-
-
-@register_model("lenet5")
-def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """LeNet-5: conv6 5x5 pad 2, pool, conv16 5x5, pool, fc 120, fc 84, fc out (ReLU, max-pool)."""
-    b = _SequentialBuilder(input_shape)
-    b.conv(6, 5, padding=2).relu().pool(2)
-    b.conv(16, 5).relu().pool(2)
-    b.flatten().fc(120).relu().fc(84).relu().fc(num_classes)
-    return b.build()
-
-
-def _conv_net(
-    input_shape: tuple[int, int, int], num_classes: int, blocks: Sequence[int]
-) -> nn.Sequential:
-    """Conv-2/4/6 of Frankle & Carbin 2019: per block (conv3x3, relu) x2 then max-pool 2x2,
-    then fc 256, relu, fc 256, relu, fc out."""
-    b = _SequentialBuilder(input_shape)
-    for channels in blocks:
-        b.conv(channels, 3, padding=1).relu().conv(channels, 3, padding=1).relu().pool(2)
-    b.flatten().fc(256).relu().fc(256).relu().fc(num_classes)
-    return b.build()
-
-
-@register_model("conv2")
-def conv2(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """Conv-2: conv64, conv64, pool, fc 256, fc 256, fc out."""
-    return _conv_net(input_shape, num_classes, (64,))
-
-
-@register_model("conv4")
-def conv4(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """Conv-4: conv64 x2, pool, conv128 x2, pool, fc 256, fc 256, fc out."""
-    return _conv_net(input_shape, num_classes, (64, 128))
-
-
-@register_model("conv6")
-def conv6(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """Conv-6: conv64 x2, pool, conv128 x2, pool, conv256 x2, pool, fc 256, fc 256, fc out."""
-    return _conv_net(input_shape, num_classes, (64, 128, 256))
-
-
-# --------------------------------------------------------------------------------------------
-# CIFAR ResNet-20 and VGG-16 (general models: BatchNorm, residual connections)
-# --------------------------------------------------------------------------------------------
-
-
-class ResNetBlock(nn.Module):
-    """Basic residual block: conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU.
-
-    The shortcut is the identity (an empty ``nn.Sequential``) when the shape is unchanged, and
-    otherwise a 1x1 convolution with the block's stride followed by BatchNorm (a projection, as
-    in open_lth). Convolutions have no bias.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, downsample: bool = False):
-        super().__init__()
-        stride = 2 if downsample else 1
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Sequential()
-        if downsample or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """The CIFAR ResNet of He et al. 2016 as in open_lth's ``cifar_resnet_N``.
-
-    ``conv`` (3x3, no bias) + ``bn`` + ReLU, then ``blocks``: for each ``(channels, count)`` of
-    ``plan`` that many :class:`ResNetBlock` (the first block of every stage after the first
-    halves H and W), then global average pooling and ``fc``. Parameter names match open_lth:
-    ``conv.weight``, ``bn.weight``, ``blocks.0.conv1.weight``, ``blocks.3.shortcut.0.weight``,
-    ``fc.weight``. Any H and W work (stride-2 convolutions round up).
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        plan: Sequence[tuple[int, int]] = ((16, 3), (32, 3), (64, 3)),
-    ):
-        super().__init__()
-        channels = plan[0][0]
-        self.conv = nn.Conv2d(in_channels, channels, 3, stride=1, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-        blocks = []
-        for stage, (filters, count) in enumerate(plan):
-            for index in range(count):
-                blocks.append(ResNetBlock(channels, filters, downsample=stage > 0 and index == 0))
-                channels = filters
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn(self.conv(x)))
-        out = self.blocks(out)
-        out = out.mean(dim=(2, 3))  # global average pool (open_lth: avg_pool2d over the map)
-        return self.fc(out)
-
-
-class VGGConvModule(nn.Module):
-    """One VGG layer: ``conv`` 3x3 (padding 1, with bias, as in open_lth), ``bn``, ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.bn = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
-#: open_lth's ``cifar_vgg_16`` plan: output channels of each conv module, "M" = max-pool 2x2.
-VGG16_PLAN: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
-)  # fmt: skip
-
-
-class CifarVGG(nn.Module):
-    """A CIFAR VGG with BatchNorm as in open_lth's ``cifar_vgg_N``.
-
-    ``layers``: a :class:`VGGConvModule` per int in ``plan`` and ``nn.MaxPool2d(2)`` per "M";
-    then average pooling 2x2, flatten and a single ``fc``. For 32x32 images the features are
-    1x1 at the end, so ``fc`` is 512 -> classes; larger images give ``512 * (H//32) * (W//32)``
-    inputs. Parameter names: ``layers.0.conv.weight``, ``layers.0.bn.weight``, ``fc.weight``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        plan: Sequence[int | str] = VGG16_PLAN,
-        input_size: tuple[int, int] = (32, 32),
-    ):
-        super().__init__()
-        height, width = input_size
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for spec in plan:
-            if spec == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-                height, width = height // 2, width // 2
-                if height < 1 or width < 1:
-                    raise _InputTooSmall(
-                        f"the activation would be {height}x{width} after layer {len(layers) - 1}"
-                    )
-            else:
-                assert isinstance(spec, int)
-                layers.append(VGGConvModule(channels, spec))
-                channels = spec
-        height, width = height // 2, width // 2
-        if height < 1 or width < 1:
-            raise _InputTooSmall(
-                f"the activation would be {height}x{width} after the final 2x2 average pool"
-            )
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(channels * height * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(x)
-        out = F.avg_pool2d(out, 2)
-        return self.fc(out.flatten(1))
-
-
-@register_model("resnet20", flat=False)
-def resnet20(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """ResNet-20 for CIFAR-10 (He et al. 2016; open_lth ``cifar_resnet_20``): 16-32-64 channels,
-    3 blocks per stage, BatchNorm, 1x1-conv projection shortcuts; 272,474 parameters."""
-    return CifarResNet(input_shape[0], num_classes, ((16, 3), (32, 3), (64, 3)))
-
-
-@register_model("vgg16", flat=False)
-def vgg16(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """VGG-16 with BatchNorm for CIFAR-10 (open_lth ``cifar_vgg_16``); 14,728,266 parameters for
-    32x32 images and 10 classes. Needs H and W of at least 32."""
-    channels, height, width = input_shape
-    return CifarVGG(channels, num_classes, VGG16_PLAN, (height, width))
-
-
-# --------------------------------------------------------------------------------------------
-# Initialisation
-# --------------------------------------------------------------------------------------------
-
-_RELU_GAIN = math.sqrt(2.0)
-
-InitFn = Callable[[torch.Tensor, torch.Generator], None]
-
-
-def _xavier_normal(t: torch.Tensor, g: torch.Generator) -> None:
-    nn.init.xavier_normal_(t, generator=g)
-
-
-def _xavier_uniform(t: torch.Tensor, g: torch.Generator) -> None:
-    nn.init.xavier_uniform_(t, generator=g)
-
-
-def _kaiming_normal(t: torch.Tensor, g: torch.Generator) -> None:
-    nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="relu", generator=g)
-
-
-def _kaiming_uniform(t: torch.Tensor, g: torch.Generator) -> None:
-    nn.init.kaiming_uniform_(t, mode="fan_in", nonlinearity="relu", generator=g)
-
-
-def _pytorch_default(t: torch.Tensor, g: torch.Generator) -> None:
-    # What nn.Linear / nn.Conv2d reset_parameters do: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=g)
-
-
-#: Weight initialisers for Linear / Conv weights (and recurrent input weights), by scheme name.
-#: Biases are zero for every scheme except ``pytorch_default``, which draws them like PyTorch.
-INIT_SCHEMES: dict[str, InitFn] = {
-    "xavier_normal": _xavier_normal,
-    "xavier_uniform": _xavier_uniform,
-    "kaiming_normal": _kaiming_normal,
-    "kaiming_uniform": _kaiming_uniform,
-    "pytorch_default": _pytorch_default,
-}
-
-
-def init_names() -> list[str]:
-    """Names of the initialisation schemes, sorted."""
-    return sorted(INIT_SCHEMES)
-
-
-def _as_generator(generator: object) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise LTHError(
-        f"initialize() needs a torch.Generator or an int seed, got {type(generator).__name__}; "
-        "pass e.g. generator=torch.Generator().manual_seed(0)"
-    )
-
-
-def _fill(param: torch.Tensor, g: torch.Generator, fn: Callable[[torch.Tensor], object]) -> None:
-    """Draw ``param``'s values with ``fn`` into a scratch tensor on the generator's device, then
-    copy them in. This lets a CPU generator initialise a GPU model and makes the weights
-    independent of the model's device and dtype."""
-    dtype = param.dtype if param.dtype in (torch.float32, torch.float64) else torch.float32
-    scratch = torch.empty(param.shape, dtype=dtype, device=g.device)
-    fn(scratch)
-    with torch.no_grad():
-        param.copy_(scratch)
-
-
-def _zero(param: torch.Tensor | None) -> None:
-    if param is not None:
-        with torch.no_grad():
-            param.zero_()
-
-
-def _init_fan_layer(module: nn.Module, scheme: str, g: torch.Generator) -> None:
-    """Linear / Conv*d / ConvTranspose*d: weight by scheme, bias zero (or PyTorch-like)."""
-    weight = module.weight
-    _fill(weight, g, lambda t: INIT_SCHEMES[scheme](t, g))
-    bias = getattr(module, "bias", None)
-    if bias is None:
-        return
-    if scheme == "pytorch_default":
-        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
-        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        _fill(bias, g, lambda t: nn.init.uniform_(t, -bound, bound, generator=g))
-    else:
-        _zero(bias)
-
-
-def _init_recurrent(module: nn.Module, scheme: str, g: torch.Generator) -> None:
-    """RNN / LSTM / GRU (and their Cell versions).
-
-    ``pytorch_default`` reproduces PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)). Otherwise,
-    per gate block: ``weight_ih`` by scheme, ``weight_hh`` orthogonal, ``weight_hr`` (LSTM
-    projection) by scheme, biases zero.
-    """
-    hidden = module.hidden_size
-    if scheme == "pytorch_default":
-        stdv = 1.0 / math.sqrt(hidden) if hidden > 0 else 0.0
-        for param in module.parameters(recurse=False):
-            _fill(param, g, lambda t: nn.init.uniform_(t, -stdv, stdv, generator=g))
-        return
-    for pname, param in module.named_parameters(recurse=False):
-        if pname.startswith("bias"):
-            _zero(param)
-        elif pname.startswith(("weight_ih", "weight_hh")):
-            fn: Callable[[torch.Tensor], object]
-            if pname.startswith("weight_ih"):
-                fn = lambda t: INIT_SCHEMES[scheme](t, g)  # noqa: E731
-            else:
-                fn = lambda t: nn.init.orthogonal_(t, generator=g)  # noqa: E731
-            gates = param.shape[0] // hidden if hidden > 0 else 1
-            for k in range(gates):
-                _fill(param[k * hidden : (k + 1) * hidden], g, fn)
-        else:  # weight_hr (LSTM projection) or anything else 2-D
-            _fill(param, g, lambda t: INIT_SCHEMES[scheme](t, g))
-
-
-def _init_norm(module: nn.Module) -> None:
-    """BatchNorm / GroupNorm / LayerNorm / InstanceNorm: weight 1, bias 0, fresh running stats."""
-    with torch.no_grad():
-        if getattr(module, "weight", None) is not None:
-            module.weight.fill_(1.0)
-        if getattr(module, "bias", None) is not None:
-            module.bias.zero_()
-    if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
-        module.reset_running_stats()
-
-
-def _init_embedding(module: nn.Embedding, g: torch.Generator) -> None:
-    """PyTorch's own Embedding init, N(0, 1), with the padding row zeroed."""
-    _fill(module.weight, g, lambda t: nn.init.normal_(t, generator=g))
-    if module.padding_idx is not None:
-        with torch.no_grad():
-            module.weight[module.padding_idx].zero_()
-
-
-def _init_other(module: nn.Module, g: torch.Generator) -> None:
-    """A module type we do not know that owns parameters: run its own ``reset_parameters`` with
-    the CPU global RNG temporarily seeded from ``g`` (state restored afterwards)."""
-    own = list(module.parameters(recurse=False))
-    reset = getattr(module, "reset_parameters", None)
-    kind = type(module).__name__
-    if not callable(reset):
-        raise LTHError(
-            f"initialize() does not know how to initialise {kind} (it has parameters but no "
-            "reset_parameters method); add a reset_parameters() method to it or initialise it "
-            "yourself"
-        )
-    if any(p.device.type != "cpu" for p in own):
-        raise LTHError(
-            f"initialize() can only initialise the unknown module type {kind} on the CPU; "
-            "call initialize() before moving the model to the accelerator"
-        )
-    seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        with torch.no_grad():
-            reset()
-
-
-_NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.GroupNorm,
-    nn.LayerNorm,
-)
-
-
-def initialize(
-    model: nn.Module,
-    scheme: str = "xavier_normal",
-    generator: torch.Generator | int | None = None,
-) -> None:
-    """Initialise ``model`` in place with ``scheme``, drawing only from ``generator``.
-
-    Walks ``model.modules()``: Linear / Conv weights by scheme (biases zero, except
-    ``pytorch_default`` which reproduces PyTorch's own ``reset_parameters`` draws bit for bit);
-    norm layers weight 1, bias 0; RNN / LSTM / GRU (+ Cells): ``weight_ih`` by scheme,
-    ``weight_hh`` orthogonal per gate block, biases zero; Embedding N(0, 1). Any other module that
-    owns parameters is reset with its own ``reset_parameters`` under a generator-derived seed.
-    The global RNG is not used, so the same seed gives the same weights.
-
-    Args:
-        model: The model to initialise, changed in place (any ``nn.Module``, on any device).
-        scheme: ``"xavier_normal"`` (the default), ``"xavier_uniform"``,
-            ``"kaiming_normal"``, ``"kaiming_uniform"`` or ``"pytorch_default"``.
-        generator: A ``torch.Generator`` or an int seed; required (``None`` is refused, so
-            that runs are reproducible).
-
-    Returns:
-        None.
-
-    Raises:
-        LTHError: An unknown scheme, or a generator that is missing or neither a
-            ``torch.Generator`` nor an int.
-
-    Examples:
-        >>> import torch, lth
-        >>> from torch import nn
-        >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
-        >>> lth.initialize(a, "kaiming_normal", generator=0)
-        >>> lth.initialize(b, "kaiming_normal", torch.Generator().manual_seed(0))
-        >>> torch.equal(a.weight, b.weight), a.bias.abs().sum().item()
-        (True, 0.0)
-    """
-    if scheme not in INIT_SCHEMES:
-        raise LTHError(f"unknown init scheme {scheme!r}; valid schemes: {', '.join(init_names())}")
-    if generator is None:
-        raise LTHError(
-            "initialize() needs an explicit generator so runs are reproducible; "
-            "pass generator=torch.Generator().manual_seed(seed) or an int seed"
-        )
-    g = _as_generator(generator)
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-            _init_fan_layer(module, scheme, g)
-        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-            _init_recurrent(module, scheme, g)
-        elif isinstance(module, _NORM_TYPES):
-            _init_norm(module)
-        elif isinstance(module, nn.Embedding):
-            _init_embedding(module, g)
-        elif any(True for _ in module.parameters(recurse=False)):
-            _init_other(module, g)
 
 
 def call_factory(
@@ -860,3 +365,7 @@ def build_model(
         return create_model(spec, tuple(input_shape), num_classes)
     factory = import_code(spec, "model", trust)
     return call_factory(factory, tuple(input_shape), num_classes, spec)
+
+
+for _name, (_builder, _flat) in BUILTIN.items():
+    register_model(_name, flat=_flat)(_builder)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lth.errors import LTHError
+from lth.registry import Registry
 
 from .files import FIX_HINT, Downloader, read_idx
 
@@ -106,7 +107,9 @@ class DatasetSpec:
 
 
 #: The registered datasets by canonical name, in registration order.
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", unknown="unknown {kind} {name!r}; use one of: {names}"
+)
 
 
 def _key(name: str) -> str:
@@ -122,13 +125,12 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
                 f"cannot register dataset {spec.name!r}: the name {n!r} is already taken by "
                 f"{taken[_key(n)]!r}"
             )
-    DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.add(spec.name, spec, spec.title)
 
 
 def dataset_names() -> list[str]:
     """Canonical names of the registered datasets, in registry order."""
-    return list(DATASETS)
+    return DATASETS.names()
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -141,7 +143,7 @@ def get_spec(name: str) -> DatasetSpec:
     for spec in DATASETS.values():
         if key in {_key(a) for a in spec.aliases}:
             return spec
-    raise LTHError(f"unknown dataset {name!r}; use one of: {_valid()}")
+    return DATASETS.lookup(name)  # unknown: a one-line LTHError listing the choices
 
 
 def _valid() -> str:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lth.errors import LTHError
+from lth.registry import Registry
 from lth.usercode import NO_TRUST, CodeTrust, import_code
 
 __all__ = [
@@ -125,11 +126,15 @@ class Criterion:
 
 
 #: Registered criteria by name.
-CRITERIA: dict[str, Criterion] = {}
+CRITERIA: Registry[Criterion] = Registry(
+    "criterion",
+    sort=True,
+    unknown="unknown {kind} {name!r}; choose one of {names} or name package.module:function",
+)
 
 
 def register_criterion(
-    name: str, *, at_init: bool = False, rounds: int = 1
+    name: str, *, at_init: bool = False, rounds: int = 1, description: str = ""
 ) -> Callable[[Callable], Callable]:
     """Decorator registering a scoring function as criterion ``name`` (``--criterion NAME``).
 
@@ -146,6 +151,7 @@ def register_criterion(
             current masks, and each level trains from θ0.
         rounds: Prune each level in this many rounds, rescoring after each, on an exponential
             schedule (SynFlow: 100); default 1.
+        description: A one-line description (default: the function's docstring's first line).
 
     Returns:
         The decorator; it registers the function and returns it unchanged.
@@ -168,12 +174,9 @@ def register_criterion(
         raise LTHError(f"rounds must be a whole number >= 1, got {rounds!r}")
 
     def decorator(function: Callable) -> Callable:
-        if name in CRITERIA:
-            raise LTHError(
-                f"criterion name {name!r} is already registered; pick another "
-                f"(taken: {', '.join(criterion_names())})"
-            )
-        CRITERIA[name] = Criterion(name, function, bool(at_init), rounds)
+        doc = (function.__doc__ or "").strip().splitlines()
+        what = description or (doc[0] if doc else "")
+        CRITERIA.add(name, Criterion(name, function, bool(at_init), rounds), what)
         return function
 
     return decorator
@@ -181,7 +184,7 @@ def register_criterion(
 
 def criterion_names() -> list[str]:
     """Names of the registered criteria, sorted."""
-    return sorted(CRITERIA)
+    return CRITERIA.names()
 
 
 def get_criterion(spec: str, trust: CodeTrust = NO_TRUST) -> Criterion:
@@ -189,12 +192,7 @@ def get_criterion(spec: str, trust: CodeTrust = NO_TRUST) -> Criterion:
     if ``trust`` allows it (:func:`lth.usercode.import_code`); its ``at_init`` and ``rounds``
     attributes are honoured."""
     if ":" not in spec:
-        if spec not in CRITERIA:
-            raise LTHError(
-                f"unknown criterion {spec!r}; choose one of {', '.join(criterion_names())} "
-                "or name package.module:function"
-            )
-        return CRITERIA[spec]
+        return CRITERIA.lookup(spec)
     function = import_code(spec, "criterion", trust)
     rounds = getattr(function, "rounds", 1)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -224,7 +222,8 @@ def magnitude(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> dic
     return {name: weights[name].abs() for name in masks}
 
 
-register_criterion("magnitude_init", at_init=True)(magnitude)  # |θ0|: weights are θ0 here
+# |θ0|: weights are θ0 here
+register_criterion("magnitude_init", at_init=True, description="|θ0|: magnitude at init")(magnitude)
 
 
 @register_criterion("random")

@@ -9,7 +9,7 @@ run (the first violation stops the audit):
     every file lth wrote in the folder (config.toml, the tables, the level files, the derived
     tables, the figures, the files of ``lth stability`` and TensorBoard, lth's state in
     ``.lth/``) has the sha256 that ``.lth/manifest.json`` recorded
-    (:func:`lth.runfolder.manifest.check_manifest`). A folder without a manifest fails, unless its
+    (:func:`lth.runfolder.storage.check_manifest`). A folder without a manifest fails, unless its
     ``.lth-run`` marker is an older lth's (or it has none): then the check is skipped.
 ``files``
     every replicate whose ticket did not diverge goes on to the next level, with the ticket
@@ -60,9 +60,10 @@ each level finishes). Both raise :class:`VerifyError` (an :class:`~lth.errors.LT
 the check, the branch, replicate, level and layer, and the values.
 
 Which layer is the output layer (for ``output_rate``) and which are conv layers (for
-``conv_rate``) is read from the tensors (:func:`layer_kinds`): the last 2-D weight and the 4-D
-weights, as in every registry model; a user model whose last ``nn.Linear`` is not its last 2-D
-weight would be audited with the wrong output layer.
+``conv_rate``) is read from the tensors (:func:`lth.runfolder.recompute.layer_kinds`): the last
+2-D weight and the 4-D weights, as in every registry model; a user model whose last
+``nn.Linear`` is not its last 2-D weight would be audited with the wrong output layer. Each
+control's own checks are its entry's in :mod:`lth.pruning.controls`.
 """
 
 from __future__ import annotations
@@ -78,19 +79,13 @@ from torch import Tensor
 
 from lth.config import ExperimentConfig, read_run_config, read_run_info
 from lth.core.fileio import load_tensors
+from lth.data import get_spec
 from lth.errors import LTHError
-from lth.pruning.selection import layer_rates, target_rate
-from lth.runfolder.layout import (
-    CONFIG,
-    INTERNAL,
-    MANIFEST,
-    MARKER,
-    MARKER_FORMAT,
-    level_file,
-    level_name,
-)
+from lth.pruning.controls import CONTROLS, full_schedule
+from lth.runfolder.layout import INTERNAL, MANIFEST, MARKER, MARKER_FORMAT, level_dir
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
+from lth.runfolder.recompute import layer_kinds, magnitude_prune, removals
 
 CHECKS = (
     "manifest",
@@ -106,7 +101,6 @@ CHECKS = (
     "schedule",
     "summary",
 )
-OTHER_CONTROLS = ("sign_keep", "signed_constant", "inverted", "shuffle_init")
 _WHAT = {
     "manifest": "files as lth wrote them (.lth/manifest.json)",
     "files": "networks with their mask, init and final",
@@ -117,7 +111,8 @@ _WHAT = {
     "rewind": "tickets starting bit for bit from their reset point",
     "reinit-control": "reinit controls with the ticket's mask and other weights than θ0",
     "random-prune-control": "random-pruning controls with the ticket's counts and start",
-    "controls": "sign_keep, signed_constant, inverted, shuffle_init controls as they claim",
+    "controls": ", ".join(n for n in CONTROLS.names() if CONTROLS[n].check == "controls")
+    + " controls as they claim",
     "schedule": "networks evaluated from their start iteration to the last",
     "summary": "summary rows agreeing with the masks, layers.csv and metrics.csv",
 }
@@ -164,7 +159,7 @@ class Audit:
 
     def __init__(self, run_dir: str | Path, config: ExperimentConfig | None = None):
         self.run = Path(run_dir)
-        if not (self.run / CONFIG).is_file():
+        if not (self.run / "config.toml").is_file():
             raise LTHError(f"{run_dir} is not an lth run folder (no config.toml)")
         self.config = config or read_run_config(self.run)
         self.passed: Counter[str] = Counter()
@@ -184,7 +179,7 @@ class Audit:
         """``which`` (mask, init, final, step_K) of one network; a missing or damaged file
         fails the check ``files``."""
         if (key, which) not in self._files:
-            path = level_file(self.run, *key, which)
+            path = level_dir(self.run, *key) / f"{which}.safetensors"
             try:
                 tensors = load_tensors(path)
             except LTHError as e:
@@ -233,7 +228,7 @@ class Audit:
         if manifest is None:
             return
         if levels is not None:
-            wanted = {level_name(lv) for lv in levels}
+            wanted = {f"level_{lv:02d}" for lv in levels}
             files = {
                 rel: digest
                 for rel, digest in manifest.files.items()
@@ -286,7 +281,7 @@ class Audit:
             for branch in branches:
                 if (branch, rep, level) not in self.summary:
                     self.fail("files", (branch, rep, level), "no row in summary.csv")
-        for folder in sorted(self.run.glob(f"*/*/{level_name(level)}")):
+        for folder in sorted(self.run.glob(f"*/*/level_{level:02d}")):
             branch, rep = folder.parent.parent.name, folder.parent.name
             if rep.isdigit() and (branch, int(rep), level) not in self.summary:
                 self.fail("files", (branch, int(rep), level), f"{folder} has no row in summary.csv")
@@ -306,12 +301,10 @@ class Audit:
             if level:
                 self._prune_checks(key, masks)
             self._rewind(key, masks, init)
-        elif branch == "reinit":
-            self._reinit_control(key, masks, init)
-        elif branch == "random_prune":
-            self._random_prune_control(key, masks, init)
-        else:
-            self._other_control(key, masks, init)
+        else:  # a control: its own expectations (lth.pruning.controls)
+            control = CONTROLS.lookup(branch)
+            control.expect(self, key, masks, init)
+            self.passed[control.check] += 1
         self._schedule(key, row, metrics)
         self._summary(key, row, masks, metrics, layers)
 
@@ -369,7 +362,7 @@ class Audit:
         if c.criterion == "magnitude_init":
             theta0 = self.tensors(("ticket", rep, 0), "init")
             trained = {n: t.masked_fill(~prev[n], 0) if n in prev else t for n, t in theta0.items()}
-        expected = _magnitude_prune(trained, prev, removals(c, prev, level, output, conv))
+        expected = magnitude_prune(trained, prev, removals(c, prev, level, output, conv))
         for name, m in masks.items():
             wrong = m != expected[name]
             if bool(wrong.any()):
@@ -394,7 +387,7 @@ class Audit:
             return f"θk (step_{k} of level 0)", self.tensors(("ticket", rep, 0), f"step_{k}")
         return "θ0 (level 0's init)", self.tensors(("ticket", rep, 0), "init")
 
-    def _same_start(self, check: str, key: Key, masks, init, ref: dict[str, Tensor], what: str):
+    def same_start(self, check: str, key: Key, masks, init, ref: dict[str, Tensor], what: str):
         """``init`` equals ``ref`` bit for bit on the survivors and in unmasked tensors."""
         for name, t in init.items():
             if name not in ref:
@@ -406,94 +399,22 @@ class Audit:
                 scope = "unmasked tensor" if m is None else "survivors"
                 self.fail(check, key, f"init vs {what} on its {scope}: {problem}", name)
 
+    @staticmethod
+    def first_difference(a: Tensor, b: Tensor) -> str | None:
+        """None when ``a`` and ``b`` are the same bits; else where and how they first differ."""
+        return _first_difference(a, b)
+
     def _rewind(self, key: Key, masks, init) -> None:
         _, rep, level = key
         start = self.start_point(rep, level) if level else None
         if start is not None:
-            self._same_start("rewind", key, masks, init, start[1], start[0])
+            self.same_start("rewind", key, masks, init, start[1], start[0])
         self.passed["rewind"] += 1
-
-    def _reinit_control(self, key: Key, masks, init) -> None:
-        _, rep, level = key
-        ticket = self.tensors(("ticket", rep, level), "mask")
-        for name, m in masks.items():
-            if name not in ticket or not torch.equal(m, ticket[name]):
-                self.fail("reinit-control", key, "the mask is not the ticket's (same level)", name)
-        theta0 = self.tensors(("ticket", rep, 0), "init")
-        survivors = [(init[n][m], theta0[n][m]) for n, m in masks.items() if bool(m.any())]
-        if survivors and all(_first_difference(a, b) is None for a, b in survivors):
-            self.fail("reinit-control", key, "its surviving weights are θ0's: not reinitialised")
-        self.passed["reinit-control"] += 1
-
-    def _random_prune_control(self, key: Key, masks, init) -> None:
-        _, rep, level = key
-        ticket_key = ("ticket", rep, level)
-        ticket = self.tensors(ticket_key, "mask")
-        for name, m in masks.items():
-            mine, theirs = int(m.sum()), int(ticket[name].sum()) if name in ticket else -1
-            if mine != theirs:
-                self.fail(
-                    "random-prune-control", key,
-                    f"keeps {mine} weights, the ticket {theirs}", name,
-                )  # fmt: skip
-        start = self.start_point(rep, level) if level else None
-        if start is None:  # compare with the ticket's own start where both keep a weight
-            ticket_init = self.tensors(ticket_key, "init")
-            both = {n: m & ticket[n] for n, m in masks.items()}
-            self._same_start("random-prune-control", key, both, init, ticket_init, "the ticket")
-        else:
-            self._same_start("random-prune-control", key, masks, init, start[1], start[0])
-        self.passed["random-prune-control"] += 1
-
-    def _other_control(self, key: Key, masks, init) -> None:
-        branch, rep, level = key
-        ticket_key = ("ticket", rep, level)
-        ticket, ticket_init = self.tensors(ticket_key, "mask"), self.tensors(ticket_key, "init")
-        for name, m in masks.items():
-            mine, theirs = int(m.sum()), int(ticket[name].sum()) if name in ticket else -1
-            if mine != theirs:
-                self.fail("controls", key, f"keeps {mine} weights, the ticket {theirs}", name)
-        if branch == "inverted":
-            if level:
-                prev = self.tensors(("ticket", rep, level - 1), "mask")
-                for name, m in masks.items():
-                    if bool((m & ~prev[name]).any()):
-                        self.fail("controls", key, "keeps weights the ticket pruned before", name)
-            start = self.start_point(rep, level) if level else None
-            ref, what = (ticket_init, "the ticket") if start is None else (start[1], start[0])
-            both = {n: m & ticket[n] for n, m in masks.items()} if start is None else masks
-            self._same_start("controls", key, both, init, ref, what)
-            self.passed["controls"] += 1
-            return
-        theta0 = self.tensors(("ticket", rep, 0), "init")
-        for name, t in init.items():
-            m = masks.get(name)
-            if m is None:
-                problem = _first_difference(t, ticket_init[name])
-                if problem:
-                    self.fail("controls", key, f"unmasked tensor vs the ticket's: {problem}", name)
-                continue
-            if not torch.equal(m, ticket[name]):
-                self.fail("controls", key, "the mask is not the ticket's (same level)", name)
-            mine, theirs = t[m], ticket_init[name][m]
-            if branch == "sign_keep":
-                ok = torch.equal(torch.sign(mine), torch.sign(theirs))
-                claim = "the ticket's starting signs"
-            elif branch == "signed_constant":
-                std = theta0[name].double().std().to(theirs.dtype)
-                ok = torch.equal(mine, torch.sign(theirs) * std)
-                claim = f"the ticket's starting signs times θ0's std {std.item():.6g}"
-            else:
-                ok = torch.equal(mine.sort().values, theirs.sort().values)
-                claim = "a permutation of the ticket's starting values"
-            if not ok:
-                self.fail("controls", key, f"its surviving weights are not {claim}", name)
-        self.passed["controls"] += 1
 
     def _schedule(self, key: Key, row: SummaryRow, metrics: list[MetricRow]) -> None:
         c = self.config
         branch, _, level = key
-        late = level > 0 and c.reset == "rewind" and branch != "reinit"
+        late = level > 0 and c.reset == "rewind" and not full_schedule(branch)
         start = c.rewind_iteration if late else 0
         total = self.iterations()
         got = [m.iteration for m in metrics]
@@ -580,74 +501,6 @@ class Audit:
         return out
 
 
-def removals(
-    config: ExperimentConfig,
-    prev: dict[str, Tensor],
-    level: int,
-    output: str | None,
-    conv: set[str],
-) -> dict[tuple[str, ...], int]:
-    """How many weights ``level`` removes from each group of layers ranked together (one layer
-    per group in layer-wise pruning), given the masks ``prev`` of the level before.
-
-    Per-layer rates: ``rate``; ``output_rate`` for the output layer; ``conv_rate`` for conv
-    layers; 0 for ``exclude``. Global pruning ranks every layer but the excluded ones and the
-    output layer together at ``rate``. With a ``target``, a group of per-level rate r is
-    brought towards ``target ** (ln(1 - r) / ln(1 - rate))`` by :func:`target_rate`.
-    """
-    c = config
-    names = list(prev)
-    if output in prev:
-        rates = layer_rates(names, c.rate, c.output_rate, output)
-    else:
-        rates = layer_rates(names, c.rate)
-    if c.conv_rate:
-        rates |= {n: c.conv_rate for n in names if n in conv}
-    rates |= dict.fromkeys(c.exclude, 0.0)
-    if c.pruning == "global":
-        ranked = tuple(n for n in names if n not in c.exclude and n != output)
-        groups = {(n,): rates[n] for n in names if n not in ranked}
-        groups[ranked] = c.rate
-    else:
-        groups = {(n,): rates[n] for n in names}
-    out = {}
-    for group, rate in groups.items():
-        if not group:
-            continue
-        kept = sum(int(prev[n].sum()) for n in group)
-        if c.target and rate:
-            whole = torch.cat([prev[n].reshape(-1) for n in group])
-            rate = target_rate(whole, c.target ** (math.log1p(-rate) / math.log1p(-c.rate)),
-                               level, c.levels)  # fmt: skip
-        out[group] = round(rate * kept)
-    return out
-
-
-def _magnitude_prune(
-    weights: dict[str, Tensor], masks: dict[str, Tensor], removed: dict[tuple[str, ...], int]
-) -> dict[str, Tensor]:
-    """Masks after removing, in each group, its count of lowest-|w| survivors (ties: the
-    earlier layer, then the lower flat index): an implementation independent of
-    :mod:`lth.pruning.selection`."""
-    new = {n: m.clone() for n, m in masks.items()}
-    for group, n in removed.items():
-        where = [(name, masks[name].reshape(-1).nonzero().reshape(-1)) for name in group]
-        scores = torch.cat([weights[name].reshape(-1)[idx].abs() for name, idx in where])
-        drop = torch.zeros(scores.numel(), dtype=torch.bool)
-        drop[torch.argsort(scores, stable=True)[:n]] = True
-        for (name, idx), gone in zip(where, drop.split([i.numel() for _, i in where])):
-            new[name].reshape(-1)[idx[gone]] = False
-    return new
-
-
-def layer_kinds(masks: dict[str, Tensor], init: dict[str, Tensor]) -> tuple[str | None, set[str]]:
-    """(output layer's weight, conv layers' weights) from the tensors alone: the last 2-D
-    weight (the last ``nn.Linear``'s, :func:`lth.core.models.output_layer`, in every registry model)
-    and the masked 4-D weights (``nn.Conv2d``'s)."""
-    two_d = [n for n, t in init.items() if n.endswith("weight") and t.dim() == 2]
-    return (two_d[-1] if two_d else None), {n for n, m in masks.items() if m.dim() == 4}
-
-
 def _train_size(run: Path, config: ExperimentConfig) -> int | None:
     """Training images of the run (after the validation split), or None if unknown."""
     source = read_run_info(run).get("source", {})
@@ -656,8 +509,6 @@ def _train_size(run: Path, config: ExperimentConfig) -> int | None:
         if found:
             return int(found.group(1))
     try:
-        from lth.data import get_spec
-
         return get_spec(config.dataset).train_size - config.val_size
     except LTHError:
         return None
@@ -675,7 +526,7 @@ def _short(values: list[int]) -> str:
 
 
 def _table(reader, run: Path, **kw) -> list:
-    """The rows a reader of :mod:`lth.runfolder.readers` gives; a damaged table fails ``files``."""
+    """The rows a reader of :mod:`lth.runfolder.storage` gives; a damaged table fails ``files``."""
     try:
         return reader(run, **kw)
     except LTHError as e:
@@ -722,8 +573,6 @@ __all__ = [
     "CHECKS",
     "Audit",
     "VerifyError",
-    "layer_kinds",
-    "removals",
     "verify_level",
     "verify_run",
 ]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -33,34 +31,21 @@ from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, TrainConfig
 from lth.core.engine import supports as engine_supports
-from lth.core.models import build_model, call_factory, initialize, output_layer
-from lth.core.optim import learning_rate
+from lth.core.init import initialize
+from lth.core.models import build_model, call_factory
 from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
-from lth.pruning.criteria import get_criterion, model_holding
+from lth.pruning.controls import CONTROLS, ControlInput
 from lth.pruning.masks import (
     MaskSet,
     masked_weights,
     ones_mask,
     prunable_parameters,
 )
-from lth.pruning.selection import (
-    layer_rates,
-    prune_random_like,
-    round_rate,
-    select_global,
-    select_layerwise,
-    target_rate,
-)
+from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, schedule
 from lth.pruning.shrink import dead_units
 from lth.runfolder.results import Hook, LevelResult, Store
 from lth.usercode import NO_TRUST, CodeTrust, check_config
-
-
-def derive_seed(seed: int, *keys: object) -> int:
-    """A stable 63-bit seed for one random stream of the study (same on every platform)."""
-    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass
@@ -146,16 +131,8 @@ class Experiment:
                     f"cannot leave {name!r} unpruned: the model's prunable weights are "
                     f"{', '.join(self.prunable)}"
                 )
-        self.output = output_layer(self.template)
-        self.criterion = get_criterion(config.criterion, trust)
-        if self.criterion.at_init and (config.reset != "rewind" or config.rewind_iteration):
-            raise LTHError(
-                f"criterion {config.criterion} prunes at initialisation: each level trains "
-                "from θ0; use reset rewind with rewind_iteration 0"
-            )
-        self.conv_layers = {
-            f"{n}.weight" for n, m in self.template.named_modules() if isinstance(m, nn.Conv2d)
-        }
+        self.policy = PruningPolicy(config, self.template, data, self.device, trust)
+        self.output, self.criterion = self.policy.output, self.policy.criterion
 
     def fresh_weights(self, *keys: object) -> dict[str, Tensor]:
         """A new random initialisation of the model (weights and buffers), seeded by ``keys``."""
@@ -169,106 +146,12 @@ class Experiment:
         return self.fresh_weights("init", replicate)
 
     def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
-        """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
+        """Per-layer pruning rates at ``level`` (:meth:`PruningPolicy.rates`)."""
+        return self.policy.rates(masks, level)
 
-        By layer type: ``rate``, ``conv_rate`` for conv layers, ``output_rate`` for the output
-        layer (Frankle & Carbin 2019 prune it at half the rate). With a ``target``, a layer of
-        per-level rate r reaches ``target ** (ln(1 - r) / ln(1 - rate))`` after the last level
-        (what as many levels at these rates would leave), in steps of :func:`target_rate`.
-        """
-        c = self.config
-        rates = layer_rates(list(masks), c.rate)
-        if self.output in rates:
-            rates[self.output] = c.output_rate
-        if c.conv_rate:
-            rates |= {n: c.conv_rate for n in masks if n in self.conv_layers}
-        if c.target:
-            share = {n: math.log1p(-r) / math.log1p(-c.rate) for n, r in rates.items()}
-            return {
-                n: target_rate(m, c.target ** share[n], level, c.levels) for n, m in masks.items()
-            }
-        return rates
-
-    def selection(self, masks: MaskSet, level: int) -> tuple[dict[str, float], list[str], float]:
-        """How ``level`` prunes: (per-layer rates of the layers pruned on their own, the layers
-        ranked together, their rate).
-
-        Layer-wise pruning prunes every layer on its own (``exclude``d ones at rate 0). Global
-        pruning ranks every layer together except those in ``exclude`` and the output layer,
-        which is pruned on its own at its rate (``output_rate``, as in layer-wise pruning).
-        """
-        c = self.config
-        rates = self.rates(masks, level)
-        if c.pruning == "layerwise":
-            return rates | dict.fromkeys(c.exclude, 0.0), [], 0.0
-        alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
-        ranked = [n for n in masks if n not in (*c.exclude, *alone)]
-        rate = c.rate
-        if c.target:
-            flat = [masks[n].flatten() for n in ranked]
-            rate = target_rate(torch.cat(flat), c.target, level, c.levels) if flat else 0.0
-        return {n: rates[n] for n in alone}, ranked, rate
-
-    def prune(
-        self,
-        weights: dict[str, Tensor],
-        masks: MaskSet,
-        level: int,
-        replicate: int = 0,
-        init: dict[str, Tensor] | None = None,
-    ) -> MaskSet:
-        """The ticket's mask for ``level``: score the survivors of ``masks`` with the criterion
-        and select by :meth:`selection` (in ``criterion.rounds`` rounds, rescoring each time).
-
-        ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
-        that prune at initialisation), ``init`` is θ0 (default: ``weights``).
-        """
-        alone, ranked, rate = self.selection(masks, level)
-        score = self.scorer(weights, init, replicate, level)
-        rounds = self.criterion.rounds
-        start = {n: int(m.count_nonzero()) for n, m in masks.items()}
-        start_ranked = sum(start[n] for n in ranked)
-        current = masks
-        for k in range(1, rounds + 1):
-            scores = score(current)
-            now = {n: int(m.count_nonzero()) for n, m in current.items()}
-            if rounds == 1:
-                rates, group_rate = alone, rate
-            else:
-                rates = {n: round_rate(start[n], r, now[n], k, rounds) for n, r in alone.items()}
-                kept = sum(now[n] for n in ranked)
-                group_rate = round_rate(start_ranked, rate, kept, k, rounds)
-            new = current
-            if ranked:
-                others = [n for n in current if n not in ranked]
-                new = select_global(scores, current, group_rate, exclude=others)
-            if rates or not ranked:
-                subset = {n: current[n] for n in rates} if ranked else current
-                new = {**new, **select_layerwise(scores, subset, rates)}
-            current = new
-        return current
-
-    def scorer(
-        self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int
-    ) -> Callable[[MaskSet], dict[str, Tensor]]:
-        """The criterion's scores of the weights under given masks, with its inputs made only
-        when it names them (the model is built afresh for each set of masks)."""
-        init = weights if init is None else init
-        seed = derive_seed(self.config.seed, "criterion", replicate, level)
-        generator = torch.Generator().manual_seed(seed)
-
-        def score(masks: MaskSet) -> dict[str, Tensor]:
-            inputs = {
-                "weights": lambda: masked_weights(weights, masks),
-                "init": lambda: init,
-                "masks": lambda: masks,
-                "model": lambda: model_holding(self.template, weights, masks, self.device),
-                "data": lambda: self.data,
-                "generator": lambda: generator,
-            }
-            return self.criterion.scores(masks, inputs)
-
-        return score
+    def prune(self, *args, **kwargs) -> MaskSet:
+        """The ticket's mask for a level (:meth:`PruningPolicy.prune`, the same arguments)."""
+        return self.policy.prune(*args, **kwargs)
 
     def group_size(self) -> int:
         """How many tickets train together: ``max_parallel``, or fewer if memory is short.
@@ -334,7 +217,7 @@ class Experiment:
                 )
             )
             for control in c.controls:
-                if level == 0 and control in ("random_prune", "inverted"):
+                if level == 0 and CONTROLS.lookup(control).whole_at_level0:
                     # a control keeping everything is the ticket itself: train it once
                     planned.append((control, r, None))
                     continue
@@ -361,66 +244,24 @@ class Experiment:
         theta0: dict[str, Tensor],
         pruned: tuple[dict[str, Tensor], MaskSet],
     ) -> tuple[MaskSet, dict[str, Tensor]]:
-        """(mask, starting weights) of control ``name``, each with the ticket's exact per-layer
-        counts (``masks``) and its start (``start``) except where the control changes them.
-
-        ``reinit``: fresh weights; ``random_prune``: a random mask; ``sign_keep``: fresh
-        magnitudes with the start's signs; ``signed_constant``: the start's signs times each
-        layer's θ0 standard deviation (Zhou et al. 2019); ``inverted``: the survivors of the
-        previous mask (``pruned``: the weights the criterion scored and that mask) the
-        criterion scores lowest (Frankle et al. 2021); ``shuffle_init``: the start's surviving
-        values permuted within each layer.
-        """
+        """(mask, starting weights) of control ``name`` (:mod:`lth.pruning.controls`), each
+        with the ticket's exact per-layer counts (``masks``) and its start (``start``) except
+        where the control changes them; ``pruned``: the weights the criterion scored and the
+        previous mask."""
         gen = torch.Generator().manual_seed(derive_seed(self.config.seed, name, replicate, level))
-        if name == "reinit":
-            return masks, self.fresh_weights("reinit", replicate, level)
-        if name == "random_prune":
-            return prune_random_like(masks, generator=gen), start
-        if name == "inverted":
-            weights, previous = pruned
-            scores = self.scorer(weights, theta0, replicate, level)(previous)
-            kept = {n: int(m.count_nonzero()) for n, m in masks.items()}
-            had = {n: int(m.count_nonzero()) for n, m in previous.items()}
-            rates = {n: (had[n] - kept[n]) / had[n] for n in masks if kept[n]}
-            flipped = {n: -t.double() for n, t in scores.items()}
-            inverted = select_layerwise(flipped, previous, rates)
-            return {n: m if kept[n] else torch.zeros_like(m) for n, m in inverted.items()}, start
-        weights = dict(start)
-        fresh = self.fresh_weights("sign_keep", replicate, level) if name == "sign_keep" else {}
-        for n, m in masks.items():
-            w = start[n]
-            if name == "sign_keep":
-                weights[n] = fresh[n].to(w.device).abs() * torch.sign(w)
-            elif name == "signed_constant":
-                weights[n] = torch.sign(w) * theta0[n].double().std().to(w.dtype)
-            else:  # shuffle_init
-                values = w[m.to(w.device)]
-                order = torch.randperm(values.numel(), generator=gen).to(w.device)
-                weights[n] = w.masked_scatter(m.to(w.device), values[order])
-        return masks, weights
+        inp = ControlInput(replicate, level, masks, start, theta0, pruned, gen,
+                           self.fresh_weights, self.policy.scorer)  # fmt: skip
+        return CONTROLS.lookup(name).make(inp)
 
     def level_train_config(self, level: int, branch: str = "ticket") -> TrainConfig:
-        """Training settings of a branch at a level: fine-tuning (the ticket and the random
-        pruning control at levels >= 1) goes on at the schedule's final rate, the rate of its
-        last step (milestones at or past the last iteration are never reached); the reinit
-        control starts from fresh weights and gets the full schedule."""
-        tc = self.train_config
-        if level == 0 or self.config.reset != "finetune" or branch == "reinit":
-            return tc
-        final_lr = learning_rate(tc.lr, tc.iterations - 1, tc.milestones, tc.gamma)
-        return dataclasses.replace(tc, lr=final_lr, milestones=(), warmup=0)
+        """Training settings of a branch at a level
+        (:func:`lth.pruning.policy.level_train_config`)."""
+        return level_train_config(self.config, self.train_config, level, branch)
 
     def schedule(self, level: int, branch: str) -> tuple[int, TrainConfig]:
-        """(start iteration, training settings) of a branch at a level.
-
-        Late rewinding to step k (Frankle et al. 2020, Algorithm 1): at levels >= 1 the
-        ticket and the random-pruning control (which starts from the ticket's weights) train
-        from step k to T, with the schedule and data order as they stand at step k; the
-        reinit control starts from fresh weights and trains from step 0.
-        """
-        c = self.config
-        late = level > 0 and c.reset == "rewind" and branch != "reinit"
-        return (c.rewind_iteration if late else 0), self.level_train_config(level, branch)
+        """(start iteration, training settings) of a branch at a level
+        (:func:`lth.pruning.policy.schedule`)."""
+        return schedule(self.config, self.train_config, level, branch)
 
     def units(self, level: int, planned, size: int) -> list[Unit]:
         """The training groups of a level, in order: jobs of one schedule train together, the
@@ -578,38 +419,10 @@ def _free_memory(device: torch.device) -> int:
         return 8 << 30
 
 
-def run_experiment(
-    config: ExperimentConfig | None = None,
-    data=None,
-    *,
-    device: torch.device | str = "cpu",
-    data_dir: str | None = None,
-    store: Store | None = None,
-    hook: Hook | None = None,
-    model: nn.Module | Callable[..., nn.Module] | None = None,
-) -> list[LevelResult]:
-    """Run a whole study and return every trained network (ticket and controls, every level).
-
-    ``model`` (an ``nn.Module`` or a factory) replaces ``config.model``; ``data`` may be any
-    :class:`~lth.data.Dataset`, e.g. from :func:`~lth.data.dataset_from_tensors`. Code that
-    ``config`` names is imported: the caller named it.
-    """
-    from lth.data import load_dataset
-
-    config = config or ExperimentConfig()
-    if data is None:
-        data = load_dataset(
-            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
-        )
-    return Experiment(config, data, device, model, trust=CodeTrust.of(config)).run(store, hook)
-
-
 __all__ = [
     "Experiment",
     "ExperimentConfig",
     "LevelResult",
     "MemoryStore",
     "Store",
-    "derive_seed",
-    "run_experiment",
 ]

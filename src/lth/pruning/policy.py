@@ -1,0 +1,203 @@
+"""The pruning policy of a study: how each level prunes, and on which schedule each branch trains.
+
+:class:`PruningPolicy` holds the per-layer rates (``rate``, ``conv_rate``, ``output_rate``,
+``target``), the selection (layer-wise or global, ``exclude``), the criterion's scoring with its
+inputs made on demand, and :meth:`~PruningPolicy.prune`, which gives a ticket's next mask.
+:func:`level_train_config` and :func:`schedule` say where and how a branch trains at a level
+(late rewinding, fine-tuning; a control that starts from fresh weights trains the whole
+schedule). :func:`derive_seed` gives every random stream of a study its seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from lth.config import ExperimentConfig, TrainConfig
+from lth.core.models import output_layer
+from lth.core.optim import learning_rate
+from lth.errors import LTHError
+from lth.pruning.controls import full_schedule
+from lth.pruning.criteria import get_criterion, model_holding
+from lth.pruning.masks import MaskSet, masked_weights
+from lth.pruning.selection import (
+    layer_rates,
+    round_rate,
+    select_global,
+    select_layerwise,
+    target_rate,
+)
+from lth.usercode import NO_TRUST, CodeTrust
+
+__all__ = ["PruningPolicy", "derive_seed", "level_train_config", "schedule"]
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A stable 63-bit seed for one random stream of the study (same on every platform)."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class PruningPolicy:
+    """How a study prunes its tickets: rates, selection, the criterion's scores, the new mask.
+
+    ``template`` is the model every ticket copies (its output layer and conv layers set the
+    per-type rates); ``data`` and ``device`` are what a criterion that names them gets;
+    ``config.criterion`` is imported as code only if ``trust`` allows it.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        template: nn.Module,
+        data,
+        device: torch.device,
+        trust: CodeTrust = NO_TRUST,
+    ) -> None:
+        self.config, self.template, self.data, self.device = config, template, data, device
+        self.output = output_layer(template)
+        self.criterion = get_criterion(config.criterion, trust)
+        if self.criterion.at_init and (config.reset != "rewind" or config.rewind_iteration):
+            raise LTHError(
+                f"criterion {config.criterion} prunes at initialisation: each level trains "
+                "from θ0; use reset rewind with rewind_iteration 0"
+            )
+        self.conv_layers = {
+            f"{n}.weight" for n, m in template.named_modules() if isinstance(m, nn.Conv2d)
+        }
+
+    def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
+        """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
+
+        By layer type: ``rate``, ``conv_rate`` for conv layers, ``output_rate`` for the output
+        layer (Frankle & Carbin 2019 prune it at half the rate). With a ``target``, a layer of
+        per-level rate r reaches ``target ** (ln(1 - r) / ln(1 - rate))`` after the last level
+        (what as many levels at these rates would leave), in steps of :func:`target_rate`.
+        """
+        c = self.config
+        rates = layer_rates(list(masks), c.rate)
+        if self.output in rates:
+            rates[self.output] = c.output_rate
+        if c.conv_rate:
+            rates |= {n: c.conv_rate for n in masks if n in self.conv_layers}
+        if c.target:
+            share = {n: math.log1p(-r) / math.log1p(-c.rate) for n, r in rates.items()}
+            return {
+                n: target_rate(m, c.target ** share[n], level, c.levels) for n, m in masks.items()
+            }
+        return rates
+
+    def selection(self, masks: MaskSet, level: int) -> tuple[dict[str, float], list[str], float]:
+        """How ``level`` prunes: (per-layer rates of the layers pruned on their own, the layers
+        ranked together, their rate).
+
+        Layer-wise pruning prunes every layer on its own (``exclude``d ones at rate 0). Global
+        pruning ranks every layer together except those in ``exclude`` and the output layer,
+        which is pruned on its own at its rate (``output_rate``, as in layer-wise pruning).
+        """
+        c = self.config
+        rates = self.rates(masks, level)
+        if c.pruning == "layerwise":
+            return rates | dict.fromkeys(c.exclude, 0.0), [], 0.0
+        alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
+        ranked = [n for n in masks if n not in (*c.exclude, *alone)]
+        rate = c.rate
+        if c.target:
+            flat = [masks[n].flatten() for n in ranked]
+            rate = target_rate(torch.cat(flat), c.target, level, c.levels) if flat else 0.0
+        return {n: rates[n] for n in alone}, ranked, rate
+
+    def prune(
+        self,
+        weights: dict[str, Tensor],
+        masks: MaskSet,
+        level: int,
+        replicate: int = 0,
+        init: dict[str, Tensor] | None = None,
+    ) -> MaskSet:
+        """The ticket's mask for ``level``: score the survivors of ``masks`` with the criterion
+        and select by :meth:`selection` (in ``criterion.rounds`` rounds, rescoring each time).
+
+        ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
+        that prune at initialisation), ``init`` is θ0 (default: ``weights``).
+        """
+        alone, ranked, rate = self.selection(masks, level)
+        score = self.scorer(weights, init, replicate, level)
+        rounds = self.criterion.rounds
+        start = {n: int(m.count_nonzero()) for n, m in masks.items()}
+        start_ranked = sum(start[n] for n in ranked)
+        current = masks
+        for k in range(1, rounds + 1):
+            scores = score(current)
+            now = {n: int(m.count_nonzero()) for n, m in current.items()}
+            if rounds == 1:
+                rates, group_rate = alone, rate
+            else:
+                rates = {n: round_rate(start[n], r, now[n], k, rounds) for n, r in alone.items()}
+                kept = sum(now[n] for n in ranked)
+                group_rate = round_rate(start_ranked, rate, kept, k, rounds)
+            new = current
+            if ranked:
+                others = [n for n in current if n not in ranked]
+                new = select_global(scores, current, group_rate, exclude=others)
+            if rates or not ranked:
+                subset = {n: current[n] for n in rates} if ranked else current
+                new = {**new, **select_layerwise(scores, subset, rates)}
+            current = new
+        return current
+
+    def scorer(
+        self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int
+    ) -> Callable[[MaskSet], dict[str, Tensor]]:
+        """The criterion's scores of the weights under given masks, with its inputs made only
+        when it names them (the model is built afresh for each set of masks)."""
+        init = weights if init is None else init
+        seed = derive_seed(self.config.seed, "criterion", replicate, level)
+        generator = torch.Generator().manual_seed(seed)
+
+        def score(masks: MaskSet) -> dict[str, Tensor]:
+            inputs = {
+                "weights": lambda: masked_weights(weights, masks),
+                "init": lambda: init,
+                "masks": lambda: masks,
+                "model": lambda: model_holding(self.template, weights, masks, self.device),
+                "data": lambda: self.data,
+                "generator": lambda: generator,
+            }
+            return self.criterion.scores(masks, inputs)
+
+        return score
+
+
+def level_train_config(
+    config: ExperimentConfig, train_config: TrainConfig, level: int, branch: str = "ticket"
+) -> TrainConfig:
+    """Training settings of a branch at a level: fine-tuning (the ticket and the random
+    pruning control at levels >= 1) goes on at the schedule's final rate, the rate of its
+    last step (milestones at or past the last iteration are never reached); a control that
+    starts from fresh weights (reinit) gets the full schedule."""
+    tc = train_config
+    if level == 0 or config.reset != "finetune" or full_schedule(branch):
+        return tc
+    final_lr = learning_rate(tc.lr, tc.iterations - 1, tc.milestones, tc.gamma)
+    return dataclasses.replace(tc, lr=final_lr, milestones=(), warmup=0)
+
+
+def schedule(
+    config: ExperimentConfig, train_config: TrainConfig, level: int, branch: str
+) -> tuple[int, TrainConfig]:
+    """(start iteration, training settings) of a branch at a level.
+
+    Late rewinding to step k (Frankle et al. 2020, Algorithm 1): at levels >= 1 the
+    ticket and the random-pruning control (which starts from the ticket's weights) train
+    from step k to T, with the schedule and data order as they stand at step k; the
+    reinit control starts from fresh weights and trains from step 0.
+    """
+    late = level > 0 and config.reset == "rewind" and not full_schedule(branch)
+    start = config.rewind_iteration if late else 0
+    return start, level_train_config(config, train_config, level, branch)
