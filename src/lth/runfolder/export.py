@@ -239,7 +239,7 @@ def export_model(
 
 def _run_shape(run_dir: Path, dataset: str) -> tuple[list[int], int]:
     """The input shape and class count a run's model was built for."""
-    from lth.config import read_run_info
+    from lth.configfile import read_run_info
     from lth.data import get_spec
 
     source = read_run_info(run_dir).get("source", {})
@@ -274,7 +274,7 @@ def export_ticket(
         info = export_ticket("runs/lenet", 15, format="shrunk", out="lenet-15.safetensors")
         print(info.summary())
     """
-    from lth.config import read_run_config
+    from lth.configfile import read_run_config
     from lth.runfolder.runs import load_ticket
 
     _check_format(format)

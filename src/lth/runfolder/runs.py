@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lth.config import ExperimentConfig, read_run_config, read_run_info, toml_text
+from lth.config import ExperimentConfig
+from lth.configfile import read_run_config, read_run_info, toml_text
 from lth.core.training import History, Trainer
 from lth.errors import LTHError
 from lth.runfolder.storage import (

@@ -76,7 +76,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lth.config import ExperimentConfig, read_run_config, read_run_info
+from lth.config import ExperimentConfig
+from lth.configfile import read_run_config, read_run_info
 from lth.errors import LTHError
 from lth.pruning.selection import layer_rates, target_rate
 from lth.runfolder.storage import (

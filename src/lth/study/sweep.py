@@ -27,8 +27,10 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lth.config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
+from lth.config import ExperimentConfig, field_kinds
+from lth.configfile import INFO_TABLES, read_toml
 from lth.errors import LTHError
+from lth.presets import get_preset
 
 VARY = "vary"
 DEFAULT_PRESET = "default"
