@@ -38,7 +38,7 @@ from lth.stability.measure import (
 )
 from lth.stability.store import StabilityFolder
 from lth.study.experiment import derive_seed
-from lth.study.runner import Interrupted
+from lth.study.signals import Interrupted
 
 TINY = [
     "--levels",

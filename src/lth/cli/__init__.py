@@ -9,6 +9,12 @@ finished level on stdout, and resumes when started again on the same ``--out``.
 
 Exit status: 0 done, 1 failure at run time (disk full, every ticket diverged),
 2 bad input (one line ``lth: error: ...`` on stderr), 130 interrupted (resumable).
+
+The package: :mod:`~lth.cli.exits` (exit statuses, one-line messages), :mod:`~lth.cli.options`
+(the settings' options and the configuration they resolve to), :mod:`~lth.cli.parser` (the
+argument parser) and :mod:`~lth.cli.commands` (one ``cmd_*`` per command). The top layer: it
+may import every other; the heavy modules (study, analysis, stability: torch, matplotlib) only
+inside the command that needs them, so that ``lth --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         again = "run the same command again to resume" if resumable else "rerun it"
         where = f" (--out {out})" if out else ""
         start = "\n" if sys.stderr.isatty() else ""  # past the ^C on a terminal
-        # lth.study.runner.Interrupted: the signal, the checkpoint
+        # lth.study.signals.Interrupted: the signal, the checkpoint
         what = f" by {e}" if str(e) else ""
         print(f"{start}lth: interrupted{what}; {again}{where}", file=sys.stderr, flush=True)
         return 128 + signal.SIGTERM if str(e).startswith("SIGTERM") else EXIT_INTERRUPTED

@@ -199,9 +199,9 @@ def train_copies(
 
     Networks the stacked engine cannot run train one at a time. ``folder`` checkpoints them
     (``stop()`` naming a signal saves a checkpoint and raises
-    :class:`lth.study.runner.Interrupted`).
+    :class:`lth.study.signals.Interrupted`).
     """
-    from lth.study.runner import Interrupted
+    from lth.study.signals import Interrupted
 
     size = len(seeds) if _stackable(template) else 1
     results: list[TrainResult] = []
@@ -309,7 +309,7 @@ def _run_points(
 ) -> list[dict]:
     """Train copies from each start (by k) and measure the path between every pair; returns
     the summary rows (one per k). Steps already written (rows present) are not redone."""
-    from lth.study.runner import Interrupted
+    from lth.study.signals import Interrupted
 
     c = study.config
     seeds = [derive_seed(c.seed, "stability", target.branch, target.replicate, target.level, i)
@@ -585,7 +585,7 @@ def _rewind_starts(study, folder, target, config, theta0, seed, ks, say) -> dict
 
 def _analyze(run_dir, study, target, settings, starts, schedule, checkpoint_seconds, quiet):
     """Open the analysis's folder and measure every starting point; update summary.csv."""
-    from lth.study.runner import StopOnSignal
+    from lth.study.signals import StopOnSignal
 
     config = study.experiment.level_train_config(target.level, target.branch)
     with StabilityFolder(Path(run_dir), target.name, settings, checkpoint_seconds) as folder, \
