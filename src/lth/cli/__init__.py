@@ -95,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
