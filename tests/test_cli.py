@@ -21,8 +21,8 @@ import torch
 
 from conftest import TEST_DATA, real_data
 from lth.cli import build_parser, main, resolve_config
-from lth.config import PRESETS
 from lth.errors import LTHError
+from lth.presets import PRESETS
 from lth.runfolder.runs import load_tensors, load_ticket, read_config
 
 DATA = TEST_DATA

@@ -9,17 +9,11 @@ import pytest
 
 from conftest import assert_one_line
 from lth.cli import build_parser, main, resolve_config
-from lth.config import (
-    PRESETS,
-    ExperimentConfig,
-    StudyConfig,
-    TrainConfig,
-    config_from_toml,
-    option_name,
-    preset_config,
-    toml_text,
-)
+from lth.cli.options import option_name
+from lth.config import ExperimentConfig, StudyConfig, TrainConfig
+from lth.configfile import config_from_toml, toml_text
 from lth.errors import LTHError
+from lth.presets import PRESETS, preset_config
 
 
 def _parse_run(*argv: str):

@@ -3,9 +3,10 @@
 :class:`ExperimentConfig` is what a study runs: :class:`StudyConfig` (what is pruned, how, and
 which controls) plus :class:`TrainConfig` (how one level trains) plus the data split, seed and
 parallelism. Each field is declared once with :func:`setting`; from those declarations come
-the validation, the class docstrings, the ``lth run`` options (:func:`add_options`) and the
-TOML files (:func:`config_from_toml`, :func:`toml_text`). Presets (``lth run --preset``) are
-dicts of field values over the defaults.
+the validation, the class docstrings, the ``lth run`` options (:mod:`lth.cli.options`) and the
+TOML files (:mod:`lth.configfile`). Presets (``lth run --preset``, :mod:`lth.presets`) are
+dicts of field values over the defaults. This module imports nothing of lth's but
+:mod:`lth.errors`.
 
 The defaults are the ``default`` preset, so ``run_experiment()`` with no arguments runs what
 ``lth run`` with no options runs: LeNet-300-100 on MNIST with Frankle & Carbin's optimiser and
@@ -21,15 +22,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import math
 import re
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from lth.errors import LTHError
@@ -441,7 +439,7 @@ class ExperimentConfig(TrainConfig, StudyConfig):
                 f"{source}: unknown setting {unknown[0]!r}; valid settings: "
                 f"{', '.join(sorted(kinds))}"
             )
-        typed = {k: _typed(k, v, kinds[k], source) for k, v in values.items()}
+        typed = {k: typed_value(k, v, kinds[k], source) for k, v in values.items()}
         return cls(**typed)
 
 
@@ -458,7 +456,7 @@ def field_kinds() -> dict[str, tuple[type, type | None]]:
     return kinds
 
 
-def _typed(key: str, value: Any, kind: tuple[type, type | None], source: str) -> Any:
+def typed_value(key: str, value: Any, kind: tuple[type, type | None], source: str) -> Any:
     """One value from a file or preset, type-checked (ranges are the dataclass's checks)."""
     outer, element = kind
     if outer is tuple:
@@ -500,301 +498,21 @@ for _cls in (StudyConfig, TrainConfig, ExperimentConfig):
     _document(_cls)
 
 
-# ------------------------------------------------------------------------------- presets
-PRESETS: dict[str, dict] = {
-    "default": {},  # the ExperimentConfig defaults: 100% -> 10.7% of the weights
-    "quick": {"levels": 5, "iterations": 1000},  # 100% -> 32.9% of the weights
-    # Frankle & Carbin 2019: 20 levels (100% -> 1.2%) x 50,000 iterations, 5 replicates
-    "lenet_300_100_paper": {"levels": 20, "iterations": 50_000, "replicates": 5},
-    # open_lth's cifar_resnet_20: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128,
-    # 160 epochs, lr x0.1 at epochs 80 and 120, global pruning 20% per level, fc never pruned.
-    # Milestones are in iterations: 45,000 training images / 128 = 351 steps per epoch.
-    "cifar_resnet_20": {
-        "model": "resnet20",
-        "dataset": "cifar10",
-        "init": "kaiming_normal",
-        "pruning": "global",
-        "exclude": ["fc.weight"],
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "batch_size": 128,
-        "epochs": 160,
-        "iterations": 56_160,
-        "milestones": [80 * 351, 120 * 351],
-        "levels": 15,  # 100% -> 3.5% of the prunable weights
-        "eval_every": 1755,  # every 5 epochs
-        "augment": True,
-    },
-}
-# Frankle & Carbin 2019, Conv-2/4/6 on CIFAR-10: Adam, batch 60, conv / fc / output rates.
-for _name, _lr, _iters, _conv in (
-    ("conv2", 2e-4, 20_000, 0.1),
-    ("conv4", 3e-4, 25_000, 0.1),
-    ("conv6", 3e-4, 30_000, 0.15),
-):
-    PRESETS[f"{_name}_cifar10_paper"] = {
-        "model": _name,
-        "dataset": "cifar10",
-        "lr": _lr,
-        "iterations": _iters,
-        "conv_rate": _conv,
-        "levels": 20,
-        "augment": False,
-    }
-
-PRESET_DESCRIPTIONS: dict[str, str] = {
-    "default": "LeNet-300-100 on MNIST, 10 levels x 5,000 iterations, both controls (~4 min)",
-    "quick": "LeNet-300-100 on MNIST, 5 levels x 1,000 iterations, both controls (<1 min)",
-    "lenet_300_100_paper": (
-        "Frankle & Carbin 2019 LeNet-300-100 protocol: 20 levels x 50,000 iterations, 5 replicates"
-    ),
-    "cifar_resnet_20": "open_lth's cifar_resnet_20: SGD, 160 epochs, global 20%, fc unpruned",
-    "conv2_cifar10_paper": "Frankle & Carbin Conv-2: Adam 2e-4, 20K iterations, conv 10%",
-    "conv4_cifar10_paper": "Frankle & Carbin Conv-4: Adam 3e-4, 25K iterations, conv 10%",
-    "conv6_cifar10_paper": "Frankle & Carbin Conv-6: Adam 3e-4, 30K iterations, conv 15%",
-}
-
-
-def preset_names() -> list[str]:
-    """Names of the presets."""
-    return list(PRESETS)
-
-
-def get_preset(name: str) -> dict:
-    """Preset ``name``'s settings over the defaults (a copy); unknown names raise LTHError."""
-    if name not in PRESETS:
-        raise LTHError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return {k: list(v) if isinstance(v, list) else v for k, v in PRESETS[name].items()}
-
-
-def preset_config(name: str) -> ExperimentConfig:
-    """The full configuration of preset ``name``."""
-    return ExperimentConfig.from_dict(get_preset(name), f"preset {name}")
-
-
-# ---------------------------------------------------------------------------------- TOML
-def _toml_literal(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_literal(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def toml_text(values: dict) -> str:
-    """A flat dict (plus one level of tables) as TOML text."""
-    lines, tables = [], []
-    for key, v in values.items():
-        if isinstance(v, dict):
-            tables.append((key, v))
-        elif v is not None:
-            lines.append(f"{key} = {_toml_literal(v)}")
-    for name, table in tables:
-        lines += ["", f"[{name}]"]
-        lines += [f"{k} = {_toml_literal(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-#: tables of a run's config.toml that describe the run rather than set it (ignored on reading)
-INFO_TABLES = ("environment", "source")
-
-
-def read_toml(path: str | Path, what: str = "config file") -> dict:
-    """The settings of a TOML file; its information tables are returned under their names."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-
-    path = Path(path)
-    try:
-        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark is fine
-    except FileNotFoundError:
-        raise LTHError(f"{what} {path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise LTHError(f"{what} {path} is a folder; pass a TOML file") from None
-    except UnicodeDecodeError:
-        raise LTHError(f"{what} {path} is not UTF-8 text; pass a TOML file") from None
-    except OSError as e:
-        raise LTHError(f"cannot read {what} {path}: {e.strerror}; check it") from None
-    try:
-        values = tomllib.loads(content)
-    except tomllib.TOMLDecodeError as e:
-        problem = " ".join(str(e).split())
-        raise LTHError(f"{what} {path} is not valid TOML ({problem}); fix it") from None
-    for table in INFO_TABLES:
-        if not isinstance(values.get(table, {}), dict):
-            raise LTHError(f"{what} {path}: {table} must be a table, [{table}]")
-    return values
-
-
-def config_from_toml(path: str | Path, what: str = "config file") -> dict:
-    """The settings of a TOML file (information tables left out), each type-checked."""
-    values = read_toml(path, what)
-    for table in INFO_TABLES:
-        values.pop(table, None)
-    source = f"{what} {path}"
-    kinds = field_kinds()
-    unknown = sorted(set(values) - set(kinds))
-    if unknown:
-        raise LTHError(
-            f"{source}: unknown setting {unknown[0]!r}; valid settings: {', '.join(sorted(kinds))}"
-        )
-    return {k: _typed(k, v, kinds[k], source) for k, v in values.items()}
-
-
-def read_run_config(run_dir: str | Path) -> ExperimentConfig:
-    """The configuration stored in a run folder's ``config.toml``."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise LTHError(f"{run_dir} is not an lth run folder (no config.toml)")
-    values = config_from_toml(path, "run configuration")
-    return ExperimentConfig.from_dict(values, f"run configuration {path}")
-
-
-def read_run_info(run_dir: str | Path) -> dict:
-    """The information tables of a run's ``config.toml`` (``environment``, ``source``)."""
-    values = read_toml(Path(run_dir) / "config.toml", "run configuration")
-    return {t: values[t] for t in INFO_TABLES if t in values}
-
-
-# --------------------------------------------------------------------- command-line options
-def whole_text(text: str) -> int:
-    """An option's whole number."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def number_text(text: str) -> float:
-    """An option's number."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def names_text(text: str) -> list[str]:
-    """A comma list; ``none`` or an empty string is the empty list."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    return [] if items in ([], ["none"]) else items
-
-
-def whole_list_text(text: str) -> list[int]:
-    """A comma list of whole numbers."""
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of whole numbers, got {text!r}"
-        ) from None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value) or "none"
-    return str(value)
-
-
-def _registry_names(which: str) -> list[str]:
-    if which == "models":
-        from lth.core.models import model_names
-
-        return model_names()
-    if which == "datasets":
-        from lth.data import dataset_names
-
-        return dataset_names()
-    if which == "controls":
-        from lth.pruning.controls import control_help
-
-        return [f"{name}: {what}" for name, what in control_help().items()]
-    if which == "criteria":
-        from lth.pruning.criteria import criterion_names
-
-        return criterion_names()
-    from lth.core.init import init_names
-
-    return init_names()
-
-
-def option_name(setting_name: str) -> str:
-    """The ``lth run`` option of a setting, e.g. ``--output-rate`` for ``output_rate``."""
-    return "--" + setting_name.replace("_", "-")
-
-
-def add_options(
-    parser: argparse.ArgumentParser, defaults: ExperimentConfig, groups: dict | None = None
-) -> None:
-    """One ``lth run`` option per setting, in groups, generated from the declarations.
-
-    An option is absent from the parsed namespace unless given (so that a preset or config
-    file is not overridden by a default). ``--iterations`` and ``--epochs`` exclude each other.
-    ``groups`` maps group titles to argument groups the caller already made.
-    """
-    kinds = field_kinds()
-    by_group: dict[str, Any] = dict(groups or {})
-    for group in (STUDY, TRAINING, MORE):
-        if group not in by_group:
-            by_group[group] = parser.add_argument_group(group)
-    length = by_group[TRAINING].add_mutually_exclusive_group()
-    for f in fields(ExperimentConfig):
-        meta = f.metadata
-        group = length if f.name in ("iterations", "epochs") else by_group[meta["group"]]
-        help_text = meta["help"]
-        if meta["names"]:
-            sep = "; " if meta["names"] == "controls" else ", "
-            help_text += f"; registered: {sep.join(_registry_names(meta['names']))}"
-        help_text += f" (default: {_show(getattr(defaults, f.name))})"
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
-        outer, element = kinds[f.name]
-        if outer is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif meta["choices"]:
-            kw["choices"] = meta["choices"]
-        else:
-            if outer is tuple:
-                kw["type"] = names_text if element is str else whole_list_text
-            else:
-                kw["type"] = {int: whole_text, float: number_text, str: str}[outer]
-            default_metavar = {tuple: "LIST", int: "N", float: "X", str: "NAME"}[outer]
-            kw["metavar"] = meta["metavar"] or default_metavar
-        group.add_argument(option_name(f.name), **kw)
-
-
 __all__ = [
     "BRANCHES",
     "CONTROLS",
     "DEFAULT_CONTROLS",
+    "MORE",
     "OPTIMIZERS",
-    "PRESETS",
-    "PRESET_DESCRIPTIONS",
     "PRUNINGS",
     "RESETS",
     "STUDY",
+    "TRAINING",
     "ExperimentConfig",
     "StudyConfig",
     "TrainConfig",
-    "add_options",
     "check_schedule",
-    "config_from_toml",
     "field_kinds",
-    "get_preset",
-    "option_name",
-    "preset_config",
-    "preset_names",
-    "read_run_config",
-    "read_run_info",
-    "read_toml",
+    "typed_value",
     "setting",
-    "toml_text",
-    "names_text",
-    "number_text",
-    "whole_list_text",
-    "whole_text",
 ]

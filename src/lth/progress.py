@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 
 def _is_terminal(stream) -> bool:
     try:
@@ -39,8 +41,6 @@ class Progress:
         self.tqdm = None
         self.levels = None
         if not self.plain:
-            from tqdm import tqdm
-
             self.tqdm = tqdm
             self.levels = tqdm(
                 total=config.levels + 1,

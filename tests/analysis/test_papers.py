@@ -12,8 +12,9 @@ from helpers import es_acc, es_iter, make_run, weights_remaining
 from lth.analysis.papers import TOO_FAR, load_paper, paper_names
 from lth.analysis.report import report
 from lth.cli import main
-from lth.config import ExperimentConfig, preset_config
+from lth.config import ExperimentConfig
 from lth.errors import LTHError
+from lth.presets import preset_config
 from lth.runfolder.tables import SUMMARY
 
 LEVELS, REPLICATES = 16, 3

@@ -169,7 +169,7 @@ def test_sparse_resume_is_bit_identical_and_checkpoints_keep_the_dense_layout(op
 
 def test_a_run_records_its_sparse_threshold_and_a_resume_keeps_it(monkeypatch, tmp_path):
     from helpers import CONFIG
-    from lth.config import read_run_info
+    from lth.configfile import read_run_info
     from lth.study.runner import run_experiment
 
     monkeypatch.delenv("LTH_KERNELS_THRESHOLD")  # the test session's fixed threshold

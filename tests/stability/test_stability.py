@@ -26,7 +26,7 @@ from lth.stability.measure import analyze_level, find_rewind, train_copies
 from lth.stability.paths import PathEvaluator, alphas, instability, interpolate
 from lth.stability.store import StabilityFolder
 from lth.study.experiment import derive_seed
-from lth.study.runner import Interrupted
+from lth.study.signals import Interrupted
 
 TINY = [
     "--levels",

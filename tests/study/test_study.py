@@ -9,7 +9,7 @@ from torch import nn
 from conftest import assert_one_line
 from lth import ExperimentConfig, LTHError, dataset_from_tensors, load_ticket, run_experiment
 from lth.analysis.report import report
-from lth.config import read_run_config, read_run_info
+from lth.configfile import read_run_config, read_run_info
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -206,7 +206,7 @@ def test_map_style_dataset_is_loaded_once_into_tensors():
 
 
 def test_cifar_presets_follow_the_reference_settings():
-    from lth.config import PRESETS
+    from lth.presets import PRESETS
 
     r = ExperimentConfig.from_dict(PRESETS["cifar_resnet_20"])
     assert (r.model, r.dataset, r.optimizer, r.lr, r.momentum, r.weight_decay) == (

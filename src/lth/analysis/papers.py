@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lth.analysis.results import QUANTITIES, Stat, aggregate
-from lth.config import read_toml
+from lth.configfile import read_toml
 from lth.errors import LTHError
 from lth.runfolder.readers import SummaryRow
 from lth.runfolder.tables import SUMMARY

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from lth.config import TrainConfig
 from lth.core.engine import ModuleModel, StackedModel, build
 from lth.core.optim import FusedOptimizer, learning_rate
+from lth.data.augment import AUGMENTATIONS
 from lth.errors import LTHError
 
 MaskSet = dict[str, Tensor]
@@ -177,8 +178,6 @@ class Trainer:
         self.steps_per_epoch = n_train // config.batch_size
         augmentation = getattr(data, "augmentation", None) if config.augment else None
         if augmentation:
-            from lth.data.augment import AUGMENTATIONS
-
             self.augmentation = AUGMENTATIONS[augmentation]
             mean, std = getattr(data, "mean", None), getattr(data, "std", None)
             # pad with black in the raw images, as torchvision's RandomCrop does

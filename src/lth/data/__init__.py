@@ -11,6 +11,9 @@ One module per job:
 * :mod:`lth.data.dataset`: the in-memory :class:`Dataset` with its seeded validation split
   (:func:`load_dataset`, :func:`dataset_from_tensors`, :func:`tensors_from_dataset`);
 * :mod:`lth.data.augment`: batched data augmentation (:data:`AUGMENTATIONS`).
+
+The lowest layer above the root leaves: it may import only those (:mod:`lth.errors`, the
+registry helper), never core, pruning or anything above.
 """
 
 from .augment import AUGMENTATIONS, crop_flip, draw_crop_flip

@@ -11,6 +11,7 @@ labels' types and lengths are checked before they are converted.
 
 from __future__ import annotations
 
+import _codecs
 import hashlib
 import io
 import pickle
@@ -52,8 +53,6 @@ _CIFAR_EXPECTED = (
 
 def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
     """The only globals a CIFAR-10 batch may refer to: what pickles bytes and numpy arrays."""
-    import _codecs
-
     reconstruct = np.empty(0).__reduce__()[0]  # numpy's _reconstruct, whatever its module
     allowed: dict[tuple[str, str], object] = {
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,

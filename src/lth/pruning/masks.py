@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lth.core.fileio import load_tensors, save_tensors
 from lth.errors import LTHError
@@ -490,8 +491,6 @@ def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
         >>> list(detach_masks(model))    # plain parameters again, pruned entries exactly 0
         ['0.weight']
     """
-    from torch.nn.utils import parametrize
-
     attached = attached_masks(model)
     twice = [name for name in masks if name in attached]
     if twice:
@@ -526,8 +525,6 @@ def detach_masks(model: nn.Module) -> MaskSet:
     keys as before attaching) holding the masked values, pruned entries exactly 0. Returns the
     masks that were attached; a model without attached masks raises :class:`LTHError`.
     """
-    from torch.nn.utils import parametrize
-
     masks = attached_masks(model)
     if not masks:
         raise LTHError("the model has no masks attached; attach them with attach_masks")

@@ -42,7 +42,7 @@ from safetensors.torch import save as _st_save
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from lth.config import read_run_config, read_run_info
+from lth.configfile import read_run_config, read_run_info
 from lth.core.fileio import ORDER_KEY, atomic_write
 from lth.core.models import MODELS, build_model, call_factory
 from lth.data import get_spec

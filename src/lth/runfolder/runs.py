@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lth.config import ExperimentConfig, read_run_config, read_run_info, toml_text
+from lth.config import ExperimentConfig
+from lth.configfile import read_run_config, read_run_info, toml_text
 from lth.core.fileio import load_tensors, tensor_bytes
 from lth.core.models import build_model, call_factory
 from lth.core.training import History, Trainer

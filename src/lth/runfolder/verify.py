@@ -77,7 +77,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lth.config import ExperimentConfig, read_run_config, read_run_info
+from lth.config import ExperimentConfig
+from lth.configfile import read_run_config, read_run_info
 from lth.core.fileio import load_tensors
 from lth.data import get_spec
 from lth.errors import LTHError

@@ -17,6 +17,7 @@ only when the Ray executor is asked for.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from lth.errors import LTHError
-from lth.runfolder.results import Hook, LevelResult, Store
-from lth.study.experiment import Experiment, MemoryStore, Unit, chains
+from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store, Unit, chains
+from lth.study.signals import Interrupted
 
 EXECUTORS = ("local", "ray")
 INSTALL_RAY = "pip install 'lth[ray]' (or pip install 'ray[default]')"
@@ -77,7 +78,7 @@ def get_executor(name: str, address: str | None = None, threads: int = 0):
 def import_ray():
     """The ``ray`` module, or a one-line LTHError saying how to install it."""
     try:
-        import ray
+        import ray  # lazy: ray, only for the Ray executor
     except ImportError as e:
         raise LTHError(
             f"--executor ray needs Ray, which is not installed ({e}); install it with {INSTALL_RAY}"
@@ -151,8 +152,6 @@ class RayExecutor:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 if stop is not None and stop():
-                    from lth.study.runner import Interrupted
-
                     raise Interrupted(
                         stop(), "finished units are saved; units in flight start over"
                     )
@@ -317,7 +316,7 @@ def _train_unit(config, trust, template, data, unit: Unit, state, threads: int, 
     trained results and the unit's final training state. ``template`` and ``data`` come as
     ``[ObjectRef]`` (fetched once per worker); ``trust`` is the driver's
     :class:`~lth.usercode.CodeTrust`, so a worker imports only the code the driver may."""
-    import ray
+    import ray  # lazy: ray, in a Ray worker
 
     torch.set_num_threads(threads)
     key = (repr(config), repr(trust), data[0].hex(), template[0].hex() if template else None,
@@ -337,8 +336,6 @@ def _on_device(data, device: str):
     """The dataset with its tensors on ``device`` (a CUDA worker)."""
     if torch.device(device).type == "cpu":
         return data
-    import dataclasses
-
     moved = {
         f.name: getattr(data, f.name).to(device)
         for f in dataclasses.fields(data)

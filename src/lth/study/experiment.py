@@ -36,12 +36,7 @@ from lth.core.models import build_model, call_factory
 from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput
-from lth.pruning.masks import (
-    MaskSet,
-    masked_weights,
-    ones_mask,
-    prunable_parameters,
-)
+from lth.pruning.masks import MaskSet, masked_weights, ones_mask, prunable_parameters
 from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, schedule
 from lth.pruning.shrink import dead_units
 from lth.runfolder.results import Hook, LevelResult, Store

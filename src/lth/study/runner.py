@@ -12,20 +12,30 @@ import copy
 import dataclasses
 import hashlib
 import platform
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lth.analysis.mask_analysis import ensure_analysis
+from lth.analysis.report import write_summary_stats
 from lth.config import ExperimentConfig
+from lth.configfile import read_run_info
+from lth.core import kernels
+from lth.core.training import check_batch_size
+from lth.data import load_dataset
 from lth.errors import LTHError
 from lth.progress import Progress
-from lth.runfolder.results import Hook, LevelResult, Store
-from lth.study.experiment import Experiment, MemoryStore
+from lth.pruning.selection import target_rate
+from lth.runfolder.runs import RunFolder
+from lth.runfolder.tensorboard import TensorBoardLog
+from lth.runfolder.verify import verify_level
+from lth.study.executors import LocalExecutor, Study
+from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store
+from lth.study.signals import Interrupted, StopOnSignal
 from lth.usercode import CodeTrust
+from lth.version import __version__
 
 
 class ReportingStore:
@@ -48,8 +58,6 @@ class ReportingStore:
         """Save a finished level, audit a run folder's files
         (:func:`lth.runfolder.verify.verify_level`: a broken level fails loudly, LTHError) and
         report it."""
-        from lth.runfolder.verify import verify_level
-
         self.folder.save_level(level, results)
         if hasattr(self.folder, "path"):  # a RunFolder: the files can be checked
             verify_level(self.folder.path, level, self.config)
@@ -137,8 +145,6 @@ def check_levels(experiment: Experiment, warn: Callable[[str], None]) -> None:
     pruning removes ``round(rate × survivors)``), so they are simulated before training.
     Global pruning is checked on the total.
     """
-    from lth.pruning.selection import target_rate
-
     c = experiment.config
     kept = {n: p.numel() for n, p in experiment.template.named_parameters()}
     kept = {n: kept[n] for n in experiment.prunable}
@@ -194,8 +200,6 @@ def _spread(kept: dict[str, int], pooled: list[str], removed: int) -> dict[str, 
 def check_study(experiment: Experiment, data, warn: Callable[[str], None]) -> None:
     """Everything about a study that can fail before training: the batch size, the model and
     the levels."""
-    from lth.core.training import check_batch_size
-
     check_batch_size(experiment.config.batch_size, data)
     check_model_output(experiment.template, data)
     check_levels(experiment, warn)
@@ -212,8 +216,6 @@ def environment(
     With ``config`` (a study on ``--kernels auto`` with levels after the dense one) also the
     density below which its layers run on sparse kernels (:func:`sparse_threshold`).
     """
-    from lth.version import __version__
-
     info = {
         "device": str(device),
         "data_dir": data_dir,
@@ -235,9 +237,6 @@ def sparse_threshold(device: torch.device, run_dir: str | Path | None = None) ->
     rounding); a new run takes this machine's (:func:`lth.core.kernels.threshold`).
     ``LTH_KERNELS_THRESHOLD`` overrides both.
     """
-    from lth.config import read_run_info
-    from lth.core import kernels
-
     if run_dir is not None and kernels.fixed_threshold() is None:
         try:
             recorded = read_run_info(run_dir).get("environment", {}).get("sparse_threshold")
@@ -286,11 +285,10 @@ def finish_run(out: Path, warn: Callable[[str], None]) -> None:
     A figure that cannot be drawn is a warning (the study's results are all on disk); a disk
     error is not.
     """
-    from lth.analysis import mask_analysis as analysis
-    from lth.analysis import plots, report
+    from lth.analysis import plots  # lazy: matplotlib
 
-    report.write_summary_stats(out)
-    found = analysis.ensure_analysis(out)
+    write_summary_stats(out)
+    found = ensure_analysis(out)
     try:
         plots.plot_runs([out], out_dir=out / "plots", analyses=[found])
     except OSError:
@@ -298,43 +296,6 @@ def finish_run(out: Path, warn: Callable[[str], None]) -> None:
     except Exception as e:  # a figure problem must not hide a finished study
         problem = " ".join(str(e).split())
         warn(f"could not draw the plots ({problem}); retry with: lth plot {out}")
-
-
-class Interrupted(KeyboardInterrupt):
-    """The study stopped on SIGINT or SIGTERM after saving a checkpoint; it can be resumed."""
-
-    def __init__(self, signal_name: str, where: str):
-        super().__init__(f"{signal_name}; {where}")
-        self.signal_name = signal_name
-        self.where = where
-
-
-class StopOnSignal:
-    """SIGINT/SIGTERM ask the study to stop at the next evaluation, after a checkpoint.
-
-    A second SIGINT (Ctrl-C) stops at once. Outside the main thread nothing is installed.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
 
 
 def _both(progress: Progress, hook: Hook | None) -> Hook:
@@ -380,8 +341,6 @@ def run_in_folders(
 ) -> list[list[LevelResult]]:
     """Run (or resume) several (experiment, RunFolder) studies: one after another with the
     local executor, all submitted together with one that runs them together (Ray)."""
-    from lth.study.executors import LocalExecutor, Study
-
     executor = executor or LocalExecutor()
     options = {"quiet": quiet, "hook": hook, "warn": warn, "tensorboard": tensorboard}
     if not executor.together and len(studies) > 1:
@@ -402,8 +361,6 @@ def run_in_folders(
                 store = ReportingStore(folder, progress, config)
                 shown = _both(progress, hook)
                 if tensorboard:
-                    from lth.runfolder.tensorboard import TensorBoardLog
-
                     log = stack.enter_context(TensorBoardLog(folder.path))
                     store, shown = log.store(store), log.hook(shown)
                 hooked = _stopping(folder, stop, shown)
@@ -465,13 +422,11 @@ def run_experiment(
     - ``executor``: where the units train, e.g. ``lth.study.executors.RayExecutor()`` (default:
       this process); ``tensorboard``: TensorBoard event files in ``out`` as training goes.
 
-    Returns a list of :class:`~lth.runfolder.results.LevelResult`, level by level::
+    Returns a list of :class:`~lth.study.experiment.LevelResult`, level by level::
 
         results = run_experiment(ExperimentConfig(levels=3, iterations=1000), out="runs/x")
         ticket = [r for r in results if r.branch == "ticket"][-1]
     """
-    from lth.data import load_dataset
-
     config = config or ExperimentConfig()
     dev = resolve_device(device)
     source: dict = {}
@@ -488,8 +443,6 @@ def run_experiment(
     experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
-        from lth.study.executors import LocalExecutor, Study
-
         if tensorboard:
             raise LTHError("tensorboard=True needs out=, the run folder the event files go to")
         executor = executor or LocalExecutor()
@@ -503,8 +456,6 @@ def run_experiment(
             return executor.run([study])[0]
         finally:
             progress.close()
-    from lth.runfolder.runs import RunFolder
-
     if config.model == "user model":
         source |= describe_model(experiment.template)
     folder = RunFolder(out, config, overwrite=overwrite)
@@ -517,7 +468,6 @@ def run_experiment(
 
 
 __all__ = [
-    "Interrupted",
     "ReportingStore",
     "finish_run",
     "run_experiment",

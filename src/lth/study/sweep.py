@@ -27,8 +27,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lth.config import INFO_TABLES, ExperimentConfig, field_kinds, get_preset, read_toml
+from tqdm import tqdm
+
+from lth.config import ExperimentConfig, field_kinds
+from lth.configfile import INFO_TABLES, read_toml
 from lth.errors import LTHError
+from lth.presets import get_preset
 
 VARY = "vary"
 DEFAULT_PRESET = "default"
@@ -119,9 +123,9 @@ def check_memory(
     first study (``first``, an opened :class:`~lth.study.experiment.Experiment`) before any run
     folder is made: the data is loaded once per (dataset, val_size, seed), a model kept per
     run. ``free``: the bytes available (default: what the device has free now)."""
-    import torch
+    import torch  # lazy: torch (the CLI's parser imports this module for MAX_RUNS)
 
-    from lth.study.experiment import check_fits
+    from lth.study.experiment import check_fits  # lazy: imports torch, as above
 
     data = first.data
     splits = {(c.dataset, c.val_size, c.seed) for _, c in studies}
@@ -144,8 +148,6 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[], None]]
     if quiet or total < PROGRESS_FROM:
         yield lambda: None
         return
-    from tqdm import tqdm
-
     bar = tqdm(total=total, desc=what, unit="run", file=sys.stderr, leave=False)
     try:
         yield bar.update
