@@ -166,8 +166,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise LTHError("--formats is empty; give e.g. png,pdf")
     from lth.analysis import mask_analysis as analysis  # lazy: per command
     from lth.analysis import plots  # lazy: per command
-    from lth.analysis.report import run_folders
-    from lth.analysis.results import split_labels  # lazy: per command
+    from lth.analysis.results import run_folders, split_labels  # lazy: per command
 
     run_dirs = run_folders(args.run_dirs)  # a folder of run folders stands for them
     labels = split_labels(args.labels) if args.labels is not None else None
@@ -191,7 +190,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``lth report``: the per-level table of one or several run folders."""
-    from lth.analysis.report import report, save_report
+    from lth.analysis.report import report, save_report  # lazy: per command
     from lth.analysis.results import split_labels  # lazy: per command
 
     for run_dir in args.run_dirs:

@@ -270,10 +270,41 @@ def export_ticket(
     :func:`lth.runfolder.runs.load_ticket`. Bad input (a missing level, an unknown branch or format,
     an output that cannot be written, a folder that is not a run, an existing ``out`` that is not
     an lth export file, unless ``force``) raises :class:`LTHError` before anything is
-    written::
+    written.
 
-        info = export_ticket("runs/lenet", 15, format="shrunk", out="lenet-15.safetensors")
-        print(info.summary())
+    Args:
+        run_dir: The run folder (``lth run --out``).
+        level: The pruning level.
+        out: The file to write (atomically; missing folders are made).
+        format: ``dense``, ``sparse``, ``torch-prune``, ``shrunk`` or ``shrunk-sparse``.
+        branch: ``"ticket"`` or one of the run's controls.
+        replicate: The replicate, from 0.
+        which: ``"final"`` (the trained weights) or ``"init"`` (where the level started).
+        model: For a run of a user model: an ``nn.Module`` of its architecture, or its factory.
+        trust_code: Import a ``package.module:function`` model the run names.
+        force: Replace an existing ``out`` that is not an lth export file.
+
+    Returns:
+        ExportInfo: What was written (``summary()`` is the line ``lth export`` prints).
+
+    Examples:
+        >>> import tempfile, torch, lth
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(200, 1, 4, 4, generator=g), torch.randint(0, 3, (200,), generator=g)
+        >>> data = lth.dataset_from_tensors("toy", x[:160], y[:160], x[160:], y[160:], val_size=20)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
+        >>> run = tempfile.mkdtemp() + "/run"
+        >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
+        run folder: ...
+        level 0/1: ...
+        level 1/1: ...
+        >>> info = lth.export_ticket(run, 1, out=run + "/../t.safetensors", format="sparse",
+        ...                          model=net)
+        >>> print(info.summary())
+        wrote ...t.safetensors: sparse ticket of user model, level 1 (ticket, replicate 0),
+        81.6% of weights remaining, ... bytes
     """
     _check_format(format)
     path = check_out(out, force=True)  # writable; whether it may be replaced: below
@@ -441,6 +472,37 @@ def load_export(
     (built first on the meta device) has at most :data:`MAX_ELEMENTS` elements, and the file's
     tensors are exactly the model's, in its shapes and in real floating types
     (:data:`REAL_FLOATS`; CSR indices in :data:`INDEX_TYPES`).
+
+    Args:
+        path: The export file.
+        model: An ``nn.Module`` to fill (or its factory) instead of the model the file names.
+        trust_code: Import a ``package.module:function`` model the file names.
+        device: Where the model is placed.
+
+    Returns:
+        tuple[nn.Module, dict[str, torch.Tensor]]: The model and its masks.
+
+    Raises:
+        LTHError: A file that is not an lth export, or a damaged one (one line naming it).
+
+    Examples:
+        >>> import tempfile, torch, lth
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(200, 1, 4, 4, generator=g), torch.randint(0, 3, (200,), generator=g)
+        >>> data = lth.dataset_from_tensors("toy", x[:160], y[:160], x[160:], y[160:], val_size=20)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
+        >>> run = tempfile.mkdtemp() + "/run"
+        >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
+        run folder: ...
+        level 0/1: ...
+        level 1/1: ...
+        >>> _ = lth.export_ticket(run, 1, out=run + "/../t.safetensors", format="sparse", model=net)
+        >>> loaded, masks = lth.load_export(run + "/../t.safetensors", model=net)
+        >>> ticket, ticket_masks = lth.load_ticket(run, level=1, model=net)
+        >>> all(torch.equal(masks[n], ticket_masks[n]) for n in masks)
+        True
     """
     tensors, meta = _read(path)
     fmt = meta.get(FORMAT_KEY)

@@ -87,6 +87,42 @@ def load_ticket(
     its factory); a ``package.module:function`` recorded in the run is imported only with
     ``trust_code=True`` (a run folder is data, and code named in it is not run by default;
     a :class:`~lth.usercode.CodeTrust` instead of a bool allows the code it names).
+
+    Args:
+        run_dir: The run folder (``lth run --out``).
+        level: The pruning level, 0 for the dense network.
+        branch: ``"ticket"`` or one of the run's controls.
+        replicate: The replicate, from 0.
+        which: ``"final"`` (the trained weights) or ``"init"`` (where the level started).
+        model: For a run of a user model: an ``nn.Module`` of its architecture, or its factory.
+        trust_code: Import a ``package.module:function`` model the run names.
+
+    Returns:
+        tuple[nn.Module, dict[str, torch.Tensor]]: The model holding the weights, pruned
+        entries exactly 0, and the level's masks.
+
+    Raises:
+        LTHError: A folder that is not a run, a level, branch or replicate it lacks, code
+            that is not trusted.
+
+    Examples:
+        >>> import tempfile, torch, lth
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(200, 1, 4, 4, generator=g), torch.randint(0, 3, (200,), generator=g)
+        >>> data = lth.dataset_from_tensors("toy", x[:160], y[:160], x[160:], y[160:], val_size=20)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
+        >>> run = tempfile.mkdtemp() + "/run"
+        >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
+        run folder: ...
+        level 0/1: ...
+        level 1/1: ...
+        >>> model, masks = lth.load_ticket(run, level=1, model=net)
+        >>> sorted(masks), round(sum(int(m.sum()) for m in masks.values()) / 152, 3)
+        (['1.weight', '3.weight'], 0.816)
+        >>> bool((model[1].weight[~masks["1.weight"]] == 0).all())
+        True
     """
     run_dir = Path(run_dir)
     if which not in WHICH:
@@ -154,11 +190,23 @@ class RunFolder:
     ``open()`` (or ``with RunFolder(...) as folder``) creates or reopens it, takes an exclusive
     lock (a second process is refused), refuses a folder holding another configuration (unless
     ``overwrite``) and reloads the finished levels; the object then serves as the experiment's
-    :class:`~lth.runfolder.results.Store`. :func:`lth.run_experiment` with ``out=`` does all this::
+    :class:`~lth.runfolder.results.Store`. :func:`lth.run_experiment` with ``out=`` does all this.
 
-        folder = RunFolder("runs/x", config, checkpoint_seconds=60)
-        with folder:
-            results = Experiment(config, data).run(folder)
+    Args:
+        path: The folder.
+        config: The study it holds; a folder holding another one is refused.
+        environment: Facts about the machine recorded in ``config.toml`` (``[environment]``).
+        overwrite: Start over, deleting exactly the files lth wrote there (by its manifest).
+        checkpoint_seconds: Seconds between in-level checkpoints (0: at every evaluation).
+
+    Examples:
+        >>> import tempfile, lth
+        >>> config = lth.ExperimentConfig(levels=1, iterations=10)
+        >>> with lth.RunFolder(tempfile.mkdtemp() + "/run", config) as folder:
+        ...     print(sorted(p.name for p in folder.path.iterdir()))
+        ['.lth', '.lth-run', 'config.toml']
+        >>> folder.load_level(0) is None  # nothing trained yet
+        True
     """
 
     def __init__(

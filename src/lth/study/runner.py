@@ -407,25 +407,50 @@ def run_experiment(
 
     With no arguments it runs what ``lth run`` runs with no options (the ``default`` preset).
 
-    - ``config``: an :class:`~lth.config.ExperimentConfig` (default: its defaults).
-    - ``data``: a :class:`~lth.data.Dataset` (e.g. from :func:`~lth.data.dataset_from_tensors`);
-      default: ``config.dataset`` loaded from ``data_dir`` (or the bundled MNIST).
-    - ``model``: an ``nn.Module`` (the template every ticket copies) or a factory
-      ``f(input_shape, num_classes)``; replaces ``config.model``. Code that ``config`` names
-      (``package.module:function``) is imported: the caller named it (:mod:`lth.usercode`).
-    - ``out``: a run folder to save into (and resume from), as ``lth run --out`` does; its
-      ``config.toml`` records what really ran: a user factory as ``module:function``, a
-      user module as ``"user model"`` with its parameter shapes, user data with its shapes
-      and a sha256 of its tensors (table ``[source]``). ``lth report``/``lth plot`` read it;
-      :func:`~lth.runfolder.runs.load_ticket` takes ``model=`` for a user model.
-    - ``quiet``: no progress bars (the one line per finished level stays).
-    - ``executor``: where the units train, e.g. ``lth.study.executors.RayExecutor()`` (default:
-      this process); ``tensorboard``: TensorBoard event files in ``out`` as training goes.
+    Args:
+        config: The settings (default: ``ExperimentConfig()``). Code it names
+            (``package.module:function``) is imported: the caller named it (``lth.usercode``).
+        data: A ``Dataset`` (e.g. from ``dataset_from_tensors``); default: ``config.dataset``
+            loaded from ``data_dir`` (or the bundled MNIST).
+        model: An ``nn.Module`` (the template every ticket copies) or a factory
+            ``f(input_shape, num_classes)``; replaces ``config.model``.
+        out: A run folder to save into and resume from, as ``lth run --out`` does; its
+            ``config.toml`` records what really ran (a user factory as ``module:function``, a
+            user module as ``"user model"`` with its parameter shapes, user data with its
+            shapes and a sha256 of its tensors). ``lth report``/``lth plot`` read it.
+        device: ``"auto"`` (CUDA when there is one), ``"cpu"``, ``"cuda"``, ...
+        data_dir: Where ``config.dataset``'s files are (when ``data`` is not given).
+        quiet: No progress bars (the one line per finished level stays).
+        overwrite: Start ``out`` over, deleting exactly the files lth wrote there.
+        store: Where levels and checkpoints go instead of ``out`` (a ``Store``).
+        hook: Called as ``hook(level, group, trainer)`` at every evaluation.
+        executor: Where the units train, e.g. ``lth.study.executors.RayExecutor()``
+            (default: this process).
+        tensorboard: TensorBoard event files in ``out`` as training goes.
 
-    Returns a list of :class:`~lth.study.experiment.LevelResult`, level by level::
+    Returns:
+        list[LevelResult]: Every trained network, level by level.
 
-        results = run_experiment(ExperimentConfig(levels=3, iterations=1000), out="runs/x")
-        ticket = [r for r in results if r.branch == "ticket"][-1]
+    Raises:
+        LTHError: Bad input (settings, data, model, output folder), before anything is
+            written.
+
+    Examples:
+        >>> import tempfile, torch, lth
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(200, 1, 4, 4, generator=g), torch.randint(0, 3, (200,), generator=g)
+        >>> data = lth.dataset_from_tensors("toy", x[:160], y[:160], x[160:], y[160:], val_size=20)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
+        >>> run = tempfile.mkdtemp() + "/run"
+        >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
+        run folder: ...
+        level 0/1: ...
+        level 1/1: ...
+        >>> [(r.branch, r.level, round(r.weights_remaining, 1)) for r in results]
+        [('ticket', 0, 100.0), ('reinit', 0, 100.0), ('random_prune', 0, 100.0),
+         ('ticket', 1, 81.6), ('reinit', 1, 81.6), ('random_prune', 1, 81.6)]
     """
     config = config or ExperimentConfig()
     dev = resolve_device(device)
