@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEST_DATA, real_data
+from conftest import TEST_DATA, TINY_RUN, real_data
 from held_run import AT, HOLD, wait_for
 from lth.cli import build_parser, main, resolve_config
 from lth.config import PRESETS
@@ -74,11 +74,11 @@ def read_rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """One real tiny run, shared by the tests that only read it."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert lth_run(out) == 0
-    return out
+def tiny(tiny_run):
+    """One real tiny run (conftest: made once per session), shared by the tests that only read
+    it."""
+    assert TINY == TINY_RUN
+    return tiny_run
 
 
 # ------------------------------------------------------------------------- the run folder
