@@ -1,7 +1,7 @@
 """``python tests/held_run.py ARGS``: the ``lth ARGS`` command, held at a named point of its run
 so that a test can signal or kill it there on a machine of any speed (no sleeps, no polling races).
 
-``$LTH_TEST_HOLD`` names a folder and ``$LTH_TEST_HOLD_AT`` the point:
+``$LTH_TEST_HELD_RUN`` names a folder and ``$LTH_TEST_HELD_AT`` the point:
 
 - ``checkpoint:L:I``: the evaluation at iteration I of level L, just after its checkpoint (if one
   is due) is written and before the run's hook (where a signal stops the run) is called;
@@ -21,7 +21,7 @@ from pathlib import Path
 from lth.cli import main
 from lth.runfolder.runs import RunFolder
 
-HOLD, AT = "LTH_TEST_HOLD", "LTH_TEST_HOLD_AT"
+HOLD, AT = "LTH_TEST_HELD_RUN", "LTH_TEST_HELD_AT"  # not ray_factories.HOLD
 
 
 def hold(point: str) -> None:
