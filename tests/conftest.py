@@ -37,6 +37,17 @@ def offline_and_isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_everywhere():
+    """The whole session trains on one thread: as fast as two for these small networks, and no
+    oversubscription when pytest shares the CPU with other processes (a test that needs more
+    threads sets them and puts them back)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Train on one thread: as fast as two for these small networks, and far less slowed down
@@ -87,3 +98,20 @@ def real_data(*datasets: str) -> Path:
 def data_dir() -> Path:
     """The real-data folder holding mnist/ (fails with what to set when it is missing)."""
     return real_data("mnist")
+
+
+#: The settings of :func:`tiny_run` (``lth run`` options).
+TINY_RUN = ["--levels", "2", "--iterations", "200", "--eval-every", "100", "--val-size", "1000"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, _one_thread_everywhere) -> Path:
+    """One real tiny ``lth run`` on MNIST (:data:`TINY_RUN`: 2 levels x 200 iterations, both
+    controls), made once per session and shared by the cli, verify and figure tests that only
+    read it; a test that changes a run folder copies it into its tmp_path first."""
+    from lth.cli import main  # lazy: conftest loads before any test imports lth
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    return out

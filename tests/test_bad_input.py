@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line, real_data
+from held_run import AT, HOLD, wait_for
 from lth.cli import main
 
 TINY = ["--levels", "1", "--iterations", "20", "--eval-every", "10", "--val-size", "100"]
@@ -142,48 +143,52 @@ def test_tilde_in_out_is_the_home_folder(tmp_path, monkeypatch):
     assert not (tmp_path / "~").exists()
 
 
-def _run_until_checkpoint(cmd, out: Path, env) -> subprocess.Popen:
-    """Start `lth run` and return once it has trained past its first evaluation."""
-    import time
+def held_run(out: Path) -> list[str]:
+    """`lth run` of the signal test (through tests/held_run.py) into ``out``."""
+    argv = ["run", "--levels", "1", "--iterations", "200", "--eval-every", "100",
+            "--val-size", "500", "--data-dir", str(real_data()), "--quiet",
+            "--checkpoint-every", "3600", "--threads", "1", "--out", str(out)]  # fmt: skip
+    return [sys.executable, str(Path(__file__).parent / "held_run.py"), *argv]
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / ".lth" / "progress.json").exists() or (out / "metrics.csv").exists():
-            break  # level 0 finished: too late for a level-0 interrupt, still a valid test
-        if (out / ".lth").is_dir() and (out / "config.toml").exists():
-            time.sleep(1.0)  # inside level 0, checkpoints far apart (--checkpoint-every)
-            break
-        time.sleep(0.01)
-    return proc
+
+def one_thread_env() -> dict[str, str]:
+    """The test session's environment (conftest's kernel settings included), on one thread."""
+    return os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """The signal test's run, never interrupted (shared by SIGTERM and SIGINT)."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    done = subprocess.run(held_run(out), capture_output=True, text=True, env=one_thread_env(),
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_identical(sig, tmp_path):
+def test_a_signal_saves_a_checkpoint_and_the_resumed_run_is_identical(sig, whole, tmp_path):
+    """The run waits at its evaluation of iteration 100 of level 0 (tests/held_run.py) while
+    the signal comes: it stops right there, on a machine of any speed."""
     import signal
 
-    data = str(real_data())
-    argv = ["run", "--levels", "1", "--iterations", "1500", "--eval-every", "100",
-            "--val-size", "500", "--data-dir", data, "--quiet", "--checkpoint-every", "3600",
-            "--threads", "1"]  # fmt: skip
-    cmd = [sys.executable, "-m", "lth", *argv]
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "stopped"
-    proc = _run_until_checkpoint([*cmd, "--out", str(out)], out, env)
+    out, hold = tmp_path / "stopped", tmp_path / "hold"
+    hold.mkdir()
+    held = one_thread_env() | {HOLD: str(hold), AT: "checkpoint:0:100"}
+    proc = subprocess.Popen(held_run(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=held)  # fmt: skip
+    wait_for(hold, proc)
     proc.send_signal(getattr(signal, sig))
+    (hold / "release").touch()
     _, err = proc.communicate(timeout=240)
     err = err.decode()
-    assert f"lth: interrupted by {sig}; checkpoint saved at level 0, iteration" in err, err
+    assert f"lth: interrupted by {sig}; checkpoint saved at level 0, iteration 100" in err, err
     assert proc.returncode == (143 if sig == "SIGTERM" else 130)
     assert list((out / ".lth").glob("level_00_group_*.pt"))  # the checkpoint of the signal
-    resumed = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True,
-                             env=env, timeout=600)  # fmt: skip
+    resumed = subprocess.run(held_run(out), capture_output=True, text=True, env=one_thread_env(),
+                             timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert "continuing from the checkpoint at iteration" in resumed.stdout
-    whole = tmp_path / "whole"
-    done = subprocess.run([*cmd, "--out", str(whole)], capture_output=True, text=True, env=env,
-                          timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert "continuing from the checkpoint at iteration 100" in resumed.stdout
     for name in ("summary.csv", "metrics.csv", "ticket/0/level_01/final.safetensors"):
         assert (out / name).read_bytes() == (whole / name).read_bytes(), name
 

@@ -15,9 +15,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
 def test_throughput_script_prints_table_and_json():
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "5", "--repeats", "2",
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "2", "--repeats", "1",
            "--ks", "2,3"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = dict(__import__("os").environ, OMP_NUM_THREADS="1")  # no oversubscription
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
@@ -34,7 +35,7 @@ def test_throughput_script_prints_table_and_json():
 
 def test_study_script_prints_table_and_json(tmp_path):
     script = SCRIPT.parent / "study.py"
-    cmd = [sys.executable, str(script), "--steps", "2", "--evaluations", "1", "--rounds", "1",
+    cmd = [sys.executable, str(script), "--steps", "1", "--evaluations", "1", "--rounds", "1",
            "--process-iterations", "10", "--threads", "1"]  # fmt: skip
     env = dict(__import__("os").environ, LTH_KERNELS_CACHE=str(tmp_path))
     env.pop("LTH_KERNELS_THRESHOLD", None)  # the benchmark calibrates

@@ -7,19 +7,18 @@ Runs are tiny (2 levels x 200 iterations); ``lth run`` is called in-process thro
 
 import csv
 import fcntl
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TEST_DATA, real_data
+from conftest import TEST_DATA, TINY_RUN, real_data
+from held_run import AT, HOLD, wait_for
 from lth.cli import build_parser, main, resolve_config
 from lth.errors import LTHError
 from lth.presets import PRESETS
@@ -75,11 +74,11 @@ def read_rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """One real tiny run, shared by the tests that only read it."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert lth_run(out) == 0
-    return out
+def tiny(tiny_run):
+    """One real tiny run (conftest: made once per session), shared by the tests that only read
+    it."""
+    assert TINY == TINY_RUN
+    return tiny_run
 
 
 # ------------------------------------------------------------------------- the run folder
@@ -196,73 +195,40 @@ def test_replicates_and_no_controls(tmp_path, capsys):
 # ----------------------------------------------------------------- resume after SIGKILL
 
 
-def _wait(predicate, proc, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.005)
-    raise AssertionError("timed out waiting for the run")
-
-
-def _inode(path: Path):
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
-
-
 def test_sigkill_at_several_points_then_resume_is_bit_identical(tiny, tmp_path):
+    """Each run waits at its kill point (tests/held_run.py) until the test has killed it: the
+    points are hit on a machine of any speed."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lth", "run", *TINY, "--data-dir", str(DATA), "--out", str(out),
-           "--quiet", "--checkpoint-every", "0"]  # fmt: skip
+    argv = ["run", *TINY, "--data-dir", str(DATA), "--out", str(out), "--quiet"]
+    cmd = [sys.executable, str(Path(__file__).parent / "held_run.py"), *argv]
+    cmd += ["--checkpoint-every", "0"]
     internal = out / ".lth"
-
-    def levels_done():
-        try:
-            return json.loads((internal / "progress.json").read_text())["levels_done"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            return -1
-
-    def second_checkpoint(level):  # written at iteration 100 of the level
-        path = internal / f"level_{level:02d}_group_00.pt"
-        first = []
-
-        def seen():
-            ino = _inode(path)
-            if ino is not None and not first:
-                first.append(ino)
-            return ino is not None and ino != first[0]
-
-        return seen
-
-    kill_points = [
-        ("inside level 0", second_checkpoint(0)),
-        ("between levels 0 and 1", lambda: levels_done() >= 0),
-        ("inside level 2", second_checkpoint(2)),
+    kill_points = [  # the second checkpoint of a level is written at its iteration 100
+        ("inside level 0", "checkpoint:0:100"),
+        ("between levels 0 and 1", "level:0"),
+        ("inside level 2", "checkpoint:2:100"),
     ]
     env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as in-process
-    outputs, killed = [], []
-    for name, predicate in kill_points:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        if _wait(predicate, proc):
-            proc.send_signal(signal.SIGKILL)
-            killed.append(name)
+    outputs = []
+    for i, (_, point) in enumerate(kill_points):
+        hold = tmp_path / f"hold{i}"
+        hold.mkdir()
+        held = env | {HOLD: str(hold), AT: point}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=held)
+        wait_for(hold, proc)
+        proc.send_signal(signal.SIGKILL)
         outputs.append(proc.communicate()[0].decode())
+        assert proc.returncode == -signal.SIGKILL
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     outputs.append(done.stdout)
-    assert len(killed) >= 2, killed  # a point can be missed on a very slow machine
     resumed = {
         "inside level 0": "level 0: continuing from the checkpoint at iteration 100",
         "between levels 0 and 1": "level 0/2: 100.0% weights remaining",
         "inside level 2": "level 2: continuing from the checkpoint at iteration 100",
     }
     for i, (name, _) in enumerate(kill_points):
-        if name in killed:
-            assert resumed[name] in outputs[i + 1], (name, outputs[i + 1])
+        assert resumed[name] in outputs[i + 1], (name, outputs[i + 1])
     assert "(finished earlier)" in outputs[-1]
     assert not list(out.rglob(".*.tmp*")) and not list(internal.glob("*.pt"))
     assert results(out) == results(tiny)

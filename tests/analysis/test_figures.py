@@ -13,12 +13,13 @@ import csv
 import io
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from conftest import TEST_DATA, real_data
+from conftest import TINY_RUN, real_data
 from helpers import BRANCHES, make_run, val_acc, weights_remaining
 from lth.analysis.figure_style import FIGURE_LEVELS, default_levels
 from lth.analysis.mask_analysis import ensure_analysis
@@ -369,19 +370,17 @@ def test_cli_plot_title_labels_and_sweep_folder(overlays, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory, one_thread):
-    """Two tiny real studies of the same settings, seeds 0 and 1, as two separate jobs."""
+def real_runs(tmp_path_factory, tiny_run):
+    """Two tiny real studies of the same settings, seeds 0 and 1, as two separate jobs (seed 0:
+    a copy of conftest's session-wide run)."""
+    import shutil
+
     from lth.cli import main
 
-    real_data("mnist")
     base = tmp_path_factory.mktemp("real")
-    runs = []
-    for seed in (0, 1):
-        out = base / f"lenet-seed{seed}"
-        argv = ["run", "--levels", "2", "--iterations", "200", "--eval-every", "50"]
-        argv += ["--val-size", "1000", "--data-dir", str(TEST_DATA), "--quiet"]
-        assert main([*argv, "--seed", str(seed), "--out", str(out)]) == 0
-        runs.append(out)
+    runs = [Path(shutil.copytree(tiny_run, base / "lenet-seed0")), base / "lenet-seed1"]
+    argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--quiet"]
+    assert main([*argv, "--seed", "1", "--out", str(runs[1])]) == 0
     return runs
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEST_DATA, real_data
+from conftest import TEST_DATA, TINY_RUN, real_data
 from helpers import edit, first, level_file, mnist_slice, quick, reseal
 from lth.cli import main
 from lth.config import ExperimentConfig
@@ -37,9 +37,11 @@ def lth_run(out: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    """A real tiny run: 2 levels x 200 iterations, rewinding to θ0, both controls."""
-    return lth_run(tmp_path_factory.mktemp("plain") / "run")
+def plain(tiny_run):
+    """A real tiny run: 2 levels x 200 iterations, rewinding to θ0, both controls (conftest:
+    made once per session)."""
+    assert TINY == TINY_RUN
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

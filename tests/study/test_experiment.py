@@ -205,7 +205,8 @@ def test_bad_model_or_exclusion_is_reported(small):
 
 
 def test_real_mnist_three_levels_above_90_percent_and_deterministic(mnist):
-    cfg = ExperimentConfig(levels=3, iterations=300, eval_every=100, seed=0)
+    # evaluated at the start and the end only: the accuracies asserted are the last ones
+    cfg = ExperimentConfig(levels=3, iterations=300, eval_every=300, seed=0)
     first = run_experiment(cfg, mnist)
     for r in first:
         assert r.history.test_acc[-1] > 90.0, (r.branch, r.level, r.history.test_acc[-1])
