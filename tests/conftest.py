@@ -43,7 +43,8 @@ def _one_thread_everywhere():
     oversubscription when pytest shares the CPU with other processes (a test that needs more
     threads sets them and puts them back)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # LTH_TEST_THREADS: CI's second pass runs the engine tests on 4 threads
+    torch.set_num_threads(int(os.environ.get("LTH_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
 
