@@ -1,4 +1,5 @@
 """Reading results: mask analysis, statistics, reports, the papers' numbers and figures.
 
-May import :mod:`lth.runfolder` and everything below it; nothing here writes training results.
+May import :mod:`lth.runfolder` and everything below it, never :mod:`lth.study`; nothing here
+writes training results.
 """

@@ -1,5 +1,5 @@
 """What is pruned and how: masks, the selection functions, pruning criteria, and the shrunk and
 sparse forms of a ticket.
 
-May import :mod:`lth.core` and the root leaves (errors, config, registry).
+May import :mod:`lth.core`, :mod:`lth.data` and the root leaves.
 """
