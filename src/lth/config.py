@@ -34,12 +34,9 @@ from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
-#: the controls (sanity checks), each trained with the ticket's exact per-layer counts: the
-#: names of lth.pruning.controls' registry, whose entries hold each one's description (``lth run
-#: --help``), maker and expectations for ``lth verify``
-CONTROLS = ("reinit", "random_prune", "sign_keep", "signed_constant", "inverted", "shuffle_init")
+#: the controls trained by default; every control is an entry of lth.pruning.controls' registry,
+#: which checks the names a study uses (the settings check only their form)
 DEFAULT_CONTROLS = ("reinit", "random_prune")
-BRANCHES = ("ticket", *CONTROLS)
 OPTIMIZERS = ("adam", "sgd")
 MAX_INT = 2**63 - 1  # TOML integers are signed 64-bit
 
@@ -110,15 +107,14 @@ def one_of(choices: tuple[str, ...]) -> Check:
     return check
 
 
-def names_from(choices: tuple[str, ...], what: str) -> Check:
-    """Names from a fixed set, each at most once (empty allowed)."""
+def distinct_names(what: str) -> Check:
+    """Names (letters, digits, ``_``), each at most once (empty allowed); which names exist is
+    the registry's to say (``lth.pruning.controls.check_controls``)."""
 
     def check(name: str, value: Any) -> None:
-        unknown = [c for c in value if c not in choices]
-        if unknown:
-            raise LTHError(
-                f"unknown {what} {unknown[0]!r}; choose from {', '.join(choices)} or none"
-            )
+        bad = [c for c in value if not (isinstance(c, str) and c.isidentifier())]
+        if bad:
+            raise LTHError(f"{name}: {bad[0]!r} is not a {what} name; name them like reinit")
         if len(set(value)) != len(value):
             raise LTHError(f"each {what} may be named once in {name}")
 
@@ -259,7 +255,7 @@ class StudyConfig(_Declared):
     controls: tuple[str, ...] = setting(
         DEFAULT_CONTROLS,
         "comma list of controls, or none",
-        names_from(CONTROLS, "control"),
+        distinct_names("control"),
         group=STUDY,
         metavar="LIST",
         names="controls",
@@ -499,8 +495,6 @@ for _cls in (StudyConfig, TrainConfig, ExperimentConfig):
 
 
 __all__ = [
-    "BRANCHES",
-    "CONTROLS",
     "DEFAULT_CONTROLS",
     "MORE",
     "OPTIMIZERS",

@@ -9,8 +9,7 @@ import torch
 
 from helpers import edit, first, mnist_slice, quick, reseal
 from lth.cli import main
-from lth.config import CONTROLS
-from lth.pruning.controls import control_help
+from lth.pruning.controls import CONTROLS, control_help
 from lth.runfolder.verify import VerifyError, verify_run
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
@@ -29,7 +28,7 @@ def small():
 @pytest.fixture(scope="module")
 def study(small):
     """Two levels of IMP with every control (rewinding to θ0)."""
-    exp = Experiment(quick(levels=2, iterations=20, controls=CONTROLS), small)
+    exp = Experiment(quick(levels=2, iterations=20, controls=tuple(CONTROLS.names())), small)
     results = {(r.branch, r.level): r for r in exp.run()}
     return exp, results
 
@@ -103,7 +102,7 @@ def test_shuffle_init_permutes_the_surviving_values_within_each_layer(study):
 
 def test_lth_verify_audits_the_new_controls_and_catches_a_wrong_one(small, tmp_path, monkeypatch):
     monkeypatch.setattr("lth.study.runner.finish_run", lambda out, warn: None)  # no figures needed
-    config = quick(levels=1, iterations=20, criterion="snip", controls=CONTROLS)
+    config = quick(levels=1, iterations=20, criterion="snip", controls=tuple(CONTROLS.names()))
     run = tmp_path / "run"
     run_experiment(config, small, out=run, quiet=True, device="cpu")
     lines = verify_run(run)
@@ -120,3 +119,41 @@ def test_lth_run_help_says_what_each_control_isolates_in_one_line(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name, what in control_help().items():
         assert f"{name}: {' '.join(what.split())}" in text
+
+
+def test_a_new_control_is_one_registry_entry(small, tmp_path):
+    """Adding a control is one register_control call: the study trains it, the run folder holds
+    its branch, --help lists it, lth verify runs its expectations, and an unknown name is still
+    refused in one line."""
+    from lth.errors import LTHError
+    from lth.pruning.controls import Control, check_controls, register_control
+    from lth.runfolder.ownership import file_kind
+
+    audited = []
+
+    def make(inp):  # the ticket's mask, θ0's survivors negated
+        return inp.masks, {n: -w if n in inp.masks else w for n, w in inp.start.items()}
+
+    def expect(audit, key, masks, init):
+        audited.append(key)
+
+    register_control(Control("negated", "the ticket's mask, its start negated", make,
+                             "controls", expect))  # fmt: skip
+    try:
+        assert control_help()["negated"] == "the ticket's mask, its start negated"
+        out = tmp_path / "run"
+        results = run_experiment(
+            quick(levels=1, iterations=20, controls=("negated",)), small, out=out, quiet=True
+        )
+        by = {(r.branch, r.level): r for r in results}
+        ticket, negated = by["ticket", 1], by["negated", 1]
+        for name, m in ticket.masks.items():
+            assert torch.equal(negated.masks[name], m)
+            assert torch.equal(negated.init[name], -ticket.init[name])
+        assert file_kind("negated/0/level_01/mask.safetensors") == "run"
+        verify_run(out)
+        assert len(audited) >= 2  # both levels' networks of the new branch
+    finally:
+        del CONTROLS["negated"], CONTROLS.descriptions["negated"]
+    with pytest.raises(LTHError, match="unknown control 'negated'; choose from reinit"):
+        check_controls(("negated",))

@@ -149,7 +149,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def check_names(config: ExperimentConfig) -> None:
-    """The registered names a configuration uses exist (model, init, dataset, criterion)."""
+    """The registered names a configuration uses exist (model, init, dataset, criterion,
+    controls)."""
     from lth.core.init import init_names  # lazy: registries import torch
     from lth.core.models import model_names  # lazy: registries import torch
     from lth.data import get_spec  # lazy: registries import torch
@@ -161,6 +162,9 @@ def check_names(config: ExperimentConfig) -> None:
             f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())}"
         )
     get_spec(config.dataset)
+    from lth.pruning.controls import check_controls  # lazy: registries import torch
+
+    check_controls(config.controls)
     if ":" not in config.criterion:  # else module:function, imported when allowed
         from lth.pruning.criteria import get_criterion  # lazy: registries import torch
 

@@ -5,8 +5,9 @@ might owe its accuracy to. Its :class:`Control` entry holds its one-line descrip
 --help``, the docs), the function that makes its (mask, starting weights) from the ticket's
 (:meth:`lth.study.experiment.Experiment.plan` calls it), and its own expectations, which
 ``lth verify`` (:mod:`lth.runfolder.verify`) checks on the run folder. Adding a control is one
-:func:`register_control` call here (and its name in ``lth.config.CONTROLS``, the names that
-the settings accept before anything is imported).
+:func:`register_control` call here; :func:`check_controls` refuses a study naming one that is not
+registered, and the run folder's branch names (:func:`lth.runfolder.layout.branch_names`) come
+from here.
 
 >>> CONTROLS.names()[:2], CONTROLS.lookup("reinit").check
 (['reinit', 'random_prune'], 'reinit-control')
@@ -14,14 +15,13 @@ the settings accept before anything is imported).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from lth.config import CONTROLS as CONTROL_NAMES
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet
 from lth.pruning.selection import prune_random_like, select_layerwise
@@ -32,6 +32,7 @@ __all__ = [
     "Auditor",
     "Control",
     "ControlInput",
+    "check_controls",
     "control_help",
     "full_schedule",
     "register_control",
@@ -106,6 +107,15 @@ def register_control(control: Control) -> Control:
 def control_help() -> dict[str, str]:
     """``{name: one-line description}`` of every control, in order."""
     return {name: CONTROLS.describe(name) for name in CONTROLS.names()}
+
+
+def check_controls(names: Sequence[str]) -> None:
+    """Refuse (one line) a control name that is not registered."""
+    unknown = [n for n in names if n not in CONTROLS]
+    if unknown:
+        raise LTHError(
+            f"unknown control {unknown[0]!r}; choose from {', '.join(CONTROLS.names())} or none"
+        )
 
 
 def full_schedule(branch: str) -> bool:
@@ -298,9 +308,3 @@ register_control(Control(
     "their places?",
     _make_shuffle_init, "controls", _expect_values(_permuted),
 ))  # fmt: skip
-
-if tuple(CONTROLS.names()) != CONTROL_NAMES:
-    raise LTHError(
-        f"lth.config.CONTROLS {CONTROL_NAMES} and the registered controls {CONTROLS.names()} "
-        "differ: name every control of lth.pruning.controls in lth.config.CONTROLS"
-    )

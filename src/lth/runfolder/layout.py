@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from lth.config import BRANCHES as CONFIG_BRANCHES
+from lth.pruning.controls import CONTROLS
 
 MARKER = ".lth-run"
 MARKER_FORMAT = 2  # the marker's ``format:`` line; 2: .lth/manifest.json lists every file
@@ -43,7 +43,6 @@ LOCK = "lock"
 CONFIG = "config.toml"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
-BRANCHES = CONFIG_BRANCHES  # ticket, then every control, in display order
 FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
 ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
 ALL = "all"  # the layer name of analysis.csv's rows about all prunable layers together
@@ -90,10 +89,17 @@ def level_file(
     return level_dir(root, branch, replicate, level) / f"{which}.safetensors"
 
 
+def branch_names() -> tuple[str, ...]:
+    """The branches a run folder may hold, in display order: ticket, then every registered
+    control (:data:`lth.pruning.controls.CONTROLS`)."""
+    return ("ticket", *CONTROLS.names())
+
+
 def branch_order(names: Iterable[str]) -> list[str]:
     """Branch names in file and display order: ticket, reinit, random_prune, others sorted."""
     names = set(names)
-    return [b for b in BRANCHES if b in names] + sorted(names - set(BRANCHES))
+    known = branch_names()
+    return [b for b in known if b in names] + sorted(names - set(known))
 
 
 # lth stability's analyses (lth.stability.measure), inside the run folder

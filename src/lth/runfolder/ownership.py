@@ -14,7 +14,6 @@ from pathlib import Path, PurePosixPath
 from lth.errors import LTHError
 from lth.runfolder.layout import (
     ANALYSIS_FIGURES,
-    BRANCHES,
     CHECKPOINT_RE,
     CONFIG,
     FIGURES,
@@ -30,6 +29,7 @@ from lth.runfolder.layout import (
     STABILITY_DIR,
     TEMPORARY_RE,
     TENSORBOARD,
+    branch_names,
     stability_file,
 )
 from lth.runfolder.tables import RUN_TABLES, TABLES
@@ -71,7 +71,7 @@ def file_kind(rel: str | os.PathLike[str]) -> str | None:
         return "derived" if name.startswith("events.out.tfevents.") else None
     if (
         len(parts) == 4
-        and parts[0] in BRANCHES
+        and parts[0] in branch_names()
         and REPLICATE_DIR_RE.match(parts[1])
         and LEVEL_DIR_RE.match(parts[2])
         and LEVEL_FILE_RE.match(name)
@@ -86,7 +86,7 @@ def _is_lth_dir(parts: tuple[str, ...]) -> bool:
         parts[:1] == (STABILITY_DIR,) and len(parts) <= 2
     ):
         return True
-    if not parts or parts[0] not in BRANCHES or len(parts) > 3:
+    if not parts or parts[0] not in branch_names() or len(parts) > 3:
         return False
     return (len(parts) < 2 or bool(REPLICATE_DIR_RE.match(parts[1]))) and (
         len(parts) < 3 or bool(LEVEL_DIR_RE.match(parts[2]))

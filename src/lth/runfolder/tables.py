@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lth.config import BRANCHES as CONFIG_BRANCHES
+from lth.pruning.controls import CONTROLS
 from lth.runfolder.layout import STABILITY_DIR
 
 _TYPE_NAMES = {str: "text", int: "whole number", float: "number"}
@@ -58,7 +58,7 @@ def _c(name: str, kind: type, meaning: str, **kw) -> Column:
     return Column(name, kind, meaning, **kw)
 
 
-_BRANCH = _c("branch", str, "ticket, or the control: " + ", ".join(CONFIG_BRANCHES[1:]))
+_BRANCH = _c("branch", str, "ticket, or the control: " + ", ".join(CONTROLS.names()))
 _REPLICATE = _c("replicate", int, "replicate number, from 0 (its own seed and mask chain)")
 _LEVEL = _c("level", int, "pruning level; 0 is the dense network")
 _REMAINING = _c(

@@ -35,7 +35,7 @@ from lth.core.init import initialize
 from lth.core.models import build_model, call_factory
 from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
-from lth.pruning.controls import CONTROLS, ControlInput
+from lth.pruning.controls import CONTROLS, ControlInput, check_controls
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask, prunable_parameters
 from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, schedule
 from lth.pruning.shrink import dead_units
@@ -105,6 +105,7 @@ class Experiment:
         self.device = torch.device(device)
         self.trust = trust
         check_config(config, trust, given=() if model is None else ("model",))
+        check_controls(config.controls)
         shape, classes = tuple(data.input_shape), data.num_classes
         self.model_from_config = model is None  # an executor's workers can build it alike
         if model is None:
