@@ -182,7 +182,8 @@ def test_batched_and_one_at_a_time_give_the_same_study(small):
         {"output_rate": 2},
         {"pruning": "random"},
         {"reset": "rewind_lr"},
-        {"controls": ("shuffle",)},
+        {"controls": ("not a name",)},
+        {"controls": ("reinit", "reinit")},
         {"iterations": 0},
         {"replicates": 0},
         {"lr": -1.0},
@@ -198,6 +199,9 @@ def test_bad_settings_are_one_line_errors(overrides):
 def test_bad_model_or_exclusion_is_reported(small):
     with pytest.raises(LTHError, match="lenet_300_100"):
         Experiment(quick(model="lenet_301"), small)
+    # which controls exist is the registry's to say (lth.pruning.controls), as for models
+    with pytest.raises(LTHError, match="unknown control 'shuffle'; choose from reinit"):
+        Experiment(quick(controls=("shuffle",)), small)
     with pytest.raises(LTHError, match="fc1.weight"):
         Experiment(quick(exclude=("fc9.weight",)), small)
     with pytest.raises(LTHError, match="rewind_iteration"):
