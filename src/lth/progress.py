@@ -1,7 +1,9 @@
 """What a running study shows: progress on stderr and one line per finished level on stdout.
 
 :class:`Progress` is the experiment's hook (called after every evaluation) and is told of each
-finished level; ``quiet`` hides the progress but keeps the per-level lines.
+finished level; ``quiet`` hides the progress but keeps the per-level lines (``lth run
+--quiet``); ``silent`` also hides those and every other line on stdout, leaving only warnings
+on stderr (:func:`lth.run_experiment` with ``quiet=True``).
 
 On a terminal the progress is two bars: the levels, and the current level's training, whose
 total is the level's iterations (when the networks of a level train in several groups, one
@@ -28,15 +30,24 @@ def _is_terminal(stream) -> bool:
 class Progress:
     """Progress (stderr: bars on a terminal, plain lines otherwise) and one line per finished
     level (stdout). ``plain``: force plain lines (True) or bars (False); default: bars only
-    when stderr is a terminal."""
+    when stderr is a terminal. ``silent``: ``quiet``, and no line on stdout either (the
+    warnings on stderr stay)."""
 
     def __init__(
-        self, config, iterations: int, group_size: int, quiet: bool, plain: bool | None = None
+        self,
+        config,
+        iterations: int,
+        group_size: int,
+        quiet: bool,
+        plain: bool | None = None,
+        *,
+        silent: bool = False,
     ):
         self.config = config
         self.iterations = iterations
         self.group_size = group_size  # (kept for callers; groups are told by the hook)
-        self.quiet = quiet
+        self.silent = silent
+        self.quiet = quiet or silent
         self.plain = not _is_terminal(sys.stderr) if plain is None else plain
         self.tqdm = None
         self.levels = None
@@ -124,7 +135,10 @@ class Progress:
         print(text, file=sys.stderr, flush=True)
 
     def line(self, text: str, err: bool = False) -> None:
-        """Print one line above the bars (stderr when ``err``)."""
+        """Print one line above the bars (stderr when ``err``; nothing on stdout when
+        ``silent``)."""
+        if self.silent and not err:
+            return
         stream = sys.stderr if err else sys.stdout
         if self.tqdm is not None:
             self.tqdm.write(text, file=stream)

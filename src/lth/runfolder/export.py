@@ -297,9 +297,6 @@ def export_ticket(
         >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
         >>> run = tempfile.mkdtemp() + "/run"
         >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
-        run folder: ...
-        level 0/1: ...
-        level 1/1: ...
         >>> info = lth.export_ticket(run, 1, out=run + "/../t.safetensors", format="sparse",
         ...                          model=net)
         >>> print(info.summary())
@@ -495,9 +492,6 @@ def load_export(
         >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
         >>> run = tempfile.mkdtemp() + "/run"
         >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
-        run folder: ...
-        level 0/1: ...
-        level 1/1: ...
         >>> _ = lth.export_ticket(run, 1, out=run + "/../t.safetensors", format="sparse", model=net)
         >>> loaded, masks = lth.load_export(run + "/../t.safetensors", model=net)
         >>> ticket, ticket_masks = lth.load_ticket(run, level=1, model=net)

@@ -95,6 +95,14 @@ def branch_names() -> tuple[str, ...]:
     return ("ticket", *CONTROLS.names())
 
 
+def level_branches(controls: Sequence[str], level: int) -> tuple[str, ...]:
+    """The branches a study trains at ``level``: the ticket alone at level 0 (the dense
+    network, trained once per replicate: a control there would be the ticket itself or one more
+    dense seed), the ticket and ``controls`` from level 1 on. A run folder of an older lth may
+    also hold the controls at level 0 (``lth verify`` accepts and checks them)."""
+    return ("ticket",) if level == 0 else ("ticket", *controls)
+
+
 def branch_order(names: Iterable[str]) -> list[str]:
     """Branch names in file and display order: ticket, reinit, random_prune, others sorted."""
     names = set(names)

@@ -42,6 +42,7 @@ from lth.runfolder.layout import (
     PROGRESS,
     checkpoint_level,
     checkpoint_path,
+    level_branches,
     level_dir,
     level_file,
 )
@@ -115,9 +116,6 @@ def load_ticket(
         >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
         >>> run = tempfile.mkdtemp() + "/run"
         >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
-        run folder: ...
-        level 0/1: ...
-        level 1/1: ...
         >>> model, masks = lth.load_ticket(run, level=1, model=net)
         >>> sorted(masks), round(sum(int(m.sum()) for m in masks.values()) / 152, 3)
         (['1.weight', '3.weight'], 0.816)
@@ -139,6 +137,11 @@ def load_ticket(
     if not isinstance(level, int) or not 0 <= level <= config.levels:
         raise LTHError(f"level {level!r} is out of range; this run has levels 0 to {config.levels}")
     folder = level_dir(run_dir, branch, replicate, level)
+    if not folder.is_dir() and branch not in level_branches(config.controls, level):
+        raise LTHError(
+            f"the {branch} control has no level 0: the controls start at level 1, level 0 is "
+            "the dense network (branch ticket)"
+        )
     if not folder.is_dir():
         raise LTHError(
             f"{folder} does not exist: level {level} has not finished yet, or this replicate's "

@@ -13,8 +13,10 @@ run (the first violation stops the audit):
     ``.lth-run`` marker is an older lth's (or it has none): then the check is skipped.
 ``files``
     every replicate whose ticket did not diverge goes on to the next level, with the ticket
-    and each control, each with ``mask``, ``init`` and ``final``; level 0 holds θk as
-    ``step_K.safetensors`` when the run rewinds late; no level folder is left over.
+    and each control (level 0: the ticket alone, the dense network; a run folder of an older
+    lth, which trained the controls at level 0 too, may hold every control there, and they
+    are then checked like the others), each with ``mask``, ``init`` and ``final``; level 0
+    holds θk as ``step_K.safetensors`` when the run rewinds late; no level folder is left over.
 ``pruned-zero``
     pruned weights are exactly 0 in ``init`` and ``final`` (``final`` of a network that
     diverged is not checked: NaN spreads to every entry).
@@ -83,7 +85,14 @@ from lth.core.fileio import load_tensors
 from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, full_schedule
-from lth.runfolder.layout import INTERNAL, MANIFEST, MARKER, MARKER_FORMAT, level_dir
+from lth.runfolder.layout import (
+    INTERNAL,
+    MANIFEST,
+    MARKER,
+    MARKER_FORMAT,
+    level_branches,
+    level_dir,
+)
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, removals
@@ -279,7 +288,7 @@ class Audit:
             if key[0] not in branches:
                 self.fail("files", key, f"unknown branch; this run has {', '.join(branches)}")
         for rep in sorted(tickets):
-            for branch in branches:
+            for branch in self._branches_at(level, keys):
                 if (branch, rep, level) not in self.summary:
                     self.fail("files", (branch, rep, level), "no row in summary.csv")
         for folder in sorted(self.run.glob(f"*/*/level_{level:02d}")):
@@ -292,6 +301,13 @@ class Audit:
         if level == 0 and c.rewind_iteration and c.reset == "rewind":
             for rep in sorted(tickets):
                 self.tensors(("ticket", rep, 0), f"step_{c.rewind_iteration}")
+
+    def _branches_at(self, level: int, keys: list[Key]) -> tuple[str, ...]:
+        """The branches every replicate must have at ``level``: the ticket and the controls
+        from level 1 on; at level 0 the ticket alone, or (a run folder of an older lth, which
+        trained the controls at level 0 too) every control as well when any is there."""
+        older = level == 0 and any(k[0] != "ticket" for k in keys)
+        return level_branches(self.config.controls, 1 if older else level)
 
     def _check_network(self, key: Key, metrics: list[MetricRow], layers: dict) -> None:
         branch, rep, level = key

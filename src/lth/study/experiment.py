@@ -1,10 +1,13 @@
 """The iterative-pruning experiment: levels, reset modes and controls. Knows nothing about files.
 
-Level 0 trains the dense network from θ0. Level L prunes the ticket's trained weights of
-level L-1, resets the survivors (rewind to θ0 or θk, fine-tune, or reinitialise) and trains
-again. At every level the controls train with the ticket's exact sparsity: ``reinit`` (the
-ticket's own mask, fresh random weights) and ``random_prune`` (a random mask with the same
-per-layer counts, the ticket's starting weights). All branches and replicates of a level train
+Level 0 trains the dense network from θ0, once per replicate: the ticket alone. Level L >= 1
+prunes the ticket's trained weights of level L-1, resets the survivors (rewind to θ0 or θk,
+fine-tune, or reinitialise) and trains again. From level 1 on the controls train with the
+ticket's exact sparsity: ``reinit`` (the ticket's own mask, fresh random weights) and
+``random_prune`` (a random mask with the same per-layer counts, the ticket's starting weights).
+At level 0 they would be the dense network again (``random_prune``: the ticket itself;
+``reinit``: one more dense seed), so they do not train there
+(:func:`lth.runfolder.layout.level_branches`). All branches and replicates of a level train
 together in the stacked engine, in groups that share a schedule.
 
 Schedules (:meth:`Experiment.schedule`): with late rewinding to step k (Frankle et al. 2020,
@@ -39,6 +42,7 @@ from lth.pruning.controls import CONTROLS, ControlInput, check_controls
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask, prunable_parameters
 from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, schedule
 from lth.pruning.shrink import dead_units
+from lth.runfolder.layout import level_branches
 from lth.runfolder.results import Hook, LevelResult, Store
 from lth.usercode import NO_TRUST, CodeTrust, check_config
 
@@ -188,7 +192,6 @@ class Experiment:
             if level == 0:
                 masks = ones_mask(self.template, self.prunable)
                 start = self.theta0(r)
-                pruned, prev_masks = start, masks
             else:
                 prev = previous[r]
                 # criteria that prune at initialisation score θ0 under the previous mask
@@ -212,14 +215,9 @@ class Experiment:
                     TicketJob(masked_weights(start, masks), masks, data_seed, f"ticket/{r}"),
                 )
             )
-            for control in c.controls:
-                if level == 0 and CONTROLS.lookup(control).whole_at_level0:
-                    # a control keeping everything is the ticket itself: train it once
-                    planned.append((control, r, None))
-                    continue
-                theta0 = start if level == 0 else level0[r].init
+            for control in level_branches(c.controls, level)[1:]:
                 cmask, init = self.control(
-                    control, r, level, masks, start, theta0, (pruned, prev_masks)
+                    control, r, level, masks, start, level0[r].init, (pruned, prev_masks)
                 )
                 planned.append(
                     (

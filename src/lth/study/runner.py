@@ -318,15 +318,18 @@ def run_in_folder(
     warn: Callable[[str], None] | None = None,
     executor=None,
     tensorboard: bool = False,
+    silent: bool = False,
 ) -> list[LevelResult]:
     """Run (or resume) ``experiment`` into a :class:`~lth.runfolder.runs.RunFolder` (opened here).
 
     SIGINT and SIGTERM stop training at the next evaluation with a checkpoint saved, so that
     running the same study again continues from there (:class:`Interrupted` is raised).
     ``executor``: where the units train (:mod:`lth.study.executors`; default: this process).
-    ``tensorboard``: also write TensorBoard event files into the run folder.
+    ``tensorboard``: also write TensorBoard event files into the run folder. ``quiet``: no
+    progress bars; ``silent``: nothing printed at all but warnings (:class:`Progress`).
     """
     options = {"quiet": quiet, "hook": hook, "warn": warn, "tensorboard": tensorboard}
+    options["silent"] = silent
     return run_in_folders([(experiment, folder)], executor=executor, **options)[0]
 
 
@@ -338,11 +341,13 @@ def run_in_folders(
     hook: Hook | None = None,
     warn: Callable[[str], None] | None = None,
     tensorboard: bool = False,
+    silent: bool = False,
 ) -> list[list[LevelResult]]:
     """Run (or resume) several (experiment, RunFolder) studies: one after another with the
     local executor, all submitted together with one that runs them together (Ray)."""
     executor = executor or LocalExecutor()
     options = {"quiet": quiet, "hook": hook, "warn": warn, "tensorboard": tensorboard}
+    options["silent"] = silent
     if not executor.together and len(studies) > 1:
         return [run_in_folders([s], executor=executor, **options)[0] for s in studies]
     with contextlib.ExitStack() as stack:
@@ -354,8 +359,9 @@ def run_in_folders(
             for experiment, folder in studies:
                 config = experiment.config
                 progress = Progress(
-                    config, experiment.train_config.iterations, experiment.group_size(), quiet
-                )
+                    config, experiment.train_config.iterations, experiment.group_size(), quiet,
+                    silent=silent,
+                )  # fmt: skip
                 progresses.append(progress)
                 progress.line(f"run folder: {folder.path}")
                 store = ReportingStore(folder, progress, config)
@@ -403,7 +409,8 @@ def run_experiment(
     executor=None,
     tensorboard: bool = False,
 ) -> list[LevelResult]:
-    """Run a whole study and return every trained network (ticket and controls, every level).
+    """Run a whole study and return every trained network (level 0: the dense one per replicate;
+    then the ticket and its controls at every level).
 
     With no arguments it runs what ``lth run`` runs with no options (the ``default`` preset).
 
@@ -420,7 +427,7 @@ def run_experiment(
             shapes and a sha256 of its tensors). ``lth report``/``lth plot`` read it.
         device: ``"auto"`` (CUDA when there is one), ``"cpu"``, ``"cuda"``, ...
         data_dir: Where ``config.dataset``'s files are (when ``data`` is not given).
-        quiet: No progress bars (the one line per finished level stays).
+        quiet: Print nothing (no progress bars, no line per level; warnings stay, on stderr).
         overwrite: Start ``out`` over, deleting exactly the files lth wrote there.
         store: Where levels and checkpoints go instead of ``out`` (a ``Store``).
         hook: Called as ``hook(level, group, trainer)`` at every evaluation.
@@ -445,12 +452,8 @@ def run_experiment(
         >>> config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20)
         >>> run = tempfile.mkdtemp() + "/run"
         >>> results = lth.run_experiment(config, data, model=net, out=run, quiet=True)
-        run folder: ...
-        level 0/1: ...
-        level 1/1: ...
         >>> [(r.branch, r.level, round(r.weights_remaining, 1)) for r in results]
-        [('ticket', 0, 100.0), ('reinit', 0, 100.0), ('random_prune', 0, 100.0),
-         ('ticket', 1, 81.6), ('reinit', 1, 81.6), ('random_prune', 1, 81.6)]
+        [('ticket', 0, 100.0), ('ticket', 1, 81.6), ('reinit', 1, 81.6), ('random_prune', 1, 81.6)]
     """
     config = config or ExperimentConfig()
     dev = resolve_device(device)
@@ -474,7 +477,7 @@ def run_experiment(
         if quiet and store is None:
             return executor.run([Study(experiment, MemoryStore(), hook)])[0]
         progress = Progress(config, experiment.train_config.iterations, experiment.group_size(),
-                            quiet)  # fmt: skip
+                            quiet, silent=quiet)  # fmt: skip
         try:
             reporting = ReportingStore(store or MemoryStore(), progress, config)
             study = Study(experiment, reporting, _both(progress, hook), progress.line)
@@ -488,8 +491,9 @@ def run_experiment(
     if source:
         folder.source = source
     return run_in_folder(
-        experiment, folder, quiet=quiet, hook=hook, executor=executor, tensorboard=tensorboard
-    )
+        experiment, folder, quiet=quiet, hook=hook, executor=executor, tensorboard=tensorboard,
+        silent=quiet,
+    )  # fmt: skip
 
 
 __all__ = [
