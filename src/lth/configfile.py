@@ -1,6 +1,7 @@
 """TOML in and out: a configuration file or a run's ``config.toml`` read and type-checked
-(:func:`config_from_toml`, :func:`read_run_config`, :func:`read_run_info`), and settings written
-as TOML text (:func:`toml_text`).
+(:func:`config_from_toml`, :func:`read_run_config`, :func:`read_run_info`), settings written
+as TOML text (:func:`toml_text`), and which settings apply to a study (:func:`applied_settings`:
+a run's ``config.toml`` records only those; a setting missing from a file has its default).
 
 Imports only :mod:`lth.config` and :mod:`lth.errors`.
 """
@@ -8,6 +9,7 @@ Imports only :mod:`lth.config` and :mod:`lth.errors`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,52 @@ def toml_text(values: dict) -> str:
 
 #: tables of a run's config.toml that describe the run rather than set it (ignored on reading)
 INFO_TABLES = ("environment", "source")
+
+
+#: Settings that apply to a study only in some cases, each with the test that it does not
+#: apply, on the study's settings ``v`` and whether its data has an augmentation ``aug``. A
+#: test reads only settings that no other test drops (so that a file read back with defaults
+#: for the missing keys drops the same ones again).
+NOT_APPLYING: dict[str, Callable[[dict, bool], bool]] = {
+    "augment": lambda v, aug: not aug,  # the dataset defines no augmentation
+    "momentum": lambda v, aug: v["optimizer"] != "sgd",  # Adam has none
+    "gamma": lambda v, aug: not v["milestones"],  # no milestone to multiply the rate at
+    "iterations": lambda v, aug: bool(v["epochs"]),  # epochs set the iterations
+    "rewind_iteration": lambda v, aug: v["reset"] != "rewind",  # no rewinding
+    "conv_rate": lambda v, aug: v["pruning"] == "global" or not v["levels"],
+    "prune_types": lambda v, aug: bool(v["prune_patterns"]),  # the patterns choose instead
+    # a study without pruning levels (the dense network alone) prunes nothing
+    **dict.fromkeys(
+        ("rate", "output_rate", "target", "pruning", "criterion", "controls"),
+        lambda v, aug: not v["levels"],
+    ),
+}
+
+
+def applied_settings(values: Mapping[str, Any], augments: bool = True) -> dict:
+    """The settings ``values`` (:meth:`ExperimentConfig.to_dict`; a missing one has its
+    default) less those that do not apply to the study (:data:`NOT_APPLYING`): what a run's
+    ``config.toml`` records, and what two runs are compared on.
+
+    Args:
+        values: Settings by name, as plain values.
+        augments: Whether the study's data has an augmentation (``augment`` applies).
+
+    Returns:
+        dict: The settings that apply, in declaration order.
+
+    Examples:
+        >>> from lth.config import ExperimentConfig
+        >>> config = ExperimentConfig(optimizer="sgd", momentum=0.9, reset="finetune").to_dict()
+        >>> sorted(set(config) - set(applied_settings(config, augments=False)))
+        ['augment', 'gamma', 'rewind_iteration']
+    """
+    full = ExperimentConfig().to_dict() | dict(values)
+    return {
+        k: v
+        for k, v in full.items()
+        if k not in NOT_APPLYING or not NOT_APPLYING[k](full, augments)
+    }
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict:
@@ -104,6 +152,8 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 __all__ = [
     "INFO_TABLES",
+    "NOT_APPLYING",
+    "applied_settings",
     "config_from_toml",
     "read_run_config",
     "read_run_info",

@@ -30,6 +30,7 @@ from lth.analysis.results import (
     accuracy_stats,
     differing_settings,
     load_runs,
+    method_parts,
     poolable,
     pooled_summary,
     run_folders,
@@ -67,7 +68,9 @@ SIGNATURES = {
 
 
 def describe_config(config: dict) -> str:
-    """A one-line description of a study from its config, e.g. 'lenet_300_100 on mnist, ...'."""
+    """A one-line description of a study from its config, e.g. 'lenet_300_100 on mnist, ...',
+    naming its criterion, initialisation, precision and granularity where not the default
+    (:func:`method_parts`)."""
     parts = []
     if "model" in config:
         parts.append(
@@ -75,6 +78,7 @@ def describe_config(config: dict) -> str:
         )
     elif "dataset" in config:
         parts.append(str(config["dataset"]))
+    parts += method_parts(config)
     if "pruning" in config:
         parts.append(f"{config['pruning']} pruning")
     if "rate" in config:

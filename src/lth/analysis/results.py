@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lth.analysis.stats import matches, mean_interval, verdict, welch_interval
-from lth.config import field_kinds
+from lth.config import ExperimentConfig, field_kinds
+from lth.configfile import applied_settings
+from lth.data import get_spec
 from lth.errors import LTHError
 from lth.runfolder.layout import branch_order
 from lth.runfolder.readers import LayerRow, SummaryRow, load_config, load_layers, load_summary
@@ -27,6 +29,7 @@ from lth.runfolder.tables import SUMMARY
 
 __all__ = [
     "POOLABLE",
+    "METHOD_SETTINGS",
     "QUANTITIES",
     "FigureRun",
     "Run",
@@ -36,6 +39,7 @@ __all__ = [
     "differing_settings",
     "load_figure_runs",
     "load_runs",
+    "method_parts",
     "poolable",
     "pooled_summary",
     "run_folders",
@@ -163,12 +167,26 @@ def run_folders(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def differing_settings(runs: Sequence[Run]) -> list[str]:
-    """Settings whose values are not the same in every run (a missing one differs from any
-    value), in declaration order; ``max_parallel`` (how tickets are grouped) is left out."""
+    """Settings whose values are not the same in every run, in declaration order; of each run
+    the settings that apply to it (a missing one has its default, one that does not apply is
+    left out: :func:`lth.configfile.applied_settings`); ``max_parallel`` (how tickets are
+    grouped) is left out."""
     if len(runs) < 2 or any(not r.settings for r in runs):
         return []
     keys = [k for k in setting_names() if k != "max_parallel"]
-    return [k for k in keys if len({repr(r.settings.get(k)) for r in runs}) > 1]
+    views = [applied_settings(r.settings, _augments(r.config)) for r in runs]
+    return [k for k in keys if len({repr(v.get(k)) for v in views}) > 1]
+
+
+def _augments(config: dict) -> bool:
+    """Whether a run's data has an augmentation: its registered dataset's (user data, which
+    its ``[source]`` table describes, is taken to have one)."""
+    if "data_sha256" in config:
+        return True
+    try:
+        return get_spec(str(config.get("dataset", "mnist"))).augmentation is not None
+    except LTHError:
+        return True
 
 
 def show_setting(value: object) -> str:
@@ -176,6 +194,34 @@ def show_setting(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     return str(value)
+
+
+#: Settings the report's header names when not their default: what pruned, how the weights
+#: started, and how the numbers were computed (a run with another criterion must not read as
+#: IMP). A name that is not a setting of this lth is named whenever a config holds it.
+METHOD_SETTINGS = ("criterion", "init", "precision", "granularity")
+
+
+def method_parts(config: dict) -> list[str]:
+    """The words of a report's header for the :data:`METHOD_SETTINGS` of ``config`` (a run's
+    config.toml, flattened) that differ from their defaults.
+
+    Args:
+        config: Settings by name.
+
+    Returns:
+        list[str]: One ``"name value"`` per setting named.
+
+    Examples:
+        >>> method_parts({"criterion": "mycrit:movement", "init": "xavier_normal"})
+        ['criterion mycrit:movement']
+    """
+    defaults = ExperimentConfig().to_dict()
+    return [
+        f"{key} {show_setting(config[key])}"
+        for key in METHOD_SETTINGS
+        if key in config and (key not in defaults or config[key] != defaults[key])
+    ]
 
 
 def run_labels(runs: Sequence[Run]) -> list[str]:

@@ -420,10 +420,16 @@ def _model_for(meta: dict, model, trust_code: bool | CodeTrust) -> nn.Module:
         return call_factory(lambda: model(), (), 0, repr(model))
     if shape is None or (name not in MODELS and ":" not in name):
         raise LTHError(
-            f"the file holds a {name or 'user'} model that lth cannot build; "
+            f"the file holds {_model_words(name)} that lth cannot build; "
             "pass load_export(..., model=...) (the module or its factory)"
         )
     return build_model(name, shape, int(classes), as_trust(trust_code))
+
+
+def _model_words(name: str) -> str:
+    """'a user model' (no name, or the ``"user model"`` a run of an ``nn.Module`` records),
+    else 'a NAME model'."""
+    return "a user model" if name in ("", "user model") else f"a {name} model"
 
 
 def _decoded(path, fmt: str, meta: dict, tensors: dict[str, Tensor]) -> tuple[dict, MaskSet]:

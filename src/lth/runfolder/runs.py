@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from lth.config import ExperimentConfig
-from lth.configfile import read_run_config, read_run_info, toml_text
+from lth.configfile import applied_settings, read_run_config, read_run_info, toml_text
 from lth.core.fileio import load_tensors, tensor_bytes
 from lth.core.models import build_model, call_factory
 from lth.core.training import History, Trainer
@@ -225,6 +225,7 @@ class RunFolder:
         self.config = config
         self.environment = environment or {}
         self.source: dict = {}  # what a Python study ran: user model and data (lth.study.runner)
+        self.augments: bool | None = None  # whether the data augments (None: its spec says)
         self.overwrite = overwrite
         self.checkpoint_seconds = checkpoint_seconds
         self.internal = self.path / INTERNAL
@@ -263,15 +264,27 @@ class RunFolder:
         if existing and self.overwrite and not (self.internal / MANIFEST).is_file():
             raise LTHError(unlisted_message(self.path))
         if existing and not self.overwrite:
-            old = read_config(self.path).to_dict()
-            new = self.config.to_dict()
-            diff = [f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in new if old.get(k) != new[k]]
+            old = self.settings(read_config(self.path))
+            new = self.settings(self.config)
+            diff = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in new | old
+                    if old.get(k) != new.get(k)]  # fmt: skip
             if diff:
                 raise LTHError(
                     f"{self.path} holds a run with other settings: {', '.join(diff)}; "
                     "use --overwrite to start over or another --out"
                 )
         return existing
+
+    def settings(self, config: ExperimentConfig) -> dict:
+        """The settings of ``config`` that apply to this run (:func:`applied_settings`): what
+        its config.toml records, and what a resume compares."""
+        augments = self.augments
+        if augments is None:
+            try:
+                augments = get_spec(config.dataset).augmentation is not None
+            except LTHError:  # data lth does not know: keep the setting
+                augments = True
+        return applied_settings(config.to_dict(), augments)
 
     def open(self) -> RunFolder:
         """Create or reopen the folder, take the lock and load finished levels' tables."""
@@ -305,7 +318,7 @@ class RunFolder:
                 write_marker(self.path)
             remove_temporaries(self.path)
             info = {"environment": self.environment, "source": self.source}
-            text = toml_text(self.config.to_dict() | {k: v for k, v in info.items() if v})
+            text = toml_text(self.settings(self.config) | {k: v for k, v in info.items() if v})
             self._write_config(text)
         except BaseException:
             self.close()

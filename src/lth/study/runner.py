@@ -487,6 +487,7 @@ def run_experiment(
     if config.model == "user model":
         source |= describe_model(experiment.template)
     folder = RunFolder(out, config, overwrite=overwrite)
+    folder.augments = getattr(data, "augmentation", None) is not None  # config.toml's augment
     folder.environment = environment(dev, None if data_dir is None else str(data_dir), config, out)
     if source:
         folder.source = source
