@@ -162,7 +162,7 @@ def test_folder_layout_and_config(reference):
         for name, w in load_tensors(folder / "final.safetensors").items():
             assert torch.equal(w, r.final[name])
     summary = (path / "summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 3 * 3
+    assert len(summary) == 1 + 1 + 3 * 2  # level 0: the dense network alone
     for table in (METRICS, SUMMARY, LAYERS):  # the columns declared in lth.runfolder.tables
         assert (path / table.file).read_text().splitlines()[0] == ",".join(table.names)
     assert (path / ".lth-run").is_file()

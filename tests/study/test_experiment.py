@@ -85,7 +85,9 @@ def test_controls_use_the_tickets_sparsity(small):
     exp = Experiment(cfg, small)
     results = by_key(exp.run())
     theta0 = exp.theta0(0)
-    for level in range(cfg.levels + 1):
+    # the controls start at level 1: at level 0 the ticket is the dense network, trained once
+    assert [k for k in results if k[2] == 0] == [("ticket", 0, 0)]
+    for level in range(1, cfg.levels + 1):
         ticket = results[("ticket", 0, level)]
         reinit = results[("reinit", 0, level)]
         rand = results[("random_prune", 0, level)]

@@ -139,7 +139,8 @@ def test_finetuning_leaves_the_reinit_control_its_full_schedule(small, monkeypat
     spy = Schedules(monkeypatch)
     Experiment(cfg, small).run(hook=spy.hook)
     full = {lr for _, lr in spy.lrs["ticket/0", 0]}
-    assert spy.lrs["reinit/0", 1] == spy.lrs["reinit/0", 0], "reinit: the whole schedule again"
+    assert ("reinit/0", 0) not in spy.lrs, "the controls start at level 1"
+    assert spy.lrs["reinit/0", 1] == spy.lrs["ticket/0", 0], "reinit: the whole schedule again"
     assert {lr for _, lr in spy.lrs["reinit/0", 1]} == full
     for name in ("ticket/0", "random_prune/0"):
         assert [lr for _, lr in spy.lrs[name, 1]] == [pytest.approx(cfg.lr * 0.5)] * 60, name
