@@ -83,7 +83,8 @@ class Control:
     through ``audit.fail`` (check ``check``) when a network of this branch breaks the control's
     claim. ``fresh_start``: it starts from fresh weights and trains the whole schedule from
     step 0 (never late-rewound or fine-tuned). ``whole_at_level0``: at level 0 (nothing
-    pruned yet) it is the ticket itself, trained once.
+    pruned yet) it would be the ticket itself (no control trains at level 0, which is the dense
+    network alone: :func:`lth.runfolder.layout.level_branches`; the flag only says so).
     """
 
     name: str
