@@ -99,7 +99,19 @@ def level_branches(controls: Sequence[str], level: int) -> tuple[str, ...]:
     """The branches a study trains at ``level``: the ticket alone at level 0 (the dense
     network, trained once per replicate: a control there would be the ticket itself or one more
     dense seed), the ticket and ``controls`` from level 1 on. A run folder of an older lth may
-    also hold the controls at level 0 (``lth verify`` accepts and checks them)."""
+    also hold the controls at level 0 (``lth verify`` accepts and checks them).
+
+    Args:
+        controls: The study's controls (``ExperimentConfig.controls``).
+        level: The pruning level, 0 for the dense network.
+
+    Returns:
+        tuple[str, ...]: The branch names, the ticket first.
+
+    Examples:
+        >>> level_branches(("reinit", "random_prune"), 0), level_branches(("reinit",), 2)
+        (('ticket',), ('ticket', 'reinit'))
+    """
     return ("ticket",) if level == 0 else ("ticket", *controls)
 
 
