@@ -97,9 +97,9 @@ def test_run_folder_is_complete_and_consistent(tiny):
     assert len(metrics) == 1 + 3 * 3 * 3  # branches x levels x evaluations (0, 100, 200)
     summary = read_rows(tiny / "summary.csv")
     assert (tiny / "summary.csv").read_text().startswith(SUMMARY + ",")
-    assert [(r["branch"], int(r["level"])) for r in summary] == [
-        (b, level) for level in range(3) for b in BRANCHES
-    ]
+    assert [(r["branch"], int(r["level"])) for r in summary] == [("ticket", 0)] + [
+        (b, level) for level in (1, 2) for b in BRANCHES
+    ]  # level 0: the dense network, once
     layers = read_rows(tiny / "layers.csv")
     for name in ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining"):
         assert (tiny / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
