@@ -18,9 +18,9 @@ from pathlib import Path
 
 from lth.cli.exits import EXIT_FAILURE, EXIT_OK, error, one_line, warning
 from lth.cli.options import check_names, code_trust, option_name, resolve_config
-from lth.config import ExperimentConfig
+from lth.config import ExperimentConfig, resolve_init
 from lth.errors import LTHError
-from lth.usercode import check_config
+from lth.usercode import check_config, names_code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -94,6 +94,7 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
     from lth.study.experiment import Experiment  # lazy: per command
     from lth.study.runner import check_study, environment  # lazy: per command
 
+    config = resolve_init(config, user_model=names_code(config.model))  # θ0: lth.core.theta0
     folder = RunFolder(
         out, config, overwrite=args.overwrite, checkpoint_seconds=args.checkpoint_every
     )
@@ -317,7 +318,7 @@ def _stability_folder(out: Path, config: ExperimentConfig) -> Path:
     """Create (or reopen) the run folder of a configuration, untrained, for --find-rewind."""
     from lth.runfolder.runs import RunFolder  # lazy: per command
 
-    with RunFolder(out, config):
+    with RunFolder(out, resolve_init(config, user_model=names_code(config.model))):
         pass
     return out
 

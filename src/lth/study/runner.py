@@ -466,6 +466,7 @@ def run_experiment(
         spec = None if isinstance(model, nn.Module) else _factory_spec(model)
         config = dataclasses.replace(config, model=spec or "user model")
     experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
+    config = experiment.config  # with the initialisation θ0 really uses (init = "model")
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         if tensorboard:
