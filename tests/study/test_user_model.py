@@ -7,15 +7,16 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 import lth
+from conftest import assert_one_line, real_data
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.core.init import initialize
@@ -24,8 +25,6 @@ from lth.errors import LTHError
 from lth.pruning.policy import derive_seed
 from lth.runfolder.layout import level_file
 from lth.study.experiment import Experiment
-
-from conftest import assert_one_line, real_data
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pretrained_mlp.py"
 
