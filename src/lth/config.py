@@ -220,7 +220,14 @@ class StudyConfig(_Declared):
         metavar="NAME",
         names="models",
     )
-    dataset: str = setting("mnist", "dataset", text, group=STUDY, metavar="NAME", names="datasets")
+    dataset: str = setting(
+        "mnist",
+        "dataset: a registered dataset or package.module:function (your data)",
+        text,
+        group=STUDY,
+        metavar="NAME",
+        names="datasets",
+    )
     init: str = setting(
         DEFAULT_INIT,
         f"initialisation scheme of θ0, or {INIT_MODEL!r}: the model's own weights (the default "

@@ -89,10 +89,11 @@ def _executor(args: argparse.Namespace):
 def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: dict):
     """(Experiment, RunFolder) of one study, checked; the folder is not created yet.
     ``datasets`` keeps the data loaded for other studies of a sweep."""
-    from lth.data import load_dataset, resolve_data_dir  # lazy: per command
+    from lth.data import resolve_data_dir  # lazy: per command
+    from lth.data.user import study_data  # lazy: per command
     from lth.runfolder.runs import RunFolder  # lazy: per command
     from lth.study.experiment import Experiment  # lazy: per command
-    from lth.study.runner import check_study, environment  # lazy: per command
+    from lth.study.runner import check_study, describe_data, environment  # lazy: per command
 
     config = resolve_init(config, user_model=names_code(config.model))  # θ0: lth.core.theta0
     folder = RunFolder(
@@ -101,15 +102,17 @@ def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: d
     folder.check()
     data_dir = resolve_data_dir(args.data_dir)
     key = (config.dataset, config.val_size, config.seed)
-    if key not in datasets:
-        datasets[key] = load_dataset(
-            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed,
-            device=device,
+    if key not in datasets:  # your own data (--dataset module:function) is checked here
+        datasets[key] = study_data(
+            config.dataset, args.data_dir, code_trust(args), val_size=config.val_size,
+            seed=config.seed, device=device,
         )  # fmt: skip
     experiment = Experiment(config, datasets[key], device, trust=code_trust(args))
     check_study(experiment, datasets[key], warning)
     machine = environment(device, str(data_dir), config, out)
     folder.environment = machine | {"executor": args.executor}
+    if names_code(config.dataset):  # its shapes, for the commands that rebuild the model
+        folder.source = describe_data(datasets[key])
     return experiment, folder
 
 
@@ -265,12 +268,13 @@ def cmd_stability(args: argparse.Namespace) -> int:
         check_names(config)
         check_config(config, code_trust(args))
         stability.check_counts(args.copies, args.points)
-        from lth.data import load_dataset  # lazy: per command
+        from lth.data.user import study_data  # lazy: per command
 
         device = resolve_device(args.device)  # everything first: bad input leaves no folder
-        data = load_dataset(
-            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
-        )
+        data = study_data(
+            config.dataset, args.data_dir, code_trust(args), val_size=config.val_size,
+            seed=config.seed, device=device,
+        )  # fmt: skip
         stability.check_configuration(config, data, device, args.copies, code_trust(args), warning)
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:

@@ -162,7 +162,8 @@ def check_names(config: ExperimentConfig) -> None:
             f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())} or "
             f"{INIT_MODEL} (the model's own weights)"
         )
-    get_spec(config.dataset)
+    if not names_code(config.dataset):  # else module:function, imported when allowed
+        get_spec(config.dataset)
     from lth.pruning.controls import check_controls  # lazy: registries import torch
 
     check_controls(config.controls)
