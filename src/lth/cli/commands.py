@@ -241,9 +241,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         which=args.which,
         trust_code=code_trust(args),
         force=args.force,
+        model=_run_model(args, Path(args.run_dir).expanduser()),
     )
     print(info.summary())
     return EXIT_OK
+
+
+def _run_model(args: argparse.Namespace, run_dir: Path):
+    """The factory ``--model`` names for the model of a run folder, or ``None`` (the run's own
+    model). A run of an ``nn.Module`` object needs one: refused naming the option."""
+    from lth.runfolder.runs import read_config  # lazy: per command
+    from lth.usercode import import_code  # lazy: per command
+
+    spec = vars(args).get("model")
+    if spec is not None:
+        if not names_code(spec):
+            raise LTHError(
+                f"--model {spec!r} with a run folder must name a factory of the run's model as "
+                "package.module:function"
+            )
+        return import_code(spec, "model", code_trust(args))
+    if read_config(run_dir).model == "user model":
+        raise LTHError(
+            f"{run_dir} was run with a user model (an nn.Module object); pass --model "
+            "package.module:function, a factory that builds the same architecture"
+        )
+    return None
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
@@ -255,6 +278,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from lth.study.runner import resolve_device  # lazy: per command
 
     settings = [f.name for f in fields(ExperimentConfig) if f.name in vars(args)]
+    model = None
     settings += [k for k in ("preset", "config") if k in vars(args)]
     every = args.checkpoint_every
     if not (every >= 0 and math.isfinite(every)):
@@ -278,6 +302,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
         stability.check_configuration(config, data, device, args.copies, code_trust(args), warning)
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
+        _check_run_dir(args.run_dir)
+        model = _run_model(args, Path(args.run_dir).expanduser())  # --model: the run's model
+        settings = [name for name in settings if name != "model"]
         if settings or args.out is not None:
             given = option_name(settings[0]) if settings else "--out"
             raise LTHError(f"{given} is for a configuration; RUN_DIR has its own config.toml")
@@ -290,7 +317,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     options = {
         "copies": args.copies, "points": args.points, "data_dir": args.data_dir,
         "device": resolve_device(args.device), "trust_code": code_trust(args),
-        "checkpoint_seconds": every, "quiet": args.quiet, "data": data,
+        "checkpoint_seconds": every, "quiet": args.quiet, "data": data, "model": model,
     }  # fmt: skip
     where = (args.level or 0, args.branch, args.replicate)
     if args.find_rewind:
