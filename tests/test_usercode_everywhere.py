@@ -58,7 +58,8 @@ def here(runs, monkeypatch):
 
 
 def export(run, out, *extra):
-    return main(["export", str(run), "--level", "1", "--format", "dense", "--out", str(out), *extra])
+    argv = ["export", str(run), "--level", "1", "--format", "dense", "--out", str(out)]
+    return main([*argv, *extra])
 
 
 def test_export_finds_the_module_in_the_current_folder(here, tmp_path, capsys):
