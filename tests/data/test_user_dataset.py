@@ -165,3 +165,12 @@ def test_the_dataset_contract_is_checked_whole():
     with pytest.raises(LTHError) as e:
         check_dataset(short, "m:f")
     assert_one_line(e, "val_y", "(2,)")
+
+
+def test_the_examples_of_lth_data_user_run(offline_and_isolated):
+    import doctest
+
+    import lth.data.user
+
+    result = doctest.testmod(lth.data.user, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

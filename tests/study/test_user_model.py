@@ -138,6 +138,16 @@ def test_imp_from_a_pretrained_checkpoint(tmp_path, monkeypatch):
     assert not torch.equal(reinit["1.weight"], checkpoint["1.weight"])
     assert reinit["1.weight"].abs().max() <= 1 / math.sqrt(784)  # nn.Linear's own init
     assert main(["verify", str(run)]) == 0
+    assert main(["report", str(run)]) == 0
     out = tmp_path / "t.safetensors"  # the same folder finds the module for export too
     argv = ["export", str(run), "--level", "1", "--format", "dense", "--out", str(out)]
     assert main([*argv, "--trust-code"]) == 0 and out.is_file()
+
+
+def test_the_examples_of_lth_core_theta0_run():
+    import doctest
+
+    import lth.core.theta0
+
+    result = doctest.testmod(lth.core.theta0, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
