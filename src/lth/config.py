@@ -27,7 +27,7 @@ import math
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from lth.errors import LTHError
@@ -169,6 +169,44 @@ class _Declared:
         """Checks that involve several fields (none by default)."""
 
 
+# ------------------------------------------------------------------- initialisation
+#: ``init`` naming the model's own initialisation: θ0 is what its code builds (a factory called
+#: under a seeded generator, or the weights of a module object), see :mod:`lth.core.theta0`.
+INIT_MODEL = "model"
+
+
+class _DefaultInit(str):
+    """The default ``init`` value: equal to ``"xavier_normal"``, but told apart from the same
+    name set explicitly (:func:`init_is_default`), so that a user model gets its own weights
+    unless the user named a scheme. It survives ``dataclasses.replace``, copies and pickling."""
+
+
+DEFAULT_INIT = _DefaultInit("xavier_normal")
+
+
+def init_is_default(config: Any) -> bool:
+    """Whether ``config.init`` is the default, not set by the user (a preset, a file, an
+    option or a keyword naming it sets it)."""
+    return type(config.init) is _DefaultInit
+
+
+def resolve_init(config: Any, user_model: bool) -> Any:
+    """``config`` with the initialisation a study really uses: for a user model
+    (``package.module:function`` or an ``nn.Module`` object) whose ``init`` is the default,
+    ``init = "model"`` (its own weights); otherwise ``config`` unchanged (a registered model
+    keeps its paper's scheme, an explicit scheme wins).
+
+    >>> config = ExperimentConfig()
+    >>> resolve_init(config, user_model=True).init, resolve_init(config, user_model=False).init
+    ('model', 'xavier_normal')
+    >>> resolve_init(ExperimentConfig(init="xavier_normal"), user_model=True).init
+    'xavier_normal'
+    """
+    if user_model and init_is_default(config):
+        return replace(config, init=INIT_MODEL)
+    return config
+
+
 # ----------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class StudyConfig(_Declared):
@@ -182,9 +220,22 @@ class StudyConfig(_Declared):
         metavar="NAME",
         names="models",
     )
-    dataset: str = setting("mnist", "dataset", text, group=STUDY, metavar="NAME", names="datasets")
+    dataset: str = setting(
+        "mnist",
+        "dataset: a registered dataset or package.module:function (your data)",
+        text,
+        group=STUDY,
+        metavar="NAME",
+        names="datasets",
+    )
     init: str = setting(
-        "xavier_normal", "initialisation scheme", text, group=STUDY, metavar="SCHEME", names="inits"
+        DEFAULT_INIT,
+        f"initialisation scheme of θ0, or {INIT_MODEL!r}: the model's own weights (the default "
+        "for a user model; registered models: xavier_normal)",
+        text,
+        group=STUDY,
+        metavar="SCHEME",
+        names="inits",
     )
     levels: int = setting(
         10, "pruning levels after the dense level 0", whole(0, 10_000), group=STUDY, metavar="N"
@@ -496,6 +547,8 @@ for _cls in (StudyConfig, TrainConfig, ExperimentConfig):
 
 __all__ = [
     "DEFAULT_CONTROLS",
+    "DEFAULT_INIT",
+    "INIT_MODEL",
     "MORE",
     "OPTIMIZERS",
     "PRUNINGS",
@@ -507,6 +560,8 @@ __all__ = [
     "TrainConfig",
     "check_schedule",
     "field_kinds",
+    "init_is_default",
+    "resolve_init",
     "typed_value",
     "setting",
 ]

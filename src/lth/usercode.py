@@ -1,7 +1,8 @@
 """The one gate for user code: every ``package.module:function`` setting passes through
 :func:`import_code` before anything imports it.
 
-A setting names code when it holds a ``:`` (``model``, ``criterion``: :data:`CODE_SETTINGS`).
+A setting names code when it holds a ``:`` (``model``, ``criterion``, ``dataset``:
+:data:`CODE_SETTINGS`).
 Code is imported only when the user named it where it is used: on the command line
 (``--model pkg.mod:fn``), in the Python call (a config built in Python, ``model=``), or when
 they said so (``--trust-code``, ``trust_code=True``). Code named in a file (``--config``, a
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from .errors import LTHError
 
 #: The settings of an :class:`~lth.config.ExperimentConfig` that may name code.
-CODE_SETTINGS = ("model", "criterion")
+CODE_SETTINGS = ("model", "criterion", "dataset")
 
 
 @dataclass(frozen=True)

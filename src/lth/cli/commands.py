@@ -18,9 +18,9 @@ from pathlib import Path
 
 from lth.cli.exits import EXIT_FAILURE, EXIT_OK, error, one_line, warning
 from lth.cli.options import check_names, code_trust, option_name, resolve_config
-from lth.config import ExperimentConfig
+from lth.config import ExperimentConfig, resolve_init
 from lth.errors import LTHError
-from lth.usercode import check_config
+from lth.usercode import check_config, names_code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,26 +89,30 @@ def _executor(args: argparse.Namespace):
 def _open_study(config, out: Path, args: argparse.Namespace, device, datasets: dict):
     """(Experiment, RunFolder) of one study, checked; the folder is not created yet.
     ``datasets`` keeps the data loaded for other studies of a sweep."""
-    from lth.data import load_dataset, resolve_data_dir  # lazy: per command
+    from lth.data import resolve_data_dir  # lazy: per command
+    from lth.data.user import study_data  # lazy: per command
     from lth.runfolder.runs import RunFolder  # lazy: per command
     from lth.study.experiment import Experiment  # lazy: per command
-    from lth.study.runner import check_study, environment  # lazy: per command
+    from lth.study.runner import check_study, describe_data, environment  # lazy: per command
 
+    config = resolve_init(config, user_model=names_code(config.model))  # θ0: lth.core.theta0
     folder = RunFolder(
         out, config, overwrite=args.overwrite, checkpoint_seconds=args.checkpoint_every
     )
     folder.check()
     data_dir = resolve_data_dir(args.data_dir)
     key = (config.dataset, config.val_size, config.seed)
-    if key not in datasets:
-        datasets[key] = load_dataset(
-            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed,
-            device=device,
+    if key not in datasets:  # your own data (--dataset module:function) is checked here
+        datasets[key] = study_data(
+            config.dataset, args.data_dir, code_trust(args), val_size=config.val_size,
+            seed=config.seed, device=device,
         )  # fmt: skip
     experiment = Experiment(config, datasets[key], device, trust=code_trust(args))
     check_study(experiment, datasets[key], warning)
     machine = environment(device, str(data_dir), config, out)
     folder.environment = machine | {"executor": args.executor}
+    if names_code(config.dataset):  # its shapes, for the commands that rebuild the model
+        folder.source = describe_data(datasets[key])
     return experiment, folder
 
 
@@ -237,9 +241,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         which=args.which,
         trust_code=code_trust(args),
         force=args.force,
+        model=_run_model(args, Path(args.run_dir).expanduser()),
     )
     print(info.summary())
     return EXIT_OK
+
+
+def _run_model(args: argparse.Namespace, run_dir: Path):
+    """The factory ``--model`` names for the model of a run folder, or ``None`` (the run's own
+    model). A run of an ``nn.Module`` object needs one: refused naming the option."""
+    from lth.runfolder.runs import read_config  # lazy: per command
+    from lth.usercode import import_code  # lazy: per command
+
+    spec = vars(args).get("model")
+    if spec is not None:
+        if not names_code(spec):
+            raise LTHError(
+                f"--model {spec!r} with a run folder must name a factory of the run's model as "
+                "package.module:function"
+            )
+        return import_code(spec, "model", code_trust(args))
+    if read_config(run_dir).model == "user model":
+        raise LTHError(
+            f"{run_dir} was run with a user model (an nn.Module object); pass --model "
+            "package.module:function, a factory that builds the same architecture"
+        )
+    return None
 
 
 def cmd_stability(args: argparse.Namespace) -> int:
@@ -251,6 +278,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from lth.study.runner import resolve_device  # lazy: per command
 
     settings = [f.name for f in fields(ExperimentConfig) if f.name in vars(args)]
+    model = None
     settings += [k for k in ("preset", "config") if k in vars(args)]
     every = args.checkpoint_every
     if not (every >= 0 and math.isfinite(every)):
@@ -264,15 +292,19 @@ def cmd_stability(args: argparse.Namespace) -> int:
         check_names(config)
         check_config(config, code_trust(args))
         stability.check_counts(args.copies, args.points)
-        from lth.data import load_dataset  # lazy: per command
+        from lth.data.user import study_data  # lazy: per command
 
         device = resolve_device(args.device)  # everything first: bad input leaves no folder
-        data = load_dataset(
-            config.dataset, args.data_dir, val_size=config.val_size, seed=config.seed, device=device
-        )
+        data = study_data(
+            config.dataset, args.data_dir, code_trust(args), val_size=config.val_size,
+            seed=config.seed, device=device,
+        )  # fmt: skip
         stability.check_configuration(config, data, device, args.copies, code_trust(args), warning)
         run_dir = _stability_folder(Path(args.out).expanduser(), config)
     else:
+        _check_run_dir(args.run_dir)
+        model = _run_model(args, Path(args.run_dir).expanduser())  # --model: the run's model
+        settings = [name for name in settings if name != "model"]
         if settings or args.out is not None:
             given = option_name(settings[0]) if settings else "--out"
             raise LTHError(f"{given} is for a configuration; RUN_DIR has its own config.toml")
@@ -285,7 +317,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     options = {
         "copies": args.copies, "points": args.points, "data_dir": args.data_dir,
         "device": resolve_device(args.device), "trust_code": code_trust(args),
-        "checkpoint_seconds": every, "quiet": args.quiet, "data": data,
+        "checkpoint_seconds": every, "quiet": args.quiet, "data": data, "model": model,
     }  # fmt: skip
     where = (args.level or 0, args.branch, args.replicate)
     if args.find_rewind:
@@ -317,7 +349,7 @@ def _stability_folder(out: Path, config: ExperimentConfig) -> Path:
     """Create (or reopen) the run folder of a configuration, untrained, for --find-rewind."""
     from lth.runfolder.runs import RunFolder  # lazy: per command
 
-    with RunFolder(out, config):
+    with RunFolder(out, resolve_init(config, user_model=names_code(config.model))):
         pass
     return out
 

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from lth.config import MORE, STUDY, TRAINING, ExperimentConfig, field_kinds
+from lth.config import INIT_MODEL, MORE, STUDY, TRAINING, ExperimentConfig, field_kinds
 from lth.configfile import config_from_toml
 from lth.errors import LTHError
 from lth.presets import get_preset
@@ -157,11 +157,13 @@ def check_names(config: ExperimentConfig) -> None:
 
     if ":" not in config.model and config.model not in model_names():  # else module:function
         raise LTHError(f"unknown model {config.model!r}; choose one of {', '.join(model_names())}")
-    if config.init not in init_names():
+    if config.init not in (*init_names(), INIT_MODEL):
         raise LTHError(
-            f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())}"
+            f"unknown init scheme {config.init!r}; choose one of {', '.join(init_names())} or "
+            f"{INIT_MODEL} (the model's own weights)"
         )
-    get_spec(config.dataset)
+    if not names_code(config.dataset):  # else module:function, imported when allowed
+        get_spec(config.dataset)
     from lth.pruning.controls import check_controls  # lazy: registries import torch
 
     check_controls(config.controls)

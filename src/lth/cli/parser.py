@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="import a package.module:function model named in the run's config.toml (never "
         "done otherwise)",
     )
+    exp.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        default=argparse.SUPPRESS,
+        help="the run's model built by this factory, package.module:function (found in the "
+        "current folder too): needed for a run of an nn.Module object",
+    )
     _add_force(exp, "an existing --out file that is not an lth export file")
     exp.add_argument("--debug", action="store_true", help="show tracebacks")
     exp.set_defaults(func=cmd_export)

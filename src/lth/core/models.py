@@ -46,6 +46,7 @@ __all__ = [
     "is_flat_sequential",
     "build_model",
     "call_factory",
+    "model_maker",
     "model_names",
     "output_layer",
     "register_model",
@@ -365,6 +366,33 @@ def build_model(
         return create_model(spec, tuple(input_shape), num_classes)
     factory = import_code(spec, "model", trust)
     return call_factory(factory, tuple(input_shape), num_classes, spec)
+
+
+def model_maker(
+    model: str | nn.Module | Callable[..., nn.Module],
+    input_shape: Sequence[int],
+    num_classes: int,
+    trust: CodeTrust = NO_TRUST,
+) -> Callable[[], nn.Module] | None:
+    """How a study builds its model again, as a function of no arguments: a registry name, a
+    ``package.module:function`` (imported once, now, only if ``trust`` allows it) or a factory;
+    ``None`` for an ``nn.Module`` object, which cannot be built again.
+
+    >>> make = model_maker("lenet_300_100", (1, 28, 28), 10)
+    >>> make()[-1], model_maker(make(), (1, 28, 28), 10)
+    (Linear(in_features=100, out_features=10, bias=True), None)
+    """
+    shape = tuple(input_shape)
+    if isinstance(model, nn.Module):
+        return None
+    if isinstance(model, str) and ":" not in model:
+        MODELS.lookup(model)
+        return lambda: create_model(model, shape, num_classes)
+    if isinstance(model, str):
+        factory, name = import_code(model, "model", trust), model
+    else:
+        factory, name = model, repr(model)
+    return lambda: call_factory(factory, shape, num_classes, name)
 
 
 for _name, (_builder, _flat) in BUILTIN.items():

@@ -328,11 +328,27 @@ def tensors_from_dataset(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         raise LTHError("the dataset is empty")
     xs, ys = [], []
     for i in range(n):
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except Exception as e:  # noqa: BLE001 - user code: any error is the user's to fix
+            problem = f"{type(e).__name__}: {one_line(e)}"
+            raise LTHError(f"cannot read item {i} of the dataset: {problem}") from None
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise LTHError(f"item {i} of the dataset is not an (image, label) pair")
-        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
-        ys.append(int(item[1]))
+        try:
+            xs.append(torch.as_tensor(item[0], dtype=torch.float32))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise LTHError(
+                f"the image of item {i} is a {type(item[0]).__name__}, not an array or tensor "
+                f"({one_line(e)}); convert it (e.g. torchvision's ToTensor)"
+            ) from None
+        label = torch.as_tensor(item[1])
+        if label.numel() != 1 or label.is_floating_point() or label.dtype == torch.bool:
+            raise LTHError(
+                f"the label of item {i} is {item[1]!r}; labels must be whole numbers (class "
+                "indices)"
+            )
+        ys.append(int(label))
     try:
         x = torch.stack(xs)
     except RuntimeError:

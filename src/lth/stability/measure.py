@@ -44,9 +44,8 @@ from torch import Tensor, nn
 
 from lth.config import ExperimentConfig, TrainConfig
 from lth.core.fileio import load_tensors
-from lth.core.models import build_model
 from lth.core.training import History, TicketJob, Trainer, TrainResult
-from lth.data import get_spec, load_dataset
+from lth.data.user import study_data
 from lth.errors import LTHError
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask
 from lth.runfolder.layout import level_dir
@@ -316,6 +315,7 @@ def open_study(
     device: torch.device | str = "cpu",
     trust_code: bool | CodeTrust = False,
     data=None,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
 ) -> tuple[Study, dict[str, Tensor], Target]:
     """A run folder's study, and the level's starting weights (masked) and target.
 
@@ -323,6 +323,7 @@ def open_study(
     a configuration) is the dense network from θ0. Code the run's config names (model,
     criterion) is imported only with ``trust_code`` (True, or a
     :class:`~lth.usercode.CodeTrust` naming it): checked before anything is imported or written.
+    ``model``: for a run of a user model (an ``nn.Module`` object), the module or its factory.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -331,13 +332,14 @@ def open_study(
     device = torch.device(device)
     untrained = level == 0 and not level_dir(run_dir, branch, replicate, 0).is_dir()
     if untrained and analysis == "rewind" and 0 <= replicate < config.replicates:
-        model, masks = _config_model(config, trust), None
+        model, masks = _config_model(config, model), None
     else:
-        model, masks = load_ticket(run_dir, level, branch, replicate, "init", trust_code=trust)
-    if data is None:
-        data = load_dataset(
-            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=device
+        model, masks = load_ticket(
+            run_dir, level, branch, replicate, "init", model=model, trust_code=trust
         )
+    if data is None:
+        data = study_data(config.dataset, data_dir, trust, val_size=config.val_size,
+                          seed=config.seed, device=device)  # fmt: skip
     experiment = Experiment(config, data, device, model, trust=trust)
     if masks is None:
         masks = ones_mask(experiment.template, experiment.prunable)
@@ -350,12 +352,16 @@ def open_study(
     return Study(config, data, experiment, device), start, target
 
 
-def _config_model(config: ExperimentConfig, trust: CodeTrust) -> nn.Module:
-    """The model a run's configuration names (code only if ``trust`` allows it)."""
-    if config.model == "user model":
-        raise LTHError("this run was made with a user model; use lth.stability.measure from Python")
-    spec = get_spec(config.dataset)
-    return build_model(config.model, spec.input_shape, spec.num_classes, trust)
+def _config_model(config: ExperimentConfig, model=None):
+    """The model of a configuration's study: ``model`` (a module or its factory) when given,
+    else ``None``, and the study builds the model its configuration names (code only as its
+    trust allows, with the replicates' θ0 drawn as a run draws them)."""
+    if config.model == "user model" and model is None:
+        raise LTHError(
+            "this configuration is of a user model (an nn.Module object); pass its factory as "
+            "--model package.module:function (model= in Python)"
+        )
+    return model
 
 
 def check_configuration(
@@ -369,7 +375,7 @@ def check_configuration(
     """Everything about a configuration's study and its copies that can fail before its run
     folder is made (``lth stability --find-rewind`` without RUN_DIR)."""
     trust = as_trust(trust_code)
-    experiment = Experiment(config, data, device, _config_model(config, trust), trust=trust)
+    experiment = Experiment(config, data, device, _config_model(config), trust=trust)
     check_study(experiment, data, warn)
     check_memory(experiment, copies)
 
@@ -386,6 +392,7 @@ def analyze_level(
     device: torch.device | str = "cpu",
     trust_code: bool | CodeTrust = False,
     data=None,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
     checkpoint_seconds: float = 60.0,
     quiet: bool = False,
 ) -> dict:
@@ -397,12 +404,13 @@ def analyze_level(
         row = analyze_level("runs/x", level=3)
         row["test_instability_mean"]  # percent; below 2: stable
 
-    Code the run names is imported only with ``trust_code`` (see :func:`open_study`).
+    Code the run names is imported only with ``trust_code``; ``model`` is the model of a run
+    of an ``nn.Module`` object (see :func:`open_study`).
     """
     check_counts(copies, points)
     study, start, target = open_study(run_dir, level, branch, replicate, "level",
                                       data_dir=data_dir, device=device, trust_code=trust_code,
-                                      data=data)  # fmt: skip
+                                      data=data, model=model)  # fmt: skip
     check_memory(study.experiment, copies)
     first, config = study.experiment.schedule(level, branch)
     settings = {"copies": copies, "points": points, "k": [first]}
@@ -424,6 +432,7 @@ def find_rewind(
     device: torch.device | str = "cpu",
     trust_code: bool | CodeTrust = False,
     data=None,
+    model: nn.Module | Callable[..., nn.Module] | None = None,
     checkpoint_seconds: float = 60.0,
     quiet: bool = False,
 ) -> tuple[list[dict], int | None]:
@@ -432,12 +441,13 @@ def find_rewind(
     and train from k to T (Frankle et al. 2020, Algorithm 1 and Section 5). Returns the summary
     rows (one per k) and the earliest k whose test instability is below 2% (None if none).
     Candidates at or past the end of the level's training are left out. Code the run names is
-    imported only with ``trust_code`` (see :func:`open_study`).
+    imported only with ``trust_code``; ``model`` is the model of a run of an ``nn.Module``
+    object (see :func:`open_study`).
     """
     check_counts(copies, points)
     study, _, target = open_study(run_dir, level, branch, replicate, "rewind",
                                   data_dir=data_dir, device=device, trust_code=trust_code,
-                                  data=data)  # fmt: skip
+                                  data=data, model=model)  # fmt: skip
     check_memory(study.experiment, copies)
     c = study.config
     if level > 0 and (branch == "reinit" or c.reset != "rewind"):

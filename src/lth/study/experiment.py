@@ -22,7 +22,6 @@ control at the schedule's final learning rate; the reinit control gets the full 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import sys
@@ -32,10 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lth.config import ExperimentConfig, TrainConfig
+from lth.config import ExperimentConfig, TrainConfig, resolve_init
 from lth.core.engine import supports as engine_supports
-from lth.core.init import initialize
-from lth.core.models import build_model, call_factory
+from lth.core.models import model_maker
+from lth.core.theta0 import StartingWeights
 from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput, check_controls
@@ -44,7 +43,7 @@ from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, s
 from lth.pruning.shrink import dead_units
 from lth.runfolder.layout import level_branches
 from lth.runfolder.results import Hook, LevelResult, Store
-from lth.usercode import NO_TRUST, CodeTrust, check_config
+from lth.usercode import NO_TRUST, CodeTrust, check_config, names_code
 
 
 @dataclass
@@ -104,6 +103,8 @@ class Experiment:
         *,
         trust: CodeTrust = NO_TRUST,
     ):
+        # θ0: a user model's own weights unless init names a scheme (lth.core.theta0)
+        config = resolve_init(config, user_model=model is not None or names_code(config.model))
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -112,11 +113,11 @@ class Experiment:
         check_controls(config.controls)
         shape, classes = tuple(data.input_shape), data.num_classes
         self.model_from_config = model is None  # an executor's workers can build it alike
-        if model is None:
-            model = build_model(config.model, shape, classes, trust)
-        elif not isinstance(model, nn.Module):
-            model = call_factory(model, shape, classes, repr(model))
+        make = model_maker(config.model if model is None else model, shape, classes, trust)
+        if make is not None:
+            model = make()
         self.template = model.cpu()
+        self.starting = StartingWeights(config.init, self.template, make)
         self.train_config = config.train_config(data.train_x.shape[0])
         self.prunable = prunable_parameters(
             self.template, config.prune_types, patterns=config.prune_patterns
@@ -136,14 +137,11 @@ class Experiment:
 
     def fresh_weights(self, *keys: object) -> dict[str, Tensor]:
         """A new random initialisation of the model (weights and buffers), seeded by ``keys``."""
-        model = copy.deepcopy(self.template)
-        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, *keys))
-        initialize(model, self.config.init, gen)
-        return {n: t.detach().clone() for n, t in model.state_dict().items()}
+        return self.starting.fresh(derive_seed(self.config.seed, *keys))
 
     def theta0(self, replicate: int) -> dict[str, Tensor]:
-        """The replicate's initial weights θ0."""
-        return self.fresh_weights("init", replicate)
+        """The replicate's initial weights θ0 (:class:`lth.core.theta0.StartingWeights`)."""
+        return self.starting.theta0(derive_seed(self.config.seed, "init", replicate))
 
     def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
         """Per-layer pruning rates at ``level`` (:meth:`PruningPolicy.rates`)."""

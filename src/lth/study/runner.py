@@ -24,7 +24,7 @@ from lth.config import ExperimentConfig
 from lth.configfile import read_run_info
 from lth.core import kernels
 from lth.core.training import check_batch_size
-from lth.data import load_dataset
+from lth.data.user import study_data
 from lth.errors import LTHError
 from lth.progress import Progress
 from lth.pruning.selection import target_rate
@@ -34,7 +34,7 @@ from lth.runfolder.verify import verify_level
 from lth.study.executors import LocalExecutor, Study
 from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store
 from lth.study.signals import Interrupted, StopOnSignal
-from lth.usercode import CodeTrust
+from lth.usercode import CodeTrust, names_code
 from lth.version import __version__
 
 
@@ -458,10 +458,11 @@ def run_experiment(
     config = config or ExperimentConfig()
     dev = resolve_device(device)
     source: dict = {}
-    if data is None:
-        data = load_dataset(
-            config.dataset, data_dir, val_size=config.val_size, seed=config.seed, device=dev
-        )
+    if data is None:  # a registered dataset, or your own (dataset="module:function")
+        data = study_data(config.dataset, data_dir, CodeTrust.of(config),
+                          val_size=config.val_size, seed=config.seed, device=dev)  # fmt: skip
+        if names_code(config.dataset) and out is not None:
+            source |= describe_data(data)
     elif out is not None:
         source |= describe_data(data)
         config = dataclasses.replace(config, dataset=str(data.name))
@@ -469,6 +470,7 @@ def run_experiment(
         spec = None if isinstance(model, nn.Module) else _factory_spec(model)
         config = dataclasses.replace(config, model=spec or "user model")
     experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
+    config = experiment.config  # with the initialisation θ0 really uses (init = "model")
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         if tensorboard:
