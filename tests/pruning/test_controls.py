@@ -106,7 +106,7 @@ def test_lth_verify_audits_the_new_controls_and_catches_a_wrong_one(small, tmp_p
     run = tmp_path / "run"
     run_experiment(config, small, out=run, quiet=True, device="cpu")
     lines = verify_run(run)
-    assert any(line.startswith("ok controls: 8 ") for line in lines), lines
+    assert any(line.startswith("ok controls: 10 ") for line in lines), lines
     i = first(run, "signed_constant", 1, "fc2.weight", kept=True)
     edit(run, "signed_constant", 1, "init", lambda t: t["fc2.weight"].view(-1)[i].mul_(1.5))
     reseal(run)

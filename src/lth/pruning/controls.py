@@ -299,19 +299,19 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "random_prune",
-    "a random mask with the ticket's per-layer counts, the ticket's start (θ0, θK with "
-    "--rewind-iteration K): does the ticket need its mask? (Frankle & Carbin 2019)",
+    "a random mask with the ticket's per-layer counts, the ticket's start (θ0, θK when "
+    "rewinding late): does the ticket need its mask? (Frankle & Carbin 2019)",
     _make_random_prune, "random-prune-control", _expect_random_prune, whole_at_level0=True,
 ))  # fmt: skip
 register_control(Control(
     "sign_keep",
-    "the ticket's mask, fresh magnitudes with the signs of the ticket's start (θ0, θK with "
-    "--rewind-iteration K): are signs enough? (Zhou et al. 2019)",
+    "the ticket's mask, fresh magnitudes with the signs of the ticket's start (θ0, θK when "
+    "rewinding late): are signs enough? (Zhou et al. 2019)",
     _make_sign_keep, "controls", _expect_values(_signs),
 ))  # fmt: skip
 register_control(Control(
     "signed_constant",
-    "the ticket's mask, the signs of the ticket's start (θ0, θK with --rewind-iteration K) "
+    "the ticket's mask, the signs of the ticket's start (θ0, θK when rewinding late) "
     "times the layer's θ0 std: are signs alone enough? (Zhou et al. 2019)",
     _make_signed_constant, "controls", _expect_values(_signed_std),
 ))  # fmt: skip
@@ -322,7 +322,7 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "shuffle_init",
-    "the ticket's mask, the surviving starting values (θ0, θK with --rewind-iteration K) "
+    "the ticket's mask, the surviving starting values (θ0, θK when rewinding late) "
     "permuted within each layer: do the values need their places? (Zhou et al. 2019's "
     "reshuffle)",
     _make_shuffle_init, "controls", _expect_values(_permuted),
