@@ -101,9 +101,8 @@ def one_shot(criterion: str, data, level: int, **config) -> tuple[dict, dict, Ex
 
 def test_examples_are_ten_per_class_from_the_replicates_generator(small):
     crit = get_criterion("snip")
-    seen = {}
+    seen, captured = {}, {}
     for replicate in (0, 1):
-        captured = {}
 
         def spy(model, masks, data, generator, replicate=replicate):
             captured[replicate] = _examples(data, generator)

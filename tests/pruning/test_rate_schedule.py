@@ -45,7 +45,10 @@ def chain(size: int, rates) -> list[int]:
 @pytest.mark.parametrize(
     "values, needles",
     [
-        ({"levels": 3, "rate_schedule": (0.2, 0.5)}, ["2 rates for 3 levels", "one rate per level"]),
+        (
+            {"levels": 3, "rate_schedule": (0.2, 0.5)},
+            ["2 rates for 3 levels", "one rate per level"],
+        ),
         ({"levels": 2, "rate_schedule": (0.2, 1.0)}, ["1.0", "[0, 1)"]),
         ({"levels": 2, "rate_schedule": (-0.1, 0.2)}, ["-0.1", "[0, 1)"]),
         ({"levels": 2, "rate_schedule": (0.2, 0.3), "target": 0.1}, ["target", "one of them"]),

@@ -344,7 +344,7 @@ class Audit:
         if shot is None:  # code not imported here: the counts say which way it pruned
             counts = removals(c, prev, level, output, conv).items()
             shot = any(sum(int(prev[n].sum() - masks[n].sum()) for n in g) != k for g, k in counts)
-        for name, m in (masks.items() if not shot else ()):  # one-shot masks need not nest
+        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
             grown = m & ~prev[name]
             if bool(grown.any()):
                 i = int(grown.reshape(-1).nonzero()[0])
