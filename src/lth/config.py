@@ -33,7 +33,9 @@ from typing import Any
 from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
-PRUNINGS = ("layerwise", "global")
+PRUNINGS = ("auto", "layerwise", "global")
+#: output_rate's default: Frankle & Carbin prune LeNet's output layer at half the rate
+DEFAULT_OUTPUT_RATE = 0.1
 #: the controls trained by default; every control is an entry of lth.pruning.controls' registry,
 #: which checks the names a study uses (the settings check only their form)
 DEFAULT_CONTROLS = ("reinit", "random_prune")
@@ -119,6 +121,16 @@ def distinct_names(what: str) -> Check:
             raise LTHError(f"each {what} may be named once in {name}")
 
     return check
+
+
+def rate_list(name: str, value: Any) -> None:
+    """Pruning rates, each in [0, 1)."""
+    bad = [v for v in value if not (_is_number(v) and 0 <= v < 1)]
+    if bad:
+        raise LTHError(
+            f"{name}: {bad[0]!r} is not a rate in [0, 1) (0.2 prunes 20% of the survivors); "
+            f"got {list(value)!r}"
+        )
 
 
 def text(name: str, value: Any) -> None:
@@ -248,7 +260,7 @@ class StudyConfig(_Declared):
         metavar="P",
     )
     output_rate: float = setting(
-        0.1,
+        DEFAULT_OUTPUT_RATE,
         "per-level rate of the output layer (Frankle & Carbin prune it at half the rate); "
         "honoured by global pruning (the output layer is pruned on its own, the others ranked "
         "together) and with --target (the output layer keeps target^(ln(1-P)/ln(1-rate)))",
@@ -262,6 +274,14 @@ class StudyConfig(_Declared):
         "(0: use --rate; refused with global pruning, which ranks conv layers together)",
         fraction(zero_means_off=True),
     )
+    rate_schedule: tuple[float, ...] = setting(
+        (),
+        "comma list of per-level rates, one per level, e.g. 0.2,0.2,0.5: level L prunes the "
+        "non-output, non-conv layers (the ranked group in global pruning) at the L-th; the "
+        "output and conv layers keep --output-rate and --conv-rate (empty: --rate at every level)",
+        rate_list,
+        metavar="LIST",
+    )
     target: float = setting(
         0.0,
         "fraction of weights left after the last level, reached in equal steps "
@@ -269,7 +289,14 @@ class StudyConfig(_Declared):
         fraction(zero_means_off=True),
     )
     pruning: str = setting(
-        "layerwise", "how weights are ranked", one_of(PRUNINGS), group=STUDY, choices=PRUNINGS
+        "auto",
+        "how weights are ranked: auto is layerwise for criteria that score trained weights "
+        "(IMP) and, for criteria that prune at initialisation, one global ranking of every "
+        "prunable layer, the output layer included (the output layer goes apart at "
+        "--output-rate if that differs from 0.1); layerwise or global as named for any criterion",
+        one_of(PRUNINGS),
+        group=STUDY,
+        choices=PRUNINGS,
     )
     exclude: tuple[str, ...] = setting(
         (), "comma list of parameters never pruned, e.g. fc3.weight", group=STUDY, metavar="PARAMS"
@@ -326,6 +353,15 @@ class StudyConfig(_Declared):
             raise LTHError(
                 f"rewind_iteration {self.rewind_iteration} is late rewinding of the weights, "
                 f"which reset {self.reset} never does; use reset rewind or rewind_iteration 0"
+            )
+        if self.rate_schedule and len(self.rate_schedule) != self.levels:
+            raise LTHError(
+                f"rate_schedule has {len(self.rate_schedule)} rates for {self.levels} levels; "
+                "give one rate per level (or change levels)"
+            )
+        if self.rate_schedule and self.target:
+            raise LTHError(
+                "rate_schedule and target both set how far each level prunes; give one of them"
             )
         if self.conv_rate and self.pruning == "global":
             raise LTHError(
@@ -511,6 +547,9 @@ def typed_value(key: str, value: Any, kind: tuple[type, type | None], source: st
             isinstance(v, element) and not isinstance(v, bool) for v in value
         )
         want = f"a list of {'names' if element is str else 'whole numbers'}"
+        if element is float:  # numbers: a TOML 0 is the rate 0.0
+            ok = isinstance(value, list | tuple) and all(_is_number(v) for v in value)
+            want, value = "a list of numbers", [float(v) for v in value] if ok else value
         value = tuple(value) if ok else value
     elif outer is bool:
         ok, want = isinstance(value, bool), "true or false"
@@ -548,6 +587,7 @@ for _cls in (StudyConfig, TrainConfig, ExperimentConfig):
 __all__ = [
     "DEFAULT_CONTROLS",
     "DEFAULT_INIT",
+    "DEFAULT_OUTPUT_RATE",
     "INIT_MODEL",
     "MORE",
     "OPTIMIZERS",

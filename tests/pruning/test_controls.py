@@ -105,8 +105,8 @@ def test_lth_verify_audits_the_new_controls_and_catches_a_wrong_one(small, tmp_p
     run = tmp_path / "run"
     run_experiment(config, small, out=run, quiet=True, device="cpu")
     lines = verify_run(run)
-    # sign_keep, signed_constant, inverted, shuffle_init at level 1 (none at level 0)
-    assert any(line.startswith("ok controls: 4 ") for line in lines), lines
+    # sign_keep, signed_constant, inverted, shuffle_init, layer_shuffle at level 1 (none at 0)
+    assert any(line.startswith("ok controls: 5 ") for line in lines), lines
     i = first(run, "signed_constant", 1, "fc2.weight", kept=True)
     edit(run, "signed_constant", 1, "init", lambda t: t["fc2.weight"].view(-1)[i].mul_(1.5))
     reseal(run)

@@ -86,10 +86,17 @@ def some_masks(net: nn.Module, keep: float = 0.6) -> dict[str, torch.Tensor]:
 
 
 def examples(data, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The examples SNIP and GraSP draw with a generator seeded ``seed``."""
-    n = EXAMPLES_PER_CLASS * data.num_classes
-    pick = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(seed))
-    return data.train_x[pick[:n]], data.train_y[pick[:n]]
+    """The examples SNIP and GraSP draw with a generator seeded ``seed``: the first
+    ``EXAMPLES_PER_CLASS`` of each class in a random order of the training set."""
+    order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(seed))
+    seen: dict[int, int] = {}
+    pick = []
+    for i in order.tolist():
+        c = int(data.train_y[i])
+        if seen.get(c, 0) < EXAMPLES_PER_CLASS:
+            seen[c] = seen.get(c, 0) + 1
+            pick.append(i)
+    return data.train_x[pick], data.train_y[pick]
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-9) -> bool:
@@ -434,7 +441,8 @@ def test_a_criterion_named_package_module_function_prunes_as_it_says(tmp_path, m
     Path("user_crit_13.py").write_text(USER_CRITERION)
     out = tmp_path / "run"
     argv = ["run", *ARGS, "--data-dir", str(TEST_DATA), "--out", str(out)]
-    assert main([*argv, "--criterion", "user_crit_13:by_index"]) == 0
+    # a one-shot criterion at its layer-wise counts (--pruning layerwise: as IMP's per layer)
+    assert main([*argv, "--criterion", "user_crit_13:by_index", "--pruning", "layerwise"]) == 0
     mask = load_tensors(out / "ticket" / "0" / "level_01" / "mask.safetensors")
     for name, m in mask.items():
         rate = 0.1 if name == "fc3.weight" else 0.2

@@ -54,6 +54,16 @@ def whole_list_text(text: str) -> list[int]:
         ) from None
 
 
+def number_list_text(text: str) -> list[float]:
+    """A comma list of numbers (``--rate-schedule 0.2,0.2,0.5``)."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of numbers, got {text!r}"
+        ) from None
+
+
 def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "none"
@@ -118,7 +128,9 @@ def add_options(
             kw["choices"] = meta["choices"]
         else:
             if outer is tuple:
-                kw["type"] = names_text if element is str else whole_list_text
+                kw["type"] = {str: names_text, float: number_list_text}.get(
+                    element, whole_list_text
+                )
             else:
                 kw["type"] = {int: whole_text, float: number_text, str: str}[outer]
             default_metavar = {tuple: "LIST", int: "N", float: "X", str: "NAME"}[outer]

@@ -266,6 +266,20 @@ def _make_signed_constant(inp: ControlInput) -> tuple[MaskSet, Weights]:
     return inp.masks, weights
 
 
+def _make_layer_shuffle(inp: ControlInput) -> tuple[MaskSet, Weights]:
+    masks = {}
+    for n, m in inp.masks.items():
+        order = torch.randperm(m.numel(), generator=inp.generator).to(m.device)
+        masks[n] = m.reshape(-1)[order].view(m.shape)
+    return masks, inp.start
+
+
+def _expect_layer_shuffle(audit: Auditor, key: Key, masks: MaskSet, init: Weights) -> None:
+    """The ticket's per-layer counts and its start on the survivors."""
+    _ticket_counts(audit, "controls", key, masks)
+    _ticket_start(audit, "controls", key, masks, init)
+
+
 def _make_shuffle_init(inp: ControlInput) -> tuple[MaskSet, Weights]:
     weights = dict(inp.start)
     for n, m in inp.masks.items():
@@ -280,22 +294,26 @@ def _make_shuffle_init(inp: ControlInput) -> tuple[MaskSet, Weights]:
 
 register_control(Control(
     "reinit",
-    "the ticket's mask, fresh random weights: does the ticket need its θ0?",
+    "the ticket's mask, fresh random weights (the whole schedule from step 0): does the "
+    "ticket need its θ0? (Frankle & Carbin 2019)",
     _make_reinit, "reinit-control", _expect_reinit, fresh_start=True,
 ))  # fmt: skip
 register_control(Control(
     "random_prune",
-    "a random mask, the ticket's start: does the ticket need its mask?",
+    "a random mask with the ticket's per-layer counts, the ticket's start (θ0, θK when "
+    "rewinding late): does the ticket need its mask? (Frankle & Carbin 2019)",
     _make_random_prune, "random-prune-control", _expect_random_prune, whole_at_level0=True,
 ))  # fmt: skip
 register_control(Control(
     "sign_keep",
-    "the ticket's mask, fresh magnitudes with θ0's signs: are signs enough?",
+    "the ticket's mask, fresh magnitudes with the signs of the ticket's start (θ0, θK when "
+    "rewinding late): are signs enough? (Zhou et al. 2019)",
     _make_sign_keep, "controls", _expect_values(_signs),
 ))  # fmt: skip
 register_control(Control(
     "signed_constant",
-    "the ticket's mask, θ0's signs times the layer's init std: are signs alone enough?",
+    "the ticket's mask, the signs of the ticket's start (θ0, θK when rewinding late) "
+    "times the layer's θ0 std: are signs alone enough? (Zhou et al. 2019)",
     _make_signed_constant, "controls", _expect_values(_signed_std),
 ))  # fmt: skip
 register_control(Control(
@@ -305,7 +323,15 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "shuffle_init",
-    "the ticket's mask, θ0's surviving values permuted within each layer: do the values need "
-    "their places?",
+    "the ticket's mask, the surviving starting values (θ0, θK when rewinding late) "
+    "permuted within each layer: do the values need their places? (Zhou et al. 2019's "
+    "reshuffle)",
     _make_shuffle_init, "controls", _expect_values(_permuted),
+))  # fmt: skip
+register_control(Control(
+    "layer_shuffle",
+    "the ticket's mask permuted within each layer (the same per-layer density), the ticket's "
+    "start: does the method's choice of weights within a layer matter? (Frankle et al. 2021's "
+    "layer-wise shuffle)",
+    _make_layer_shuffle, "controls", _expect_layer_shuffle, whole_at_level0=True,
 ))  # fmt: skip

@@ -12,15 +12,29 @@ A criterion is a plain function that takes, by keyword, only what it names among
 and returns ``{name: scores}``, one tensor shaped like each mask. The selection (layer-wise,
 global, per-type rates, ``exclude``, ``target``: :mod:`lth.pruning.selection`) is the same for every
 criterion. Register one with :func:`register_criterion`, or name ``package.module:function``
-(``--criterion``, as ``--model`` takes a factory). A function's ``at_init`` attribute (or
-``register_criterion(at_init=True)``) makes it prune at initialisation: each level's mask
-is then computed from θ0 restricted by the previous level's mask, and the level trains once
-from θ0. ``rounds`` > 1 prunes each level in that many rounds on an exponential schedule,
-rescoring after each (SynFlow).
+(``--criterion``, as ``--model`` takes a factory).
+
+A criterion that prunes at initialisation (``at_init``) scores θ0, and every level trains from
+θ0. By default it is **one-shot**, as SNIP, GraSP and SynFlow are published: each level's mask
+is computed afresh from θ0 and the all-ones mask, at the density IMP reaches at that level
+(:meth:`lth.pruning.policy.PruningPolicy.one_shot_targets`), so a study gives the method at
+every sparsity of IMP's; with ``pruning = "auto"`` (the default) every prunable layer, the
+output layer included, is ranked together, so the method chooses its own per-layer densities
+(Frankle et al. 2021, "Pruning Neural Networks at Initialization: Why Are We Missing the
+Mark?"). ``iterative=True`` instead scores θ0 restricted by the previous level's mask and
+prunes it further at each level (the ``*_iterative`` criteria). ``rounds`` > 1 prunes each mask
+in that many rounds on an exponential schedule, rescoring after each (SynFlow: 100).
 
 Built in: ``magnitude`` (|w| of the trained weights: IMP, Frankle & Carbin 2019), ``random``,
-``magnitude_init`` (|θ0|), ``snip`` (Lee et al. 2019), ``grasp`` (Wang et al. 2020) and
-``synflow`` (Tanaka et al. 2020).
+and at initialisation ``magnitude_init`` (|θ0|), ``snip`` (Lee et al. 2019), ``grasp`` (Wang et
+al. 2020) and ``synflow`` (Tanaka et al. 2020), each one-shot, and ``snip_iterative``,
+``grasp_iterative``, ``synflow_iterative``: the same scores pruned level by level from the
+previous mask (iterative SNIP: de Jorge et al. 2021, "Progressive Skeletonization"; iterative
+GraSP has no reference; iterative SynFlow continues one exponential schedule across levels).
+
+SNIP and GraSP score on ``EXAMPLES_PER_CLASS`` training examples of each class (10, GraSP's
+reference code's ``samples_per_class``: 100 examples for MNIST or CIFAR-10), drawn with the
+replicate's generator: with a one-shot criterion the same examples at every level.
 """
 
 from __future__ import annotations
@@ -55,7 +69,8 @@ __all__ = [
 #: What a criterion may ask for, by keyword.
 INPUTS = ("weights", "init", "masks", "model", "data", "generator")
 
-#: Training examples per class that SNIP and GraSP score on (Synaptic-Flow's default ratio).
+#: Training examples per class that SNIP and GraSP score on (GraSP's reference code:
+#: ``samples_per_class = 10``; Synaptic-Flow's code too).
 EXAMPLES_PER_CLASS = 10
 
 #: GraSP's softmax temperature (Wang et al. 2020's code; Synaptic-Flow's too).
@@ -73,6 +88,12 @@ class Criterion:
     function: Callable[..., Mapping[str, Tensor]]
     at_init: bool = False
     rounds: int = 1
+    iterative: bool = False
+
+    @property
+    def one_shot(self) -> bool:
+        """Whether each level's mask is computed afresh from θ0 (at-init, not iterative)."""
+        return self.at_init and not self.iterative
 
     def wants(self) -> set[str]:
         """The inputs the function names (every input when it takes ``**kwargs``)."""
@@ -134,7 +155,12 @@ CRITERIA: Registry[Criterion] = Registry(
 
 
 def register_criterion(
-    name: str, *, at_init: bool = False, rounds: int = 1, description: str = ""
+    name: str,
+    *,
+    at_init: bool = False,
+    rounds: int = 1,
+    iterative: bool = False,
+    description: str = "",
 ) -> Callable[[Callable], Callable]:
     """Decorator registering a scoring function as criterion ``name`` (``--criterion NAME``).
 
@@ -148,9 +174,12 @@ def register_criterion(
             ``package.module:function``).
         at_init: ``False`` (the default): score the trained weights (as IMP does).
             ``True``: prune at initialisation; the function is given θ0 restricted by the
-            current masks, and each level trains from θ0.
-        rounds: Prune each level in this many rounds, rescoring after each, on an exponential
+            current masks (all ones in one-shot pruning), and each level trains from θ0.
+        rounds: Compute each mask in this many rounds, rescoring after each, on an exponential
             schedule (SynFlow: 100); default 1.
+        iterative: With ``at_init``: ``False`` (the default) computes each level's mask in one
+            shot from θ0 at that level's density; ``True`` prunes the previous level's mask
+            further, scoring θ0 restricted by it.
         description: A one-line description (default: the function's docstring's first line).
 
     Returns:
@@ -176,7 +205,8 @@ def register_criterion(
     def decorator(function: Callable) -> Callable:
         doc = (function.__doc__ or "").strip().splitlines()
         what = description or (doc[0] if doc else "")
-        CRITERIA.add(name, Criterion(name, function, bool(at_init), rounds), what)
+        criterion = Criterion(name, function, bool(at_init), rounds, bool(iterative))
+        CRITERIA.add(name, criterion, what)
         return function
 
     return decorator
@@ -189,15 +219,16 @@ def criterion_names() -> list[str]:
 
 def get_criterion(spec: str, trust: CodeTrust = NO_TRUST) -> Criterion:
     """A registered criterion, or a function named ``package.module:function``, imported only
-    if ``trust`` allows it (:func:`lth.usercode.import_code`); its ``at_init`` and ``rounds``
-    attributes are honoured."""
+    if ``trust`` allows it (:func:`lth.usercode.import_code`); its ``at_init``, ``rounds`` and
+    ``iterative`` attributes are honoured."""
     if ":" not in spec:
         return CRITERIA.lookup(spec)
     function = import_code(spec, "criterion", trust)
     rounds = getattr(function, "rounds", 1)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LTHError(f"criterion {spec}: its rounds attribute must be a whole number >= 1")
-    criterion = Criterion(spec, function, bool(getattr(function, "at_init", False)), rounds)
+    at_init, iterative = (bool(getattr(function, a, False)) for a in ("at_init", "iterative"))
+    criterion = Criterion(spec, function, at_init, rounds, iterative)
     criterion.wants()  # its signature is checked before anything trains
     return criterion
 
@@ -233,12 +264,18 @@ def random_scores(masks: Mapping[str, Tensor], generator: torch.Generator) -> di
 
 
 def _examples(data, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``EXAMPLES_PER_CLASS`` × classes training examples drawn without replacement."""
+    """``EXAMPLES_PER_CLASS`` training examples of each class (fewer where a class has fewer),
+    the first of each class in a random order drawn with ``generator``, kept in that order."""
     n = data.train_x.shape[0]
     if n == 0:
         raise LTHError("this criterion scores on training data, and the training set is empty")
-    pick = torch.randperm(n, generator=generator)[: EXAMPLES_PER_CLASS * data.num_classes]
-    pick = pick.to(data.train_x.device)
+    order = torch.randperm(n, generator=generator)
+    labels = data.train_y.cpu()[order]
+    rank = torch.zeros(n, dtype=torch.long)  # how many of its class come before it in order
+    for c in range(data.num_classes):
+        of_class = labels == c
+        rank[of_class] = torch.arange(int(of_class.sum()))
+    pick = order[rank < EXAMPLES_PER_CLASS].to(data.train_x.device)
     return data.train_x[pick], data.train_y[pick]
 
 
@@ -248,6 +285,13 @@ def _masked_parameters(model: nn.Module, masks: Mapping[str, Tensor]) -> list[Te
 
 
 @register_criterion("snip", at_init=True)
+@register_criterion(
+    "snip_iterative",
+    at_init=True,
+    iterative=True,
+    description="SNIP's scores pruned level by level from the previous mask (de Jorge et al. "
+    "2021, Progressive Skeletonization)",
+)
 def snip(
     model: nn.Module, masks: Mapping[str, Tensor], data, generator: torch.Generator
 ) -> dict[str, Tensor]:
@@ -261,6 +305,12 @@ def snip(
 
 
 @register_criterion("grasp", at_init=True)
+@register_criterion(
+    "grasp_iterative",
+    at_init=True,
+    iterative=True,
+    description="GraSP's scores pruned level by level from the previous mask",
+)
 def grasp(
     model: nn.Module, masks: Mapping[str, Tensor], data, generator: torch.Generator
 ) -> dict[str, Tensor]:
@@ -281,6 +331,13 @@ def grasp(
 
 
 @register_criterion("synflow", at_init=True, rounds=SYNFLOW_ROUNDS)
+@register_criterion(
+    "synflow_iterative",
+    at_init=True,
+    rounds=SYNFLOW_ROUNDS,
+    iterative=True,
+    description="SynFlow's 100 rounds per level, each level from the previous mask",
+)
 def synflow(model: nn.Module, masks: Mapping[str, Tensor], data) -> dict[str, Tensor]:
     """SynFlow (Tanaka et al. 2020, Algorithm 1): with every weight replaced by |θ| (in float64,
     as R overflows float32) and an all-ones input, R = 1ᵀ(∏|θ|)1 is the summed output;

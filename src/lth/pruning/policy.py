@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lth.config import ExperimentConfig, TrainConfig
+from lth.config import DEFAULT_OUTPUT_RATE, ExperimentConfig, TrainConfig
 from lth.core.models import output_layer
 from lth.core.optim import learning_rate
 from lth.errors import LTHError
@@ -31,6 +31,7 @@ from lth.pruning.selection import (
     select_global,
     select_layerwise,
     target_rate,
+    target_rate_count,
 )
 from lth.usercode import NO_TRUST, CodeTrust
 
@@ -80,7 +81,7 @@ class PruningPolicy:
         (what as many levels at these rates would leave), in steps of :func:`target_rate`.
         """
         c = self.config
-        rates = layer_rates(list(masks), c.rate)
+        rates = layer_rates(list(masks), self.hidden_rate(level))
         if self.output in rates:
             rates[self.output] = c.output_rate
         if c.conv_rate:
@@ -102,15 +103,77 @@ class PruningPolicy:
         """
         c = self.config
         rates = self.rates(masks, level)
-        if c.pruning == "layerwise":
+        if c.pruning != "global":
             return rates | dict.fromkeys(c.exclude, 0.0), [], 0.0
         alone = [n for n in (self.output,) if n in masks and n not in c.exclude]
         ranked = [n for n in masks if n not in (*c.exclude, *alone)]
-        rate = c.rate
+        rate = self.hidden_rate(level)
         if c.target:
             flat = [masks[n].flatten() for n in ranked]
             rate = target_rate(torch.cat(flat), c.target, level, c.levels) if flat else 0.0
         return {n: rates[n] for n in alone}, ranked, rate
+
+    def hidden_rate(self, level: int) -> float:
+        """The rate of the layers that are neither the output nor conv layers at ``level``
+        (from 1): the level's entry of ``rate_schedule``, else ``rate``."""
+        schedule = self.config.rate_schedule
+        return schedule[level - 1] if schedule and 1 <= level <= len(schedule) else self.config.rate
+
+    def one_shot_mode(self) -> str:
+        """How a one-shot criterion ranks: ``every_layer`` (``pruning = "auto"`` with the
+        default ``output_rate``: all non-excluded layers together, the output layer included),
+        ``global`` (the output layer apart at IMP's output count, the others together), or
+        ``layerwise`` (each layer at IMP's count for it)."""
+        c = self.config
+        if c.pruning == "auto":
+            return "every_layer" if c.output_rate == DEFAULT_OUTPUT_RATE else "global"
+        return c.pruning
+
+    def imp_kept(self, sizes: dict[str, int], level: int, pruning: str) -> dict[tuple, int]:
+        """Weights each group keeps after ``level`` levels of IMP (``pruning`` layerwise or
+        global) with this config's rates, from ``sizes`` (full layer sizes): what
+        :meth:`prune` with the magnitude criterion leaves, computed from counts alone."""
+        c = self.config
+
+        def chain(names: tuple[str, ...], base: Callable[[int], float]) -> int:
+            size = sum(sizes[n] for n in names)
+            kept = size
+            for lv in range(1, level + 1):
+                rate = base(lv)
+                if c.target and rate:
+                    share = math.log1p(-rate) / math.log1p(-c.rate)
+                    rate = target_rate_count(kept, size, c.target**share, lv, c.levels)
+                kept -= round(rate * kept)
+            return kept
+
+        def layer_base(n: str) -> Callable[[int], float]:
+            if n in c.exclude:
+                return lambda lv: 0.0
+            if n == self.output:
+                return lambda lv: c.output_rate
+            if c.conv_rate and n in self.conv_layers:
+                return lambda lv: c.conv_rate
+            return self.hidden_rate
+
+        if pruning != "global":
+            return {(n,): chain((n,), layer_base(n)) for n in sizes}
+        alone = [n for n in sizes if n in c.exclude or n == self.output]
+        ranked = tuple(n for n in sizes if n not in alone)
+        out = {(n,): chain((n,), layer_base(n)) for n in alone}
+        return out | ({ranked: chain(ranked, self.hidden_rate)} if ranked else {})
+
+    def one_shot_targets(self, sizes: dict[str, int], level: int) -> dict[tuple, int]:
+        """{group of layers ranked together: weights it keeps} of a one-shot criterion's mask
+        at ``level``: the counts IMP reaches at that level (:meth:`imp_kept`, layer-wise unless
+        ``pruning`` is global), grouped as :meth:`one_shot_mode` says; excluded layers alone,
+        keeping every weight."""
+        mode = self.one_shot_mode()
+        kept = self.imp_kept(sizes, level, "global" if mode == "global" else "layerwise")
+        if mode != "every_layer":
+            return kept
+        ranked = tuple(n for n in sizes if n not in self.config.exclude)
+        out = {(n,): sizes[n] for n in sizes if n in self.config.exclude}
+        return out | ({ranked: sum(kept[(n,)] for n in ranked)} if ranked else {})
 
     def prune(
         self,
@@ -124,9 +187,22 @@ class PruningPolicy:
         and select by :meth:`selection` (in ``criterion.rounds`` rounds, rescoring each time).
 
         ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
-        that prune at initialisation), ``init`` is θ0 (default: ``weights``).
+        that prune at initialisation), ``init`` is θ0 (default: ``weights``). A one-shot
+        criterion (:attr:`~lth.pruning.criteria.Criterion.one_shot`) ignores what ``masks``
+        keep: it prunes the all-ones mask to :meth:`one_shot_targets` at ``level``.
         """
-        alone, ranked, rate = self.selection(masks, level)
+        if self.criterion.one_shot:
+            masks = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
+            sizes = {n: m.numel() for n, m in masks.items()}
+            groups = self.one_shot_targets(sizes, level)
+            rate_of = {g: (sum(sizes[n] for n in g) - k) / sum(sizes[n] for n in g) or 0.0
+                       for g, k in groups.items()}  # fmt: skip
+            several = [g for g in groups if len(g) > 1]
+            ranked = list(several[0]) if several else []
+            rate = rate_of[several[0]] if several else 0.0
+            alone = {g[0]: r for g, r in rate_of.items() if len(g) == 1}
+        else:
+            alone, ranked, rate = self.selection(masks, level)
         score = self.scorer(weights, init, replicate, level)
         rounds = self.criterion.rounds
         start = {n: int(m.count_nonzero()) for n, m in masks.items()}
@@ -157,7 +233,9 @@ class PruningPolicy:
         """The criterion's scores of the weights under given masks, with its inputs made only
         when it names them (the model is built afresh for each set of masks)."""
         init = weights if init is None else init
-        seed = derive_seed(self.config.seed, "criterion", replicate, level)
+        # a one-shot criterion draws the same examples at every level of a replicate
+        keys = (replicate,) if self.criterion.one_shot else (replicate, level)
+        seed = derive_seed(self.config.seed, "criterion", *keys)
         generator = torch.Generator().manual_seed(seed)
 
         def score(masks: MaskSet) -> dict[str, Tensor]:

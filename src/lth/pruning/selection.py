@@ -32,6 +32,7 @@ __all__ = [
     "select_global",
     "select_layerwise",
     "target_rate",
+    "target_rate_count",
 ]
 
 Weights = Mapping[str, torch.Tensor] | nn.Module
@@ -358,12 +359,20 @@ def target_rate(mask: torch.Tensor, target: float, level: int, levels: int) -> f
     >>> target_rate(torch.ones(100, dtype=torch.bool), 0.25, 1, 2)  # 100 -> 50 kept
     0.5
     """
+    return target_rate_count(int(mask.sum()), mask.numel(), target, level, levels)
+
+
+def target_rate_count(kept: int, size: int, target: float, level: int, levels: int) -> float:
+    """:func:`target_rate` from counts: ``kept`` survivors of a group of ``size`` weights.
+
+    >>> target_rate_count(100, 100, 0.25, 1, 2)
+    0.5
+    """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise LTHError(f"levels must be a positive integer, got {levels!r}")
     if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
         raise LTHError(
             f"target must be a fraction in (0, 1] (e.g. 0.036 for 3.6% remaining), got {target!r}"
         )
-    kept = int(mask.sum())
-    goal = round(mask.numel() * target ** (level / levels))
+    goal = round(size * target ** (level / levels))
     return 0.0 if kept == 0 else max(0.0, (kept - goal) / kept)

@@ -21,11 +21,14 @@ run (the first violation stops the audit):
     pruned weights are exactly 0 in ``init`` and ``final`` (``final`` of a network that
     diverged is not checked: NaN spreads to every entry).
 ``mask-chain``
-    the ticket's mask only shrinks from level to level.
+    the ticket's mask only shrinks from level to level (skipped for a criterion that computes
+    each mask in one shot from θ0: ``snip``, ``grasp``, ``synflow``, ``magnitude_init``).
 ``pruning-count``
     each level removed ``round(rate × survivors)`` per layer (per ranked group with global
     pruning; rates from the run's config through :func:`lth.pruning.selection.layer_rates` and
-    :func:`lth.pruning.selection.target_rate`; ``exclude``d layers keep all their weights).
+    :func:`lth.pruning.selection.target_rate`, ``rate_schedule``'s rate at each level;
+    ``exclude``d layers keep all their weights); a one-shot criterion keeps IMP's counts at
+    each level (:func:`lth.runfolder.recompute.one_shot_kept`).
 ``magnitude``
     the ticket's mask is the one magnitude pruning of the previous level's trained weights
     gives (recomputed here: lowest |w| of the survivors first, ties by layer then index); with
@@ -95,7 +98,7 @@ from lth.runfolder.layout import (
 )
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
-from lth.runfolder.recompute import layer_kinds, magnitude_prune, removals
+from lth.runfolder.recompute import layer_kinds, magnitude_prune, prunes_in_one_shot, removals
 
 CHECKS = (
     "manifest",
@@ -352,7 +355,12 @@ class Audit:
             self.fail(
                 "mask-chain", key, f"masks {list(masks)} vs {list(prev)} at level {level - 1}"
             )
-        for name, m in masks.items():
+        output, conv = layer_kinds(masks, self.tensors(key, "init"))
+        shot = prunes_in_one_shot(c)
+        if shot is None:  # code not imported here: the counts say which way it pruned
+            counts = removals(c, prev, level, output, conv).items()
+            shot = any(sum(int(prev[n].sum() - masks[n].sum()) for n in g) != k for g, k in counts)
+        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
             grown = m & ~prev[name]
             if bool(grown.any()):
                 i = int(grown.reshape(-1).nonzero()[0])
@@ -361,9 +369,8 @@ class Audit:
                     f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
                     f"the first at flat index {i}", name,
                 )  # fmt: skip
-        self.passed["mask-chain"] += 1
-        output, conv = layer_kinds(masks, self.tensors(key, "init"))
-        for group, n in removals(c, prev, level, output, conv).items():
+        self.passed["mask-chain"] += not shot
+        for group, n in removals(c, prev, level, output, conv, shot).items():
             had = sum(int(prev[name].sum()) for name in group)
             kept = sum(int(masks[name].sum()) for name in group)
             if had - kept != n:
@@ -379,7 +386,7 @@ class Audit:
         if c.criterion == "magnitude_init":
             theta0 = self.tensors(("ticket", rep, 0), "init")
             trained = {n: t.masked_fill(~prev[n], 0) if n in prev else t for n, t in theta0.items()}
-        expected = magnitude_prune(trained, prev, removals(c, prev, level, output, conv))
+        expected = magnitude_prune(trained, prev, removals(c, prev, level, output, conv, shot))
         for name, m in masks.items():
             wrong = m != expected[name]
             if bool(wrong.any()):
@@ -509,6 +516,9 @@ class Audit:
         for check in CHECKS:
             if check == "manifest" and not self.passed[check]:
                 out.append("skipped manifest: the run has no .lth/manifest.json (an older lth)")
+                continue
+            if check == "mask-chain" and not self.passed[check] and self.passed["pruning-count"]:
+                out.append("skipped mask-chain: the criterion computes each mask in one shot")
                 continue
             criterion = self.config.criterion
             if check == "magnitude" and criterion not in ("magnitude", "magnitude_init"):

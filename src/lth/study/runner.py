@@ -159,7 +159,7 @@ def check_levels(experiment: Experiment, warn: Callable[[str], None]) -> None:
         removed = {n: round(rates.get(n, 0.0) * kept[n]) for n in kept if n not in pooled}
         if pooled:
             total, full = sum(kept[n] for n in pooled), sum(size[n] for n in pooled)
-            rate = c.rate
+            rate = experiment.policy.hidden_rate(level)
             if c.target:
                 rate = target_rate(torch.arange(full) < total, c.target, level, c.levels)
             removed |= _spread(kept, pooled, round(rate * total))
