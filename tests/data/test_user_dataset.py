@@ -4,14 +4,18 @@ line and leaves no run folder."""
 
 from __future__ import annotations
 
+import csv
+import shutil
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
 import torch
 
 import lth
-from conftest import assert_one_line
+from conftest import assert_one_line, real_data
 from lth.cli import main
 from lth.data.user import MAX_BYTES_ENV, user_dataset
 from lth.errors import LTHError
@@ -174,3 +178,28 @@ def test_the_examples_of_lth_data_user_run(offline_and_isolated):
 
     result = doctest.testmod(lth.data.user, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def test_the_npz_example_trains_on_real_mnist_from_the_command_line(tmp_path, monkeypatch):
+    """docs/examples/npz_data.py on 1,200 real MNIST images saved as a .npz file."""
+    mnist = lth.load_dataset("mnist", real_data(), val_size=0)
+    x, y = mnist.train_raw[:1200, 0].numpy(), mnist.train_y[:1200].numpy()
+    np.savez(tmp_path / "data.npz", x_train=x[:1000], y_train=y[:1000], x_test=x[1000:],
+             y_test=y[1000:])  # fmt: skip
+    shutil.copy(EXAMPLES / "npz_data.py", tmp_path / "npz_data.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("NPZ_DATA", raising=False)
+    run = tmp_path / "run"
+    argv = ["run", "--dataset", "npz_data:load", "--val-size", "100", "--levels", "1"]
+    argv += ["--iterations", "30", "--eval-every", "15", "--controls", "none", "--out", str(run)]
+    assert main([*argv, "--quiet"]) == 0
+    info = tomllib.loads((run / "config.toml").read_text())
+    assert info["dataset"] == "npz_data:load" and info["source"]["data_num_classes"] == 10
+    with open(run / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["test_acc"]) > 50, rows[0]  # labels and images kept together
+    assert main(["verify", str(run)]) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -83,9 +85,11 @@ def test_user_factory_is_recorded_as_module_function_and_needs_trust(tmp_path):
 
 
 def test_same_results_in_memory_and_in_a_folder(tmp_path):
-    data = blobs()
-    memory = run_experiment(CONFIG, data, model=Net(), device="cpu", quiet=True)
-    saved = run_experiment(CONFIG, data, model=Net(), out=tmp_path / "s", device="cpu", quiet=True)
+    data, net = blobs(), Net()  # θ0 is the module's own weights: the same module twice
+    memory = run_experiment(CONFIG, data, model=copy.deepcopy(net), device="cpu", quiet=True)
+    saved = run_experiment(
+        CONFIG, data, model=copy.deepcopy(net), out=tmp_path / "s", device="cpu", quiet=True
+    )
     assert [(r.branch, r.level) for r in memory] == [(r.branch, r.level) for r in saved]
     for a, b in zip(memory, saved, strict=True):
         assert a.history.val_loss == b.history.val_loss

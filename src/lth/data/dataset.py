@@ -38,7 +38,10 @@ class Dataset:
 
     Made by ``load_dataset`` (a registered dataset) or ``dataset_from_tensors`` (your own
     tensors); frozen. ``*_x`` are float32 of shape ``(N, *input_shape)``; ``*_y`` are int64
-    of shape ``(N,)``.
+    of shape ``(N,)``. The examples go to the model as they are: ``load_dataset`` normalises
+    its datasets (``mean``, ``std``), lth never normalises yours, so give them normalised (the
+    test set with the training set's statistics). ``lth run --dataset package.module:function``
+    takes one from your code (:mod:`lth.data.user`; docs/guide/data.md, "Your own data").
 
     Attributes:
         name (str): The dataset's name (``"mnist"``, or the name you gave).
@@ -326,6 +329,11 @@ def tensors_from_dataset(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         raise LTHError("the dataset must be map-style (support len() and indexing)") from None
     if n == 0:
         raise LTHError("the dataset is empty")
+    held = getattr(dataset, "tensors", None)  # a TensorDataset of (images, labels): no loop
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(held) == 2:
+        x, y = held
+        if y.dim() == 1 and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+            return x.to(torch.float32), y.to(torch.int64)
     xs, ys = [], []
     for i in range(n):
         try:
