@@ -83,7 +83,7 @@ def test_a_config_file_from_before_the_restructuring_still_loads(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(old)
     config = ExperimentConfig.from_dict(config_from_toml(path))
-    assert config == ExperimentConfig(levels=2, iterations=200, val_size=1000)
+    assert config == ExperimentConfig(levels=2, iterations=200, val_size=1000, pruning="layerwise")
 
 
 BAD = [
