@@ -314,16 +314,16 @@ def test_find_rewind_on_a_configuration_is_one_command(tmp_path, capsys):
     real_data("mnist")
     out = tmp_path / "cfg"
     argv = ["stability", "--find-rewind", "--out", str(out), "--preset", "quick",
-            "--iterations", "200", "--val-size", "1000", "--candidates", "0,100", "--points", "3",
+            "--iterations", "100", "--val-size", "1000", "--candidates", "0,50", "--points", "3",
             "--data-dir", str(TEST_DATA), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "k = 0: test instability" in printed and "k = 100: test instability" in printed
+    assert "k = 0: test instability" in printed and "k = 50: test instability" in printed
     assert "earliest stable k: " in printed or "no candidate k is stable" in printed
-    assert read_config(out).iterations == 200  # the folder is the configuration's run folder
+    assert read_config(out).iterations == 100  # the folder is the configuration's run folder
     summary = read_table(out / "stability" / "summary.csv", STABILITY_SUMMARY)
     assert [(r["analysis"], r["level"], r["k"]) for r in summary] == [
-        ("rewind", 0, 0), ("rewind", 0, 100)
+        ("rewind", 0, 0), ("rewind", 0, 50)
     ]  # fmt: skip
 
 
