@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,19 @@ def data_dir() -> Path:
     return real_data("mnist")
 
 
+# ------------------------------------------------------------------ the shared run folders
+#
+# Real tiny runs on MNIST, each made once per session (once per xdist worker that needs it) and
+# shared by every test file that needs one. A test that only reads a run uses it as it is; a
+# test (or module fixture) that writes into one works on a copy (:func:`copy_run`).
+
+
+def copy_run(run: Path, where: Path) -> Path:
+    """A copy of the shared run folder ``run`` at ``where/run`` (links kept as links), for a
+    test that writes into it."""
+    return Path(shutil.copytree(run, where / "run", symlinks=True))
+
+
 #: The settings of :func:`tiny_run` (``lth run`` options).
 TINY_RUN = ["--levels", "2", "--iterations", "200", "--eval-every", "100", "--val-size", "1000"]
 
@@ -108,11 +122,45 @@ TINY_RUN = ["--levels", "2", "--iterations", "200", "--eval-every", "100", "--va
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     """One real tiny ``lth run`` on MNIST (:data:`TINY_RUN`: 2 levels x 200 iterations, both
-    controls), made once per session and shared by the cli, verify and figure tests that only
-    read it; a test that changes a run folder copies it into its tmp_path first."""
+    controls), shared by the cli, verify, figure and stability tests; a test that changes a
+    run folder copies it first (:func:`copy_run`)."""
     from lth.cli import main  # lazy: conftest loads before any test imports lth
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
     assert main([*argv, "--quiet"]) == 0
+    return out
+
+
+#: The settings of :func:`tensorboard_run` (``lth run`` options).
+TENSORBOARD_RUN = ["--levels", "1", "--iterations", "100", "--eval-every", "50", "--val-size",
+                   "1000", "--controls", "reinit", "--tensorboard"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tensorboard_run(tmp_path_factory, _one_thread_everywhere) -> Path:
+    """A real tiny ``lth run --tensorboard`` (:data:`TENSORBOARD_RUN`: 1 level x 100
+    iterations, the reinit control), its figures then drawn again with ``lth plot`` as a user
+    would: every kind of file lth writes into a run folder during and after training."""
+    from lth.cli import main  # lazy: conftest loads before any test imports lth
+
+    out = tmp_path_factory.mktemp("tensorboard") / "run"
+    argv = ["run", *TENSORBOARD_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert main(["plot", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tmp_path_factory, _one_thread_everywhere) -> Path:
+    """A real tiny study pruned hard (:data:`helpers.PRUNED_RUN`: 3 levels x 200 iterations,
+    75% of the hidden weights per level, the reinit control): its last level has dead units,
+    as the export and shrink tests need. Made through the Python API (``run_experiment``)."""
+    from helpers import PRUNED_RUN  # lazy: conftest loads before any test imports lth
+    from lth.data import load_dataset  # lazy: as above
+    from lth.study.runner import run_experiment  # lazy: as above
+
+    data = load_dataset("mnist", real_data("mnist"), val_size=PRUNED_RUN.val_size)
+    out = tmp_path_factory.mktemp("pruned") / "run"
+    run_experiment(PRUNED_RUN, data, out=out, quiet=True, device="cpu")
     return out

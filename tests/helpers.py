@@ -330,3 +330,13 @@ def mnist_slice(n_train: int, n_test: int, val_size: int = 300):
 def quick(**overrides) -> ExperimentConfig:
     base = dict(levels=1, iterations=60, eval_every=20, batch_size=50, val_size=300)
     return ExperimentConfig(**(base | overrides))
+
+
+# ---- the settings of conftest's pruned_run (tests/runfolder/test_export.py reads it)
+
+#: 3 levels x 200 iterations on MNIST, 75% of the hidden weights pruned per level (50% of the
+#: output layer's) so that the last level has dead units; the reinit control.
+PRUNED_RUN = ExperimentConfig(
+    levels=3, iterations=200, eval_every=100, val_size=1000, rate=0.75, output_rate=0.5,
+    controls=["reinit"],
+)  # fmt: skip

@@ -30,11 +30,14 @@ class CodeTrust:
 
     ``command_line``: the user named them on a command line, so modules are looked up in the
     current folder too (as ``python -m`` does) and a refusal names the options to use.
+    ``options``: the settings the command has an option for (``lth run --model``); a command
+    without one (``lth sweep``, ``lth export``) is told of ``--trust-code`` alone.
     """
 
     named: frozenset[str] = frozenset()
     trusted: bool = False
     command_line: bool = False
+    options: tuple[str, ...] = CODE_SETTINGS
 
     @classmethod
     def of(cls, config) -> CodeTrust:
@@ -46,12 +49,15 @@ class CodeTrust:
         """Refuse ``spec`` (code for ``what``) unless the user named it or trusts code."""
         if self.trusted or spec in self.named:
             return
-        how = (
-            f"when it is named on the command line (--{what}) or with --trust-code"
-            if self.command_line
-            else "when the Python call names it (a config built in Python, model=) or with "
-            "trust_code=True"
-        )
+        if not self.command_line:
+            how = (
+                "when the Python call names it (a config built in Python, model=) or with "
+                "trust_code=True"
+            )
+        elif what in self.options:
+            how = f"when it is named on the command line (--{what}) or with --trust-code"
+        else:  # this command has no --model/--criterion: a file names its code
+            how = "when it is named on the command line or with --trust-code: add --trust-code"
         raise LTHError(f"the configuration names {what} code {spec!r}; lth imports code only {how}")
 
 

@@ -1,9 +1,9 @@
 """Tickets as artifacts (lth.runfolder.export, lth.pruning.shrink, lth.pruning.sparse, masks in the
 user's own loop).
 
-One tiny real study (MNIST, 3 levels x 200 iterations, 75% of the hidden weights pruned per
-level so that the last level has dead units) is exported in every format; every round trip is
-checked on the whole real MNIST test set.
+One tiny real study (conftest's session ``pruned_run``: MNIST, 3 levels x 200 iterations, 75%
+of the hidden weights pruned per level so that the last level has dead units) is exported in
+every format; every round trip is checked on the whole real MNIST test set.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from conftest import assert_one_line, real_data
+from helpers import PRUNED_RUN
 from lth.cli import main
-from lth.config import ExperimentConfig
 from lth.core.models import create_model
 from lth.data import load_dataset
 from lth.errors import LTHError
@@ -48,14 +48,11 @@ from lth.runfolder.export import (
     read_metadata,
 )
 from lth.runfolder.runs import load_ticket
-from lth.study.runner import run_experiment
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "inference.py"
-LAST = 3  # the run's last level
-CONFIG = ExperimentConfig(
-    levels=LAST, iterations=200, eval_every=100, val_size=1000, rate=0.75, output_rate=0.5,
-    controls=["reinit"],
-)  # fmt: skip
+CONFIG = PRUNED_RUN  # the settings of the run the tests export (conftest: pruned_run)
+LAST = CONFIG.levels  # the run's last level
+assert LAST == 3  # the level range the tests name ("levels 0 to 3")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,14 +62,14 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def data():
-    return load_dataset("mnist", real_data("mnist"), val_size=1000)
+    """The run's data (the same split)."""
+    return load_dataset("mnist", real_data("mnist"), val_size=CONFIG.val_size)
 
 
 @pytest.fixture(scope="module")
-def run(data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("export") / "run"
-    run_experiment(CONFIG, data, out=path, quiet=True, device="cpu")
-    return path
+def run(pruned_run):
+    """The shared pruned run (conftest), only read here: every export goes to a tmp_path."""
+    return pruned_run
 
 
 def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

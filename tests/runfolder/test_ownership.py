@@ -3,8 +3,9 @@ files the manifest lists, while unchanged; the manifest lists every file lth wri
 tables, figures, stability and TensorBoard files too); ``lth verify`` fails a current folder
 without its manifest.
 
-One real tiny run (real MNIST) with TensorBoard, figures and a stability analysis is made once;
-each test works on its own copy.
+One real tiny run (real MNIST) with TensorBoard and figures (conftest's session
+``tensorboard_run``) and a copy of it with a stability analysis; each test that writes works on
+its own copy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_DATA, assert_one_line, real_data
+from conftest import TENSORBOARD_RUN, TEST_DATA, assert_one_line, copy_run, real_data
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.errors import LTHError
@@ -25,8 +26,7 @@ from lth.runfolder.layout import OLD_MARKER_TEXT
 from lth.runfolder.manifest import RunWriter, check_manifest, folder_id, manifest_lock
 from lth.runfolder.runs import RunFolder, read_config
 
-TINY = ["--levels", "1", "--iterations", "100", "--eval-every", "50", "--val-size", "1000",
-        "--controls", "reinit", "--quiet"]  # fmt: skip
+TINY = [*(a for a in TENSORBOARD_RUN if a != "--tensorboard"), "--quiet"]  # the run's settings
 OWN = {".lth-run", ".lth/lock", ".lth/manifest.json"}  # the files the manifest cannot list
 
 
@@ -36,21 +36,19 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory) -> Path:
-    """A real tiny run with TensorBoard event files and its figures (lth run, then lth plot
-    again as a user would)."""
-    real_data("mnist")
-    out = tmp_path_factory.mktemp("ownership") / "run"
-    argv = ["run", *TINY, "--data-dir", str(TEST_DATA), "--out", str(out), "--tensorboard"]
-    assert main(argv) == 0
-    assert main(["plot", str(out)]) == 0
-    return out
+def plain(tensorboard_run) -> Path:
+    """A real tiny run with TensorBoard event files and its figures (lth run --tensorboard,
+    then lth plot again as a user would; conftest: made once per session). Only read here:
+    a test that writes works on its copy."""
+    return tensorboard_run
 
 
 @pytest.fixture(scope="module")
 def studied(plain, tmp_path_factory) -> Path:
-    """The plain run, then ``lth stability`` of its level-1 ticket (2 copies, 3 points)."""
-    out = Path(shutil.copytree(plain, tmp_path_factory.mktemp("studied") / "run", symlinks=True))
+    """A copy of the plain run, then ``lth stability`` of its level-1 ticket (2 copies, 3
+    points)."""
+    real_data("mnist")
+    out = copy_run(plain, tmp_path_factory.mktemp("studied"))
     argv = ["stability", str(out), "--level", "1", "--copies", "2", "--points", "3",
             "--data-dir", str(TEST_DATA), "--quiet"]  # fmt: skip
     assert main(argv) == 0
@@ -58,7 +56,7 @@ def studied(plain, tmp_path_factory) -> Path:
 
 
 def copy_of(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / "run", symlinks=True))
+    return copy_run(run, tmp_path)
 
 
 def snapshot(root: Path) -> dict[str, bytes | str | None]:

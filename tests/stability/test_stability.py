@@ -1,7 +1,10 @@
 """``lth stability`` (Frankle et al. 2020, linear mode connectivity) on real tiny MNIST runs: the
 instability recomputed from the written errors, the path's ends against the copies' own
 errors, copies that differ only in data order, masks along the path, BatchNorm statistics,
-resuming, --find-rewind, figures, and one-line errors."""
+resuming, --find-rewind, figures, and one-line errors.
+
+The run analysed is a copy of conftest's session ``tiny_run`` (2 levels x 200 iterations):
+its level-1 ticket."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TEST_DATA, assert_one_line, real_data
+from conftest import TEST_DATA, TINY_RUN, assert_one_line, copy_run, real_data
 from helpers import mnist_slice
 from lth.cli import main
 from lth.core.fileio import load_tensors
@@ -28,18 +31,6 @@ from lth.stability.store import StabilityFolder
 from lth.study.experiment import derive_seed
 from lth.study.signals import Interrupted
 
-TINY = [
-    "--levels",
-    "1",
-    "--iterations",
-    "200",
-    "--eval-every",
-    "100",
-    "--val-size",
-    "1000",
-    "--controls",
-    "none",
-]
 COPIES, POINTS = 3, 5
 
 
@@ -49,13 +40,11 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A real tiny run: 1 level x 200 iterations, no controls."""
-    real_data("mnist")
-    out = tmp_path_factory.mktemp("stability") / "run"
-    argv = ["run", *TINY, "--data-dir", str(TEST_DATA), "--out", str(out), "--quiet"]
-    assert main(argv) == 0
-    return out
+def run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the shared real tiny run (2 levels x 200 iterations, conftest), which the
+    analyses here write into."""
+    assert TINY_RUN[:4] == ["--levels", "2", "--iterations", "200"]  # what the tests expect
+    return copy_run(tiny_run, tmp_path_factory.mktemp("stability"))
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +95,9 @@ def test_the_summary_is_recomputed_from_the_written_errors(run, level1):
         assert row[f"{split}_instability_std"] == pytest.approx(std, abs=1e-9)
     assert row["stable"] == ("yes" if row["test_instability_mean"] < 2 else "no")
     assert level1["test_instability_mean"] == row["test_instability_mean"]
-    assert row["weights_remaining"] == pytest.approx(
-        read_table(run / "summary.csv", SUMMARY)[-1]["weights_remaining"]
-    )
+    [ticket] = [r for r in read_table(run / "summary.csv", SUMMARY)
+                if (r["branch"], r["replicate"], r["level"]) == ("ticket", 0, 1)]  # fmt: skip
+    assert row["weights_remaining"] == pytest.approx(ticket["weights_remaining"])
     assert row["copies"] == COPIES and row["pairs"] == 3 and row["points"] == POINTS
 
 
@@ -325,16 +314,16 @@ def test_find_rewind_on_a_configuration_is_one_command(tmp_path, capsys):
     real_data("mnist")
     out = tmp_path / "cfg"
     argv = ["stability", "--find-rewind", "--out", str(out), "--preset", "quick",
-            "--iterations", "200", "--val-size", "1000", "--candidates", "0,100", "--points", "3",
+            "--iterations", "100", "--val-size", "1000", "--candidates", "0,50", "--points", "3",
             "--data-dir", str(TEST_DATA), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "k = 0: test instability" in printed and "k = 100: test instability" in printed
+    assert "k = 0: test instability" in printed and "k = 50: test instability" in printed
     assert "earliest stable k: " in printed or "no candidate k is stable" in printed
-    assert read_config(out).iterations == 200  # the folder is the configuration's run folder
+    assert read_config(out).iterations == 100  # the folder is the configuration's run folder
     summary = read_table(out / "stability" / "summary.csv", STABILITY_SUMMARY)
     assert [(r["analysis"], r["level"], r["k"]) for r in summary] == [
-        ("rewind", 0, 0), ("rewind", 0, 100)
+        ("rewind", 0, 0), ("rewind", 0, 50)
     ]  # fmt: skip
 
 

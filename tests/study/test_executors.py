@@ -34,7 +34,7 @@ NICENESS = "RAY_worker_niceness"  # Ray's default raises its workers' niceness b
 FLAG = "LTH_TEST_FACTORY_FAILS"  # ray_factories.py: the factory fails on workers if this exists
 HOLD = "LTH_TEST_HOLD"  # ray_factories.lenet_held: where a unit of level 1 waits to be killed
 CONFIG = ExperimentConfig(
-    model="lenet_300_100", levels=2, iterations=100, eval_every=50, batch_size=60,
+    model="lenet_300_100", levels=2, iterations=40, eval_every=20, batch_size=60,
     replicates=2, controls=("reinit", "random_prune"), val_size=500, max_parallel=2,
 )  # fmt: skip
 

@@ -3,12 +3,14 @@
 parsers, and the configuration the options resolve to (:func:`resolve_config`).
 
 Imports the root leaves (config, configfile, presets, usercode, errors); the registries
-(models, data, criteria) only when the parser is built or a configuration checked.
+(models, data, criteria, controls: they import torch) only when a help is printed or a
+configuration checked, so that ``lth --help`` and ``lth report --help`` start without torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,35 @@ def _registry_names(which: str) -> list[str]:
     return init_names()
 
 
+#: Where an option's help lists a registry's names (``{registered:models}``): filled in by
+#: :class:`HelpFormatter` only when a help is printed, as the registries import torch, which
+#: building the parser (every command, ``lth --help``) need not.
+REGISTERED = "{registered:%s}"
+_REGISTERED_RE = re.compile(r"\{registered:(\w+)\}")
+
+
+def fill_registered(text: str) -> str:
+    """``text`` with each :data:`REGISTERED` mark replaced by that registry's names."""
+
+    def names(match: re.Match) -> str:
+        sep = "; " if match[1] == "controls" else ", "
+        return sep.join(_registry_names(match[1])).replace("%", "%%")  # help is %-formatted
+
+    return _REGISTERED_RE.sub(names, text)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, the registered names filled into a help when it is printed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return fill_registered(text) if text else text
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description's line breaks."""
+
+
 def option_name(setting_name: str) -> str:
     """The ``lth run`` option of a setting, e.g. ``--output-rate`` for ``output_rate``."""
     return "--" + setting_name.replace("_", "-")
@@ -117,8 +148,7 @@ def add_options(
         group = length if f.name in ("iterations", "epochs") else by_group[meta["group"]]
         help_text = meta["help"]
         if meta["names"]:
-            sep = "; " if meta["names"] == "controls" else ", "
-            help_text += f"; registered: {sep.join(_registry_names(meta['names']))}"
+            help_text += "; registered: " + REGISTERED % meta["names"]
         help_text += f" (default: {_show(getattr(defaults, f.name))})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
         outer, element = kinds[f.name]
@@ -191,14 +221,24 @@ def code_trust(args: argparse.Namespace) -> CodeTrust:
     file, a run folder) is data, and code it names is refused otherwise."""
     given = vars(args)
     named = frozenset(given[w] for w in CODE_SETTINGS if names_code(given.get(w)))
-    return CodeTrust(named, trusted=given.get("trust_code", False), command_line=True)
+    # the commands whose --model/--criterion name code: lth run, lth stability without RUN_DIR
+    # (lth sweep and lth export have none: a refusal names --trust-code alone)
+    command = given.get("command")
+    has_options = command == "run" or (command == "stability" and not given.get("run_dir"))
+    options = CODE_SETTINGS if has_options else ()
+    trusted = given.get("trust_code", False)
+    return CodeTrust(named, trusted=trusted, command_line=True, options=options)
 
 
 __all__ = [
     "DEFAULT_PRESET",
+    "REGISTERED",
+    "HelpFormatter",
+    "RawDescriptionHelpFormatter",
     "add_options",
     "check_names",
     "code_trust",
+    "fill_registered",
     "names_text",
     "number_text",
     "option_name",

@@ -21,6 +21,8 @@ from lth.cli.commands import (
 from lth.cli.exits import UsageError, one_line
 from lth.cli.options import (
     DEFAULT_PRESET,
+    HelpFormatter,
+    RawDescriptionHelpFormatter,
     add_options,
     names_text,
     number_text,
@@ -36,7 +38,11 @@ COMMANDS = ("run", "sweep", "plot", "report", "verify", "export", "stability")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are exceptions carrying one line, not usage + exit."""
+    """An ArgumentParser whose errors are exceptions carrying one line, not usage + exit; its
+    help fills in the registered names only when printed (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{one_line(message)}; see '{self.prog} --help'")
@@ -64,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
             78,
         ),
         allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
         epilog="presets:\n"
         + "\n".join(f"  {name:<22}{PRESET_DESCRIPTIONS.get(name, '')}" for name in PRESETS),
     )
