@@ -88,14 +88,13 @@ def check_has_masks(folder: str | Path) -> None:
     """Refuse (``files``) a folder with a config and summary.csv but no masks at all: neither
     level folders (a run folder) nor packed masks (a published folder)."""
     f = Path(folder)
-    if (f / CONFIG).is_file() and (f / SUMMARY.file).is_file() and not (f / "ticket").is_dir():
-        if not is_published(f):
-            raise VerifyError(
-                "files", str(f),
-                "no masks: neither level folders (a run folder) nor masks.safetensors (a "
-                "folder lth publish wrote); publish it again from its run folder with lth "
-                f"publish RUN {f}",
-            )  # fmt: skip
+    tables = (f / CONFIG).is_file() and (f / SUMMARY.file).is_file()
+    if tables and not (f / "ticket").is_dir() and not is_published(f):
+        raise VerifyError(
+            "files", str(f),
+            "no masks: neither level folders (a run folder) nor masks.safetensors (a folder "
+            f"lth publish wrote); publish it again from its run folder with lth publish RUN {f}",
+        )  # fmt: skip
 
 
 class PublishedAudit(Audit):
