@@ -141,7 +141,7 @@ class PackedMasks:
         >>> f = tempfile.mkdtemp() + "/masks.safetensors"
         >>> _ = write_packed(f, m, None)
         >>> packed = PackedMasks.load(f)
-        >>> packed.keys(), packed.masks(("ticket", 0, 1))["w"].tolist()
+        >>> packed.networks(), packed.masks(("ticket", 0, 1))["w"].tolist()
         ([('ticket', 0, 1)], [[True, False]])
     """
 
@@ -189,7 +189,7 @@ class PackedMasks:
             data[parts[0], int(parts[1]), int(parts[2])] = t
         return cls(path, layers, meta.get("output") or None, data)
 
-    def keys(self) -> list[Key]:
+    def networks(self) -> list[Key]:
         """The networks the file holds, sorted."""
         return sorted(self.data)
 

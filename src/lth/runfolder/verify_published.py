@@ -149,7 +149,8 @@ class PublishedAudit(Audit):
     def check_level_masks(self, level: int) -> None:
         """Every mask check of one level, then its schedule and summary rows."""
         c = self.config
-        keys = sorted(k for k in self.summary if k[2] == level)
+        keys = sorted((k for k in self.summary if k[2] == level),
+                      key=lambda k: (k[1], k[0] != "ticket", k[0]))  # fmt: skip
         tickets = {k[1] for k in keys if k[0] == "ticket"}
         if level == 0:
             expected = set(range(c.replicates))
