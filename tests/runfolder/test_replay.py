@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line
+from conftest import assert_one_line, real_data
 from lth.cli import main
 from lth.core.fileio import file_sha256
 from lth.runfolder.readers import SummaryRow
@@ -123,3 +123,15 @@ def test_tolerances_follow_the_documented_rule():
     alone = tolerances(rows[:1], ("ticket", 0, 2), 10000, exact=False)
     assert alone["early_stop_iteration"] is None  # not compared with one replicate
     assert math.isclose(alone["test_acc"], Z * math.sqrt(2) * 100 * math.sqrt(0.97 * 0.03 / 1e4))
+
+
+def test_late_rewinding_replays_theta_k_from_level_0(tmp_path):
+    """Level 1 starts from θk, which only level 0's training gives: the replay retrains level
+    0 (its snapshot at k) and then level 1, both bit for bit."""
+    run = tmp_path / "late"
+    argv = ["run", "--levels", "1", "--iterations", "60", "--eval-every", "30", "--val-size",
+            "500", "--rewind-iteration", "30", "--replicates", "1", "--controls", "none",
+            "--data-dir", str(real_data("mnist")), "--out", str(run), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    line = replay(run, 5)[0]
+    assert sampled(line) == [("ticket", 0, 0), ("ticket", 0, 1)] and "exact" in line, line
