@@ -6,8 +6,8 @@
 #   bash results/reproduce.sh [RUNS_DIR]      # default RUNS_DIR: runs/paper
 #
 # Each study is resumable: run the script again after an interruption and it carries on.
-# The weights stay in RUNS_DIR; the small outputs (config, CSVs, figures, report) are copied
-# into results/<study>/. Set LTH_DATA_DIR to a folder holding mnist/ and fashion-mnist/ IDX
+# The weights stay in RUNS_DIR; `lth publish` writes the small outputs (config, CSVs, figures,
+# report, the masks bit-packed) into results/<study>/, which `lth verify` then audits. Set LTH_DATA_DIR to a folder holding mnist/ and fashion-mnist/ IDX
 # files (MNIST ships with lth; Fashion-MNIST is downloaded if it is missing).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,10 +18,9 @@ study() {  # name, dataset, iterations, threads, report options
   local out="$runs/$1"
   lth run --preset lenet_300_100_paper --dataset "$2" --iterations "$3" --levels 17 \
     --replicates 3 --threads "$4" --quiet --checkpoint-every 120 "${data[@]}" --out "$out"
-  mkdir -p "$here/$1"
-  cp "$out/config.toml" "$out/summary.csv" "$out/summary_stats.csv" "$here/$1/"
-  cp "$out/plots/accuracy_vs_weights.png" "$out/plots/early_stop.png" "$here/$1/"
-  lth report "$out" "${@:5}" --format md --output "$here/$1/report.md"
+  # lth verify, then config, tables, figures, report.md and every mask bit-packed (issue 21);
+  # --force: the folders published before lth publish existed were copied with cp
+  lth publish "$out" "$here/$1" --force "${@:5}"
 }
 
 # The thread counts are those of the published run (they change only the float rounding).

@@ -286,7 +286,7 @@ def test_unknown_command_and_missing_command(capsys):
     assert main(["train"]) == 2
     assert "invalid choice: 'train'" in _one_line_error(capsys)
     assert main([]) == 2
-    commands = "run, sweep, plot, report, verify, export, stability"
+    commands = "run, sweep, plot, report, verify, publish, export, stability"
     assert f"choose a command: {commands}" in _one_line_error(capsys)
 
 

@@ -27,6 +27,10 @@ MODULES = [
     "lth.runfolder.runs",
     "lth.runfolder.export",
     "lth.study.runner",
+    "lth.runfolder.packed",
+    "lth.runfolder.publish",
+    "lth.runfolder.verify_published",
+    "lth.study.replay",
 ]
 
 #: Public names whose docstrings do not have Args, Returns and an example yet (none now).

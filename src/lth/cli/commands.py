@@ -1,5 +1,5 @@
 """The ``lth`` commands, one ``cmd_*`` function each: ``run``, ``sweep``, ``plot``,
-``report``, ``verify``, ``export`` and ``stability``; each returns its exit status.
+``report``, ``verify``, ``publish``, ``export`` and ``stability``; each returns its exit status.
 
 Each imports the heavy modules it needs (study, analysis, runfolder, stability: torch,
 matplotlib) when it runs, so that ``lth --help`` stays fast.
@@ -212,14 +212,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """``lth verify``: audit a run folder (:mod:`lth.runfolder.verify`); 1 names the first
     violation."""
     from lth.runfolder.verify import VerifyError, verify_run  # lazy: per command
+    from lth.runfolder.verify_published import (  # lazy: per command
+        check_has_masks,
+        is_published,
+        verify_published,
+    )
 
     _check_run_dir(args.run_dir)
+    folder = Path(args.run_dir).expanduser()
     try:
-        lines = verify_run(Path(args.run_dir).expanduser())
+        check_has_masks(folder)
+        lines = (verify_published if is_published(folder) else verify_run)(folder)
+        if getattr(args, "replay", 0):
+            from lth.study.replay import replay  # lazy: trains networks
+
+            lines += replay(folder, args.replay, args.data_dir)
     except VerifyError as e:
         error(str(e))
         return EXIT_FAILURE
     print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """``lth publish``: a run folder's small files and packed masks into a folder
+    (:mod:`lth.runfolder.publish`); 1 when the run fails ``lth verify``."""
+    from lth.analysis.report import report  # lazy: per command
+    from lth.runfolder.publish import publish  # lazy: per command
+    from lth.runfolder.verify import VerifyError  # lazy: per command
+
+    _check_run_dir(args.run_dir)
+    run = Path(args.run_dir).expanduser()
+    try:
+        text = report(run, "md", paper=args.paper) if args.report else None
+        sizes = publish(run, args.out, report=text, force=args.force)
+    except VerifyError as e:
+        error(f"{e}; the run is not published")
+        return EXIT_FAILURE
+    for name, size in sizes.items():
+        print(f"{Path(args.out) / name}  {size:,} bytes")
     return EXIT_OK
 
 
@@ -373,5 +404,6 @@ __all__ = [
     "cmd_run",
     "cmd_stability",
     "cmd_sweep",
+    "cmd_publish",
     "cmd_verify",
 ]

@@ -12,6 +12,7 @@ import textwrap
 from lth.cli.commands import (
     cmd_export,
     cmd_plot,
+    cmd_publish,
     cmd_report,
     cmd_run,
     cmd_stability,
@@ -34,7 +35,7 @@ from lth.presets import PRESET_DESCRIPTIONS, PRESETS, preset_config
 from lth.study.sweep import MAX_RUNS
 from lth.version import __version__
 
-COMMANDS = ("run", "sweep", "plot", "report", "verify", "export", "stability")
+COMMANDS = ("run", "sweep", "plot", "report", "verify", "publish", "export", "stability")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -225,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.csv. Exit 0: one line per check passed; 1: the first violation.",
         allow_abbrev=False,
     )
-    ver.add_argument("run_dir", metavar="RUN_DIR", help="run folder")
+    ver.add_argument("run_dir", metavar="RUN_DIR", help="run folder, or a folder lth publish wrote")
+    _add_publish_options(commands, ver)
     ver.add_argument("--debug", action="store_true", help="show tracebacks")
     ver.set_defaults(func=cmd_verify)
 
@@ -278,6 +280,37 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
     _add_stability_parser(commands)
     return parser
+
+
+def _add_publish_options(commands, ver) -> None:
+    """``lth verify --replay N --data-dir DIR`` and the ``lth publish`` command (issue 21)."""
+    ver.add_argument(
+        "--replay", type=whole_text, default=0, metavar="N",
+        help="also retrain N networks sampled by the run's seed and compare their summary rows "
+        "(exact on the run's kind of CPU, torch and threads; within a stated tolerance elsewhere)",
+    )  # fmt: skip
+    ver.add_argument(
+        "--data-dir", metavar="DIR", default=None,
+        help="for --replay: the dataset's folder (default: the run's, else as lth run)",
+    )  # fmt: skip
+    pub = commands.add_parser(
+        "publish",
+        help="copy a run's small files and its masks, bit-packed, into a folder lth verify audits",
+        description="Audit RUN_DIR (lth verify), then write OUT: config.toml, summary.csv, "
+        "summary_stats.csv, layers.csv, metrics.csv, the PNG figures, report.md, every "
+        "network's mask bit-packed (masks.safetensors) and published.json (their sha256). No "
+        "weights: lth verify OUT checks what masks and tables allow.",
+        allow_abbrev=False,
+    )
+    pub.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    pub.add_argument("out", metavar="OUT", help="the folder to write (created if missing)")
+    pub.add_argument("--paper", metavar="NAME", default=None,
+                     help="report.md compares with a paper, as lth report --paper")  # fmt: skip
+    pub.add_argument("--no-report", dest="report", action="store_false",
+                     help="write no report.md")  # fmt: skip
+    _add_force(pub, "files in OUT that lth publish did not write")
+    pub.add_argument("--debug", action="store_true", help="show tracebacks")
+    pub.set_defaults(func=cmd_publish)
 
 
 def _add_force(parser, what: str) -> None:

@@ -47,6 +47,11 @@ FIGURES = ("accuracy_vs_weights", "curves", "early_stop", "layer_remaining")
 ANALYSIS_FIGURES = ("mask_analysis", "weight_histograms")  # drawn when an analysis exists
 ALL = "all"  # the layer name of analysis.csv's rows about all prunable layers together
 CONTROL = "random_prune"  # the control analysis.csv's jaccard_random_prune compares with
+# a published folder (``lth publish``, :mod:`lth.runfolder.publish`): its packed masks, its
+# record of the files it wrote, its report
+PACKED_MASKS = "masks.safetensors"
+PUBLISHED = "published.json"
+REPORT = "report.md"
 
 LEVEL_FILE_RE = re.compile(r"^(mask|init|final|step_\d+)\.safetensors$")
 LEVEL_DIR_RE = re.compile(r"^level_\d{2,}$")

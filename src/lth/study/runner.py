@@ -28,6 +28,7 @@ from lth.data.user import study_data
 from lth.errors import LTHError
 from lth.progress import Progress
 from lth.pruning.selection import target_rate
+from lth.runfolder.publish import cpu_kind
 from lth.runfolder.runs import RunFolder
 from lth.runfolder.tensorboard import TensorBoardLog
 from lth.runfolder.verify import verify_level
@@ -223,6 +224,7 @@ def environment(
         "threads": torch.get_num_threads(),
         "lth": __version__,
         "python": platform.python_version(),
+        "cpu": cpu_kind(),  # lth verify --replay: exact only on the same kind of CPU
     }
     if config is not None and config.kernels == "auto" and config.levels > 0:
         info["sparse_threshold"] = sparse_threshold(device, run_dir)

@@ -1,0 +1,284 @@
+"""``lth verify`` on a published folder (``lth publish``): every check its masks and tables allow.
+
+A published folder (:mod:`lth.runfolder.publish`) has no weights, only the masks, bit-packed
+(:mod:`lth.runfolder.packed`), and the tables. :func:`verify_published` runs, in order (the
+first violation stops it, a :class:`~lth.runfolder.verify.VerifyError` as for a run folder):
+
+``manifest``
+    every file ``published.json`` lists has the sha256 it recorded.
+``files``
+    the packed masks hold exactly the networks of summary.csv, each chain of tickets going on
+    while it did not diverge, with every control of the run.
+``mask-chain``, ``pruning-count``
+    as for a run folder (:mod:`lth.runfolder.verify`), from the masks and the config alone
+    (:func:`lth.runfolder.recompute.removals`).
+``reinit-control``, ``random-prune-control``, ``controls``
+    the part of each control's claim a mask can show: the ticket's exact mask (``reinit``,
+    ``sign_keep``, ``signed_constant``, ``shuffle_init``); the ticket's per-layer counts (every
+    control), within the ticket's previous mask (``inverted``); and the random-pruning mask
+    is the one its seed draws (redrawn here from the ticket's mask and the run's seed).
+``schedule``, ``summary``
+    as for a run folder: metrics.csv's evaluations, summary.csv against the masks, layers.csv
+    and metrics.csv.
+
+What needs the weights (``pruned-zero``, ``magnitude``, ``rewind``, the controls' starting
+weights) is skipped, said in one line; ``lth verify --replay N`` (:mod:`lth.study.replay`)
+retrains sampled networks from the config and seeds instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lth.core.fileio import file_sha256
+from lth.errors import LTHError
+from lth.pruning.controls import CONTROLS, ControlInput
+from lth.pruning.policy import derive_seed
+from lth.runfolder.layout import CONFIG, PACKED_MASKS, PUBLISHED
+from lth.runfolder.packed import PackedMasks
+from lth.runfolder.publish import read_published
+from lth.runfolder.readers import load_metrics
+from lth.runfolder.recompute import removals
+from lth.runfolder.tables import SUMMARY
+from lth.runfolder.verify import Audit, Key, VerifyError, _by_network, _layers_by_network, _table
+
+__all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
+
+PUBLISHED_CHECKS = (
+    "manifest",
+    "files",
+    "mask-chain",
+    "pruning-count",
+    "reinit-control",
+    "random-prune-control",
+    "controls",
+    "schedule",
+    "summary",
+)
+SKIPPED = (
+    "skipped (they need the weights, which a published folder leaves out): pruned-zero, "
+    "magnitude, rewind and the controls' starting weights; lth verify --replay N retrains "
+    "sampled networks instead"
+)
+_WHAT = {
+    "manifest": "files as lth publish wrote them (published.json)",
+    "files": "networks with their packed mask and summary row",
+    "mask-chain": "ticket masks within the previous level's",
+    "pruning-count": "levels that pruned round(rate x survivors) per layer or group",
+    "reinit-control": "reinit controls with the ticket's mask",
+    "random-prune-control": "random-pruning controls with the ticket's counts and the mask "
+    "their seed draws",
+    "controls": "other controls with the ticket's counts (and mask, where they claim it)",
+    "schedule": "networks evaluated from their start iteration to the last",
+    "summary": "summary rows agreeing with the masks, layers.csv and metrics.csv",
+}
+SAME_MASK = ("reinit", "sign_keep", "signed_constant", "shuffle_init")  # the ticket's mask
+WITHIN_PREVIOUS = ("inverted",)  # within the ticket's previous mask
+
+
+def is_published(folder: str | Path) -> bool:
+    """Whether ``folder`` is a published folder (it has packed masks or ``published.json``)."""
+    return (Path(folder) / PACKED_MASKS).is_file() or (Path(folder) / PUBLISHED).is_file()
+
+
+def check_has_masks(folder: str | Path) -> None:
+    """Refuse (``files``) a folder with a config and summary.csv but no masks at all: neither
+    level folders (a run folder) nor packed masks (a published folder)."""
+    f = Path(folder)
+    tables = (f / CONFIG).is_file() and (f / SUMMARY.file).is_file()
+    if tables and not (f / "ticket").is_dir() and not is_published(f):
+        raise VerifyError(
+            "files", str(f),
+            "no masks: neither level folders (a run folder) nor masks.safetensors (a folder "
+            f"lth publish wrote); publish it again from its run folder with lth publish RUN {f}",
+        )  # fmt: skip
+
+
+class PublishedAudit(Audit):
+    """The checks of one published folder; its masks come from ``masks.safetensors``."""
+
+    def __init__(self, folder: str | Path):
+        super().__init__(folder)
+        try:
+            self.info = read_published(self.run)
+            self.packed = PackedMasks.load(self.run / PACKED_MASKS)
+        except LTHError as e:
+            raise VerifyError("files", str(self.run), str(e)) from None
+        if self.info is None:
+            raise VerifyError("manifest", str(self.run), f"no {PUBLISHED}: publish the study again")
+        self._masks: dict[Key, dict[str, Tensor]] = {}
+
+    def tensors(self, key: Key, which: str) -> dict[str, Tensor]:
+        """A network's masks (``which`` ``mask``); a published folder has no weights."""
+        if which != "mask":
+            raise VerifyError("files", str(self.run), f"{which} weights are not published")
+        if key not in self._masks:
+            if key not in self.packed.data:
+                self.fail("files", key, f"no mask in {PACKED_MASKS}")
+            self._masks[key] = self.packed.masks(key)
+        return self._masks[key]
+
+    def check_files_digests(self) -> None:
+        """``manifest``: each file published.json lists, with its sha256."""
+        for name, digest in sorted(self.info["files"].items()):
+            path = self.run / name
+            if not path.is_file():
+                raise VerifyError(
+                    "manifest", str(self.run), f"{name} is missing ({PUBLISHED} lists it)"
+                )
+            if file_sha256(path) != digest:
+                raise VerifyError(
+                    "manifest", str(self.run),
+                    f"{name} was changed after lth publish wrote it (sha256 differs from "
+                    f"{PUBLISHED})",
+                )  # fmt: skip
+            self.passed["manifest"] += 1
+
+    def check_networks(self) -> None:
+        """``files``: the packed masks and summary.csv name the same networks."""
+        rows, packed = set(self.summary), set(self.packed.data)
+        if rows != packed:
+            extra = sorted(packed - rows)
+            key = extra[0] if extra else sorted(rows - packed)[0]
+            what = "has a packed mask but no row in summary.csv" if extra else "has no packed mask"
+            self.fail("files", key, what)
+
+    def check_level_masks(self, level: int) -> None:
+        """Every mask check of one level, then its schedule and summary rows."""
+        c = self.config
+        keys = sorted((k for k in self.summary if k[2] == level),
+                      key=lambda k: (k[1], k[0] != "ticket", k[0]))  # fmt: skip
+        tickets = {k[1] for k in keys if k[0] == "ticket"}
+        if level == 0:
+            expected = set(range(c.replicates))
+        else:
+            expected = {
+                r for (b, r, lv), row in self.summary.items()
+                if b == "ticket" and lv == level - 1 and row.diverged_at is None
+            }  # fmt: skip
+        if tickets != expected:
+            rep = sorted(tickets ^ expected)[0]
+            raise VerifyError(
+                "files", f"level {level}",
+                f"ticket of replicate {rep} is {'missing' if rep in expected else 'not expected'}"
+                " in summary.csv",
+            )  # fmt: skip
+        controls = set(c.controls)
+        if level == 0:  # a run may train no control at level 0 (nothing pruned yet)
+            controls = {k[0] for k in keys if k[0] != "ticket"}
+        for key in keys:
+            if key[0] != "ticket" and (key[0] not in c.controls or key[1] not in tickets):
+                self.fail("files", key, "a network this run does not have")
+        for rep in sorted(tickets):
+            for branch in sorted(controls):
+                if (branch, rep, level) not in self.summary:
+                    self.fail("files", (branch, rep, level), "no row in summary.csv")
+        metrics = _by_network(_table(load_metrics, self.run, levels=[level]))
+        layers = _layers_by_network(self.run, level)
+        for key in keys:
+            masks = self.tensors(key, "mask")
+            if key[0] == "ticket":
+                if level:
+                    self._chain_and_counts(key, masks)
+            else:
+                self._control_masks(key, masks)
+            row = self.summary[key]
+            self._schedule(key, row, metrics.get(key, []))
+            self._summary(key, row, masks, metrics.get(key, []), layers.get(key, {}))
+        self.passed["files"] += len(keys)
+
+    def _chain_and_counts(self, key: Key, masks: dict[str, Tensor]) -> None:
+        _, rep, level = key
+        prev = self.tensors(("ticket", rep, level - 1), "mask")
+        for name, m in masks.items():
+            grown = m & ~prev[name]
+            if bool(grown.any()):
+                i = int(grown.reshape(-1).nonzero()[0])
+                self.fail(
+                    "mask-chain", key,
+                    f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
+                    f"the first at flat index {i}", name,
+                )  # fmt: skip
+        self.passed["mask-chain"] += 1
+        conv = {n for n, m in masks.items() if m.dim() == 4}
+        for group, n in removals(self.config, prev, level, self.packed.output, conv).items():
+            had = sum(int(prev[name].sum()) for name in group)
+            kept = sum(int(masks[name].sum()) for name in group)
+            if had - kept != n:
+                what = group[0] if len(group) == 1 else f"{len(group)} ranked layers"
+                self.fail(
+                    "pruning-count", key,
+                    f"{what}: {had} survivors at level {level - 1}, {kept} now: removed "
+                    f"{had - kept}, expected {n}", group[0] if len(group) == 1 else None,
+                )  # fmt: skip
+        self.passed["pruning-count"] += 1
+
+    def _control_masks(self, key: Key, masks: dict[str, Tensor]) -> None:
+        branch, rep, level = key
+        check = CONTROLS.lookup(branch).check
+        ticket = self.tensors(("ticket", rep, level), "mask")
+        for name, m in masks.items():
+            if int(m.sum()) != int(ticket[name].sum()):
+                self.fail(check, key, f"keeps {int(m.sum())} weights, the ticket "
+                          f"{int(ticket[name].sum())}", name)  # fmt: skip
+            if branch in SAME_MASK and not torch.equal(m, ticket[name]):
+                self.fail(check, key, "the mask is not the ticket's (same level)", name)
+            if branch in WITHIN_PREVIOUS and level:
+                prev = self.tensors(("ticket", rep, level - 1), "mask")
+                if bool((m & ~prev[name]).any()):
+                    self.fail(check, key, "keeps weights the ticket pruned before", name)
+        if branch == "random_prune" and level:
+            drawn = self.random_prune_mask(rep, level, ticket)
+            for name, m in masks.items():
+                if not torch.equal(m, drawn[name]):
+                    wrong = int((m != drawn[name]).sum())
+                    self.fail(check, key, f"{wrong} entries differ from the mask its seed "
+                              "draws from the ticket's", name)  # fmt: skip
+        self.passed[check] += 1
+
+    def random_prune_mask(self, rep: int, level: int, ticket: dict[str, Tensor]) -> dict:
+        """The random-pruning control's mask as the study drew it: the registry's maker, its
+        generator seeded by (seed, control, replicate, level) as
+        :meth:`lth.study.experiment.Experiment.control` seeds it."""
+        gen = torch.Generator().manual_seed(
+            derive_seed(self.config.seed, "random_prune", rep, level)
+        )
+        inp = ControlInput(rep, level, ticket, {}, {}, ({}, {}), gen, None, None)  # type: ignore[arg-type]
+        return CONTROLS.lookup("random_prune").make(inp)[0]
+
+    def published_lines(self) -> list[str]:
+        """One line per check passed, and one line for the checks skipped."""
+        out = [f"ok {c}: {self.passed[c]} {_WHAT[c]}" for c in PUBLISHED_CHECKS if self.passed[c]]
+        return [*out, SKIPPED]
+
+
+def verify_published(folder: str | Path) -> list[str]:
+    """Audit a published folder from its masks and tables; returns one line per check passed
+    and one line naming the checks skipped (they need the weights).
+
+    Args:
+        folder: A folder ``lth publish`` wrote.
+
+    Returns:
+        list[str]: The lines ``lth verify`` prints.
+
+    Raises:
+        VerifyError: At the first violation (also for a folder without masks).
+
+    Examples:
+        >>> import tempfile
+        >>> verify_published(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        lth.errors.LTHError: ... is not an lth run folder (no config.toml)
+    """
+    check_has_masks(folder)
+    audit = PublishedAudit(folder)
+    audit.check_files_digests()
+    audit.check_networks()
+    for level in audit.levels():
+        audit.check_level_masks(level)
+    return audit.published_lines()
