@@ -34,6 +34,7 @@ from lth.runfolder.verify import verify_level
 from lth.study.executors import LocalExecutor, Study
 from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store
 from lth.study.signals import Interrupted, StopOnSignal
+from lth.study.userloop import UserLoop
 from lth.usercode import CodeTrust
 from lth.version import __version__
 
@@ -380,8 +381,11 @@ def _stopping(folder, stop: StopOnSignal, shown: Hook) -> Hook:
 
     def both(level: int, group: int, trainer) -> None:
         if stop.name is not None:
-            folder.save_checkpoint(level, group, trainer, force=True)
-            where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+            if getattr(trainer, "resumable", True):
+                folder.save_checkpoint(level, group, trainer, force=True)
+                where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+            else:  # a user's loop (lth.study.userloop) resumes per level
+                where = f"level {level} starts over when the study is run again"
             raise Interrupted(stop.name, where)
         shown(level, group, trainer)
 
@@ -402,6 +406,8 @@ def run_experiment(
     hook: Hook | None = None,
     executor=None,
     tensorboard: bool = False,
+    train: Callable | None = None,
+    evaluate: Callable | None = None,
 ) -> list[LevelResult]:
     """Run a whole study and return every trained network (ticket and controls, every level).
 
@@ -427,6 +433,11 @@ def run_experiment(
         executor: Where the units train, e.g. ``lth.study.executors.RayExecutor()``
             (default: this process).
         tensorboard: TensorBoard event files in ``out`` as training goes.
+        train: Your own training loop, ``train(model, ctx)``, called for every network of
+            every level in place of lth's engine (:mod:`lth.study.userloop`; the guide's
+            "Your training loop" page).
+        evaluate: With ``train``: ``evaluate(model) -> dict`` with ``val_loss``, ``val_acc``
+            and ``test_acc`` (percent); default: lth's loss and accuracy on ``data``.
 
     Returns:
         list[LevelResult]: Every trained network, level by level.
@@ -466,6 +477,12 @@ def run_experiment(
         spec = None if isinstance(model, nn.Module) else _factory_spec(model)
         config = dataclasses.replace(config, model=spec or "user model")
     experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
+    if train is not None or evaluate is not None:  # the user's loop (lth.study.userloop)
+        if train is None:
+            raise LTHError("evaluate= needs train=, the training loop it evaluates")
+        experiment.user_loop = UserLoop.checked(train, evaluate, executor)
+        if out is not None:
+            source["train"] = _factory_spec(train) or "user function"
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         if tensorboard:
