@@ -331,3 +331,13 @@ def test_a_diverging_loop_stops_there_as_the_engine_does():
                                   device="cpu")  # fmt: skip
     assert result.history.iteration == [0, 4] and result.history.diverged_at == 8
     assert steps[-1] == 7
+
+
+def test_the_context_example_runs():
+    """TrainContext's docstring example (the API reference shows it)."""
+    import doctest
+
+    import lth.study.userloop as userloop
+
+    result = doctest.testmod(userloop, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
