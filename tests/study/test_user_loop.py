@@ -315,6 +315,20 @@ def test_evaluate_or_train_that_cannot_run_is_refused_before_anything_is_written
     assert not out.exists()
 
 
+def test_a_user_loop_on_the_ray_executor_is_refused_before_anything_is_written(tmp_path):
+    """train= runs in this process: Ray's workers would need the function pickled."""
+    pytest.importorskip("ray")
+    from lth.study.executors import RayExecutor
+
+    data, config = blobs(), ExperimentConfig(levels=1, iterations=8, eval_every=4)
+    out = tmp_path / "run"
+    with pytest.raises(LTHError) as error:
+        run_experiment(config, data, model=small_net(), train=sgd_train, out=out,
+                       executor=RayExecutor())  # fmt: skip
+    assert_one_line(error, "use the local executor")
+    assert not out.exists()
+
+
 def test_a_diverging_loop_stops_there_as_the_engine_does():
     """A NaN loss: the network's history ends before it, diverged_at says where, ctx.step
     returned False there (the loop was not asked for more steps)."""
