@@ -57,7 +57,7 @@ from lth.runfolder.manifest import (
     write_marker,
 )
 from lth.runfolder.results import LevelResult
-from lth.runfolder.tables import LAYERS, METRICS, SUMMARY
+from lth.runfolder.tables import LAYERS, METRICS, SUMMARY, with_logged
 from lth.usercode import CodeTrust, as_trust
 
 WHICH = ("final", "init")
@@ -474,7 +474,8 @@ class RunFolder:
     def write_tables(self) -> None:
         """Rewrite metrics.csv, summary.csv and layers.csv from the finished levels."""
         for name, table in _TABLES.items():
-            self.writer.write(self.path / table.file, csv_text(self.rows[name], table))
+            rows = self.rows[name]  # metrics.csv: with any columns a user's loop logged
+            self.writer.write(self.path / table.file, csv_text(rows, with_logged(table, rows)))
 
     def _checkpoint_path(self, level: int, group: int) -> Path:
         return checkpoint_path(self.path, level, group)
@@ -517,15 +518,17 @@ class RunFolder:
 
 
 def metrics_rows(res: LevelResult) -> list[dict]:
-    """metrics.csv rows of one trained network."""
+    """metrics.csv rows of one trained network (with what a user's loop logged, if any)."""
     h, remaining = res.history, res.weights_remaining
+    logged = getattr(h, "logged", {})  # lth.study.userloop.LoggedHistory
     return [
         {
             "branch": res.branch, "replicate": res.replicate, "level": res.level,
             "iteration": it, "weights_remaining": remaining, "train_loss": tl,
             "val_loss": vl, "val_acc": va, "test_acc": ta,
-        }
-        for it, tl, vl, va, ta in zip(h.iteration, h.train_loss, h.val_loss, h.val_acc, h.test_acc)
+        } | {name: values[i] for name, values in logged.items()}
+        for i, (it, tl, vl, va, ta) in enumerate(
+            zip(h.iteration, h.train_loss, h.val_loss, h.val_acc, h.test_acc))
     ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ docs/run-folder.md). **A missing value, None or NaN, is an empty cell** in every
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from lth.pruning.controls import CONTROLS
@@ -40,6 +41,7 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     derived: bool = False  # recomputed from the level files (lth plot)
+    logged: bool = False  # may hold more number columns: a user's loop logs them (ctx.log)
 
     @property
     def names(self) -> list[str]:
@@ -80,6 +82,7 @@ METRICS = Table(
         _c("val_acc", float, "accuracy on the validation set, percent"),
         _c("test_acc", float, "accuracy on the test set, percent"),
     ),
+    logged=True,
 )  # fmt: skip
 SUMMARY = Table(
     "summary.csv",
@@ -241,6 +244,19 @@ TABLES = (
     STABILITY_ERRORS, STABILITY_COPIES, STABILITY_SUMMARY,
 )  # fmt: skip
 RUN_TABLES = (METRICS, SUMMARY, LAYERS)  # written by the run, in the manifest
+
+
+def with_logged(table: Table, rows) -> Table:
+    """``table`` with the columns its rows hold beyond the declared ones, after them in the
+    order they first appear: the numbers a user's training loop logs into metrics.csv
+    (``ctx.log``, :mod:`lth.study.userloop`). A table without ``logged`` comes back as it is."""
+    if not table.logged:
+        return table
+    declared, extra = set(table.names), {}
+    for row in rows:
+        extra |= {name: None for name in row if name not in declared}
+    columns = tuple(_c(n, float, "logged by the training loop", optional=True) for n in extra)
+    return dataclasses.replace(table, columns=table.columns + columns) if columns else table
 
 
 def schema_markdown() -> str:

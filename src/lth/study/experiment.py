@@ -94,6 +94,8 @@ class Experiment:
     built in Python, see :mod:`lth.usercode`); an executor's workers get the same ``trust``.
     """
 
+    user_loop = None  # a lth.study.userloop.UserLoop trains the levels instead of the engine
+
     def __init__(
         self,
         config: ExperimentConfig,
@@ -323,6 +325,8 @@ class Experiment:
         self, level: int, planned, store: Store, hook: Hook | None = None
     ) -> list[LevelResult]:
         """Train every job of a level, unit after unit (groups of at most ``max_parallel``)."""
+        if self.user_loop is not None:  # train= given: the user's loop (lth.study.userloop)
+            return self.user_loop.run_level(self, level, planned, hook)
         trained: dict[tuple[str, int], LevelResult] = {}
         first = store.load_checkpoint(level, 0)
         for unit in self.units(level, planned, self.level_group_size(first)):

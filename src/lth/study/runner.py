@@ -35,6 +35,7 @@ from lth.runfolder.verify import verify_level
 from lth.study.executors import LocalExecutor, Study
 from lth.study.experiment import Experiment, Hook, LevelResult, MemoryStore, Store
 from lth.study.signals import Interrupted, StopOnSignal
+from lth.study.userloop import UserLoop
 from lth.usercode import CodeTrust, names_code
 from lth.version import __version__
 
@@ -388,8 +389,11 @@ def _stopping(folder, stop: StopOnSignal, shown: Hook) -> Hook:
 
     def both(level: int, group: int, trainer) -> None:
         if stop.name is not None:
-            folder.save_checkpoint(level, group, trainer, force=True)
-            where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+            if getattr(trainer, "resumable", True):
+                folder.save_checkpoint(level, group, trainer, force=True)
+                where = f"checkpoint saved at level {level}, iteration {trainer.iteration}"
+            else:  # a user's loop (lth.study.userloop) resumes per level
+                where = f"level {level} starts over when the study is run again"
             raise Interrupted(stop.name, where)
         shown(level, group, trainer)
 
@@ -410,6 +414,8 @@ def run_experiment(
     hook: Hook | None = None,
     executor=None,
     tensorboard: bool = False,
+    train: Callable | None = None,
+    evaluate: Callable | None = None,
 ) -> list[LevelResult]:
     """Run a whole study and return every trained network (level 0: the dense one per replicate;
     then the ticket and its controls at every level).
@@ -436,6 +442,11 @@ def run_experiment(
         executor: Where the units train, e.g. ``lth.study.executors.RayExecutor()``
             (default: this process).
         tensorboard: TensorBoard event files in ``out`` as training goes.
+        train: Your own training loop, ``train(model, ctx)``, called for every network of
+            every level in place of lth's engine (:mod:`lth.study.userloop`; the guide's
+            "Your training loop" page).
+        evaluate: With ``train``: ``evaluate(model) -> dict`` with ``val_loss``, ``val_acc``
+            and ``test_acc`` (percent); default: lth's loss and accuracy on ``data``.
 
     Returns:
         list[LevelResult]: Every trained network, level by level.
@@ -473,6 +484,12 @@ def run_experiment(
         config = dataclasses.replace(config, model=spec or "user model")
     experiment = Experiment(config, data, dev, model, trust=CodeTrust.of(config))
     config = experiment.config  # with the initialisation θ0 really uses (init = "model")
+    if train is not None or evaluate is not None:  # the user's loop (lth.study.userloop)
+        if train is None:
+            raise LTHError("evaluate= needs train=, the training loop it evaluates")
+        experiment.user_loop = UserLoop.checked(train, evaluate, executor)
+        if out is not None:
+            source["train"] = _factory_spec(train) or "user function"
     check_study(experiment, data, lambda text: Progress.line_to_stderr(f"lth: warning: {text}"))
     if out is None:
         if tensorboard:
