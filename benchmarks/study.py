@@ -15,6 +15,13 @@ Then, as whole processes (imports, data, training, evaluation, files, figures), 
 the same two networks (nn.Sequential, torch.optim.Adam, masks re-applied after each step,
 the same evaluations), also in turns. Prints a table, then one JSON line. Run:
 ``python benchmarks/study.py [--data-dir ../shared/data] [--threads 1] [--process-iterations N]``.
+
+``bf16_speedup``: the dense level (100% of the weights, ``--kernels dense``) timed in
+``--precision bf16`` in the same rounds, the median of the per-round ratios fp32 / bf16 of the
+whole per-iteration cost (step and its share of the float32 evaluation);
+``bf16_step_speedup`` the same for the training step alone. ``--device cuda`` times everything
+on the GPU (15 networks together: a level's 3 branches x 5 replicates) and skips the whole
+processes unless ``--process-iterations`` is given.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lth.core.kernels import cpu_model, threshold
+from lth.core.kernels import cpu_model, native_bf16, threshold
 from lth.core.training import TrainConfig, Trainer
 from lth.data import load_dataset
 from throughput import make_jobs  # the benchmarks' folder is on sys.path when run
@@ -42,24 +49,45 @@ MEASURED = {100.0: 0, 51.3: 3, 21.1: 7, 10.7: 10, 3.6: 15, 1.2: 20}
 PAPER = {"levels": 21, "iterations": 50_000, "branches": 3, "replicates": 5}
 
 
-def time_level(
-    data, level: int, k: int, steps: int, evaluations: int, kernels: str, clock=time.perf_counter
-) -> float:
-    """Seconds per iteration per network, K networks training together, under the paper's
-    protocol: one step, plus a hundredth of an evaluation (5,000 validation and 10,000 test
-    images), each timed on its own."""
+def time_parts(
+    data,
+    level: int,
+    k: int,
+    steps: int,
+    evaluations: int,
+    kernels: str,
+    clock=time.perf_counter,
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> tuple[float, float]:
+    """Seconds per training step and per evaluation (5,000 validation and 10,000 test
+    images) of K networks training together, each timed on its own."""
     template, jobs = make_jobs(k, level, 0.2, 0.1, controls=True)
-    trainer = Trainer(template, jobs, data, TrainConfig(iterations=10**9, kernels=kernels))
+    config = TrainConfig(iterations=10**9, kernels=kernels, precision=precision)
+    trainer = Trainer(template, jobs, data, config, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     trainer.step()  # warm-up
+    sync()
     start = clock()
     for _ in range(steps):
         trainer.step()
+    sync()
     step = (clock() - start) / steps
     start = clock()
     for _ in range(evaluations):
         trainer.evaluate(data.val_x, data.val_y)
         trainer.evaluate(data.test_x, data.test_y)
-    evaluation = (clock() - start) / evaluations
+    sync()
+    evaluation = (clock() - start) / evaluations if evaluations else 0.0
+    return step, evaluation
+
+
+def time_level(
+    data, level: int, k: int, steps: int, evaluations: int, kernels: str, clock=time.perf_counter
+) -> float:
+    """Seconds per iteration per network, K networks training together, under the paper's
+    protocol: one step, plus a hundredth of an evaluation."""
+    step, evaluation = time_parts(data, level, k, steps, evaluations, kernels, clock)
     return (step + evaluation / 100) / k
 
 
@@ -121,7 +149,7 @@ for net in range(2):  # the ticket and the reinit control of level 0
 
 
 def whole_processes(
-    iterations: int, data_dir: str | None, rounds: int, threads: int
+    iterations: int, data_dir: str | None, rounds: int, threads: int, device: str = "cpu"
 ) -> dict[str, float]:
     """Median wall seconds of ``lth run`` and of the plain loop as whole processes, in turns."""
     env = dict(os.environ)
@@ -132,7 +160,7 @@ def whole_processes(
             every = str(max(1, iterations // 10))
             lth = [sys.executable, "-m", "lth", "run", "--levels", "0", "--quiet", "--out"]
             lth += [str(out), "--iterations", str(iterations), "--eval-every", every]
-            lth += ["--threads", str(threads)]
+            lth += ["--threads", str(threads), "--device", device]
             lth += ["--data-dir", data_dir] if data_dir else []
             plain = [
                 sys.executable,
@@ -165,21 +193,40 @@ def main() -> None:
         "machine shared with other jobs: the time it would take alone)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="turns of auto and dense")
-    parser.add_argument("--process-iterations", type=int, default=10_000)
+    parser.add_argument(
+        "--process-iterations", type=int, default=None, help="0: skip (default 10,000 on CPU)"
+    )
     parser.add_argument("--process-rounds", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset("mnist", args.data_dir)
-    k = max(2, torch.get_num_threads())  # lth's CPU group size for LeNet-300-100
+    device = args.device
+    cuda = device.startswith("cuda")
+    if args.process_iterations is None:
+        args.process_iterations = 0 if cuda else 10_000
+    data = load_dataset("mnist", args.data_dir, device=device)
+    # lth's group size for LeNet-300-100: the thread count on CPU; a level's 15 on a GPU
+    k = 15 if cuda else max(2, torch.get_num_threads())
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    cut = threshold("cpu")  # calibrated (or read from the cache) before any timing
+    cut = threshold(device)  # calibrated (or read from the cache) before any timing
     times: dict[str, dict[float, list[float]]] = {"auto": {}, "dense": {}}
+    parts: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}
     for _ in range(args.rounds):
         for remaining, level in MEASURED.items():
             for mode in ("auto", "dense"):
-                t = time_level(data, level, k, args.steps, args.evaluations, mode, clock)
-                times[mode].setdefault(remaining, []).append(t)
+                step, ev = time_parts(
+                    data, level, k, args.steps, args.evaluations, mode, clock, device=device
+                )
+                times[mode].setdefault(remaining, []).append((step + ev / 100) / k)
+                if remaining == 100.0 and mode == "dense":
+                    parts["fp32"].append((step, ev))
+                    parts["bf16"].append(
+                        time_parts(
+                            data, 0, k, args.steps, 0, mode, clock, precision="bf16", device=device
+                        )[:1]
+                        + (ev,)  # evaluation is float32 in both: timed once
+                    )
     per_it = {m: {p: statistics.median(ts) for p, ts in d.items()} for m, d in times.items()}
     print(f"{'weights remaining':>18s} {'auto ms/it':>12s} {'dense ms/it':>12s} {'speedup':>8s}")
     speedups = {}
@@ -192,10 +239,24 @@ def main() -> None:
         )
     hours = {mode: paper_hours(per_it[mode]) for mode in per_it}
     print(f"lenet_300_100_paper: {hours['auto']:.1f} h (auto), {hours['dense']:.1f} h (dense)")
+    level_ratios = [
+        ((s32 + e / 100) / (s16 + e / 100), s32 / s16)
+        for (s32, e), (s16, _) in zip(parts["fp32"], parts["bf16"])
+    ]
+    bf16_speedup = statistics.median(r[0] for r in level_ratios)
+    bf16_step_speedup = statistics.median(r[1] for r in level_ratios)
+    print(
+        f"dense level, bf16 vs fp32 (same rounds): {bf16_speedup:.2f}x per iteration, "
+        f"{bf16_step_speedup:.2f}x per training step (native bf16: {native_bf16(device)})"
+    )
     processes = {}
     if args.process_iterations > 0:
         processes = whole_processes(
-            args.process_iterations, args.data_dir, args.process_rounds, torch.get_num_threads()
+            args.process_iterations,
+            args.data_dir,
+            args.process_rounds,
+            torch.get_num_threads(),
+            device,
         )
         print(
             f"whole processes, {args.process_iterations} iterations: lth run "
@@ -207,11 +268,16 @@ def main() -> None:
         "level_speedup_at_3.6": round(speedups[3.6], 2),
         "level_speedups": {str(p): round(s, 2) for p, s in speedups.items()},
         "sparse_threshold": cut,
+        "bf16_speedup": round(bf16_speedup, 2),
+        "bf16_step_speedup": round(bf16_step_speedup, 2),
+        "native_bf16": native_bf16(device),
         "process_speedup_vs_plain_loop": round(processes["ratio"], 2) if processes else None,
         "process_seconds": {n: round(processes[n], 1) for n in ("lth", "plain")}
         if processes
         else None,
+        "device": device,
         "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "isa": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "tickets_together": k,

@@ -45,7 +45,8 @@ def test_study_script_prints_table_and_json(tmp_path):
     result = json.loads(lines[-1])
     assert set(result["paper_study_hours"]) == {"auto", "dense"}
     assert all(v > 0 for v in result["paper_study_hours"].values())
-    for key in ("study_speedup", "level_speedup_at_3.6", "process_speedup_vs_plain_loop"):
+    for key in ("study_speedup", "level_speedup_at_3.6", "process_speedup_vs_plain_loop",
+                "bf16_speedup", "bf16_step_speedup"):  # fmt: skip
         assert result[key] > 0, key
     assert set(result["level_speedups"]) == {"100.0", "51.3", "21.1", "10.7", "3.6", "1.2"}
     assert result["cpu"] and result["isa"] and (tmp_path / "kernels.json").is_file()

@@ -44,6 +44,7 @@ MAX_INT = 2**63 - 1  # TOML integers are signed 64-bit
 
 # option groups of ``lth run --help``, in order
 KERNELS = ("auto", "dense", "sparse")
+PRECISIONS = ("fp32", "bf16")
 STUDY, TRAINING, MORE = "study", "training (per level)", "more settings (as in config.toml)"
 
 
@@ -416,6 +417,14 @@ class TrainConfig(_Declared):
         "for the rest (auto); dense everywhere; or sparse everywhere",
         one_of(KERNELS),
         choices=KERNELS,
+    )
+    precision: str = setting(
+        "fp32",
+        "dtype of the training step's matrix products: fp32, or bf16 (bfloat16 products with "
+        "float32 weights, optimizer state, masks and evaluation; fast on CPUs with AMX or "
+        "AVX512-BF16 and on GPUs, slow elsewhere)",
+        one_of(PRECISIONS),
+        choices=PRECISIONS,
     )
 
     def _check_together(self) -> None:

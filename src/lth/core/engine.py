@@ -24,6 +24,13 @@ multilayer perceptrons of the lottery-ticket papers (Flatten, then Linear layers
 optionally followed by ReLU) it runs a hand-written backward pass: the same matrix products as
 autograd, written straight into the gradient buffer, without building a graph. Everything else
 goes through autograd.
+
+Precision (``--precision bf16``): ``compute_dtype`` bfloat16 makes the training step's dense
+matrix products (and convolutions) take bfloat16 operands, cast at the product, and return
+float32 results; parameters, gradient buffer, masks, biases, activations, loss and optimizer
+stay float32 (the master weights). Evaluation (``forward(shared=True)``) and sparse-kernel
+layers always run in float32. With ``compute_dtype`` float32 (the default) no cast happens:
+the float32 path is the same code, bit for bit.
 """
 
 from __future__ import annotations
@@ -80,6 +87,12 @@ class FlatParameters:
         # writes them, while they are in cache: a pruned weight's gradient is exactly 0
         self.masks: dict[str, Tensor] = {}
         self.patterns: dict[str, Pattern] = {}  # weights that run on sparse kernels
+        # dtype of the training step's dense products (float32: no cast at all)
+        self.compute_dtype: torch.dtype = torch.float32
+
+    def low(self, t: Tensor) -> Tensor:
+        """``t`` cast to the training products' dtype (itself under float32)."""
+        return t if self.compute_dtype == torch.float32 else t.to(self.compute_dtype)
 
     def use_kernels(self, mode: str = "auto") -> None:
         """Run the masked layers below the machine's sparse threshold on sparse kernels
@@ -129,12 +142,14 @@ class FlatParameters:
         shape = self.engine_shapes[name][1:]
         return torch.stack([t.reshape(shape) for t in tensors]).to(self.device)
 
-    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
+    def forward(self, x: Tensor, shared: bool = False, dtype: torch.dtype | None = None) -> Tensor:
         raise NotImplementedError
 
     def loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-ticket mean cross-entropy on ``(x, y)``; fills ``grad_flat`` (autograd)."""
-        losses = F.cross_entropy(self.forward(x), y, reduction="none").mean(1)
+        dtype = None if self.compute_dtype == torch.float32 else self.compute_dtype
+        logits = self.forward(x, dtype=dtype)
+        losses = F.cross_entropy(logits, y, reduction="none").mean(1)
         names = list(self.params)
         grads = torch.autograd.grad(
             losses.sum(), [self.params[n] for n in names], allow_unused=True
@@ -193,6 +208,20 @@ def mlp_layers(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, bool]] | 
     return plan if plan and not plan[-1][1] else None
 
 
+def _low_conv2d(h: Tensor, w: Tensor, b: Tensor | None, layer: nn.Conv2d, k: int, dtype) -> Tensor:
+    """The stacked grouped convolution with ``dtype`` operands, float32 result and bias."""
+    out = F.conv2d(
+        h.to(dtype),
+        w.reshape(-1, *w.shape[2:]).to(dtype),
+        None,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups * k,
+    ).float()
+    return out if b is None else out + b.reshape(1, -1, 1, 1)
+
+
 class StackedModel(FlatParameters):
     """K tickets of one architecture as stacked parameter tensors with a batched forward pass."""
 
@@ -241,12 +270,13 @@ class StackedModel(FlatParameters):
     def _engine_shape(self, name: str, shape: torch.Size) -> tuple[int, ...]:
         return (*shape, 1) if self._is_linear_bias(name) else tuple(shape)
 
-    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
+    def forward(self, x: Tensor, shared: bool = False, dtype: torch.dtype | None = None) -> Tensor:
         """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``.
 
         ``shared=True``: one input batch ``(batch, *input_shape)`` for every ticket (evaluation).
         The first weight layer then runs as one product with all K weight matrices stacked,
-        instead of K products over K copies of the input.
+        instead of K products over K copies of the input. ``dtype`` (e.g. bfloat16): the
+        dense products and convolutions take operands of that dtype and return float32.
         """
         k = self.k
         batch = x.shape[0] if shared else x.shape[1]
@@ -274,6 +304,9 @@ class StackedModel(FlatParameters):
                     h = torch.mm(w2, h) if b is None else torch.addmm(b.reshape(-1, 1), w2, h)
                     h = h.view(k, -1, batch)
                     shared = False
+                elif dtype is not None:
+                    h = torch.bmm(w.to(dtype), h.to(dtype)).float()
+                    h = h if b is None else h + b
                 else:
                     h = bmm(w, h, b)
             elif isinstance(layer, nn.Conv2d):
@@ -285,6 +318,9 @@ class StackedModel(FlatParameters):
                     shared = False
                 if pattern is not None:
                     h = sparse_conv2d(h, w, b, pattern, layer.stride, layer.padding, layer.dilation)
+                    continue
+                if dtype is not None and not shared:
+                    h = _low_conv2d(h, w, b, layer, k, dtype)
                     continue
                 h = F.conv2d(
                     h,
@@ -324,11 +360,21 @@ class StackedModel(FlatParameters):
     def _mlp_loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
         k, batch = self.k, x.shape[1]
         layers = self._mlp_tensors
+        low = self.compute_dtype != torch.float32
         h = x.reshape(k, batch, -1).transpose(1, 2)
         inputs, values = [], []
+        lows: list[tuple[Tensor, Tensor] | None] = []  # (weight, input) cast, under low
         for (w, b, _, _, relu), name in zip(layers, self._mlp_weights):
             pattern = self.patterns.get(name)
-            if pattern is None:
+            lows.append(None)
+            if pattern is None and low:
+                inputs.append(h)
+                values.append(None)
+                lows[-1] = (self.low(w), self.low(h))
+                h = bmm(*lows[-1]).float()
+                if b is not None:
+                    h.add_(b)
+            elif pattern is None:
                 inputs.append(h)
                 values.append(None)
                 h = bmm(w, h, b)
@@ -352,6 +398,19 @@ class StackedModel(FlatParameters):
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
             pattern = self.patterns.get(self._mlp_weights[i])
+            cast = lows[i]
+            if cast is not None:  # the products in compute_dtype, results float32
+                w_low, x_low = cast
+                d_low = self.low(d)
+                grad_w.copy_(bmm(d_low, x_low.transpose(1, 2)))
+                mask = self.masks.get(self._mlp_weights[i])
+                if mask is not None:
+                    grad_w.mul_(mask)
+                if grad_b is not None:
+                    torch.sum(d, 2, keepdim=True, out=grad_b)
+                if i > 0:
+                    d = bmm(w_low.transpose(1, 2), d_low).float()
+                continue
             if pattern is not None:  # only the surviving positions: the rest stay 0
                 pattern.weight_grad(d, inputs[i], grad_w)
             else:
@@ -406,11 +465,18 @@ class ModuleModel(FlatParameters):
         """Switch the module between training and evaluation behaviour (BatchNorm, dropout)."""
         self.module.train(mode)
 
-    def forward(self, x: Tensor, shared: bool = False) -> Tensor:
+    def forward(self, x: Tensor, shared: bool = False, dtype: torch.dtype | None = None) -> Tensor:
         """Logits ``(1, classes, batch)`` for inputs ``(1, batch, *input_shape)``.
 
         ``shared=True``: the input is ``(batch, *input_shape)`` (there is only one ticket).
+        ``dtype`` (e.g. bfloat16): the module runs under ``torch.autocast`` to it (an
+        arbitrary module's products cannot be cast one by one); logits come back float32.
         """
         weights = {n: p[0] for n, p in self.params.items()}
-        out = torch.func.functional_call(self.module, weights, (x if shared else x[0],))
+        args = (x if shared else x[0],)
+        if dtype is None:
+            out = torch.func.functional_call(self.module, weights, args)
+        else:
+            with torch.autocast(self.device.type, dtype=dtype):
+                out = torch.func.functional_call(self.module, weights, args).float()
         return out.t().unsqueeze(0)

@@ -1,4 +1,5 @@
-"""Sparse kernels for masked layers, and the density below which they pay on this machine.
+"""Sparse kernels for masked layers, the density below which they pay on this machine, and
+the dtype of the training products (``--precision``, :func:`compute_dtype`).
 
 A ticket at 3.6% of its weights still costs a dense trainer 100% of the arithmetic. Here a
 masked layer of K tickets becomes one block-diagonal CSR matrix (ticket k's rows
@@ -19,6 +20,10 @@ engine runs a layer sparse, above it dense. The cache lives in ``$XDG_CACHE_HOME
 neither reads nor writes one (calibrating in each process). ``LTH_KERNELS_THRESHOLD=D`` fixes
 the threshold at density D instead of measuring it, so that ``auto`` picks the same kernels on
 every machine (the tests use it).
+
+``--precision bf16`` runs the training step's dense products in bfloat16
+(:func:`compute_dtype`); it pays where the hardware multiplies bfloat16 natively (CPUs with
+AMX or AVX512-BF16, GPUs) and is emulated, slowly, elsewhere (:func:`native_bf16`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -168,6 +174,71 @@ def sparse_conv2d(
     oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     return h.view(k, out, batch, oh, ow).permute(2, 0, 1, 3, 4).reshape(batch, k * out, oh, ow)
+
+
+# ------------------------------------------------------------------------------- precision
+#: the values of ``--precision``, and the dtype of the training products under each
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_WARNED: set[str] = set()
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: any CUDA GPU torch supports
+    bfloat16 on, or a CPU with AMX or AVX512-BF16 (torch's own checks, else /proc/cpuinfo).
+
+    Args:
+        device: The device the products would run on.
+
+    Returns:
+        True where bfloat16 products run at native speed.
+
+    Example:
+        >>> isinstance(native_bf16("cpu"), bool)
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if any(getattr(torch.cpu, name, lambda: False)() for name in checks):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def compute_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """The dtype of the training step's dense products under ``--precision``; for bf16 on a
+    device without native bfloat16, first a one-line warning on stderr (once per process).
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"`` (:data:`PRECISIONS`).
+        device: Where the products run.
+
+    Returns:
+        ``torch.float32`` or ``torch.bfloat16``.
+
+    Example:
+        >>> compute_dtype("fp32")
+        torch.float32
+    """
+    if precision not in PRECISIONS:
+        raise LTHError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    device = torch.device(device)
+    if dtype != torch.float32 and device.type not in _WARNED and not native_bf16(device):
+        _WARNED.add(device.type)
+        print(
+            f"lth: warning: this {device.type} has no native bfloat16 arithmetic (AMX, "
+            "AVX512-BF16 or a GPU): --precision bf16 will be slow here; use fp32",
+            file=sys.stderr,
+            flush=True,
+        )
+    return dtype
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from lth.config import TrainConfig
 from lth.core.engine import ModuleModel, StackedModel, build
+from lth.core.kernels import compute_dtype
 from lth.core.optim import FusedOptimizer, learning_rate
 from lth.data.augment import AUGMENTATIONS
 from lth.errors import LTHError
@@ -162,6 +163,7 @@ class Trainer:
         self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
         model.masks = self.masks  # the engine masks each gradient as it writes it
         model.use_kernels(getattr(config, "kernels", "auto"))
+        model.compute_dtype = compute_dtype(getattr(config, "precision", "fp32"), self.device)
         with torch.no_grad():
             model.flat.masked_fill_(self.mask_flat == 0, 0.0)
         self.optimizer = FusedOptimizer(
