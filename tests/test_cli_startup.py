@@ -4,6 +4,7 @@ that lists them is printed), and a refusal of user code names only options the c
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_building_the_parser_and_printing_help_never_imports_torch():
         "    assert 'torch' not in sys.modules, f'lth {argv} imported torch'\n"
         "print('ok')\n"
     )
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )

@@ -255,7 +255,11 @@ def test_a_worker_killed_mid_task_is_retried_and_the_study_identical(
     as the local executor's, byte for byte."""
     ray, _ = cluster
     hold = Path(os.environ[HOLD])
-    config = dataclasses.replace(CONFIG, model="ray_factories:lenet_held")
+    # a smaller study (one replicate, one control, levels 0 and 1): its held model trains one
+    # unit at a time through the module, here and on Ray
+    config = dataclasses.replace(
+        CONFIG, model="ray_factories:lenet_held", levels=1, replicates=1, controls=("reinit",)
+    )
     killed: list[int] = []
     done = threading.Event()
 
