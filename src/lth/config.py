@@ -264,7 +264,9 @@ class StudyConfig(_Declared):
         DEFAULT_OUTPUT_RATE,
         "per-level rate of the output layer (Frankle & Carbin prune it at half the rate); "
         "honoured by global pruning (the output layer is pruned on its own, the others ranked "
-        "together) and with --target (the output layer keeps target^(ln(1-P)/ln(1-rate)))",
+        "together) and with --target (the output layer keeps target^(ln(1-P)/ln(1-rate))); with "
+        "--pruning auto a criterion that prunes at initialisation ranks the output layer with "
+        "the others unless this differs from 0.1",
         fraction(),
         group=STUDY,
         metavar="P",
@@ -325,7 +327,9 @@ class StudyConfig(_Declared):
     criterion: str = setting(
         "magnitude",
         "pruning criterion, higher scores kept: a registered one or package.module:function "
-        "(magnitude: IMP; random; magnitude_init, snip, grasp, synflow prune at initialisation)",
+        "(magnitude: IMP; random; magnitude_init, snip, grasp, synflow prune at initialisation "
+        "in one shot per level, at IMP's density; snip_iterative, grasp_iterative, "
+        "synflow_iterative prune at initialisation level by level)",
         text,
         group=STUDY,
         metavar="NAME",

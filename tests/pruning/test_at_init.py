@@ -20,6 +20,7 @@ from helpers import mnist_slice, quick
 from lth.cli import main
 from lth.core.fileio import load_tensors
 from lth.errors import LTHError
+from lth.pruning.controls import CONTROLS, ControlInput
 from lth.pruning.criteria import EXAMPLES_PER_CLASS, GRASP_TEMPERATURE, _examples, get_criterion
 from lth.pruning.masks import ones_mask
 from lth.pruning.policy import derive_seed
@@ -239,18 +240,35 @@ def test_the_iterative_variants_prune_the_previous_mask_further(small):
     assert all(get_criterion(n).one_shot for n in ("snip", "grasp", "synflow", "magnitude_init"))
 
 
-def test_a_one_shot_study_runs_stores_and_verifies(tmp_path, monkeypatch, criterion="snip"):
+def test_a_one_shot_study_runs_stores_and_verifies(tmp_path, monkeypatch):
     real_data("mnist")
     monkeypatch.setattr("lth.study.runner.finish_run", lambda out, warn: None)  # no figures
-    out = tmp_path / criterion
-    args = ["run", "--levels", "2", "--iterations", "20", "--eval-every", "10", "--val-size",
-            "300", "--controls", "reinit,layer_shuffle", "--quiet", "--criterion", criterion,
+    out = tmp_path / "snip"
+    args = ["run", "--levels", "2", "--iterations", "10", "--eval-every", "10", "--val-size",
+            "300", "--controls", "inverted,layer_shuffle", "--quiet", "--criterion", "snip",
             "--data-dir", str(TEST_DATA), "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     for level in (1, 2):
         mask = load_tensors(out / "ticket" / "0" / f"level_{level:02d}" / "mask.safetensors")
         assert sum(int(m.sum()) for m in mask.values()) == sum(imp_counts(level).values())
     assert main(["verify", str(out)]) == 0
+
+
+def test_inverted_takes_a_mask_that_did_not_nest_from_all_weights():
+    """A one-shot mask may keep weights its previous level pruned (SynFlow's may): the inverted
+    control then ranks every weight, keeping the ticket's counts."""
+    ticket = {"w": torch.tensor([True, True, False, False, True, False])}
+    previous = {"w": torch.tensor([True, False, True, True, True, False])}
+    theta = {"w": torch.arange(6.0)}
+
+    def scorer(weights, init, replicate, level):
+        return lambda masks: {"w": weights["w"].clone()}
+
+    inp = ControlInput(0, 2, ticket, theta, theta, (theta, previous), torch.Generator(),
+                       lambda *k: theta, scorer)  # fmt: skip
+    mask, start = CONTROLS["inverted"].make(inp)
+    assert mask["w"].tolist() == [True, True, True, False, False, False]  # the 3 lowest
+    assert start is theta
 
 
 def test_at_init_criteria_still_refuse_late_rewinding(small):

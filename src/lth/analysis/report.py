@@ -84,7 +84,10 @@ def describe_config(config: dict) -> str:
     if "rate" in config:
         out = config.get("output_rate")
         extra = f" (output layer {out})" if out not in (None, "", config["rate"]) else ""
-        parts.append(f"rate {config['rate']}{extra}")
+        what = f"rate {config['rate']}"
+        if config.get("rate_schedule"):  # per-level rates of the hidden layers (rate unused)
+            what = "rates per level " + ",".join(str(r) for r in config["rate_schedule"])
+        parts.append(what + extra)
     if "reset" in config:
         k = config.get("rewind_iteration") or 0
         at = f" to iteration {k}" if config["reset"] == "rewind" and k else ""

@@ -172,12 +172,18 @@ def _expect_random_prune(audit: Auditor, key: Key, masks: MaskSet, init: Weights
     _ticket_start(audit, "random-prune-control", key, masks, init)
 
 
+def _within(masks: MaskSet, previous: MaskSet) -> bool:
+    """Whether every mask keeps only weights its previous mask kept."""
+    return all(not bool((m & ~previous[n].to(m.device)).any()) for n, m in masks.items())
+
+
 def _expect_inverted(audit: Auditor, key: Key, masks: MaskSet, init: Weights) -> None:
-    """The ticket's counts, within the ticket's previous mask, from the ticket's start."""
+    """The ticket's counts, within the ticket's previous mask (when the ticket's own mask is:
+    a one-shot criterion's need not be), from the ticket's start."""
     _, rep, level = key
-    _ticket_counts(audit, "controls", key, masks)
-    if level:
-        prev = audit.tensors(("ticket", rep, level - 1), "mask")
+    ticket = _ticket_counts(audit, "controls", key, masks)
+    prev = audit.tensors(("ticket", rep, level - 1), "mask") if level else None
+    if prev is not None and _within(ticket, prev):
         for name, m in masks.items():
             if bool((m & ~prev[name]).any()):
                 audit.fail("controls", key, "keeps weights the ticket pruned before", name)
@@ -240,6 +246,8 @@ def _make_random_prune(inp: ControlInput) -> tuple[MaskSet, Weights]:
 
 def _make_inverted(inp: ControlInput) -> tuple[MaskSet, Weights]:
     weights, previous = inp.pruned
+    if not _within(inp.masks, previous):  # a one-shot criterion's masks need not nest
+        previous = {n: torch.ones_like(m) for n, m in previous.items()}
     scores = inp.scorer(weights, inp.theta0, inp.replicate, inp.level)(previous)
     kept = {n: int(m.count_nonzero()) for n, m in inp.masks.items()}
     had = {n: int(m.count_nonzero()) for n, m in previous.items()}

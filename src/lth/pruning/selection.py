@@ -363,7 +363,21 @@ def target_rate(mask: torch.Tensor, target: float, level: int, levels: int) -> f
 
 
 def target_rate_count(kept: int, size: int, target: float, level: int, levels: int) -> float:
-    """:func:`target_rate` from counts: ``kept`` survivors of a group of ``size`` weights.
+    """:func:`target_rate` from counts alone, for schedules simulated without masks.
+
+    Args:
+        kept: The group's survivors before the level.
+        size: The group's weights in all (pruned or not).
+        target: The fraction of ``size`` to keep after the last level, in (0, 1].
+        level: The level being pruned, from 1.
+        levels: The number of levels.
+
+    Returns:
+        The rate that brings ``kept`` to ``round(size × target ** (level / levels))``
+        (0 if already there).
+
+    Raises:
+        LTHError: ``levels`` < 1 or ``target`` outside (0, 1].
 
     >>> target_rate_count(100, 100, 0.25, 1, 2)
     0.5

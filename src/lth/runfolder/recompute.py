@@ -25,6 +25,7 @@ __all__ = [
     "level_rate",
     "magnitude_prune",
     "one_shot_kept",
+    "pruned_in_one_shot",
     "prunes_in_one_shot",
     "removals",
 ]
@@ -37,6 +38,24 @@ def prunes_in_one_shot(config: ExperimentConfig) -> bool | None:
     if config.criterion in CRITERIA:
         return CRITERIA[config.criterion].one_shot
     return None if ":" in config.criterion else False
+
+
+def pruned_in_one_shot(
+    config: ExperimentConfig,
+    prev: dict[str, Tensor],
+    masks: dict[str, Tensor],
+    level: int,
+    output: str | None,
+    conv: set[str],
+) -> bool:
+    """Whether ``level``'s ticket masks are checked as a one-shot criterion's: the registry
+    says (:func:`prunes_in_one_shot`); for code verify does not import, the counts do (not
+    IMP's :func:`removals` from ``prev``: one-shot)."""
+    shot = prunes_in_one_shot(config)
+    if shot is not None:
+        return shot
+    counts = removals(config, prev, level, output, conv).items()
+    return any(sum(int(prev[n].sum() - masks[n].sum()) for n in g) != k for g, k in counts)
 
 
 def level_rate(config: ExperimentConfig, level: int) -> float:

@@ -98,7 +98,7 @@ from lth.runfolder.layout import (
 )
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
-from lth.runfolder.recompute import layer_kinds, magnitude_prune, prunes_in_one_shot, removals
+from lth.runfolder.recompute import layer_kinds, magnitude_prune, pruned_in_one_shot, removals
 
 CHECKS = (
     "manifest",
@@ -356,10 +356,7 @@ class Audit:
                 "mask-chain", key, f"masks {list(masks)} vs {list(prev)} at level {level - 1}"
             )
         output, conv = layer_kinds(masks, self.tensors(key, "init"))
-        shot = prunes_in_one_shot(c)
-        if shot is None:  # code not imported here: the counts say which way it pruned
-            counts = removals(c, prev, level, output, conv).items()
-            shot = any(sum(int(prev[n].sum() - masks[n].sum()) for n in g) != k for g, k in counts)
+        shot = pruned_in_one_shot(c, prev, masks, level, output, conv)
         for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
             grown = m & ~prev[name]
             if bool(grown.any()):
