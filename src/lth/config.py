@@ -34,6 +34,7 @@ from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("layerwise", "global")
+GRANULARITIES = ("weight", "neuron", "channel")  # lth.pruning.granularity
 #: the controls trained by default; every control is an entry of lth.pruning.controls' registry,
 #: which checks the names a study uses (the settings check only their form)
 DEFAULT_CONTROLS = ("reinit", "random_prune")
@@ -220,6 +221,13 @@ class StudyConfig(_Declared):
     pruning: str = setting(
         "layerwise", "how weights are ranked", one_of(PRUNINGS), group=STUDY, choices=PRUNINGS
     )
+    granularity: str = setting(
+        "weight",
+        "what a level removes: single weights; whole neurons (and conv filters) of every layer "
+        "but the output layer; or whole conv channels (filters), ranked by their summed scores",
+        one_of(GRANULARITIES),
+        choices=GRANULARITIES,
+    )
     exclude: tuple[str, ...] = setting(
         (), "comma list of parameters never pruned, e.g. fc3.weight", group=STUDY, metavar="PARAMS"
     )
@@ -275,6 +283,16 @@ class StudyConfig(_Declared):
             raise LTHError(
                 f"rewind_iteration {self.rewind_iteration} is late rewinding of the weights, "
                 f"which reset {self.reset} never does; use reset rewind or rewind_iteration 0"
+            )
+        if self.granularity != "weight" and self.target:
+            raise LTHError(
+                f"granularity {self.granularity} removes round(rate x surviving units) per "
+                "level; a target sparsity counts weights: use rate, or granularity weight"
+            )
+        if self.granularity != "weight" and self.pruning == "global":
+            raise LTHError(
+                f"granularity {self.granularity} ranks whole units within each layer; use "
+                "pruning layerwise (or granularity weight for global pruning)"
             )
         if self.conv_rate and self.pruning == "global":
             raise LTHError(

@@ -24,6 +24,7 @@ from lth.core.optim import learning_rate
 from lth.errors import LTHError
 from lth.pruning.controls import full_schedule
 from lth.pruning.criteria import get_criterion, model_holding
+from lth.pruning.granularity import prune_units, structured_layers
 from lth.pruning.masks import MaskSet, masked_weights
 from lth.pruning.selection import (
     layer_rates,
@@ -70,6 +71,11 @@ class PruningPolicy:
         self.conv_layers = {
             f"{n}.weight" for n, m in template.named_modules() if isinstance(m, nn.Conv2d)
         }
+        if config.granularity == "channel" and not self.conv_layers:
+            raise LTHError(
+                "granularity channel prunes conv filters and this model has no conv layer; "
+                "use granularity neuron"
+            )
 
     def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
         """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
@@ -126,6 +132,10 @@ class PruningPolicy:
         ``weights`` are what the criterion prunes (the trained weights, or θ0 for criteria
         that prune at initialisation), ``init`` is θ0 (default: ``weights``).
         """
+        if self.config.granularity != "weight":  # whole units: lth.pruning.granularity
+            return self.prune_units(
+                self.scorer(weights, init, replicate, level)(masks), masks, level
+            )
         alone, ranked, rate = self.selection(masks, level)
         score = self.scorer(weights, init, replicate, level)
         rounds = self.criterion.rounds
@@ -150,6 +160,16 @@ class PruningPolicy:
                 new = {**new, **select_layerwise(scores, subset, rates)}
             current = new
         return current
+
+    def prune_units(self, scores: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
+        """Structured pruning (``granularity`` neuron or channel): whole units of the layers
+        :func:`~lth.pruning.granularity.structured_layers` names, at the layer-wise rates."""
+        c = self.config
+        rates = self.rates(masks, level) | dict.fromkeys(c.exclude, 0.0)
+        structured = structured_layers(masks, c.granularity, self.output, self.conv_layers)
+        if c.granularity == "neuron" and self.output in rates:
+            rates[self.output] = 0.0  # its units are the classes
+        return prune_units(scores, masks, rates, structured)
 
     def scorer(
         self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int

@@ -87,6 +87,7 @@ from lth.runfolder.layout import INTERNAL, MANIFEST, MARKER, MARKER_FORMAT, leve
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, removals
+from lth.runfolder.verify_structured import check_units
 
 CHECKS = (
     "manifest",
@@ -347,6 +348,8 @@ class Audit:
                 )  # fmt: skip
         self.passed["mask-chain"] += 1
         output, conv = layer_kinds(masks, self.tensors(key, "init"))
+        if c.granularity != "weight":  # whole units: lth.runfolder.verify_structured
+            return check_units(self, key, prev, masks, output, trained)
         for group, n in removals(c, prev, level, output, conv).items():
             had = sum(int(prev[name].sum()) for name in group)
             kept = sum(int(masks[name].sum()) for name in group)

@@ -44,6 +44,7 @@ from lth.runfolder.readers import load_metrics
 from lth.runfolder.recompute import removals
 from lth.runfolder.tables import SUMMARY
 from lth.runfolder.verify import Audit, Key, VerifyError, _by_network, _layers_by_network, _table
+from lth.runfolder.verify_structured import check_units
 
 __all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
 
@@ -203,6 +204,8 @@ class PublishedAudit(Audit):
                     f"the first at flat index {i}", name,
                 )  # fmt: skip
         self.passed["mask-chain"] += 1
+        if self.config.granularity != "weight":  # whole units (no weights: counts only)
+            return check_units(self, key, prev, masks, self.packed.output, None)
         conv = {n for n, m in masks.items() if m.dim() == 4}
         for group, n in removals(self.config, prev, level, self.packed.output, conv).items():
             had = sum(int(prev[name].sum()) for name in group)
