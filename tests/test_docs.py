@@ -33,6 +33,7 @@ MODULES = [
     "lth.study.replay",
     "lth.pruning.granularity",
     "lth.runfolder.verify_structured",
+    "lth.pruning.cost",
 ]
 
 #: Public names whose docstrings do not have Args, Returns and an example yet (none now).

@@ -121,3 +121,23 @@ def test_structured_pruning_refuses_what_it_cannot_do():
     with pytest.raises(LTHError) as e:
         Experiment(quick(granularity="channel"), data)
     assert_one_line(e, "no conv layer", "granularity neuron")
+
+
+def test_each_level_reports_the_shrunk_tickets_params_and_flops(structured, tmp_path):
+    """summary.csv's params and flops are those of the physically smaller network: for a
+    structured LeNet-300-100 ticket every weight of the shrunk layers is kept, so params is
+    the shrunk file's size in numbers and flops its weights (one MAC each)."""
+    from lth.analysis.report import report
+    from lth.runfolder.readers import load_summary
+
+    rows = {(r.branch, r.level): r for r in load_summary(structured)}
+    assert (rows["ticket", 0].params, rows["ticket", 0].flops) == (266_610, 266_200)
+    out = tmp_path / "t.safetensors"
+    argv = ["export", str(structured), "--level", "2", "--format", "shrunk", "--out", str(out)]
+    assert main(argv) == 0
+    tensors = load_tensors(out)
+    assert rows["ticket", 2].params == sum(t.numel() for t in tensors.values()) == 163_722
+    weights = sum(t.numel() for n, t in tensors.items() if n.endswith("weight"))
+    assert rows["ticket", 2].flops == weights
+    text = report(structured)
+    assert "params" in text and "MFLOPs" in text and "163,722" in text
