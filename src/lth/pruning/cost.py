@@ -2,9 +2,11 @@
 
 ShrinkBench (Blalock et al. 2020, "What is the State of Neural Network Pruning?", MLSys)
 reports both for every pruned network; so does each level of ``summary.csv`` (``params``,
-``flops``) and ``lth report``. Counted on the network :mod:`lth.pruning.shrink` makes of the
-ticket when it can (a flat ``nn.Sequential``: dead units and the weights that read them
-removed, which is what structured pruning saves), else on the masked network itself:
+``flops``) and ``lth report``. A study pruning single weights counts them on the masked network
+as it is (ShrinkBench's convention); a structured one (``granularity`` neuron or channel) on
+the network :mod:`lth.pruning.shrink` makes of the ticket (a flat ``nn.Sequential``: dead units
+and the weights that read them removed, which is what structured pruning saves; a model shrink
+cannot handle is counted as it is):
 
 * ``params``: the kept weights of every masked parameter plus every other parameter whole
   (biases, normalisation);
@@ -39,9 +41,10 @@ __all__ = ["network_cost"]
 
 
 def _count(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]):
+    kept_of = {name: int(m.count_nonzero()) for name, m in masks.items()}
     params = 0
     for name, p in model.named_parameters():
-        params += int(masks[name].sum()) if name in masks else p.numel()
+        params += kept_of[name] if name in kept_of else p.numel()
     flops = 0
     hooks = []
     names = {m: n for n, m in model.named_modules()}
@@ -49,7 +52,7 @@ def _count(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[
     def hook(module: nn.Module, _inputs, output: Tensor) -> None:
         nonlocal flops
         key = f"{names[module]}.weight"
-        kept = int(masks[key].sum()) if key in masks else module.weight.numel()
+        kept = kept_of[key] if key in kept_of else module.weight.numel()
         positions = output.shape[-1] * output.shape[-2] if isinstance(module, nn.Conv2d) else 1
         flops += kept * positions
 
@@ -71,7 +74,10 @@ def _count(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[
 
 
 def network_cost(
-    model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]
+    model: nn.Module,
+    masks: Mapping[str, Tensor],
+    input_shape: Sequence[int],
+    shrunk: bool = True,
 ) -> tuple[int, int]:
     """(parameters, FLOPs per example) of ``model`` under ``masks`` (see the module).
 
@@ -79,6 +85,8 @@ def network_cost(
         model: The network (its architecture; its values only matter for shrinking).
         masks: ``{parameter name: bool tensor}``, the ticket's masks.
         input_shape: One example's shape, e.g. ``(1, 28, 28)``.
+        shrunk: Count on the shrunk network (about a second for LeNet-300-100); False: on the
+            masked network as it is (ShrinkBench's nonzero count, milliseconds).
 
     Returns:
         tuple[int, int]: The parameter count and the multiply-accumulates per example.
@@ -88,6 +96,8 @@ def network_cost(
         >>> network_cost(conv, {"0.weight": torch.ones(2, 1, 3, 3, dtype=torch.bool)}, (1, 4, 4))
         (29, 80)
     """
+    if not shrunk:
+        return _count(model, masks, input_shape)
     try:
         small = shrink(model, masks)
     except LTHError:

@@ -210,7 +210,8 @@ class PublishedAudit(Audit):
                 self._template = None
         if self._template is None:
             return
-        want = network_cost(self._template, masks, self._shape)
+        structured = self.config.granularity != "weight"
+        want = network_cost(self._template, masks, self._shape, shrunk=structured)
         if (row.params, row.flops) != want:
             self.fail("summary", key, f"params {row.params} and flops {row.flops}, the masks "
                       f"give {want[0]} and {want[1]}")  # fmt: skip

@@ -304,7 +304,8 @@ class Experiment:
                 branch, r, unit.level, job.masks, dict(job.init), res.final, res.history,
                 res.snapshots, exclude=exclude,
                 dead_units=dead_units(job.masks, self.template, weights=res.final),
-                cost=network_cost(self.template, job.masks, self.data.input_shape),
+                cost=network_cost(self.template, job.masks, self.data.input_shape,
+                                  shrunk=self.config.granularity != "weight"),
             )
             for (branch, r, job), res in zip(unit.jobs, trained, strict=True)
         }  # fmt: skip
