@@ -31,6 +31,9 @@ MODULES = [
     "lth.runfolder.publish",
     "lth.runfolder.verify_published",
     "lth.study.replay",
+    "lth.pruning.granularity",
+    "lth.runfolder.verify_structured",
+    "lth.pruning.cost",
 ]
 
 #: Public names whose docstrings do not have Args, Returns and an example yet (none now).

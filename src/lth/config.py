@@ -34,6 +34,7 @@ from lth.errors import LTHError
 
 RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
 PRUNINGS = ("auto", "layerwise", "global")
+GRANULARITIES = ("weight", "neuron", "channel")  # lth.pruning.granularity
 #: output_rate's default: Frankle & Carbin prune LeNet's output layer at half the rate
 DEFAULT_OUTPUT_RATE = 0.1
 #: the controls trained by default; every control is an entry of lth.pruning.controls' registry,
@@ -301,6 +302,13 @@ class StudyConfig(_Declared):
         group=STUDY,
         choices=PRUNINGS,
     )
+    granularity: str = setting(
+        "weight",
+        "what a level removes: single weights; whole neurons (and conv filters) of every layer "
+        "but the output layer; or whole conv channels (filters), ranked by their summed scores",
+        one_of(GRANULARITIES),
+        choices=GRANULARITIES,
+    )
     exclude: tuple[str, ...] = setting(
         (), "comma list of parameters never pruned, e.g. fc3.weight", group=STUDY, metavar="PARAMS"
     )
@@ -367,6 +375,16 @@ class StudyConfig(_Declared):
         if self.rate_schedule and self.target:
             raise LTHError(
                 "rate_schedule and target both set how far each level prunes; give one of them"
+            )
+        if self.granularity != "weight" and self.target:
+            raise LTHError(
+                f"granularity {self.granularity} removes round(rate x surviving units) per "
+                "level; a target sparsity counts weights: use rate, or granularity weight"
+            )
+        if self.granularity != "weight" and self.pruning == "global":
+            raise LTHError(
+                f"granularity {self.granularity} ranks whole units within each layer; use "
+                "pruning layerwise (or granularity weight for global pruning)"
             )
         if self.conv_rate and self.pruning == "global":
             raise LTHError(

@@ -191,3 +191,16 @@ def test_publish_refuses_a_users_file_and_a_failing_run(tiny_run, tmp_path, caps
     assert main(["publish", str(broken), str(tmp_path / "never")]) == 1
     assert "the run is not published" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_params_and_flops_are_recomputed_from_the_masks(pub):
+    lines = (pub / "summary.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[-1].split(",")
+    cells[header.index("flops")] = str(int(cells[header.index("flops")]) - 1)
+    lines[-1] = ",".join(cells)
+    (pub / "summary.csv").write_text("\n".join(lines) + "\n")
+    reseal(pub)
+    with pytest.raises(VerifyError) as e:
+        verify_published(pub)
+    assert_one_line(e, "check summary failed", "flops", "the masks give")

@@ -266,16 +266,34 @@ def _interval_table(summary: list[SummaryRow]) -> Table | None:
     return Table(columns, out, set())
 
 
+def _ticket_cost(summary: list[SummaryRow]) -> dict[int, list[str]]:
+    """The ticket's mean parameter count and MFLOPs per example at each level (summary.csv's
+    ``params`` and ``flops``, :mod:`lth.pruning.cost`); {} when the run has none."""
+    by_level: dict[int, list[SummaryRow]] = {}
+    for r in summary:
+        if r.branch == "ticket" and r.params is not None and r.flops is not None:
+            by_level.setdefault(r.level, []).append(r)
+    return {
+        lv: [f"{sum(r.params for r in rs) / len(rs):,.0f}",
+             f"{sum(r.flops for r in rs) / len(rs) / 1e6:.3f}"]
+        for lv, rs in by_level.items()
+    }  # fmt: skip
+
+
 def _one_table(summary: list[SummaryRow]) -> Table:
     """Rows: levels; columns: weights remaining, then each branch's three quantities."""
     stats, branches, levels, replicates = accuracy_stats(summary)
+    cost = _ticket_cost(summary)
     columns = [("", "level"), ("", "remaining %")]
+    columns += [("ticket", "params"), ("ticket", "MFLOPs")] if cost else []
     columns += [(b, name) for b in branches for _, name, _ in QUANTITIES]
     rows = []
     for lv in levels:
         present = [stats["test_acc"][(b, lv)] for b in branches if (b, lv) in stats["test_acc"]]
         wr = [s.weights_remaining for s in present if not math.isnan(s.weights_remaining)]
         row = [str(lv), fmt_pct(wr[0]) if wr else "-"]
+        if cost:
+            row += cost.get(lv, ["-", "-"])
         for b in branches:
             row += [_fmt_stat(stats[f].get((b, lv)), d, replicates) for f, _, d in QUANTITIES]
         rows.append(row)

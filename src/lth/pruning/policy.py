@@ -24,6 +24,7 @@ from lth.core.optim import learning_rate
 from lth.errors import LTHError
 from lth.pruning.controls import full_schedule
 from lth.pruning.criteria import get_criterion, model_holding
+from lth.pruning.granularity import prune_units, structured_layers
 from lth.pruning.masks import MaskSet, masked_weights
 from lth.pruning.selection import (
     layer_rates,
@@ -71,6 +72,11 @@ class PruningPolicy:
         self.conv_layers = {
             f"{n}.weight" for n, m in template.named_modules() if isinstance(m, nn.Conv2d)
         }
+        if config.granularity == "channel" and not self.conv_layers:
+            raise LTHError(
+                "granularity channel prunes conv filters and this model has no conv layer; "
+                "use granularity neuron"
+            )
 
     def rates(self, masks: MaskSet, level: int) -> dict[str, float]:
         """Per-layer pruning rates of layer-wise pruning at ``level`` (excluded layers too).
@@ -191,6 +197,10 @@ class PruningPolicy:
         criterion (:attr:`~lth.pruning.criteria.Criterion.one_shot`) ignores what ``masks``
         keep: it prunes the all-ones mask to :meth:`one_shot_targets` at ``level``.
         """
+        if self.config.granularity != "weight":  # whole units: lth.pruning.granularity
+            return self.prune_units(
+                self.scorer(weights, init, replicate, level)(masks), masks, level
+            )
         if self.criterion.one_shot:
             masks = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
             sizes = {n: m.numel() for n, m in masks.items()}
@@ -226,6 +236,16 @@ class PruningPolicy:
                 new = {**new, **select_layerwise(scores, subset, rates)}
             current = new
         return current
+
+    def prune_units(self, scores: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
+        """Structured pruning (``granularity`` neuron or channel): whole units of the layers
+        :func:`~lth.pruning.granularity.structured_layers` names, at the layer-wise rates."""
+        c = self.config
+        rates = self.rates(masks, level) | dict.fromkeys(c.exclude, 0.0)
+        structured = structured_layers(masks, c.granularity, self.output, self.conv_layers)
+        if c.granularity == "neuron" and self.output in rates:
+            rates[self.output] = 0.0  # its units are the classes
+        return prune_units(scores, masks, rates, structured)
 
     def scorer(
         self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int

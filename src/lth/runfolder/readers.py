@@ -37,6 +37,8 @@ class SummaryRow:
     test_acc_at_early_stop: float
     best_val_acc: float = math.nan
     diverged_at: int | None = None
+    params: int | None = None  # lth.pruning.cost (empty: an older lth)
+    flops: int | None = None
 
     @property
     def diverged(self) -> bool:

@@ -37,6 +37,8 @@ class LevelResult:
             ``weights_remaining`` does not count them.
         dead_units (dict[str, int]): Units per layer that ``lth.pruning.shrink`` removes from this
             network; ``{}`` when it cannot shrink it.
+        cost (tuple[int, int] | None): Its parameter count and FLOPs per example
+            (``lth.pruning.cost``), the ``params`` and ``flops`` of summary.csv; None: unknown.
 
     Examples:
         >>> import torch
@@ -68,6 +70,8 @@ class LevelResult:
     # units per layer that lth.pruning.shrink removes from this network ({} when it cannot shrink
     # it)
     dead_units: dict[str, int] = field(default_factory=dict)
+    # (parameters, FLOPs per example) of the ticket shrunk (lth.pruning.cost); None: unknown
+    cost: tuple[int, int] | None = None
 
     @property
     def weights_remaining(self) -> float:
@@ -91,6 +95,7 @@ class LevelResult:
             "level": self.level,
             "weights_remaining": self.weights_remaining,
             **self.history.summary(),
+            **({} if self.cost is None else {"params": self.cost[0], "flops": self.cost[1]}),
         }
 
 

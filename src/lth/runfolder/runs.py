@@ -412,7 +412,7 @@ class RunFolder:
                     load_tensors(file("init")),
                     load_tensors(file("final")),
                     self._history(branch, rep, level, row["diverged_at"]),
-                    snapshots, exclude=tuple(self.config.exclude),
+                    snapshots, exclude=tuple(self.config.exclude), cost=_cost(row),
                 )
             )  # fmt: skip
         return results
@@ -515,6 +515,12 @@ class RunFolder:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self.writer.write_files({self._checkpoint_path(level, group): buffer.getvalue()})
+
+
+def _cost(row: dict) -> tuple[int, int] | None:
+    """(params, flops) of a summary row as read back; None when it has none (older lth)."""
+    params, flops = row.get("params", ""), row.get("flops", "")
+    return None if is_missing(params) or is_missing(flops) else (to_int(params), to_int(flops))
 
 
 def metrics_rows(res: LevelResult) -> list[dict]:

@@ -97,6 +97,11 @@ SUMMARY = Table(
            optional=True),
         _c("diverged_at", int, "iteration where the loss became NaN or inf (empty: never)",
            optional=True, empty=True),
+        _c("params", int, "parameters: kept weights plus unmasked parameters, of the network "
+           "lth.pruning.shrink makes for structured granularities (lth.pruning.cost)",
+           optional=True, empty=True),
+        _c("flops", int, "multiply-accumulates per example of the kept weights (conv: times "
+           "output positions; ShrinkBench's count)", optional=True, empty=True),
     ),
     key=("branch", "replicate", "level"),
 )  # fmt: skip

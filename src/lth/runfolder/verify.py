@@ -99,6 +99,7 @@ from lth.runfolder.layout import (
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, pruned_in_one_shot, removals
+from lth.runfolder.verify_structured import check_units
 
 CHECKS = (
     "manifest",
@@ -367,6 +368,8 @@ class Audit:
                     f"the first at flat index {i}", name,
                 )  # fmt: skip
         self.passed["mask-chain"] += not shot
+        if c.granularity != "weight":  # whole units: lth.runfolder.verify_structured
+            return check_units(self, key, prev, masks, output, trained)
         for group, n in removals(c, prev, level, output, conv, shot).items():
             had = sum(int(prev[name].sum()) for name in group)
             kept = sum(int(masks[name].sum()) for name in group)

@@ -19,7 +19,8 @@ first violation stops it, a :class:`~lth.runfolder.verify.VerifyError` as for a 
     is the one its seed draws (redrawn here from the ticket's mask and the run's seed).
 ``schedule``, ``summary``
     as for a run folder: metrics.csv's evaluations, summary.csv against the masks, layers.csv
-    and metrics.csv.
+    and metrics.csv; and each row's ``params`` and ``flops`` recomputed from its masks
+    (:mod:`lth.pruning.cost`, on the registry model the config names).
 
 What needs the weights (``pruned-zero``, ``magnitude``, ``rewind``, the controls' starting
 weights) is skipped, said in one line; ``lth verify --replay N`` (:mod:`lth.study.replay`)
@@ -34,8 +35,11 @@ import torch
 from torch import Tensor
 
 from lth.core.fileio import file_sha256
+from lth.core.models import build_model
+from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput
+from lth.pruning.cost import network_cost
 from lth.pruning.policy import derive_seed
 from lth.runfolder.layout import CONFIG, PACKED_MASKS, PUBLISHED
 from lth.runfolder.packed import PackedMasks
@@ -44,6 +48,7 @@ from lth.runfolder.readers import load_metrics
 from lth.runfolder.recompute import removals
 from lth.runfolder.tables import SUMMARY
 from lth.runfolder.verify import Audit, Key, VerifyError, _by_network, _layers_by_network, _table
+from lth.runfolder.verify_structured import check_units
 
 __all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
 
@@ -188,7 +193,28 @@ class PublishedAudit(Audit):
             row = self.summary[key]
             self._schedule(key, row, metrics.get(key, []))
             self._summary(key, row, masks, metrics.get(key, []), layers.get(key, {}))
+            self._cost(key, row, masks)
         self.passed["files"] += len(keys)
+
+    def _cost(self, key: Key, row, masks: dict[str, Tensor]) -> None:
+        """``summary``: params and flops of the row are the masks' (:mod:`lth.pruning.cost`),
+        for a registry model on a registry dataset (others are not rebuilt here)."""
+        if row.params is None or row.flops is None:
+            return
+        if not hasattr(self, "_template"):
+            try:
+                spec = get_spec(self.config.dataset)
+                self._template = build_model(self.config.model, spec.input_shape, spec.num_classes)
+                self._shape = spec.input_shape
+            except LTHError:  # a user's model or data: not rebuilt without trusting its code
+                self._template = None
+        if self._template is None:
+            return
+        structured = self.config.granularity != "weight"
+        want = network_cost(self._template, masks, self._shape, shrunk=structured)
+        if (row.params, row.flops) != want:
+            self.fail("summary", key, f"params {row.params} and flops {row.flops}, the masks "
+                      f"give {want[0]} and {want[1]}")  # fmt: skip
 
     def _chain_and_counts(self, key: Key, masks: dict[str, Tensor]) -> None:
         _, rep, level = key
@@ -203,6 +229,8 @@ class PublishedAudit(Audit):
                     f"the first at flat index {i}", name,
                 )  # fmt: skip
         self.passed["mask-chain"] += 1
+        if self.config.granularity != "weight":  # whole units (no weights: counts only)
+            return check_units(self, key, prev, masks, self.packed.output, None)
         conv = {n for n, m in masks.items() if m.dim() == 4}
         for group, n in removals(self.config, prev, level, self.packed.output, conv).items():
             had = sum(int(prev[name].sum()) for name in group)

@@ -38,6 +38,7 @@ from lth.core.theta0 import StartingWeights
 from lth.core.training import TicketJob, Trainer
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput, check_controls
+from lth.pruning.cost import network_cost
 from lth.pruning.masks import MaskSet, masked_weights, ones_mask, prunable_parameters
 from lth.pruning.policy import PruningPolicy, derive_seed, level_train_config, schedule
 from lth.pruning.shrink import dead_units
@@ -301,6 +302,8 @@ class Experiment:
                 branch, r, unit.level, job.masks, dict(job.init), res.final, res.history,
                 res.snapshots, exclude=exclude,
                 dead_units=dead_units(job.masks, self.template, weights=res.final),
+                cost=network_cost(self.template, job.masks, self.data.input_shape,
+                                  shrunk=self.config.granularity != "weight"),
             )
             for (branch, r, job), res in zip(unit.jobs, trained, strict=True)
         }  # fmt: skip

@@ -23,7 +23,8 @@ accuracy column must lie within ``Z * sqrt(2) * sigma`` of the published one, ``
 of the replicates' sample standard deviation at that branch and level and the binomial standard
 error of an accuracy on the test set, ``100 * sqrt(p (1 - p) / m)``; the early-stop iteration
 within ``Z * sqrt(2)`` times its replicates' standard deviation (not compared with one
-replicate); ``weights_remaining`` and whether training diverged must be equal. ``Z = 4``: two
+replicate); ``weights_remaining``, ``params``, ``flops`` and whether training diverged must
+be equal. ``Z = 4``: two
 independent normal draws differ by more than ``4 sqrt(2) sigma`` with probability 6e-5.
 """
 
@@ -194,6 +195,10 @@ def tolerances(
 
 def _compare(audit: Audit, key: Key, got: dict, tol: dict, how: str) -> None:
     row = audit.summary[key]
+    for column in ("params", "flops"):  # from the masks alone: equal everywhere
+        if getattr(row, column) is not None and got.get(column) != getattr(row, column):
+            audit.fail("replay", key, f"{column} {getattr(row, column)} published, "
+                       f"{got.get(column)} replayed")  # fmt: skip
     if (row.diverged_at is None) != (got["diverged_at"] is None):
         audit.fail("replay", key, f"diverged_at {row.diverged_at} published, "
                    f"{got['diverged_at']} replayed ({how})")  # fmt: skip
