@@ -1,16 +1,17 @@
 """The fixed cost of a tiny study: a 10-iteration ``lth run`` beyond ``import torch``.
 
 Times, as whole processes taking turns (so that a shared machine's noise hits both alike),
-``python -c "import torch"`` (the reference) and ``python -m lth run --levels 0 --iterations
-10 --eval-every 5 --quiet`` on MNIST; ``beyond_torch_s`` is the median over rounds of the
-difference (the goal: under 3 s). Then one more run, in-process under ``-X importtime`` and
-``cProfile``, breaks that time down: the imports beyond torch by package (lth, matplotlib, ...),
-and the cumulative time of the study's phases (data, training, files, derived tables, figures,
-figure saving). Bytecode is cached (in a temporary folder, ``PYTHONPYCACHEPREFIX``) and a
-first, untimed run fills the cache, as for an installed package: with
-``PYTHONDONTWRITEBYTECODE`` set, every process would compile lth's modules again. The profiler
-slows Python-heavy code (matplotlib) more than torch's kernels, so the breakdown is in the
-profiled run's own seconds, next to its total. Prints a table, then one JSON line. Run:
+``python -c "import torch"`` (the reference) and ``python -m lth run --levels 0 --iterations 10
+--eval-every 5 --quiet`` on MNIST; ``beyond_torch_s`` is the median over rounds of the
+difference (the goal: under 3 s), ``beyond_torch_cpu_s`` the same in CPU seconds (user + system:
+steadier than wall time on a machine shared with other jobs). Then one more run, in-process
+under ``-X importtime`` and ``cProfile``, breaks that time down: the imports beyond torch by
+package (lth, matplotlib, ...), and the cumulative time of the study's phases (data, training,
+files, derived tables, figures, figure saving). Bytecode is cached (in a temporary folder,
+``PYTHONPYCACHEPREFIX``) and a first, untimed run fills the cache, as for an installed package:
+with ``PYTHONDONTWRITEBYTECODE`` set, every process would compile lth's modules again. The
+profiler slows Python-heavy code (matplotlib) more than torch's kernels, so the breakdown is in
+the profiled run's own seconds, next to its total. Prints a table, then one JSON line. Run:
 ``python benchmarks/fixed_cost.py [--data-dir ../shared/data] [--rounds 5]``.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,11 +68,16 @@ def lth_run_args(out: Path, iterations: int, data_dir: str | None) -> list[str]:
     return args + (["--data-dir", data_dir] if data_dir else [])
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
-    """Seconds one process takes, start to exit (it must succeed)."""
+def wall(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds one process takes, start to exit (it must succeed), and its CPU seconds
+    (user + system, all its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def import_times(stderr: str) -> dict[str, float]:
@@ -115,6 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(os.environ, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
     times: dict[str, list[float]] = {"import_torch": [], "lth_run": []}
+    cpu: dict[str, list[float]] = {"import_torch": [], "lth_run": []}
     with tempfile.TemporaryDirectory() as tmp:
         # compiled bytecode cached (in the temporary folder), as an installed package has it
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -124,8 +132,13 @@ def main() -> None:
         for r in range(args.rounds):
             out = Path(tmp) / f"run{r}"
             lth = [sys.executable, "-m", "lth", *lth_run_args(out, args.iterations, args.data_dir)]
-            times["import_torch"].append(wall([sys.executable, "-c", "import torch"], env))
-            times["lth_run"].append(wall(lth, env))
+            for name, cmd in (
+                ("import_torch", [sys.executable, "-c", "import torch"]),
+                ("lth_run", lth),
+            ):
+                seconds, cpu_seconds = wall(cmd, env)
+                times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
         stats_file = Path(tmp) / "profile.pstats"
         argv = lth_run_args(Path(tmp) / "profiled", args.iterations, args.data_dir)
         cmd = [sys.executable, "-X", "importtime", "-c", PROFILED, str(stats_file), *argv]
@@ -134,12 +147,14 @@ def main() -> None:
         imports = import_times(done.stderr)
         phases = phase_times(stats_file)
     beyond = [run - ref for ref, run in zip(times["import_torch"], times["lth_run"])]
+    beyond_cpu = [run - ref for ref, run in zip(cpu["import_torch"], cpu["lth_run"])]
     medians = {k: statistics.median(v) for k, v in times.items()}
     print(f"{'what':<44s} {'seconds':>8s}")
     print(f"{'reference: python -c import torch':<44s} {medians['import_torch']:8.2f}")
     label = f"lth run, {args.iterations} iterations (whole process)"
     print(f"{label:<44s} {medians['lth_run']:8.2f}")
     print(f"{'beyond import torch (median of rounds)':<44s} {statistics.median(beyond):8.2f}")
+    print(f"{'the same in CPU seconds (user + system)':<44s} {statistics.median(beyond_cpu):8.2f}")
     print(f"profiled run, beyond import torch: {rest_s:.2f} s, of which")
     for name, seconds in imports.items():
         if name != "torch":
@@ -149,6 +164,7 @@ def main() -> None:
     result = {
         "beyond_torch_s": round(statistics.median(beyond), 2),
         "beyond_torch_rounds_s": [round(b, 2) for b in beyond],
+        "beyond_torch_cpu_s": round(statistics.median(beyond_cpu), 2),
         "import_torch_s": round(medians["import_torch"], 2),
         "lth_run_s": round(medians["lth_run"], 2),
         "iterations": args.iterations,
