@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--rounds", type=int, default=3, help="turns of reference and run")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmups", type=int, default=1, help="untimed runs first (0: none)")
     args = parser.parse_args()
     env = dict(os.environ, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
     times: dict[str, list[float]] = {"import_torch": [], "lth_run": []}
@@ -128,7 +129,8 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         warm = [sys.executable, "-m", "lth", *lth_run_args(Path(tmp) / "warm", 2, args.data_dir)]
-        wall(warm, env)  # untimed: fills the bytecode cache
+        for _ in range(args.warmups):
+            wall(warm, env)  # untimed: fills the bytecode cache
         for r in range(args.rounds):
             out = Path(tmp) / f"run{r}"
             lth = [sys.executable, "-m", "lth", *lth_run_args(out, args.iterations, args.data_dir)]

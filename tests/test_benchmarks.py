@@ -55,7 +55,7 @@ def test_study_script_prints_table_and_json(tmp_path):
 
 def test_fixed_cost_script_prints_table_and_json(tmp_path):
     script = SCRIPT.parent / "fixed_cost.py"
-    cmd = [sys.executable, str(script), "--rounds", "1", "--iterations", "2"]
+    cmd = [sys.executable, str(script), "--rounds", "1", "--iterations", "2", "--warmups", "0"]
     env = dict(__import__("os").environ, LTH_KERNELS_CACHE=str(tmp_path))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
