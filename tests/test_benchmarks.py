@@ -51,3 +51,21 @@ def test_study_script_prints_table_and_json(tmp_path):
     assert set(result["level_speedups"]) == {"100.0", "51.3", "21.1", "10.7", "3.6", "1.2"}
     assert result["cpu"] and result["isa"] and (tmp_path / "kernels.json").is_file()
     assert "lenet_300_100_paper" in "\n".join(lines[:-1])
+
+
+def test_fixed_cost_script_prints_table_and_json(tmp_path):
+    script = SCRIPT.parent / "fixed_cost.py"
+    cmd = [sys.executable, str(script), "--rounds", "1", "--iterations", "2", "--warmups", "0"]
+    env = dict(__import__("os").environ, LTH_KERNELS_CACHE=str(tmp_path))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["lth_run_s"] > 0 and result["import_torch_s"] > 0
+    assert len(result["beyond_torch_rounds_s"]) == 1 and "beyond_torch_cpu_s" in result
+    profiled = result["profiled"]
+    assert profiled["imports_s"]["lth"] > 0 and profiled["imports_s"]["torch"] > 0
+    phases = profiled["phases_s"]
+    assert phases["lth_main"] >= phases["training"] > 0 and phases["figures"] > 0
+    assert phases["lth_main"] >= phases["finish_run"] >= phases["figures"]
+    assert "beyond import torch" in "\n".join(lines[:-1])

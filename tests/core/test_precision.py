@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -176,3 +177,34 @@ def test_a_bf16_study_records_its_precision_verifies_and_prunes_like_fp32(tmp_pa
         kept32, kept16 = m32.bool(), masks16[name].bool()
         assert kept32.sum() == kept16.sum()  # the same count pruned per layer, exactly
         assert (kept32 & kept16).sum() / kept32.sum() > 0.85  # mostly the same weights
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_cuda_gives_the_float32_gradients_within_bfloat16_rounding():
+    """On a GPU (native bfloat16) the same bf16 step: against the CPU's float32 gradient, the
+    same tolerance as on the CPU; the weights and gradients stay float32; a short bf16
+    training keeps the pruned weights at exactly 0."""
+    template = mlp()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 16, 40, generator=gen), torch.randint(0, 6, (3, 16), generator=gen)
+    weights = {n: torch.randn(p.shape, generator=gen) for n, p in template.named_parameters()}
+    grads = {}
+    for device, dtype in (("cpu", torch.float32), ("cuda", torch.bfloat16)):
+        model = StackedModel(template, 3, device)
+        for i in range(3):
+            model.load(i, weights)
+        model.compute_dtype = dtype
+        model.loss_and_grad(x.to(device), y.to(device))
+        assert model.grad_flat.dtype == torch.float32
+        grads[device] = model.grad_flat.cpu()
+    assert (grads["cuda"] - grads["cpu"]).norm() / grads["cpu"].norm() < 2e-2
+    data = synthetic_data()
+    on_gpu = SimpleNamespace(
+        **{n: v.cuda() if torch.is_tensor(v) else v for n, v in vars(data).items()}
+    )
+    model = make_model("lenet_300_100", 0)
+    masks = random_masks(model, 1, keep=0.3)
+    trainer = Trainer(model, [TicketJob(model.state_dict(), masks, 0)], on_gpu, BF16, "cuda")
+    final = trainer.run()[0].final
+    for name, m in masks.items():
+        assert torch.equal(final[name][~m], torch.zeros_like(final[name][~m]))

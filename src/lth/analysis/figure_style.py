@@ -484,7 +484,9 @@ def save_figure(
     metadata = {"CreationDate": None} if fmt == "pdf" else {}
     if fmt in SIGNED:
         metadata[SIGNED[fmt][0]] = SIGNATURE
-    fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+    # PNG: zlib level 1 instead of 6 saves a fifth of the save time for a fifth more bytes
+    extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+    fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata, **extra)
     write(target, buffer.getvalue())
     return target
 

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import hashlib
 import platform
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -293,12 +294,31 @@ def finish_run(out: Path, warn: Callable[[str], None]) -> None:
     write_summary_stats(out)
     found = ensure_analysis(out)
     try:
-        plots.plot_runs([out], out_dir=out / "plots", analyses=[found])
+        plots.plot_runs([out], out_dir=out / "plots", analyses=[found], mask_analysis=pruned(found))
     except OSError:
         raise
     except Exception as e:  # a figure problem must not hide a finished study
         problem = " ".join(str(e).split())
         warn(f"could not draw the plots ({problem}); retry with: lth plot {out}")
+
+
+def import_figures_early() -> None:
+    """Import matplotlib (with :mod:`lth.analysis.plots`) in a background thread while the
+    study trains, so that :func:`finish_run` draws at once (a second of a short study's fixed
+    cost; torch's kernels release the GIL, so the two overlap)."""
+
+    def load() -> None:
+        # a failure here shows again, and is reported, when finish_run imports it
+        with contextlib.suppress(Exception):
+            from lth.analysis import plots  # noqa: F401  # lazy: matplotlib, in the background
+
+    threading.Thread(target=load, name="lth-import-figures", daemon=True).start()
+
+
+def pruned(analysis: tuple[list[dict], list[dict]] | None) -> bool:
+    """Whether a run's mask analysis covers a pruned level: a study of level 0 alone has no
+    mask to draw (``mask_analysis`` and ``weight_histograms`` are left out: a second saved)."""
+    return analysis is not None and any(int(row["level"]) > 0 for row in analysis[0])
 
 
 def _both(progress: Progress, hook: Hook | None) -> Hook:
@@ -353,6 +373,7 @@ def run_in_folders(
     options["silent"] = silent
     if not executor.together and len(studies) > 1:
         return [run_in_folders([s], executor=executor, **options)[0] for s in studies]
+    import_figures_early()
     with contextlib.ExitStack() as stack:
         for _, folder in studies:
             stack.enter_context(folder)
