@@ -13,9 +13,9 @@ from conftest import TENSORBOARD_RUN, copy_run
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
-from lth.runfolder.runs import read_config
 from lth.runfolder.csvio import read_table
 from lth.runfolder.manifest import clear_run
+from lth.runfolder.runs import read_config
 from lth.runfolder.tables import METRICS, SUMMARY
 from lth.study.runner import run_experiment
 
