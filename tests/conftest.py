@@ -132,6 +132,24 @@ def tiny_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     return out
 
 
+#: The settings of :func:`late_rewound_run` (``lth run`` options): :data:`TINY_RUN` rewinding to
+#: iteration 50, pruned globally.
+LATE_REWOUND_RUN = [*TINY_RUN, "--rewind-iteration", "50", "--pruning", "global"]
+
+
+@pytest.fixture(scope="session")
+def late_rewound_run(tmp_path_factory, _one_thread_everywhere) -> Path:
+    """One real tiny ``lth run`` with late rewinding and global pruning
+    (:data:`LATE_REWOUND_RUN`: 2 levels x 200 iterations, both controls), shared by the tests
+    that read a late-rewound run; a test that changes it copies it first (:func:`copy_run`)."""
+    from lth.cli import main  # lazy: conftest loads before any test imports lth
+
+    out = tmp_path_factory.mktemp("late") / "run"
+    argv = ["run", *LATE_REWOUND_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    return out
+
+
 #: The settings of :func:`tensorboard_run` (``lth run`` options).
 TENSORBOARD_RUN = ["--levels", "1", "--iterations", "100", "--eval-every", "50", "--val-size",
                    "1000", "--controls", "reinit", "--tensorboard"]  # fmt: skip

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TEST_DATA, TINY_RUN, real_data
+from conftest import LATE_REWOUND_RUN, TINY_RUN, copy_run
 from helpers import edit, first, level_file, mnist_slice, quick, reseal
 from lth.cli import main
 from lth.config import ExperimentConfig
@@ -29,13 +28,6 @@ def _one_thread(one_thread):
     """Every test here trains on one thread (see conftest)."""
 
 
-def lth_run(out: Path, *extra: str) -> Path:
-    real_data("mnist")
-    argv = ["run", *TINY, "--data-dir", str(TEST_DATA), "--out", str(out), "--quiet", *extra]
-    assert main(argv) == 0
-    return out
-
-
 @pytest.fixture(scope="module")
 def plain(tiny_run):
     """A real tiny run: 2 levels x 200 iterations, rewinding to θ0, both controls (conftest:
@@ -45,16 +37,17 @@ def plain(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def late_global(tmp_path_factory):
-    """Late rewinding to iteration 50 with global pruning, both controls."""
-    out = tmp_path_factory.mktemp("late") / "run"
-    return lth_run(out, "--rewind-iteration", "50", "--pruning", "global")
+def late_global(late_rewound_run):
+    """Late rewinding to iteration 50 with global pruning, both controls (conftest: made once
+    per session)."""
+    assert [*TINY, "--rewind-iteration", "50", "--pruning", "global"] == LATE_REWOUND_RUN
+    return late_rewound_run
 
 
 @pytest.fixture
 def copy(plain, tmp_path):
     """A copy of the plain run to tamper with."""
-    return Path(shutil.copytree(plain, tmp_path / "run"))
+    return copy_run(plain, tmp_path)
 
 
 def set_entry(run: Path, branch: str, level: int, which: str, layer: str, i: int, value) -> None:
