@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="delete the run in --out and start over"
     )
     trust = (
-        "import a package.module:function model or criterion named in --config (never done "
-        "otherwise)"
+        "import a package.module:function model, criterion or dataset named in --config "
+        "(never done otherwise)"
     )
     _add_run_time_options(e, trust)
     run.set_defaults(func=cmd_run)
@@ -392,7 +392,7 @@ def _add_sweep_parser(commands) -> None:
         help=f"refuse a sweep of more runs than this (default: {MAX_RUNS:,})",
     )
     _add_run_time_options(
-        sweep, "import a package.module:function model or criterion the sweep file names"
+        sweep, "import a package.module:function model, criterion or dataset the sweep file names"
     )
     sweep.set_defaults(func=cmd_sweep)
 
@@ -496,7 +496,7 @@ def _add_stability_parser(commands) -> None:
     e.add_argument(
         "--trust-code",
         action="store_true",
-        help="import a package.module:function model or criterion named in the run's "
+        help="import a package.module:function model, criterion or dataset named in the run's "
         "config.toml or in --config (never done otherwise)",
     )
     e.add_argument("--quiet", action="store_true", help="no progress lines")
