@@ -58,7 +58,8 @@ def test_event_files_hold_every_curve_and_the_final_accuracies(data, tmp_path, o
         ):
             expected.setdefault(f"{where}/{tag}", []).append((at, value))
     assert sorted(got) == sorted(expected)
-    assert len(expected) == 2 * 3 * 4 + 2 * 3  # branches x levels x metrics, per-level tags
+    # (the ticket at level 0, 2 branches x levels 1-2) x metrics, then per-level tags per branch
+    assert len(expected) == (1 + 2 * 2) * 4 + 2 * 3
     for tag, points in expected.items():
         steps = [s for s, _ in got[tag]]
         assert steps == [s for s, _ in points], tag  # each point once, in order
