@@ -11,6 +11,7 @@ applied through ``rc_context``), series of points drawn so that none hides anoth
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -22,17 +23,21 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, Formatter, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
 from lth.analysis.results import FigureRun
 from lth.core.fileio import atomic_write
+from lth.core.models import MODELS
+from lth.data import get_spec
+from lth.errors import LTHError
 
 __all__ = [
     "BRANCH_COLORS", "BRANCH_MARKERS", "FIGURE_LEVELS", "RUN_COLORS", "RUN_LINESTYLES",
-    "RUN_MARKERS", "SIGNATURE", "STYLE", "Series", "Spread", "Styles", "add_legend", "add_title",
-    "branch_zorder", "default_levels", "draw_series", "figure_levels", "fmt_tick",
-    "is_lth_figure", "log_x_axis", "new_figure", "save_figure",
+    "RUN_MARKERS", "SIGNATURE", "STYLE", "PercentTicks", "Series", "Spread", "Styles", "add_legend",
+    "add_title", "branch_zorder", "default_levels", "draw_series", "figure_levels", "fmt_fixed",
+    "fmt_tick", "is_lth_figure", "log_x_axis", "new_figure", "save_figure", "study_title",
+    "tick_decimals",
 ]  # fmt: skip
 #: What every figure lth saves carries in its metadata (PNG: Software, PDF and SVG: Creator),
 #: and the bytes that show it in the file: lth replaces a figure only if it carries them.
@@ -97,6 +102,37 @@ def fmt_tick(value: float) -> str:
         text = f"{value:.1f}"
         return text[:-2] if text.endswith(".0") else text
     return f"{value:.2g}"
+
+
+def tick_decimals(values: Iterable[float]) -> int:
+    """Decimals of the tick labels of one axis (values of 1 and more): 1 when any of them
+    below 100 is not a whole number, else 0, so that "7.0" stands beside "10.8", not "7"."""
+    return int(any(1 <= v < 100 and abs(v - round(v)) >= 0.05 for v in values))
+
+
+def fmt_fixed(value: float, decimals: int) -> str:
+    """A tick label with ``decimals`` (100 and whole values of a 0-decimal axis plain; values
+    below 1 with two significant digits)."""
+    if value < 1:
+        return f"{value:.2g}"
+    if value >= 99.95:
+        return f"{value:.0f}"
+    return f"{value:.{decimals}f}"
+
+
+class PercentTicks(Formatter):
+    """Tick labels of a percentage axis, one precision for every tick (:func:`tick_decimals`):
+    '100, 51.2, 26.2, 7.0', never '7' beside '10.8'."""
+
+    decimals = 0
+
+    def set_locs(self, locs) -> None:
+        """Choose the precision from the ticks in view."""
+        super().set_locs(locs)
+        self.decimals = tick_decimals(locs)
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return fmt_fixed(x, self.decimals)
 
 
 def default_levels(available: Sequence[int], count: int = FIGURE_LEVELS) -> list[int]:
@@ -175,6 +211,8 @@ class Series:
     hollow: tuple[list[float], list[float]] = ((), ())  # diverged replicates (x, y)
     linewidth: float | None = None
     matching: int | None = None  # the point marked as the sparsest matching level
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # error bars are clipped to these
+    ringed: list[int] = field(default_factory=list)  # points that reached the iteration budget
 
 
 def _dodge(series: Sequence[Series], log_x: bool) -> list[float]:
@@ -255,10 +293,13 @@ def draw_series(ax, series: Sequence[Series], log_x: bool) -> None:
         if s.err is not None:
             keep = [i for i, e in enumerate(s.err) if math.isfinite(e)]
             if keep:
+                lo, hi = s.bounds
+                below = [max(0.0, s.y[i] - max(s.y[i] - s.err[i], lo)) for i in keep]
+                above = [max(0.0, min(s.y[i] + s.err[i], hi) - s.y[i]) for i in keep]
                 bars = ax.errorbar(
                     [s.x[i] for i in keep],
                     [s.y[i] for i in keep],
-                    yerr=[s.err[i] for i in keep],
+                    yerr=[below, above],
                     fmt="none",
                     ecolor=s.color,
                     elinewidth=1.2,
@@ -312,6 +353,20 @@ def draw_series(ax, series: Sequence[Series], log_x: bool) -> None:
                 gid=f"matching:{s.label}",
                 zorder=s.zorder + 0.5,
             )
+        if s.ringed:
+            artists += ax.plot(
+                [s.x[i] for i in s.ringed],
+                [s.y[i] for i in s.ringed],
+                linestyle="none",
+                marker="o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor=s.color,
+                markeredgewidth=1.0,
+                label="_nolegend_",
+                gid=f"budget_hit:{s.label}",
+                zorder=s.zorder + 0.4,
+            )
         if dx:
             for artist in artists:  # added first, so the axes' data limits are the true ones
                 artist.set_transform(shift)
@@ -336,7 +391,7 @@ def log_x_axis(ax, values: Iterable[float]) -> None:
             ticks.pop()
         ticks.append(vals[-1])
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_tick(v)))
+    ax.xaxis.set_major_formatter(PercentTicks())
     ax.set_xlim(vals[0] * 1.12, vals[-1] / 1.12)  # left > right: inverted, as in the paper
     ax.set_xlabel("Weights remaining (%, log scale)")
 
@@ -349,11 +404,16 @@ class Spread:
     counts: set[int] = field(default_factory=set)  # usable replicates (n) of drawn points
     diverged: bool = False
     matching: bool = False  # a matching level is marked
+    single: bool = False  # some point is of one replicate (no spread)
+    budget: bool = False  # some point reached the iteration budget (ringed)
 
     def entry(self) -> Line2D | None:
-        """A legend entry saying what the bars are and n, or None when none were drawn."""
+        """A legend entry saying what the bars are and n ("single run (n = 1)" when no
+        point has two replicates), or None when nothing was drawn."""
         if not self.counts:
-            return None
+            if not self.single:
+                return None
+            return Line2D([], [], linestyle="none", label="single run (n = 1): no error bars")
         lo, hi = min(self.counts), max(self.counts)
         n = f"n = {lo}" if lo == hi else f"n = {lo}-{hi}"
         if self.band == "std":
@@ -410,6 +470,19 @@ def add_legend(
         entry = spread.entry()
         if entry is not None:
             handles.append(entry)
+        if spread.budget:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker="o",
+                    markersize=10,
+                    markerfacecolor="none",
+                    markeredgecolor="0.3",
+                    label="ringed: a replicate reached the budget (no early stop)",
+                )  # fmt: skip
+            )
         if spread.matching:
             handles.append(
                 Line2D(
@@ -455,15 +528,31 @@ def add_title(fig: Figure, subject: str, title: str | None, runs: Sequence[Figur
     fig.suptitle(f"{subject}\n{second}" if second else subject, wrap=True)
 
 
-def _describe(runs: list[FigureRun]) -> str:
-    """What the runs have in common: 'lenet_300_100 on mnist'."""
-    values = {k: {str(r.config.get(k)) for r in runs} for k in ("model", "dataset")}
-    model, dataset = (next(iter(v)) if len(v) == 1 else None for v in values.values())
-    model = model if model not in (None, "None") else None
-    dataset = dataset if dataset not in (None, "None") else None
+def study_title(model: object, dataset: object) -> str:
+    """'LeNet-300-100 on MNIST': the model's and the dataset's display names from their
+    registries (a name they do not know, e.g. a user model's 'pkg.mod:fn', as it is)."""
+    model = None if model in (None, "None", "") else str(model)
+    dataset = None if dataset in (None, "None", "") else str(dataset)
+    model = model and MODELS.title(model)
+    if dataset:
+        # a dataset this process does not know: its name as the run recorded it
+        with contextlib.suppress(LTHError):
+            dataset = get_spec(dataset).title
     if model and dataset:
         return f"{model} on {dataset}"
     return model or dataset or ""
+
+
+def _describe(runs: list[FigureRun]) -> str:
+    """What the runs have in common: 'LeNet-300-100 on MNIST' (and the seeds pooled)."""
+    values = {k: {str(r.config.get(k)) for r in runs} for k in ("model", "dataset")}
+    model, dataset = (next(iter(v)) if len(v) == 1 else None for v in values.values())
+    text = study_title(model, dataset)
+    pooled = [r for r in runs if len(r.members) > 1]
+    if len(runs) == 1 and pooled:
+        seeds = ", ".join(map(str, pooled[0].seeds))
+        text += f" ({len(pooled[0].members)} runs pooled: seeds {seeds})"
+    return text
 
 
 # ----------------------------------------------------------------------------- files
