@@ -332,9 +332,7 @@ def test_mask_analysis_leaves_out_what_is_identical_by_construction(overlays):
 
 def test_title_and_labels(overlays, tmp_path):
     runs, _ = overlays[2]
-    figs = plot_runs(
-        runs, formats=(), title="", labels=["dense init", "other init"], pool=False
-    )
+    figs = plot_runs(runs, formats=(), title="", labels=["dense init", "other init"], pool=False)
     for fig in figs.values():
         assert fig.get_suptitle() == ""
     legend = [label for label, _ in legend_entries(figs["accuracy_vs_weights"])]
