@@ -18,7 +18,7 @@ import pytest
 
 from conftest import assert_one_line
 from helpers import BRANCHES, acc_end, es_acc, es_iter, make_run, val_acc, weights_remaining
-from lth.analysis.figure_style import fmt_fixed, study_title, tick_decimals
+from lth.analysis.figure_text import fmt_fixed, study_title, tick_decimals
 from lth.analysis.plots import plot_runs
 from lth.analysis.stats import t_quantile
 from lth.cli import main

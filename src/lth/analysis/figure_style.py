@@ -11,7 +11,6 @@ applied through ``rc_context``), series of points drawn so that none hides anoth
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
@@ -23,21 +22,18 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, Formatter, NullLocator
+from matplotlib.ticker import FixedLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
+from lth.analysis.figure_text import PercentTicks, study_title
 from lth.analysis.results import FigureRun
 from lth.core.fileio import atomic_write
-from lth.core.models import MODELS
-from lth.data import get_spec
-from lth.errors import LTHError
 
 __all__ = [
     "BRANCH_COLORS", "BRANCH_MARKERS", "FIGURE_LEVELS", "RUN_COLORS", "RUN_LINESTYLES",
-    "RUN_MARKERS", "SIGNATURE", "STYLE", "PercentTicks", "Series", "Spread", "Styles", "add_legend",
-    "add_title", "branch_zorder", "default_levels", "draw_series", "figure_levels", "fmt_fixed",
-    "fmt_tick", "is_lth_figure", "log_x_axis", "new_figure", "save_figure", "study_title",
-    "tick_decimals",
+    "RUN_MARKERS", "SIGNATURE", "STYLE", "Series", "Spread", "Styles", "add_legend", "add_title",
+    "branch_zorder", "default_levels", "draw_series", "figure_levels", "fmt_tick",
+    "is_lth_figure", "log_x_axis", "new_figure", "save_figure",
 ]  # fmt: skip
 #: What every figure lth saves carries in its metadata (PNG: Software, PDF and SVG: Creator),
 #: and the bytes that show it in the file: lth replaces a figure only if it carries them.
@@ -102,37 +98,6 @@ def fmt_tick(value: float) -> str:
         text = f"{value:.1f}"
         return text[:-2] if text.endswith(".0") else text
     return f"{value:.2g}"
-
-
-def tick_decimals(values: Iterable[float]) -> int:
-    """Decimals of the tick labels of one axis (values of 1 and more): 1 when any of them
-    below 100 is not a whole number, else 0, so that "7.0" stands beside "10.8", not "7"."""
-    return int(any(1 <= v < 100 and abs(v - round(v)) >= 0.05 for v in values))
-
-
-def fmt_fixed(value: float, decimals: int) -> str:
-    """A tick label with ``decimals`` (100 and whole values of a 0-decimal axis plain; values
-    below 1 with two significant digits)."""
-    if value < 1:
-        return f"{value:.2g}"
-    if value >= 99.95:
-        return f"{value:.0f}"
-    return f"{value:.{decimals}f}"
-
-
-class PercentTicks(Formatter):
-    """Tick labels of a percentage axis, one precision for every tick (:func:`tick_decimals`):
-    '100, 51.2, 26.2, 7.0', never '7' beside '10.8'."""
-
-    decimals = 0
-
-    def set_locs(self, locs) -> None:
-        """Choose the precision from the ticks in view."""
-        super().set_locs(locs)
-        self.decimals = tick_decimals(locs)
-
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        return fmt_fixed(x, self.decimals)
 
 
 def default_levels(available: Sequence[int], count: int = FIGURE_LEVELS) -> list[int]:
@@ -526,21 +491,6 @@ def add_title(fig: Figure, subject: str, title: str | None, runs: Sequence[Figur
         return
     second = _describe(runs) if title is None else title
     fig.suptitle(f"{subject}\n{second}" if second else subject, wrap=True)
-
-
-def study_title(model: object, dataset: object) -> str:
-    """'LeNet-300-100 on MNIST': the model's and the dataset's display names from their
-    registries (a name they do not know, e.g. a user model's 'pkg.mod:fn', as it is)."""
-    model = None if model in (None, "None", "") else str(model)
-    dataset = None if dataset in (None, "None", "") else str(dataset)
-    model = model and MODELS.title(model)
-    if dataset:
-        # a dataset this process does not know: its name as the run recorded it
-        with contextlib.suppress(LTHError):
-            dataset = get_spec(dataset).title
-    if model and dataset:
-        return f"{model} on {dataset}"
-    return model or dataset or ""
 
 
 def _describe(runs: list[FigureRun]) -> str:

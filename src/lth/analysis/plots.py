@@ -3,11 +3,14 @@
 :func:`plot_runs` draws four figures (six with a mask analysis), saves each as PNG (and PDF
 on request) and returns the :class:`matplotlib.figure.Figure` objects by name:
 
-- ``accuracy_vs_weights``: test accuracy at the end of training (and at the early-stop
-  iteration) against percent of weights remaining, log x axis running from 100% down;
-- ``curves``: validation accuracy and loss over training for a few levels of the ticket, the
-  y axes zoomed to the curves from 10% of training on (the steep first evaluations run off);
-- ``early_stop``: the early-stop iteration against weights remaining;
+- ``accuracy_vs_weights``: test accuracy at the end of training and/or at the early-stop
+  iteration (``panels``) against percent of weights remaining, log x axis running from 100%
+  down, with the dense network (level 0) as a dotted line and a band of ± 1 std;
+- ``curves``: validation accuracy and loss over training for a few levels, one row per branch,
+  the y axes zoomed to the curves from 10% of training on (a note in the panel says what runs
+  off);
+- ``early_stop``: the early-stop iteration against weights remaining, the iteration budget
+  (training length) dashed and the points where a replicate reached it ringed;
 - ``layer_remaining``: percent of weights remaining per layer against pruning level; layers
   (and runs) whose curves are the same (within rounding: 0.5%) are one line, labelled with
   all of them;
@@ -32,11 +35,14 @@ shifted sideways by a few points (a display offset: the artists' data are the tr
 the ticket is drawn on top, and each branch has its own marker. Legends sit below the axes,
 with as many columns as fit; the figure grows to hold them, so no text is ever cut off.
 
-Titles describe the study from its config (model on dataset), never by folder name;
-``title`` replaces that line ("" draws no title). Several runs are told apart by ``labels``
-(default: the settings in which they differ, e.g. "seed 1", else their folder names). Where
-replicates give a spread, a legend entry says what it is and over how many replicates
-("±1 std, n = 2 replicates").
+Titles describe the study from its config with the registries' display names ("LeNet-300-100
+on MNIST"), never by folder name; ``title`` replaces that line ("" draws no title). Runs that
+differ only in seed are one series, their replicates pooled as ``lth report`` pools them; other
+runs are told apart by ``labels`` (default: the values of the settings in which they differ,
+e.g. "snip" or "rate 0.3", else their folder names). A legend entry says what the spread is and
+over how many replicates ("±1 std over n = 2 replicates"; "single run (n = 1)" without bars);
+accuracy bars and bands are clipped to [0, 100] and accuracy axes end at 100 at most.
+An overlay of several run folders goes to a folder of its own, never into a run's ``plots/``.
 
 This module only reads run folders (through :mod:`lth.runfolder`) and writes the figures.
 Figures are built as bare ``Figure`` objects (no pyplot), so nothing global is created or has

@@ -29,8 +29,8 @@ from lth.analysis.figure_style import (
     log_x_axis,
     new_figure,
     save_figure,
-    study_title,
 )
+from lth.analysis.figure_text import study_title
 from lth.errors import LTHError
 from lth.runfolder.csvio import read_table
 from lth.runfolder.layout import STABILITY_DIR
