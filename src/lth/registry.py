@@ -46,6 +46,7 @@ class Registry(dict[str, T]):
         super().__init__()
         self.kind, self.sort, self.unknown = kind, sort, unknown
         self.descriptions: dict[str, str] = {}
+        self.titles: dict[str, str] = {}  # display names for titles ("LeNet-300-100")
 
     def add(self, name: str, entry: T, description: str = "") -> T:
         """Register ``entry`` as ``name`` (new, non-empty) with its one-line description."""
@@ -79,6 +80,15 @@ class Registry(dict[str, T]):
     def names(self) -> list[str]:
         """The registered names: sorted, or in registration order."""
         return sorted(self) if self.sort else list(self)
+
+    def title(self, name: str) -> str:
+        """The display name of ``name`` for figure titles (``name`` itself when none was set).
+
+        >>> r = Registry("model"); r.titles["lenet5"] = "LeNet-5"
+        >>> r.title("lenet5"), r.title("my_net")
+        ('LeNet-5', 'my_net')
+        """
+        return self.titles.get(name, name)
 
     def describe(self, name: str) -> str:
         """The one-line description of ``name`` ("" when it was registered without one)."""

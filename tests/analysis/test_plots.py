@@ -97,7 +97,11 @@ def test_accuracy_single_replicate(runs):
         assert ax.xaxis_inverted()
         assert "Weights remaining (%" in ax.get_xlabel()
     assert ax_end.get_ylabel() == "Test accuracy (%)"
-    assert legend_texts(ax_end.figure) == list(BRANCHES)
+    assert legend_texts(ax_end.figure) == [
+        *BRANCHES,
+        "dense network (level 0)",
+        "single run (n = 1): no error bars",
+    ]
     # ticks at the levels' percentages, labelled like the paper
     np.testing.assert_allclose(sorted(ax_end.get_xticks(), reverse=True), wr)
     assert fmt_tick(100.0) == "100" and fmt_tick(51.28) == "51.3" and fmt_tick(3.6) == "3.6"
@@ -144,7 +148,7 @@ def test_two_runs_overlay(runs):
     # the runs differ in levels: the legend names them by it, not by their folders
     figs = plot_runs([runs["one"], runs["other"]], formats=())
     ax = figs["accuracy_vs_weights"].axes[0]
-    texts = legend_texts(ax.figure)
+    texts = legend_texts(ax.figure)[:5]  # then the dense line (the same network) and n
     assert texts == [
         "levels 3: ticket",
         "levels 3: reinit",
@@ -184,7 +188,7 @@ def test_diverged_excluded_and_hollow(runs):
 
 def test_curves_default_and_selected_levels(runs):
     figs = plot_runs([runs["three"]], formats=())
-    ax_acc, ax_loss = figs["curves"].axes
+    ax_acc, ax_loss = figs["curves"].axes[:2]  # the ticket's row
     wr = weights_remaining(3)
     iters = list(range(0, 501, 100))
     assert len(ax_acc.get_lines()) == 4  # 4 levels <= 5: all of them
@@ -302,8 +306,10 @@ def test_figure_files_follow_the_umask(tmp_path, umask):
 
 def test_missing_files_raise(tmp_path):
     run = make_run(tmp_path / "run")
-    (run / "layers.csv").unlink()
-    with pytest.raises(LTHError, match="layers.csv"):
+    (run / "layers.csv").unlink()  # as in a published results/ copy: that figure left out
+    assert set(plot_runs([run], formats=())) == {"accuracy_vs_weights", "curves", "early_stop"}
+    (run / "summary.csv").unlink()
+    with pytest.raises(LTHError, match="summary.csv"):
         plot_runs([run], formats=())
     with pytest.raises(LTHError, match="no run folders"):
         plot_runs([], formats=())
@@ -489,7 +495,8 @@ def test_analysis_figures_saved_and_overlaid(tmp_path):
     a = make_tensor_run(tmp_path / "a")
     b = make_tensor_run(tmp_path / "b", branches=("ticket",))
     figs = plot_like_lth_plot([a, b], formats=("png",), dpi=30)
-    names = sorted(p.name for p in (a / "plots").iterdir())
+    assert not list((a / "plots").iterdir())  # an overlay goes to a folder of its own
+    names = sorted(p.name for p in (tmp_path / "plots_a+b").iterdir())
     assert "mask_analysis.png" in names and "weight_histograms.png" in names
     labels = [ln.get_label() for ln in figs["mask_analysis"].axes[0].get_lines()]
     assert "a: ticket vs. random_prune" in labels and "a: random_prune vs. previous level" in labels

@@ -22,9 +22,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
+from lth.analysis.figure_text import PercentTicks, study_title
 from lth.analysis.results import FigureRun
 from lth.core.fileio import atomic_write
 
@@ -175,6 +176,8 @@ class Series:
     hollow: tuple[list[float], list[float]] = ((), ())  # diverged replicates (x, y)
     linewidth: float | None = None
     matching: int | None = None  # the point marked as the sparsest matching level
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # error bars are clipped to these
+    ringed: list[int] = field(default_factory=list)  # points that reached the iteration budget
 
 
 def _dodge(series: Sequence[Series], log_x: bool) -> list[float]:
@@ -255,10 +258,13 @@ def draw_series(ax, series: Sequence[Series], log_x: bool) -> None:
         if s.err is not None:
             keep = [i for i, e in enumerate(s.err) if math.isfinite(e)]
             if keep:
+                lo, hi = s.bounds
+                below = [max(0.0, s.y[i] - max(s.y[i] - s.err[i], lo)) for i in keep]
+                above = [max(0.0, min(s.y[i] + s.err[i], hi) - s.y[i]) for i in keep]
                 bars = ax.errorbar(
                     [s.x[i] for i in keep],
                     [s.y[i] for i in keep],
-                    yerr=[s.err[i] for i in keep],
+                    yerr=[below, above],
                     fmt="none",
                     ecolor=s.color,
                     elinewidth=1.2,
@@ -312,6 +318,20 @@ def draw_series(ax, series: Sequence[Series], log_x: bool) -> None:
                 gid=f"matching:{s.label}",
                 zorder=s.zorder + 0.5,
             )
+        if s.ringed:
+            artists += ax.plot(
+                [s.x[i] for i in s.ringed],
+                [s.y[i] for i in s.ringed],
+                linestyle="none",
+                marker="o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor=s.color,
+                markeredgewidth=1.0,
+                label="_nolegend_",
+                gid=f"budget_hit:{s.label}",
+                zorder=s.zorder + 0.4,
+            )
         if dx:
             for artist in artists:  # added first, so the axes' data limits are the true ones
                 artist.set_transform(shift)
@@ -336,7 +356,7 @@ def log_x_axis(ax, values: Iterable[float]) -> None:
             ticks.pop()
         ticks.append(vals[-1])
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_tick(v)))
+    ax.xaxis.set_major_formatter(PercentTicks())
     ax.set_xlim(vals[0] * 1.12, vals[-1] / 1.12)  # left > right: inverted, as in the paper
     ax.set_xlabel("Weights remaining (%, log scale)")
 
@@ -349,11 +369,16 @@ class Spread:
     counts: set[int] = field(default_factory=set)  # usable replicates (n) of drawn points
     diverged: bool = False
     matching: bool = False  # a matching level is marked
+    single: bool = False  # some point is of one replicate (no spread)
+    budget: bool = False  # some point reached the iteration budget (ringed)
 
     def entry(self) -> Line2D | None:
-        """A legend entry saying what the bars are and n, or None when none were drawn."""
+        """A legend entry saying what the bars are and n ("single run (n = 1)" when no
+        point has two replicates), or None when nothing was drawn."""
         if not self.counts:
-            return None
+            if not self.single:
+                return None
+            return Line2D([], [], linestyle="none", label="single run (n = 1): no error bars")
         lo, hi = min(self.counts), max(self.counts)
         n = f"n = {lo}" if lo == hi else f"n = {lo}-{hi}"
         if self.band == "std":
@@ -410,6 +435,19 @@ def add_legend(
         entry = spread.entry()
         if entry is not None:
             handles.append(entry)
+        if spread.budget:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker="o",
+                    markersize=10,
+                    markerfacecolor="none",
+                    markeredgecolor="0.3",
+                    label="ringed: a replicate reached the budget (no early stop)",
+                )  # fmt: skip
+            )
         if spread.matching:
             handles.append(
                 Line2D(
@@ -456,14 +494,15 @@ def add_title(fig: Figure, subject: str, title: str | None, runs: Sequence[Figur
 
 
 def _describe(runs: list[FigureRun]) -> str:
-    """What the runs have in common: 'lenet_300_100 on mnist'."""
+    """What the runs have in common: 'LeNet-300-100 on MNIST' (and the seeds pooled)."""
     values = {k: {str(r.config.get(k)) for r in runs} for k in ("model", "dataset")}
     model, dataset = (next(iter(v)) if len(v) == 1 else None for v in values.values())
-    model = model if model not in (None, "None") else None
-    dataset = dataset if dataset not in (None, "None") else None
-    if model and dataset:
-        return f"{model} on {dataset}"
-    return model or dataset or ""
+    text = study_title(model, dataset)
+    pooled = [r for r in runs if len(r.members) > 1]
+    if len(runs) == 1 and pooled:
+        seeds = ", ".join(map(str, pooled[0].seeds))
+        text += f" ({len(pooled[0].members)} runs pooled: seeds {seeds})"
+    return text
 
 
 # ----------------------------------------------------------------------------- files

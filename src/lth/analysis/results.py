@@ -37,11 +37,15 @@ __all__ = [
     "accuracy_stats",
     "aggregate",
     "differing_settings",
+    "figure_labels",
     "load_figure_runs",
     "load_runs",
+    "member_rows",
     "method_parts",
     "poolable",
     "pooled_summary",
+    "renumber",
+    "seed_groups",
     "run_folders",
     "run_labels",
     "setting_names",
@@ -262,24 +266,125 @@ def load_runs(
 
 @dataclass
 class FigureRun:
-    """One run folder as the figures read it: a :class:`Run`'s label, path, summary and config,
-    with its per-layer counts and (when drawn) its mask analysis."""
+    """One series of runs as the figures read it: a label, the first run folder's path, its
+    summary, per-layer counts and config, with (when drawn) its mask analysis. Runs that differ
+    only in seed are one FigureRun (``members``: their folders; replicates renumbered run after
+    run, as :func:`pooled_summary` does); ``layers`` is None when a folder has no layers.csv
+    (a published results/ copy)."""
 
-    name: str  # the run's label in legends
+    name: str  # the series' label in legends
     path: Path
     summary: list[SummaryRow]
-    layers: list[LayerRow]
+    layers: list[LayerRow] | None
     config: dict = field(default_factory=dict)
     analysis: list[dict] | None = None  # analysis.csv rows (lth.runfolder.readers.load_analysis)
     histograms: list[dict] | None = None  # analysis_histograms.csv rows
+    members: list[Path] = field(default_factory=list)  # the run folders pooled (seeds)
+
+    @property
+    def seeds(self) -> list:
+        """The seeds of the pooled run folders (one entry per member)."""
+        return list(self.config.get("_seeds", [self.config.get("seed")]))
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """The runs in groups of one study run as several jobs (:func:`poolable`: settings equal
+    but for ``seed`` and ``replicates``), in order of first appearance; a run alone otherwise."""
+    groups: dict[str, list[Run]] = {}
+    for i, run in enumerate(runs):
+        same = {k: v for k, v in run.settings.items() if k not in (*POOLABLE, "max_parallel")}
+        groups.setdefault(repr(sorted(same.items())) if run.settings else f"#{i}", []).append(run)
+    out: list[list[Run]] = []
+    for group in groups.values():
+        out += [group] if len(group) < 2 or poolable(group) else [[r] for r in group]
+    return out
+
+
+def renumber(runs: Sequence[Run], rows_of: Sequence[list]) -> list:
+    """Rows (dataclasses with ``replicate``, or dicts) of each run, with replicates renumbered
+    run after run as :func:`pooled_summary` numbers them."""
+    out: list = []
+    start = 0
+    for run, rows in zip(runs, rows_of):
+        reps = sorted({r.replicate for r in run.summary})
+        number = {rep: start + i for i, rep in enumerate(reps)}
+        for r in rows:
+            if isinstance(r, dict):
+                out.append(r | {"replicate": number.get(int(r["replicate"]), r["replicate"])})
+            else:
+                out.append(replace(r, replicate=number.get(r.replicate, r.replicate)))
+        start += len(reps)
+    return out
+
+
+def _short_label(key: str, value: object) -> str:
+    """A setting in a legend: a word value alone ('snip'), else 'key value' ('rate 0.3')."""
+    text = show_setting(value)
+    text = text if len(text) <= 24 else text[:23] + "…"
+    numeric = text.replace(".", "", 1).replace("-", "", 1).replace("e", "", 1).isdigit()
+    if isinstance(value, str) and not numeric and value not in ("", "none"):
+        return text
+    return f"{key} {text}"
+
+
+def figure_labels(groups: Sequence[Sequence[Run]]) -> list[str]:
+    """Short legend names of series of runs: the values of the settings in which the series
+    differ (a pooled series' seeds left out), else :func:`run_labels` of their first runs."""
+    heads = [g[0] for g in groups]
+    pooled = any(len(g) > 1 for g in groups)
+    keys = [k for k in differing_settings(heads) if not (pooled and k in POOLABLE)]
+    if keys:
+        labels = [", ".join(_short_label(k, r.settings.get(k, "-")) for k in keys) for r in heads]
+        if len(set(labels)) == len(labels):
+            return labels
+    return run_labels(heads) if len(heads) > 1 else [heads[0].label or heads[0].path.name]
 
 
 def load_figure_runs(
-    run_dirs: Sequence[str | os.PathLike[str]], labels: Sequence[str] | None
+    run_dirs: Sequence[str | os.PathLike[str]],
+    labels: Sequence[str] | None,
+    pool: bool = True,
 ) -> list[FigureRun]:
-    """The runs of :func:`load_runs` with their ``layers.csv`` rows, for the figures."""
-    runs = load_runs(list(run_dirs), labels)
-    return [FigureRun(r.label, r.path, r.summary, load_layers(r.path), r.config) for r in runs]
+    """The runs of :func:`load_runs` as figure series, with their ``layers.csv`` rows: runs
+    that differ only in seed pooled into one series (``pool``), labelled by ``labels`` (one per
+    series) or :func:`figure_labels`."""
+    runs = load_runs(list(run_dirs))
+    groups = seed_groups(runs) if pool else [[r] for r in runs]
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(groups):
+            what = "run folders" if len(groups) == len(runs) else "series"
+            pooled = "" if len(groups) == len(runs) else " (runs differing only in seed are one)"
+            raise LTHError(
+                f"{len(labels)} labels for {len(groups)} {what}{pooled}; give one label per series"
+            )
+    names = labels or figure_labels(groups)
+    out = []
+    for name, group in zip(names, groups):
+        layers = [load_layers(r.path) if (r.path / "layers.csv").is_file() else None for r in group]
+        config = dict(group[0].config)
+        if len(group) > 1:
+            config["_seeds"] = [r.settings.get("seed") for r in group]
+        out.append(
+            FigureRun(
+                name,
+                group[0].path,
+                group[0].summary if len(group) == 1 else pooled_summary(group),
+                None if None in layers else renumber(group, layers),
+                config,
+                members=[r.path for r in group],
+            )
+        )
+    return out
+
+
+def member_rows(run: FigureRun, load) -> list:
+    """``load(path)``'s rows of every run folder pooled in ``run``, replicates renumbered."""
+    paths = run.members or [run.path]
+    runs = [Run(p, load_summary(p), {}) for p in paths] if len(paths) > 1 else None
+    if runs is None:
+        return list(load(paths[0]))
+    return renumber(runs, [load(p) for p in paths])
 
 
 def split_labels(text: str) -> list[str]:

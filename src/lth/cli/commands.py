@@ -182,6 +182,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         levels=args.levels,
         formats=args.formats,
         band=args.band,
+        panels=args.panels,
+        pool=args.pool,
         analyses=analyses,
         title=args.title,
         labels=labels,

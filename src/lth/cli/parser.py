@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         default=None,
-        help="where figures go (default: the first run's plots/)",
+        help="where figures go (default: the run's plots/; for several runs a new folder "
+        "beside them, plots_RUN1+RUN2: an overlay never touches a run's own plots/)",
     )
     plot.add_argument(
         "--levels",
@@ -152,18 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of file formats, e.g. png,pdf for a paper (default: png)",
     )
     plot.add_argument(
+        "--interval",
         "--band",
-        choices=("std", "minmax", "ci"),
+        dest="band",
+        choices=("std", "ci95", "ci", "minmax"),
         default="std",
-        help="spread over replicates: error bars of one standard deviation, min-max bands, or "
-        "bands of the mean's 95%% confidence interval (default: std)",
+        help="spread over replicates: error bars of ± 1 standard deviation (default), bands of "
+        "the mean's 95%% confidence interval (ci95), or min-max bands; clipped to 0-100%%",
+    )
+    plot.add_argument(
+        "--panels",
+        choices=("both", "end", "early"),
+        default="both",
+        help="accuracy_vs_weights' panels: test accuracy at the end of training, at the "
+        "early-stop iteration, or both (default)",
+    )
+    plot.add_argument(
+        "--no-pool",
+        dest="pool",
+        action="store_false",
+        help="draw runs that differ only in seed as separate series (default: pooled into "
+        "one, mean and spread over all their replicates, as lth report does)",
     )
     plot.add_argument(
         "--title",
         metavar="TEXT",
         default=None,
-        help="the figures' second title line (default: the study, e.g. 'lenet_300_100 on "
-        "mnist'); '' for no title",
+        help="the figures' second title line (default: the study, e.g. 'LeNet-300-100 on "
+        "MNIST'); '' for no title",
     )
     plot.add_argument(
         "--labels",

@@ -290,3 +290,13 @@ BUILTIN = {
     "resnet20": (resnet20, False),
     "vgg16": (vgg16, False),
 }
+#: Display names of the built-in models, for figure titles ("LeNet-300-100 on MNIST").
+TITLES = {
+    "lenet_300_100": "LeNet-300-100",
+    "lenet5": "LeNet-5",
+    "conv2": "Conv-2",
+    "conv4": "Conv-4",
+    "conv6": "Conv-6",
+    "resnet20": "ResNet-20",
+    "vgg16": "VGG-16",
+}

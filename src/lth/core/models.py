@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lth.core.architectures import BUILTIN, InputTooSmall
+from lth.core.architectures import BUILTIN, TITLES, InputTooSmall
 from lth.core.init import initialize
 from lth.errors import LTHError
 from lth.registry import Registry
@@ -397,3 +397,4 @@ def model_maker(
 
 for _name, (_builder, _flat) in BUILTIN.items():
     register_model(_name, flat=_flat)(_builder)
+MODELS.titles.update(TITLES)  # display names for figure titles

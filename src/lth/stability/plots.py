@@ -30,6 +30,7 @@ from lth.analysis.figure_style import (
     new_figure,
     save_figure,
 )
+from lth.analysis.figure_text import study_title
 from lth.errors import LTHError
 from lth.runfolder.csvio import read_table
 from lth.runfolder.layout import STABILITY_DIR
@@ -54,7 +55,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def error_figure(rows: list[dict], title: str):
-    """Test and training error against α, one line per k (mean over pairs)."""
+    """Test and training error against α, one line per k (mean over pairs), with a dotted line
+    STABLE points above the mean of the ends (α = 0 and 1): the "stable" threshold of Frankle
+    et al. 2020 (instability = the highest error along the path minus that mean), so that the
+    y range shows how far a bump is from it."""
     fig = new_figure(9.0, 3.8)
     axes = fig.subplots(1, 2, sharex=True)
     ks = sorted({r["k"] for r in rows})
@@ -67,12 +71,27 @@ def error_figure(rows: list[dict], title: str):
             means = [_mean_std([r[f"{split}_error"] for r in by_alpha[a]])[0] for a in grid]
             ax.plot([a[0] for a in grid], means, color=color, marker="o", markersize=3,
                     label=f"k = {k}", gid=f"{split}:k={k}")  # fmt: skip
+            ends = [m for a, m in zip(grid, means) if a[0] in (0.0, 1.0) and math.isfinite(m)]
+            if ends:
+                label = f"{STABLE:g} points above the ends' mean: stable below"
+                ax.axhline(statistics.fmean(ends) + STABLE, color=color, linestyle=":",
+                           linewidth=1.1, label=label if i == 0 else "_nolegend_",
+                           gid=f"{split}:stable:k={k}")  # fmt: skip
     for ax, split in zip(axes, ("Test", "Train")):
         ax.set_xlabel("Interpolation α")
         ax.set_ylabel(f"{split} error (%)")
-    axes[0].legend(loc="best")
+    axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title)
     return fig
+
+
+def network_name(branch: str, level: int, weights_remaining: float) -> str:
+    """What a stability figure is of: 'dense network (level 0)' at level 0 (every branch's
+    level 0 is a dense network), else 'IMP ticket' or '<control> control', with its level."""
+    if level == 0:
+        return "dense network (level 0)" + ("" if branch == "ticket" else f", {branch} branch")
+    who = "IMP ticket" if branch == "ticket" else f"{branch} control"
+    return f"{who}, level {level} ({weights_remaining:.1f}% of weights)"
 
 
 def instability_figure(rows: list[dict], title: str):
@@ -130,7 +149,7 @@ def plot_stability(
         raise LTHError(f"{run_dir} has no stability analysis yet; run lth stability first")
     summary = read_table(summary_path, STABILITY_SUMMARY, allow_empty=True)
     config = read_config(run_dir)
-    study = f"{config.model} on {config.dataset}"
+    study = study_title(config.model, config.dataset)
     out, written = root / "plots", []
     out.mkdir(exist_ok=True)
     with rc_context(STYLE):
@@ -139,7 +158,7 @@ def plot_stability(
             analysis, level, branch, replicate = key
             stem = f"{branch}_r{replicate}_level_{level:02d}"
             name = stem if analysis == "level" else f"{stem}_{analysis}"
-            what = f"{branch}, level {level} ({rows[0]['weights_remaining']:.1f}% of weights)"
+            what = network_name(branch, level, rows[0]["weights_remaining"])
             path = root / STABILITY_ERRORS.file.split("/", 1)[1].replace("<analysis>", name)
             if path.is_file():
                 errors = read_table(path, STABILITY_ERRORS, allow_empty=True)
@@ -159,4 +178,6 @@ def plot_stability(
     return written
 
 
-__all__ = ["error_figure", "instability_figure", "plot_stability", "weights_figure"]
+__all__ = [
+    "error_figure", "instability_figure", "network_name", "plot_stability", "weights_figure",
+]  # fmt: skip
