@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lth"
 
 #: lower number = lower layer; a module may import its own layer (no cycles) and lower ones.
 LAYERS = {
-    "errors": 0, "version": 0, "registry": 0, "usercode": 0, "settings": 0, "config": 1, "progress": 1,
-    "presets": 1, "configfile": 1,
+    "errors": 0, "version": 0, "registry": 0, "usercode": 0, "settings": 0,
+    "config": 1, "progress": 1, "presets": 1, "configfile": 1,
     "data": 2, "core": 3, "pruning": 4, "runfolder": 5, "analysis": 6, "study": 7,
     "stability": 8, "cli": 9, "__main__": 10, "__init__": 10,
 }  # fmt: skip
