@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lth.analysis.layer_tables import layer_sections
 from lth.analysis.papers import paper_section
 from lth.analysis.results import (
     QUANTITIES,
@@ -37,14 +38,14 @@ from lth.analysis.results import (
     show_setting,
     stats_rows,
 )
-from lth.analysis.tables import Table, latex_table, md_table, text_table
+from lth.analysis.tables import Table, fmt_pct, latex_table, md_table, text_table
 from lth.core.fileio import atomic_write
 from lth.errors import LTHError
 from lth.runfolder.csvio import csv_text
 from lth.runfolder.layout import branch_order
 from lth.runfolder.manifest import RunWriter
 from lth.runfolder.ownership import check_output_path, check_replace
-from lth.runfolder.readers import LayerRow, SummaryRow, load_layers
+from lth.runfolder.readers import SummaryRow
 from lth.runfolder.tables import SUMMARY_STATS
 
 __all__ = [
@@ -105,11 +106,7 @@ def describe_config(config: dict) -> str:
 # ----------------------------------------------------------------------------- formatting
 
 
-def fmt_pct(value: float) -> str:
-    """A percentage without the sign: one decimal, two significant digits below 1 ('0.47')."""
-    if math.isnan(value):
-        return "-"
-    return f"{value:.1f}" if value >= 1 or value == 0 else f"{value:.2g}"
+# ----------------------------------------------------------------------------- tables
 
 
 def _fmt_stat(stat: Stat | None, digits: int, replicates: int) -> str:
@@ -124,42 +121,6 @@ def _fmt_stat(stat: Stat | None, digits: int, replicates: int) -> str:
     if stat.n != replicates:
         text += f" (n={stat.n})"
     return text
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _layer_tables(layers: list[LayerRow]) -> tuple[str, int, list[tuple[int, list[list[str]]]]]:
-    """Per level, the rows of the per-layer table of the ticket's replicate 0 (or the first
-    branch/replicate present), plus a total row with % remaining and compression factor."""
-    branches = branch_order({r.branch for r in layers})
-    branch = branches[0]
-    replicate = min(r.replicate for r in layers if r.branch == branch)
-    mine = [r for r in layers if r.branch == branch and r.replicate == replicate]
-    tables = []
-    for level in sorted({r.level for r in mine}):
-        rows = []
-        kept = total = 0
-        here = [r for r in mine if r.level == level]
-        for r in here:
-            kept += r.kept
-            total += r.total
-            pct = 100.0 * r.kept / r.total if r.total else 100.0
-            rows.append(
-                [r.layer, str(r.kept), str(r.total), fmt_pct(pct), _dead(r.dead_units), r.shape]
-            )
-        pct = 100.0 * kept / total if total else 100.0
-        ratio = f"{total / kept:.2f}x" if kept else "inf"
-        known = [r.dead_units for r in here if r.dead_units is not None]
-        dead = _dead(sum(known) if len(known) == len(here) else None)
-        rows.append(["total", str(kept), str(total), fmt_pct(pct), dead, f"{ratio} compression"])
-        tables.append((level, rows))
-    return branch, replicate, tables
-
-
-def _dead(units: int | None) -> str:
-    """A dead-units cell: the count, or "-" where shrink cannot tell (or an older run folder)."""
-    return "-" if units is None else str(units)
 
 
 def _levels_text(rows: list[dict]) -> str:
@@ -334,40 +295,6 @@ def _side_by_side_table(runs: Sequence[Run]) -> Table:
     return Table(columns, rows, {0})
 
 
-def _layer_sections(runs: Sequence[Run]) -> list[tuple[str, list[tuple[str, Table]]]]:
-    """Per-layer tables, once for each group of runs whose tables are the same."""
-    groups: list[tuple[list[Run], tuple]] = []
-    for run in runs:
-        branch, replicate, tables = _layer_tables(load_layers(run.path))
-        key = (branch, replicate, tuple((lv, tuple(map(tuple, rows))) for lv, rows in tables))
-        for members, k in groups:
-            if k == key:
-                members.append(run)
-                break
-        else:
-            groups.append(([run], key))
-    out = []
-    columns = [
-        ("", "layer"), ("", "nonzero"), ("", "total"), ("", "% remaining"), ("", "dead units"),
-        ("", "shape"),
-    ]  # fmt: skip
-    for members, (branch, replicate, tables) in groups:
-        who = ""
-        if len(runs) > 1:
-            who = "all runs" if len(members) == len(runs) else ", ".join(r.label for r in members)
-            who = f"; {who}"
-        title = f"Weights remaining per layer ({branch}, replicate {replicate}{who})"
-        sections = [
-            (
-                f"Level {lv}: {rows[-1][3]}% of weights remaining",
-                Table(columns, list(map(list, rows)), {0, 5}),
-            )
-            for lv, rows in tables
-        ]
-        out.append((title, sections))
-    return out
-
-
 # ----------------------------------------------------------------------------- the report
 
 
@@ -517,7 +444,7 @@ def report(
         if against is not None:
             out += [""] + latex_table(against[1], f"{against[0]}. " + " ".join(against[2]))
         if layers:
-            for head, sections in _layer_sections(runs):
+            for head, sections in layer_sections(runs):
                 for sub, t in sections:
                     out += [""] + latex_table(t, f"{head}. {sub}.")
         return "\n".join(out) + "\n"
@@ -557,7 +484,7 @@ def report(
         out.extend(n + "\n" if md else n for n in against[2])
     if layers:
         out.append("")
-        for head, sections in _layer_sections(runs):
+        for head, sections in layer_sections(runs):
             heading(head, 2)
             for sub, t in sections:
                 heading(sub, 3)

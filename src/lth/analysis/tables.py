@@ -6,6 +6,7 @@ left-aligned columns; :func:`text_table`, :func:`md_table` and :func:`latex_tabl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["Table", "latex_escape", "latex_table", "md_table", "text_table"]
@@ -120,3 +121,10 @@ def latex_table(table: Table, caption: str = "") -> list[str]:
     lines.extend(" & ".join(latex_escape(c) for c in r) + r" \\" for r in table.rows)
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return lines
+
+
+def fmt_pct(value: float) -> str:
+    """A percentage without the sign: one decimal, two significant digits below 1 ('0.47')."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:.1f}" if value >= 1 or value == 0 else f"{value:.2g}"
