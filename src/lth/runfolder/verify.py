@@ -88,6 +88,13 @@ from lth.core.fileio import load_tensors
 from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, full_schedule
+from lth.runfolder.audit_rows import (
+    Key,
+    VerifyError,
+    layers_by_network,
+    metrics_by_network,
+    read_rows,
+)
 from lth.runfolder.layout import (
     INTERNAL,
     MANIFEST,
@@ -97,7 +104,7 @@ from lth.runfolder.layout import (
     level_dir,
 )
 from lth.runfolder.manifest import Manifest, read_marker
-from lth.runfolder.readers import MetricRow, SummaryRow, load_layers, load_metrics, load_summary
+from lth.runfolder.readers import MetricRow, SummaryRow, load_metrics, load_summary
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, pruned_in_one_shot, removals
 from lth.runfolder.verify_structured import check_units
 
@@ -130,16 +137,6 @@ _WHAT = {
     "schedule": "networks evaluated from their start iteration to the last",
     "summary": "summary rows agreeing with the masks, layers.csv and metrics.csv",
 }
-
-Key = tuple[str, int, int]  # branch, replicate, level
-
-
-class VerifyError(LTHError):
-    """A run folder fails one of the checks of :mod:`lth.runfolder.verify`."""
-
-    def __init__(self, check: str, where: str, detail: str):
-        self.check, self.where, self.detail = check, where, detail
-        super().__init__(f"check {check} failed: {where}: {detail}")
 
 
 def _where(key: Key, layer: str | None = None) -> str:
@@ -185,7 +182,7 @@ class Audit:
     def summary(self) -> dict[Key, SummaryRow]:
         """The rows of summary.csv by (branch, replicate, level)."""
         if self._summary_rows is None:
-            rows = _table(load_summary, self.run)
+            rows = read_rows(load_summary, self.run)
             self._summary_rows = {(r.branch, r.replicate, r.level): r for r in rows}
         return self._summary_rows
 
@@ -261,8 +258,8 @@ class Audit:
             (k for k in self.summary if k[2] == level), key=lambda k: (k[1], order.get(k[0], 3))
         )
         self._check_files(level, keys)
-        metrics = _by_network(_table(load_metrics, self.run, levels=[level]))
-        layers = _layers_by_network(self.run, level)
+        metrics = metrics_by_network(read_rows(load_metrics, self.run, levels=[level]))
+        layers = layers_by_network(self.run, level)
         for key in keys:
             self._check_network(key, metrics.get(key, []), layers.get(key, {}))
         self.passed["files"] += len(keys)
@@ -550,29 +547,6 @@ def _same(a: float | int | None, b: float | int | None) -> bool:
 
 def _short(values: list[int]) -> str:
     return str(values) if len(values) <= 8 else f"[{values[0]}, {values[1]}, ..., {values[-1]}]"
-
-
-def _table(reader, run: Path, **kw) -> list:
-    """The rows a reader of :mod:`lth.runfolder.storage` gives; a damaged table fails ``files``."""
-    try:
-        return reader(run, **kw)
-    except LTHError as e:
-        raise VerifyError("files", str(run), str(e)) from None
-
-
-def _by_network(rows: list[MetricRow]) -> dict[Key, list[MetricRow]]:
-    out: dict[Key, list[MetricRow]] = {}
-    for r in rows:
-        out.setdefault((r.branch, r.replicate, r.level), []).append(r)
-    return out
-
-
-def _layers_by_network(run: Path, level: int) -> dict[Key, dict[str, tuple[int, int]]]:
-    out: dict[Key, dict[str, tuple[int, int]]] = {}
-    for r in _table(load_layers, run):
-        if r.level == level:
-            out.setdefault((r.branch, r.replicate, r.level), {})[r.layer] = (r.kept, r.total)
-    return out
 
 
 def verify_run(run_dir: str | Path) -> list[str]:

@@ -41,13 +41,20 @@ from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput
 from lth.pruning.cost import network_cost
 from lth.pruning.policy import derive_seed
+from lth.runfolder.audit_rows import (
+    Key,
+    VerifyError,
+    layers_by_network,
+    metrics_by_network,
+    read_rows,
+)
 from lth.runfolder.layout import CONFIG, PACKED_MASKS, PUBLISHED
 from lth.runfolder.packed import PackedMasks
 from lth.runfolder.publish import read_published
 from lth.runfolder.readers import load_metrics
 from lth.runfolder.recompute import removals
 from lth.runfolder.tables import SUMMARY
-from lth.runfolder.verify import Audit, Key, VerifyError, _by_network, _layers_by_network, _table
+from lth.runfolder.verify import Audit
 from lth.runfolder.verify_structured import check_units
 
 __all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
@@ -181,8 +188,8 @@ class PublishedAudit(Audit):
             for branch in sorted(controls):
                 if (branch, rep, level) not in self.summary:
                     self.fail("files", (branch, rep, level), "no row in summary.csv")
-        metrics = _by_network(_table(load_metrics, self.run, levels=[level]))
-        layers = _layers_by_network(self.run, level)
+        metrics = metrics_by_network(read_rows(load_metrics, self.run, levels=[level]))
+        layers = layers_by_network(self.run, level)
         for key in keys:
             masks = self.tensors(key, "mask")
             if key[0] == "ticket":
