@@ -490,7 +490,7 @@ def test_presets_are_valid_and_reproduce_the_paper():
         50_000,
     )
     assert (paper.rate, paper.output_rate, paper.pruning, paper.eval_every, paper.val_size) == (
-        0.2, 0.1, "auto", 100, 5000  # auto: layer-wise for IMP
+        0.2, 0.1, "layerwise", 100, 5000  # the paper ranks each layer apart
     )  # fmt: skip
     remaining = 0.8**paper.levels * 265_200 + 0.9**paper.levels * 1000
     assert 1.0 < 100 * remaining / 266_200 < 3.6

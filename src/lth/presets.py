@@ -13,7 +13,12 @@ PRESETS: dict[str, dict] = {
     "default": {},  # the ExperimentConfig defaults: 100% -> 10.7% of the weights
     "quick": {"levels": 5, "iterations": 1000},  # 100% -> 32.9% of the weights
     # Frankle & Carbin 2019: 20 levels (100% -> 1.2%) x 50,000 iterations, 5 replicates
-    "lenet_300_100_paper": {"levels": 20, "iterations": 50_000, "replicates": 5},
+    "lenet_300_100_paper": {
+        "levels": 20,
+        "iterations": 50_000,
+        "replicates": 5,
+        "pruning": "layerwise",
+    },
     # open_lth's cifar_resnet_20: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128,
     # 160 epochs, lr x0.1 at epochs 80 and 120, global pruning 20% per level, fc never pruned.
     # Milestones are in iterations: 45,000 training images / 128 = 351 steps per epoch.
