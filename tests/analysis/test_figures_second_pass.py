@@ -151,6 +151,9 @@ def test_bands_and_bars_never_leave_0_to_100(tmp_path, band):
         assert tops and max(tops) == pytest.approx(100.0) and min(tops) >= 0.0
     what = {"ci95": "band: 95% CI of the mean", "std": "error bars: ±1 std", "minmax": "band"}
     assert any(t.startswith(what[band]) and "n = 2" in t for t in legend_texts(fig))
+    if band == "ci95":  # the command line's option
+        assert main(["plot", str(run), "--interval", band, "--formats", "png"]) == 0
+        assert (run / "plots" / "accuracy_vs_weights.png").is_file()
 
 
 def test_n_is_stated_on_every_figure(tmp_path):
@@ -228,8 +231,8 @@ def test_curves_draw_every_branch_and_say_what_runs_off(tmp_path):
         first = min(ln.get_ydata())
         assert first < lo  # the first evaluation runs off the zoomed axis...
         (note,) = by_gid(ax_acc, "clipped")  # ...and the panel says so
-        assert "below the axis" in note.get_text() and f"{first:.3g}" in note.get_text()
-        assert "above the axis" in by_gid(ax_loss, "clipped")[0].get_text()
+        assert note.get_text() == f"↓ axis cut at {lo:.3g}: earlier values down to {first:.3g}"
+        assert by_gid(ax_loss, "clipped")[0].get_text().startswith("↑ axis cut at")
 
 
 def test_early_stop_marks_the_budget_and_the_points_that_reach_it(tmp_path):
