@@ -292,3 +292,23 @@ def test_published_results_plot_from_their_csv_files(tmp_path):
     assert all(ax.get_ylim()[1] <= 100 for ax in fig.axes)
     assert fig.get_suptitle().endswith("LeNet-300-100 on MNIST")
     assert "iteration budget (training length)" in legend_texts(figs["early_stop"])
+
+
+def test_pooled_runs_pool_their_mask_analysis_too(tmp_path):
+    from helpers import make_tensor_run
+    from lth.analysis.mask_analysis import ensure_analysis
+
+    runs = []
+    for i in range(2):
+        run = make_tensor_run(tmp_path / f"s{i}", replicates=1)
+        (run / "config.toml").write_text((run / "config.toml").read_text() + f"seed = {i}\n")
+        runs.append(run)
+    analyses = [ensure_analysis(r) for r in runs]
+    pooled = plot_runs(runs, formats=(), analyses=analyses)["mask_analysis"]
+    alone = plot_runs(runs[:1], formats=(), analyses=analyses[:1])["mask_analysis"]
+    # the two runs hold the same tensors: the pooled means are the single run's values
+    for label in ("ticket vs. random_prune", "random_prune vs. previous level"):
+        np.testing.assert_allclose(
+            line(pooled.axes[0], label).get_ydata(), line(alone.axes[0], label).get_ydata()
+        )
+    assert not [t for t in legend_texts(pooled) if "seed" in t]
