@@ -151,6 +151,9 @@ def test_bands_and_bars_never_leave_0_to_100(tmp_path, band):
         assert tops and max(tops) == pytest.approx(100.0) and min(tops) >= 0.0
     what = {"ci95": "band: 95% CI of the mean", "std": "error bars: ±1 std", "minmax": "band"}
     assert any(t.startswith(what[band]) and "n = 2" in t for t in legend_texts(fig))
+    if band == "ci95":  # the command line's option
+        assert main(["plot", str(run), "--interval", band, "--formats", "png"]) == 0
+        assert (run / "plots" / "accuracy_vs_weights.png").is_file()
 
 
 def test_n_is_stated_on_every_figure(tmp_path):
@@ -228,8 +231,8 @@ def test_curves_draw_every_branch_and_say_what_runs_off(tmp_path):
         first = min(ln.get_ydata())
         assert first < lo  # the first evaluation runs off the zoomed axis...
         (note,) = by_gid(ax_acc, "clipped")  # ...and the panel says so
-        assert "below the axis" in note.get_text() and f"{first:.3g}" in note.get_text()
-        assert "above the axis" in by_gid(ax_loss, "clipped")[0].get_text()
+        assert note.get_text() == f"↓ axis cut at {lo:.3g}: earlier values down to {first:.3g}"
+        assert by_gid(ax_loss, "clipped")[0].get_text().startswith("↑ axis cut at")
 
 
 def test_early_stop_marks_the_budget_and_the_points_that_reach_it(tmp_path):
@@ -289,3 +292,23 @@ def test_published_results_plot_from_their_csv_files(tmp_path):
     assert all(ax.get_ylim()[1] <= 100 for ax in fig.axes)
     assert fig.get_suptitle().endswith("LeNet-300-100 on MNIST")
     assert "iteration budget (training length)" in legend_texts(figs["early_stop"])
+
+
+def test_pooled_runs_pool_their_mask_analysis_too(tmp_path):
+    from helpers import make_tensor_run
+    from lth.analysis.mask_analysis import ensure_analysis
+
+    runs = []
+    for i in range(2):
+        run = make_tensor_run(tmp_path / f"s{i}", replicates=1)
+        (run / "config.toml").write_text((run / "config.toml").read_text() + f"seed = {i}\n")
+        runs.append(run)
+    analyses = [ensure_analysis(r) for r in runs]
+    pooled = plot_runs(runs, formats=(), analyses=analyses)["mask_analysis"]
+    alone = plot_runs(runs[:1], formats=(), analyses=analyses[:1])["mask_analysis"]
+    # the two runs hold the same tensors: the pooled means are the single run's values
+    for label in ("ticket vs. random_prune", "random_prune vs. previous level"):
+        np.testing.assert_allclose(
+            line(pooled.axes[0], label).get_ydata(), line(alone.axes[0], label).get_ydata()
+        )
+    assert not [t for t in legend_texts(pooled) if "seed" in t]

@@ -234,7 +234,7 @@ def _main_branch(rows: Iterable) -> str:
 
 def _zoom(ax, curves: list[tuple[list[int], list[float]]], top: float | None = None) -> str:
     """Fit the y axis to the curves' values from CURVE_ZOOM_FROM of training on, and say in
-    the axes what runs off it ('earlier values below 94.7 not shown'); returns that note."""
+    the axes what runs off it ('axis cut at 94.7: earlier values down to 10.2'); returns it."""
     last = max((max(it) for it, _ in curves if it), default=0)
     values = [
         v
@@ -253,9 +253,9 @@ def _zoom(ax, curves: list[tuple[list[int], list[float]]], top: float | None = N
     every = [v for _, ys in curves for v in ys if math.isfinite(v)]
     notes = []
     if every and min(every) < lo:
-        notes.append(f"↓ earlier values down to {min(every):.3g} below the axis ({lo:.3g})")
+        notes.append(f"↓ axis cut at {lo:.3g}: earlier values down to {min(every):.3g}")
     if every and max(every) > hi:
-        notes.append(f"↑ earlier values up to {max(every):.3g} above the axis ({hi:.3g})")
+        notes.append(f"↑ axis cut at {hi:.3g}: earlier values up to {max(every):.3g}")
     note = "; ".join(notes)
     if note:
         ax.text(

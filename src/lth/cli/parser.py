@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         metavar="LIST",
         default=None,
-        help="comma list of legend names, one per run (default: the settings in which the runs "
-        "differ, else their folder names; \\, is a comma inside a name)",
+        help="comma list of legend names, one per series (default: the values of the settings "
+        "in which the runs differ, e.g. snip or 'rate 0.3', else their folder names; \\, is a "
+        "comma inside a name)",
     )
     _add_force(plot, "a figure in --out that lth did not save")
     plot.add_argument("--debug", action="store_true", help="show tracebacks")
