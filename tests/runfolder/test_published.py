@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line
+from conftest import assert_one_line, real_data
 from lth.cli import main
 from lth.core.fileio import file_sha256, load_tensors
 from lth.errors import LTHError
@@ -204,3 +204,16 @@ def test_params_and_flops_are_recomputed_from_the_masks(pub):
     with pytest.raises(VerifyError) as e:
         verify_published(pub)
     assert_one_line(e, "check summary failed", "flops", "the masks give")
+
+
+def test_a_one_shot_study_with_the_shuffle_ablation_publishes_and_verifies(tmp_path):
+    """SNIP's one-shot masks need not nest (each level prunes θ0 afresh) and its layer_shuffle
+    and inverted controls follow them: the published folder passes as the run folder does."""
+    run, pub = tmp_path / "run", tmp_path / "pub"
+    argv = ["run", "--criterion", "snip", "--levels", "2", "--iterations", "20"]
+    argv += ["--eval-every", "10", "--val-size", "500", "--controls", "layer_shuffle,inverted"]
+    assert main([*argv, "--data-dir", str(real_data("mnist")), "--out", str(run), "--quiet"]) == 0
+    assert main(["publish", str(run), str(pub)]) == 0
+    lines = verify_published(pub)
+    assert any(line.startswith("ok pruning-count: 2 ") for line in lines), lines
+    assert not any(line.startswith("ok mask-chain") for line in lines), lines  # none nest-checked

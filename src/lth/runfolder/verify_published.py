@@ -52,7 +52,7 @@ from lth.runfolder.layout import CONFIG, PACKED_MASKS, PUBLISHED
 from lth.runfolder.packed import PackedMasks
 from lth.runfolder.publish import read_published
 from lth.runfolder.readers import load_metrics
-from lth.runfolder.recompute import removals
+from lth.runfolder.recompute import pruned_in_one_shot, removals
 from lth.runfolder.tables import SUMMARY
 from lth.runfolder.verify import Audit
 from lth.runfolder.verify_structured import check_units
@@ -223,10 +223,19 @@ class PublishedAudit(Audit):
             self.fail("summary", key, f"params {row.params} and flops {row.flops}, the masks "
                       f"give {want[0]} and {want[1]}")  # fmt: skip
 
+    def _one_shot(self, rep: int, level: int) -> bool:
+        """Whether the ticket's masks at ``level`` are a one-shot criterion's (they need not
+        nest), as :mod:`lth.runfolder.verify` decides it (:func:`pruned_in_one_shot`)."""
+        prev = self.tensors(("ticket", rep, level - 1), "mask")
+        masks = self.tensors(("ticket", rep, level), "mask")
+        conv = {n for n, m in masks.items() if m.dim() == 4}
+        return pruned_in_one_shot(self.config, prev, masks, level, self.packed.output, conv)
+
     def _chain_and_counts(self, key: Key, masks: dict[str, Tensor]) -> None:
         _, rep, level = key
         prev = self.tensors(("ticket", rep, level - 1), "mask")
-        for name, m in masks.items():
+        shot = self._one_shot(rep, level)
+        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
             grown = m & ~prev[name]
             if bool(grown.any()):
                 i = int(grown.reshape(-1).nonzero()[0])
@@ -235,11 +244,12 @@ class PublishedAudit(Audit):
                     f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
                     f"the first at flat index {i}", name,
                 )  # fmt: skip
-        self.passed["mask-chain"] += 1
+        self.passed["mask-chain"] += not shot
         if self.config.granularity != "weight":  # whole units (no weights: counts only)
             return check_units(self, key, prev, masks, self.packed.output, None)
         conv = {n for n, m in masks.items() if m.dim() == 4}
-        for group, n in removals(self.config, prev, level, self.packed.output, conv).items():
+        counts = removals(self.config, prev, level, self.packed.output, conv, shot)
+        for group, n in counts.items():
             had = sum(int(prev[name].sum()) for name in group)
             kept = sum(int(masks[name].sum()) for name in group)
             if had - kept != n:
@@ -261,7 +271,7 @@ class PublishedAudit(Audit):
                           f"{int(ticket[name].sum())}", name)  # fmt: skip
             if branch in SAME_MASK and not torch.equal(m, ticket[name]):
                 self.fail(check, key, "the mask is not the ticket's (same level)", name)
-            if branch in WITHIN_PREVIOUS and level:
+            if branch in WITHIN_PREVIOUS and level and not self._one_shot(rep, level):
                 prev = self.tensors(("ticket", rep, level - 1), "mask")
                 if bool((m & ~prev[name]).any()):
                     self.fail(check, key, "keeps weights the ticket pruned before", name)
