@@ -17,7 +17,7 @@ mark_methods=(imp snip grasp synflow magnitude_init random)
 mark_run() {  # out, criterion, controls, levels, then more lth run options
   lth run --preset lenet_300_100_paper --iterations "${ITER:-$mark_iterations}" \
     --levels "${LEVELS:-$4}" --replicates "${REPLICATES:-$mark_replicates}" \
-    --criterion "$2" --controls "$3" --test-every 1000 --threads "${THREADS:-2}" --quiet \
+    --criterion "$2" --controls "$3" --test-every 1000 --threads "${THREADS:-1}" --quiet \
     --checkpoint-every 120 "${data[@]}" --out "$1" "${@:5}"
 }
 

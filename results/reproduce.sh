@@ -20,7 +20,8 @@
 #                   (a smoke test of the whole pipeline: ITER=50 LEVELS=3 REPLICATES=1,
 #                   with RUNS_DIR and RESULTS under /tmp)
 #   LTH_SRC=DIR     run `python -m lth` from this source folder instead of the installed lth
-#   THREADS=N       torch threads of the studies of missing_the_mark.sh (default 2)
+#   THREADS=N       torch threads of the studies of missing_the_mark.sh (default 1: as fast
+#                   for LeNet, and much faster when other work shares the CPU)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 runs="${1:-runs/paper}"
