@@ -168,11 +168,9 @@ def test_sgd_loop_of_the_guide_runs_imp_on_mnist_and_passes_verify(tmp_path):
     model = example["mlp"](data.input_shape, data.num_classes)
     results = run_experiment(config, data, model=model, train=example["train"], out=out,
                              quiet=True, device="cpu")  # fmt: skip
-    assert [(r.branch, r.level) for r in results][:3] == [
-        ("ticket", 0),
-        ("reinit", 0),
-        ("random_prune", 0),
-    ]
+    # level 0: the dense network once; the controls from level 1
+    assert [r.branch for r in results if r.level == 0] == ["ticket"]
+    assert {r.branch for r in results if r.level == 1} == {"ticket", "reinit", "random_prune"}
     assert main(["verify", str(out)]) == 0
     ticket = [s for s in load_summary(out) if s.branch == "ticket"]
     assert [s.level for s in ticket] == [0, 1, 2] and ticket[0].test_acc > 70.0
@@ -216,7 +214,7 @@ def test_ctrl_c_in_a_user_loop_resumes_per_level_to_the_same_bits(tmp_path):
     called.clear()
     results = run_experiment(config, data, **options)
     assert {lv for _, lv in called} == {1, 2}
-    assert len(results) == len(reference) == 9
+    assert len(results) == len(reference) == 7  # 1 dense network, then 3 per level
     for got, want in zip(results, reference):
         assert (got.branch, got.level) == (want.branch, want.level)
         for name, t in want.final.items():

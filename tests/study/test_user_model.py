@@ -134,7 +134,7 @@ def test_imp_from_a_pretrained_checkpoint(tmp_path, monkeypatch):
     assert config["init"] == "model" and config["model"] == "pretrained_mlp:mlp"
     for r in (0, 1):  # every replicate starts from the checkpoint itself
         assert same(load_file(level_file(run, "ticket", r, 0, "init")), checkpoint)
-    reinit = load_file(level_file(run, "reinit", 0, 0, "init"))
+    reinit = load_file(level_file(run, "reinit", 0, 1, "init"))  # controls start at level 1
     assert not torch.equal(reinit["1.weight"], checkpoint["1.weight"])
     assert reinit["1.weight"].abs().max() <= 1 / math.sqrt(784)  # nn.Linear's own init
     assert main(["verify", str(run)]) == 0

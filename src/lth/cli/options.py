@@ -221,11 +221,15 @@ def code_trust(args: argparse.Namespace) -> CodeTrust:
     file, a run folder) is data, and code it names is refused otherwise."""
     given = vars(args)
     named = frozenset(given[w] for w in CODE_SETTINGS if names_code(given.get(w)))
-    # the commands whose --model/--criterion name code: lth run, lth stability without RUN_DIR
-    # (lth sweep and lth export have none: a refusal names --trust-code alone)
+    # the options that name code: every code setting for lth run and lth stability without
+    # RUN_DIR; --model alone for lth export and lth stability RUN_DIR (a run of a module
+    # object); none for lth sweep (a refusal names --trust-code alone)
     command = given.get("command")
-    has_options = command == "run" or (command == "stability" and not given.get("run_dir"))
-    options = CODE_SETTINGS if has_options else ()
+    options: tuple[str, ...] = ()
+    if command == "run" or (command == "stability" and not given.get("run_dir")):
+        options = CODE_SETTINGS
+    elif command in ("export", "stability"):
+        options = ("model",)
     trusted = given.get("trust_code", False)
     return CodeTrust(named, trusted=trusted, command_line=True, options=options)
 
