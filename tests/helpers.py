@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -340,3 +341,17 @@ PRUNED_RUN = ExperimentConfig(
     levels=3, iterations=200, eval_every=100, val_size=1000, rate=0.75, output_rate=0.5,
     controls=["reinit"],
 )  # fmt: skip
+
+
+#: the training-loop guide, whose code blocks the user-loop and Lightning tests run
+LOOP_GUIDE = Path(__file__).parents[1] / "docs" / "guide" / "your-loop.md"
+
+
+def guide_example(title: str) -> dict:
+    """Run the loop guide's code block ``title`` (as a module, not as __main__); its names."""
+    text = LOOP_GUIDE.read_text()
+    found = re.search(rf'```python title="{re.escape(title)}"\n(.*?)\n```', text, re.S)
+    assert found, f"{LOOP_GUIDE} has no block {title}"
+    namespace = {"__name__": "your_loop_example"}
+    exec(compile(found.group(1), f"{LOOP_GUIDE}:{title}", "exec"), namespace)
+    return namespace

@@ -5,36 +5,23 @@ imported only here (``pip install 'lth[lightning]'``)."""
 from __future__ import annotations
 
 import logging
-import re
 import warnings
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lightning")
 
-from helpers import mnist_slice  # noqa: E402
+from helpers import guide_example, mnist_slice  # noqa: E402
 from lth import ExperimentConfig, run_experiment  # noqa: E402
 from lth.cli import main  # noqa: E402
 from lth.configfile import read_run_info  # noqa: E402
 from lth.runfolder.csvio import read_csv  # noqa: E402
 from lth.runfolder.readers import load_summary  # noqa: E402
 
-GUIDE = Path(__file__).parents[2] / "docs" / "guide" / "your-loop.md"
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):
     """Every test here trains on one thread (see conftest)."""
-
-
-def guide_example(title: str) -> dict:
-    """Run the guide's code block ``title`` (as a module, not as __main__); its names."""
-    found = re.search(rf'```python title="{re.escape(title)}"\n(.*?)\n```', GUIDE.read_text(), re.S)
-    assert found, f"{GUIDE} has no block {title}"
-    namespace = {"__name__": "your_loop_example"}
-    exec(compile(found.group(1), f"{GUIDE}:{title}", "exec"), namespace)
-    return namespace
 
 
 def test_lightning_trainer_inside_imp_passes_verify(tmp_path, monkeypatch):

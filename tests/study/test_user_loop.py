@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import assert_one_line
-from helpers import mnist_slice
+from helpers import guide_example, mnist_slice
 from lth import ExperimentConfig, LTHError, dataset_from_tensors, run_experiment
 from lth.cli import main
 from lth.config import TrainConfig
@@ -29,21 +27,10 @@ from lth.runfolder.verify import verify_run
 from lth.study.signals import Interrupted
 from lth.study.userloop import TrainContext, evaluate_on
 
-GUIDE = Path(__file__).parents[2] / "docs" / "guide" / "your-loop.md"
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):
     """Every test here trains on one thread (see conftest)."""
-
-
-def guide_example(title: str) -> dict:
-    """Run the guide's code block ``title`` (as a module, not as __main__); its names."""
-    found = re.search(rf'```python title="{re.escape(title)}"\n(.*?)\n```', GUIDE.read_text(), re.S)
-    assert found, f"{GUIDE} has no block {title}"
-    namespace = {"__name__": "your_loop_example"}
-    exec(compile(found.group(1), f"{GUIDE}:{title}", "exec"), namespace)
-    return namespace
 
 
 def blobs(n: int = 300, seed: int = 0):

@@ -355,29 +355,8 @@ class Audit:
             )
         output, conv = layer_kinds(masks, self.tensors(key, "init"))
         shot = pruned_in_one_shot(c, prev, masks, level, output, conv)
-        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
-            grown = m & ~prev[name]
-            if bool(grown.any()):
-                i = int(grown.reshape(-1).nonzero()[0])
-                self.fail(
-                    "mask-chain", key,
-                    f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
-                    f"the first at flat index {i}", name,
-                )  # fmt: skip
-        self.passed["mask-chain"] += not shot
-        if c.granularity != "weight":  # whole units: lth.runfolder.verify_structured
-            return check_units(self, key, prev, masks, output, trained)
-        for group, n in removals(c, prev, level, output, conv, shot).items():
-            had = sum(int(prev[name].sum()) for name in group)
-            kept = sum(int(masks[name].sum()) for name in group)
-            if had - kept != n:
-                what = group[0] if len(group) == 1 else f"{len(group)} ranked layers"
-                self.fail(
-                    "pruning-count", key,
-                    f"{what}: {had} survivors at level {level - 1}, {kept} now: removed "
-                    f"{had - kept}, expected {n}", group[0] if len(group) == 1 else None,
-                )  # fmt: skip
-        self.passed["pruning-count"] += 1
+        if not self.chain_and_counts(key, prev, masks, output, conv, shot, trained):
+            return
         if c.criterion not in ("magnitude", "magnitude_init"):
             return
         if c.criterion == "magnitude_init":
@@ -395,6 +374,40 @@ class Audit:
                     f"(|w| {trained[name].reshape(-1)[i].abs().item()!r})", name,
                 )  # fmt: skip
         self.passed["magnitude"] += 1
+
+    def chain_and_counts(
+        self, key: Key, prev, masks, output: str | None, conv: set[str], shot: bool, trained
+    ) -> bool:
+        """``mask-chain``: the ticket's masks within the previous level's (a one-shot
+        criterion's need not nest); ``pruning-count``: each layer or ranked group removed the
+        count :func:`removals` gives (whole units: :func:`check_units`). False when the level
+        pruned whole units (the magnitude check is then the units')."""
+        c, level = self.config, key[2]
+        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
+            grown = m & ~prev[name]
+            if bool(grown.any()):
+                i = int(grown.reshape(-1).nonzero()[0])
+                self.fail(
+                    "mask-chain", key,
+                    f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
+                    f"the first at flat index {i}", name,
+                )  # fmt: skip
+        self.passed["mask-chain"] += not shot
+        if c.granularity != "weight":  # whole units: lth.runfolder.verify_structured
+            check_units(self, key, prev, masks, output, trained)
+            return False
+        for group, n in removals(c, prev, level, output, conv, shot).items():
+            had = sum(int(prev[name].sum()) for name in group)
+            kept = sum(int(masks[name].sum()) for name in group)
+            if had - kept != n:
+                what = group[0] if len(group) == 1 else f"{len(group)} ranked layers"
+                self.fail(
+                    "pruning-count", key,
+                    f"{what}: {had} survivors at level {level - 1}, {kept} now: removed "
+                    f"{had - kept}, expected {n}", group[0] if len(group) == 1 else None,
+                )  # fmt: skip
+        self.passed["pruning-count"] += 1
+        return True
 
     def start_point(self, rep: int, level: int) -> tuple[str, dict[str, Tensor]] | None:
         """(name, weights) the ticket of ``level`` >= 1 was reset to; None for reset reinit."""

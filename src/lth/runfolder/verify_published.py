@@ -52,10 +52,9 @@ from lth.runfolder.layout import CONFIG, PACKED_MASKS, PUBLISHED
 from lth.runfolder.packed import PackedMasks
 from lth.runfolder.publish import read_published
 from lth.runfolder.readers import load_metrics
-from lth.runfolder.recompute import pruned_in_one_shot, removals
+from lth.runfolder.recompute import pruned_in_one_shot
 from lth.runfolder.tables import SUMMARY
 from lth.runfolder.verify import Audit
-from lth.runfolder.verify_structured import check_units
 
 __all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
 
@@ -234,32 +233,9 @@ class PublishedAudit(Audit):
     def _chain_and_counts(self, key: Key, masks: dict[str, Tensor]) -> None:
         _, rep, level = key
         prev = self.tensors(("ticket", rep, level - 1), "mask")
-        shot = self._one_shot(rep, level)
-        for name, m in masks.items() if not shot else ():  # one-shot masks need not nest
-            grown = m & ~prev[name]
-            if bool(grown.any()):
-                i = int(grown.reshape(-1).nonzero()[0])
-                self.fail(
-                    "mask-chain", key,
-                    f"{int(grown.sum())} weights pruned at level {level - 1} are kept again, "
-                    f"the first at flat index {i}", name,
-                )  # fmt: skip
-        self.passed["mask-chain"] += not shot
-        if self.config.granularity != "weight":  # whole units (no weights: counts only)
-            return check_units(self, key, prev, masks, self.packed.output, None)
         conv = {n for n, m in masks.items() if m.dim() == 4}
-        counts = removals(self.config, prev, level, self.packed.output, conv, shot)
-        for group, n in counts.items():
-            had = sum(int(prev[name].sum()) for name in group)
-            kept = sum(int(masks[name].sum()) for name in group)
-            if had - kept != n:
-                what = group[0] if len(group) == 1 else f"{len(group)} ranked layers"
-                self.fail(
-                    "pruning-count", key,
-                    f"{what}: {had} survivors at level {level - 1}, {kept} now: removed "
-                    f"{had - kept}, expected {n}", group[0] if len(group) == 1 else None,
-                )  # fmt: skip
-        self.passed["pruning-count"] += 1
+        output, shot = self.packed.output, self._one_shot(rep, level)
+        self.chain_and_counts(key, prev, masks, output, conv, shot, None)  # no weights: counts
 
     def _control_masks(self, key: Key, masks: dict[str, Tensor]) -> None:
         branch, rep, level = key
