@@ -312,3 +312,14 @@ def test_pooled_runs_pool_their_mask_analysis_too(tmp_path):
             line(pooled.axes[0], label).get_ydata(), line(alone.axes[0], label).get_ydata()
         )
     assert not [t for t in legend_texts(pooled) if "seed" in t]
+
+
+def test_titles_name_the_criterion_and_initialisation_when_not_the_default(tmp_path):
+    """A run with another criterion and the model's own initialisation says so under every
+    figure's title (issue 24), as the report's header does; the defaults are not named."""
+    other = make_run(tmp_path / "other", settings='criterion = "mycrit:movement"\ninit = "model"')
+    for fig in plot_runs([other], formats=()).values():
+        assert fig.get_suptitle().endswith("; criterion mycrit:movement, init model")
+    plain = make_run(tmp_path / "plain")
+    for fig in plot_runs([plain], formats=()).values():
+        assert "criterion" not in fig.get_suptitle() and "init" not in fig.get_suptitle()

@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
 from lth.analysis.figure_text import PercentTicks, study_title
-from lth.analysis.results import FigureRun
+from lth.analysis.results import FigureRun, method_parts
 from lth.core.fileio import atomic_write
 
 __all__ = [
@@ -494,10 +494,15 @@ def add_title(fig: Figure, subject: str, title: str | None, runs: Sequence[Figur
 
 
 def _describe(runs: list[FigureRun]) -> str:
-    """What the runs have in common: 'LeNet-300-100 on MNIST' (and the seeds pooled)."""
+    """What the runs have in common: 'LeNet-300-100 on MNIST', the method's settings that are
+    not the default ('criterion snip, init model') and the seeds pooled."""
     values = {k: {str(r.config.get(k)) for r in runs} for k in ("model", "dataset")}
     model, dataset = (next(iter(v)) if len(v) == 1 else None for v in values.values())
     text = study_title(model, dataset)
+    shared = [p for p in (method_parts(runs[0].config) if runs else []) if all(
+        p in method_parts(r.config) for r in runs[1:])]  # fmt: skip
+    if shared:  # criterion, init, precision, granularity when not the default (issue 24)
+        text += f"; {', '.join(shared)}"
     pooled = [r for r in runs if len(r.members) > 1]
     if len(runs) == 1 and pooled:
         seeds = ", ".join(map(str, pooled[0].seeds))
