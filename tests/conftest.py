@@ -182,3 +182,12 @@ def pruned_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     out = tmp_path_factory.mktemp("pruned") / "run"
     run_experiment(PRUNED_RUN, data, out=out, quiet=True, device="cpu")
     return out
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """Studies in this test end without drawing their figures (about 2 s a run): for tests
+    that never look at them. The summary statistics and mask analysis are still written."""
+    from lth.analysis import plots  # lazy: matplotlib, only for the tests that use it
+
+    monkeypatch.setattr(plots, "plot_runs", lambda *args, **kwargs: {})

@@ -25,6 +25,8 @@ from lth.runfolder.runs import RunFolder, read_config
 from lth.runfolder.verify import verify_run
 from lth.study.runner import run_experiment
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 CONFIG = ExperimentConfig(levels=1, iterations=20, eval_every=10, batch_size=20, val_size=20)
 
 

@@ -20,6 +20,8 @@ MODULE = "mymodels_i24"
 SOURCE = """
 from torch import nn
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 def mlp(input_shape, num_classes):
     c, h, w = input_shape

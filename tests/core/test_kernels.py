@@ -18,6 +18,8 @@ from lth.core.training import TicketJob, TrainConfig, Trainer
 from lth.data import dataset_from_tensors
 from lth.errors import LTHError
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture
 def float64():

@@ -31,6 +31,8 @@ from lth.core.training import TicketJob, TrainConfig, Trainer
 from lth.data import load_dataset
 from lth.errors import LTHError
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 BF16 = TrainConfig(iterations=30, batch_size=20, eval_every=10, precision="bf16")
 
 

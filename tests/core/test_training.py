@@ -19,6 +19,8 @@ from lth.core.training import TicketJob, TrainConfig, Trainer, train
 from lth.errors import LTHError
 from lth.pruning.selection import prune_random_like
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture
 def float64():

@@ -29,6 +29,8 @@ from torch.utils.data import TensorDataset
 
 import lth
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 def tensors(n, shape=(1, 6, 6), seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -25,6 +25,8 @@ from lth.runfolder.verify_published import verify_published
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 def oracle(scores: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
     """Whole-unit pruning written out unit by unit: sum each alive unit's surviving scores,

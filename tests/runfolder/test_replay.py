@@ -21,6 +21,8 @@ from lth.runfolder.verify import VerifyError
 from lth.runfolder.verify_published import verify_published
 from lth.study.replay import Z, replay, tolerances
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):

@@ -15,6 +15,8 @@ from lth.pruning.masks import count_remaining
 from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture(scope="module")
 def mnist():

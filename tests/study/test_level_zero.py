@@ -25,6 +25,8 @@ from lth.runfolder.runs import RunFolder, load_ticket
 from lth.runfolder.verify import VerifyError, verify_run
 from lth.study.experiment import Experiment, ExperimentConfig
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 CONTROLS = ("reinit", "random_prune", "shuffle_init")
 CONFIG = ExperimentConfig(
     levels=2, iterations=20, eval_every=10, batch_size=20, val_size=100, max_parallel=2,

@@ -18,6 +18,8 @@ from lth.configfile import read_run_info  # noqa: E402
 from lth.runfolder.csvio import read_csv  # noqa: E402
 from lth.runfolder.readers import load_summary  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):

@@ -12,6 +12,8 @@ from lth.errors import LTHError
 from lth.runfolder.runs import read_config
 from lth.study.sweep import read_sweep, run_name
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 SWEEP = """\
 levels = 1
 iterations = 20

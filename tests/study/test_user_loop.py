@@ -27,6 +27,8 @@ from lth.runfolder.verify import verify_run
 from lth.study.signals import Interrupted
 from lth.study.userloop import TrainContext, evaluate_on
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):

@@ -26,6 +26,8 @@ from lth.pruning.policy import derive_seed
 from lth.runfolder.layout import level_file
 from lth.study.experiment import Experiment
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pretrained_mlp.py"
 
 

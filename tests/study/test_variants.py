@@ -20,6 +20,8 @@ from lth.study.experiment import Experiment
 from lth.study.runner import run_experiment
 from lth.usercode import CodeTrust
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 ANY_CODE = CodeTrust(trusted=True)  # what trust_code=True gives
 
 
