@@ -16,11 +16,11 @@ from lth.cli import main
 from lth.errors import LTHError
 from lth.runfolder.layout import level_file
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 MODULE = "mymodels_i24"
 SOURCE = """
 from torch import nn
-
-pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
 
 
 def mlp(input_shape, num_classes):

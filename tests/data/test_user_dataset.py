@@ -21,6 +21,8 @@ from lth.data.user import MAX_BYTES_ENV, user_dataset
 from lth.errors import LTHError
 from lth.usercode import CodeTrust
 
+pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
+
 MODULE = "user_data_i24"
 
 SOURCE = """
@@ -28,8 +30,6 @@ import torch
 from torch.utils.data import TensorDataset
 
 import lth
-
-pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
 
 
 def tensors(n, shape=(1, 6, 6), seed=0):
