@@ -27,7 +27,11 @@ if ! flock -n 9; then
 fi
 # setsid: its own process group (stoppable as one); the lock (fd 9) goes with it, so the
 # lock is held until the studies end, and released when they do or are killed.
+# setsid starts a new session, which Linux schedules as its own autogroup: nice alone would
+# then still get a fair half of the CPU against an interactive session, so the autogroup's
+# nice is set to 19 too (where the kernel has autogroups).
 setsid nohup nice -n 19 bash -c 'echo $$ > "$1/background.pid"; shift
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
   echo "started $(date -u) on $(hostname): STUDIES=$STUDIES"
   bash "$@"; rc=$?
   echo "ended $(date -u) with exit status $rc"; exit $rc' \
