@@ -398,30 +398,23 @@ class StackedModel(FlatParameters):
             if relu:  # the ReLU's output is the next layer's input; it is > 0 where z > 0
                 d = torch.ops.aten.threshold_backward(d, inputs[i + 1], 0)
             pattern = self.patterns.get(self._mlp_weights[i])
-            cast = lows[i]
+            cast = lows[i]  # a dense layer under low precision: (weight, input) cast
+            d_low = self.low(d) if cast is not None else None
             if cast is not None:  # the products in compute_dtype, results float32
-                w_low, x_low = cast
-                d_low = self.low(d)
-                grad_w.copy_(bmm(d_low, x_low.transpose(1, 2)))
-                mask = self.masks.get(self._mlp_weights[i])
-                if mask is not None:
-                    grad_w.mul_(mask)
-                if grad_b is not None:
-                    torch.sum(d, 2, keepdim=True, out=grad_b)
-                if i > 0:
-                    d = bmm(w_low.transpose(1, 2), d_low).float()
-                continue
-            if pattern is not None:  # only the surviving positions: the rest stay 0
+                grad_w.copy_(bmm(d_low, cast[1].transpose(1, 2)))
+            elif pattern is not None:  # only the surviving positions: the rest stay 0
                 pattern.weight_grad(d, inputs[i], grad_w)
             else:
                 bmm(d, inputs[i].transpose(1, 2), out=grad_w)
-                mask = self.masks.get(self._mlp_weights[i])
-                if mask is not None:
-                    grad_w.mul_(mask)
+            mask = self.masks.get(self._mlp_weights[i]) if pattern is None else None
+            if mask is not None:
+                grad_w.mul_(mask)
             if grad_b is not None:
                 torch.sum(d, 2, keepdim=True, out=grad_b)
             if i > 0:
-                if pattern is not None:
+                if cast is not None:
+                    d = bmm(cast[0].transpose(1, 2), d_low).float()
+                elif pattern is not None:
                     d = pattern.input_grad(values[i], d)
                 else:
                     d = bmm(w.transpose(1, 2), d)
