@@ -82,9 +82,10 @@ class Control:
     ``make(inp)`` returns (mask, starting weights). ``expect(audit, key, masks, init)`` raises
     through ``audit.fail`` (check ``check``) when a network of this branch breaks the control's
     claim. ``fresh_start``: it starts from fresh weights and trains the whole schedule from
-    step 0 (never late-rewound or fine-tuned). ``whole_at_level0``: at level 0 (nothing
-    pruned yet) it would be the ticket itself (no control trains at level 0, which is the dense
-    network alone: :func:`lth.runfolder.layout.level_branches`; the flag only says so).
+    step 0 (never late-rewound or fine-tuned). ``ticket_mask``: it trains on the ticket's own
+    mask; ``nests``: its mask lies within the ticket's previous mask. The two tell
+    :mod:`lth.runfolder.verify_published` what a control's mask must be when only the masks
+    are published (a control that claims neither is checked for the ticket's counts alone).
     """
 
     name: str
@@ -93,7 +94,8 @@ class Control:
     check: str
     expect: Callable[[Auditor, Key, MaskSet, Weights], None]
     fresh_start: bool = False
-    whole_at_level0: bool = False
+    ticket_mask: bool = False
+    nests: bool = False
 
 
 #: The controls by name, in the order of ``lth run --help``.
@@ -304,42 +306,42 @@ register_control(Control(
     "reinit",
     "the ticket's mask, fresh random weights (the whole schedule from step 0): does the "
     "ticket need its θ0? (Frankle & Carbin 2019)",
-    _make_reinit, "reinit-control", _expect_reinit, fresh_start=True,
+    _make_reinit, "reinit-control", _expect_reinit, fresh_start=True, ticket_mask=True,
 ))  # fmt: skip
 register_control(Control(
     "random_prune",
     "a random mask with the ticket's per-layer counts, the ticket's start (θ0, θK when "
     "rewinding late): does the ticket need its mask? (Frankle & Carbin 2019)",
-    _make_random_prune, "random-prune-control", _expect_random_prune, whole_at_level0=True,
+    _make_random_prune, "random-prune-control", _expect_random_prune,
 ))  # fmt: skip
 register_control(Control(
     "sign_keep",
     "the ticket's mask, fresh magnitudes with the signs of the ticket's start (θ0, θK when "
     "rewinding late): are signs enough? (Zhou et al. 2019)",
-    _make_sign_keep, "controls", _expect_values(_signs),
+    _make_sign_keep, "controls", _expect_values(_signs), ticket_mask=True,
 ))  # fmt: skip
 register_control(Control(
     "signed_constant",
     "the ticket's mask, the signs of the ticket's start (θ0, θK when rewinding late) "
     "times the layer's θ0 std: are signs alone enough? (Zhou et al. 2019)",
-    _make_signed_constant, "controls", _expect_values(_signed_std),
+    _make_signed_constant, "controls", _expect_values(_signed_std), ticket_mask=True,
 ))  # fmt: skip
 register_control(Control(
     "inverted",
     "keep the survivors the criterion scores lowest: does its ranking matter?",
-    _make_inverted, "controls", _expect_inverted, whole_at_level0=True,
+    _make_inverted, "controls", _expect_inverted, nests=True,
 ))  # fmt: skip
 register_control(Control(
     "shuffle_init",
     "the ticket's mask, the surviving starting values (θ0, θK when rewinding late) "
     "permuted within each layer: do the values need their places? (Zhou et al. 2019's "
     "reshuffle)",
-    _make_shuffle_init, "controls", _expect_values(_permuted),
+    _make_shuffle_init, "controls", _expect_values(_permuted), ticket_mask=True,
 ))  # fmt: skip
 register_control(Control(
     "layer_shuffle",
     "the ticket's mask permuted within each layer (the same per-layer density), the ticket's "
     "start: does the method's choice of weights within a layer matter? (Frankle et al. 2021's "
     "layer-wise shuffle)",
-    _make_layer_shuffle, "controls", _expect_layer_shuffle, whole_at_level0=True,
+    _make_layer_shuffle, "controls", _expect_layer_shuffle,
 ))  # fmt: skip

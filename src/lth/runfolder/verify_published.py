@@ -86,8 +86,6 @@ _WHAT = {
     "schedule": "networks evaluated from their start iteration to the last",
     "summary": "summary rows agreeing with the masks, layers.csv and metrics.csv",
 }
-SAME_MASK = ("reinit", "sign_keep", "signed_constant", "shuffle_init")  # the ticket's mask
-WITHIN_PREVIOUS = ("inverted",)  # within the ticket's previous mask
 
 
 def is_published(folder: str | Path) -> bool:
@@ -239,15 +237,16 @@ class PublishedAudit(Audit):
 
     def _control_masks(self, key: Key, masks: dict[str, Tensor]) -> None:
         branch, rep, level = key
-        check = CONTROLS.lookup(branch).check
+        control = CONTROLS.lookup(branch)
+        check = control.check
         ticket = self.tensors(("ticket", rep, level), "mask")
         for name, m in masks.items():
             if int(m.sum()) != int(ticket[name].sum()):
                 self.fail(check, key, f"keeps {int(m.sum())} weights, the ticket "
                           f"{int(ticket[name].sum())}", name)  # fmt: skip
-            if branch in SAME_MASK and not torch.equal(m, ticket[name]):
+            if control.ticket_mask and not torch.equal(m, ticket[name]):
                 self.fail(check, key, "the mask is not the ticket's (same level)", name)
-            if branch in WITHIN_PREVIOUS and level and not self._one_shot(rep, level):
+            if control.nests and level and not self._one_shot(rep, level):
                 prev = self.tensors(("ticket", rep, level - 1), "mask")
                 if bool((m & ~prev[name]).any()):
                     self.fail(check, key, "keeps weights the ticket pruned before", name)
