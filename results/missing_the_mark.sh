@@ -13,6 +13,10 @@
 
 mark_iterations=10000 mark_levels=18 mark_replicates=3 structured_levels=14
 mark_methods=(imp snip grasp synflow magnitude_init random)
+# MARK_METHODS="imp" (or "snip grasp ..."): only these methods' runs, so that two copies of
+# results/background.sh (each with its own LOGS folder) can run the study in two streams; the
+# study's figure is drawn by whichever finishes the last method.
+read -r -a mark_todo <<< "${MARK_METHODS:-${mark_methods[*]}}"
 
 mark_run() {  # out, criterion, controls, levels, then more lth run options
   lth run --preset lenet_300_100_paper --iterations "${ITER:-$mark_iterations}" \
@@ -24,11 +28,16 @@ mark_run() {  # out, criterion, controls, levels, then more lth run options
 missing_the_mark_mnist() {
   wanted missing_the_mark_mnist || return 0
   local name=missing_the_mark_mnist m criterion controls
-  for m in "${mark_methods[@]}"; do
-    criterion="$m" controls=layer_shuffle
-    [ "$m" = imp ] && criterion=magnitude controls=layer_shuffle,reinit
-    mark_run "$runs/$name/$m" "$criterion" "$controls" "$mark_levels"
+  for m in "${mark_todo[@]}"; do
+    # the at-init criteria rank every layer together (pruning auto), not the preset's
+    # layer-wise rates: the per-layer allocation is what those methods decide
+    criterion="$m" controls=layer_shuffle pruning=auto
+    [ "$m" = imp ] && criterion=magnitude controls=layer_shuffle,reinit pruning=layerwise
+    mark_run "$runs/$name/$m" "$criterion" "$controls" "$mark_levels" --pruning "$pruning"
     lth publish "$runs/$name/$m" "$results/$name/$m"
+  done
+  for m in "${mark_methods[@]}"; do  # the figure once every method is published
+    [ -f "$results/$name/$m/summary.csv" ] || return 0
   done
   # every method beside IMP, ± 1 std over the replicates
   lth plot "${mark_methods[@]/#/$runs/$name/}" --out "$results/$name" --band std \
