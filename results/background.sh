@@ -8,7 +8,8 @@
 # (runs/logs/background.lock) makes a second copy exit at once while one runs (lth also
 # refuses two writers on one run folder). Logs: runs/logs/background-<UTC time>.log.
 # Stop it: kill -- -$(cat runs/logs/background.pid)   (the whole process group).
-# STUDIES, ITER, LEVELS, REPLICATES, RESULTS, THREADS: as in results/reproduce.sh.
+# STUDIES, ITER, LEVELS, REPLICATES, RESULTS, THREADS: as in results/reproduce.sh; MARK_METHODS: as
+# in results/missing_the_mark.sh; LOGS: the log and lock folder (one per copy running at once).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -32,7 +33,7 @@ fi
 # nice is set to 19 too (where the kernel has autogroups).
 setsid nohup nice -n 19 bash -c 'echo $$ > "$1/background.pid"; shift
   echo 19 > /proc/self/autogroup 2>/dev/null || true
-  echo "started $(date -u) on $(hostname): STUDIES=$STUDIES"
+  echo "started $(date -u) on $(hostname): STUDIES=$STUDIES MARK_METHODS=${MARK_METHODS:-all}"
   bash "$@"; rc=$?
   echo "ended $(date -u) with exit status $rc"; exit $rc' \
   _ "$logs" "$here/reproduce.sh" "$runs" >"$log" 2>&1 < /dev/null &
