@@ -13,6 +13,9 @@ and keeps the other units' masks as they were. The output layer's units are the 
 ``neuron`` it is not pruned (the weights from pruned units into it are dead, and
 :mod:`lth.pruning.shrink` removes them). The controls that draw masks keep whole units too:
 :func:`random_units_like` (``random_prune``) and :func:`shuffle_units` (``layer_shuffle``).
+A criterion that prunes at initialisation in one shot keeps, at each level, the units with the
+highest summed scores of θ0 under the all-ones mask, as many per layer as structured IMP keeps
+at that level (:meth:`lth.pruning.policy.PruningPolicy.prune_structured`).
 
 >>> import torch
 >>> scores = {"fc.weight": torch.tensor([[1.0, 1.0], [5.0, 0.0], [0.5, 0.1]])}
