@@ -279,3 +279,49 @@ def test_lth_run_and_verify_a_structured_snip_study_on_mnist(tmp_path, capsys, n
             assert whole(m) and units(m) == n, (branch, level)
     assert main(["publish", str(out), str(pub), "--no-report"]) == 0
     assert main(["verify", str(pub)]) == 0
+
+
+# ------------------------------------------------------------- channel granularity (conv)
+
+#: LeNet-5 at rate 0.2 (output layer 0.1), by hand: filters of the conv layers, weights of
+#: the linear layers (pruned weight by weight with channel), after levels 0, 1, 2.
+LENET5 = {
+    "conv1.weight": [6, 5, 4],
+    "conv2.weight": [16, 13, 10],
+    "fc1.weight": [48000, 38400, 30720],
+    "fc2.weight": [10080, 8064, 6451],
+    "fc3.weight": [840, 756, 680],
+}
+
+
+def test_channel_one_shot_magnitude_init_and_its_controls_by_hand(small):
+    """channel: the conv filters of largest L1 norm of θ0, the linear layers' largest |θ0|,
+    at IMP's per-layer counts; random_prune and layer_shuffle keep whole filters at the
+    ticket's filter counts and the linear layers' weight counts."""
+    config = quick(model="lenet5", levels=2, granularity="channel", criterion="magnitude_init")
+    exp = Experiment(config, small)
+    theta0 = exp.theta0(0)
+    ones = {n: torch.ones_like(theta0[n], dtype=torch.bool) for n in exp.prunable}
+    ticket = exp.prune(theta0, ones, 2, 0, theta0)
+    for name, counts in LENET5.items():
+        if name.startswith("conv"):
+            assert torch.equal(ticket[name], top_units(theta0[name].abs(), counts[2])), name
+        else:
+            cut = theta0[name].abs().reshape(-1).sort(descending=True).values[counts[2] - 1]
+            assert torch.equal(ticket[name], theta0[name].abs() >= cut), name
+    for control in ("random_prune", "layer_shuffle"):
+        masks, _ = exp.control(control, 0, 2, ticket, theta0, theta0, (theta0, ones))
+        for name, counts in LENET5.items():
+            assert int(masks[name].sum()) == int(ticket[name].sum()), (control, name)
+            if name.startswith("conv"):
+                assert whole(masks[name]) and units(masks[name]) == counts[2], (control, name)
+                assert not torch.equal(masks[name], ticket[name]), (control, name)
+
+
+def test_a_channel_snip_study_verifies(small, tmp_path, no_figures):
+    controls = ("random_prune", "layer_shuffle", "inverted")
+    config = quick(model="lenet5", levels=1, iterations=10, eval_every=10, granularity="channel",
+                   criterion="snip", controls=controls)  # fmt: skip
+    run_experiment(config, small, out=tmp_path / "run", quiet=True, device="cpu")
+    lines = verify_run(tmp_path / "run")
+    assert any(ln.startswith("ok controls: 2 ") for ln in lines), lines
