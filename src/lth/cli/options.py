@@ -208,7 +208,7 @@ def check_names(config: ExperimentConfig) -> None:
         get_spec(config.dataset)
     from lth.pruning.controls import check_controls  # lazy: registries import torch
 
-    check_controls(config.controls)
+    check_controls(config.controls, config.granularity)
     if ":" not in config.criterion:  # else module:function, imported when allowed
         from lth.pruning.criteria import get_criterion  # lazy: registries import torch
 

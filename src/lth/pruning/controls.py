@@ -9,6 +9,14 @@ might owe its accuracy to. Its :class:`Control` entry holds its one-line descrip
 registered, and the run folder's branch names (:func:`lth.runfolder.layout.branch_names`) come
 from here.
 
+Structured studies (``granularity`` neuron or channel, :mod:`lth.pruning.granularity`): every
+built-in control keeps whole units. ``reinit``, ``sign_keep``, ``signed_constant`` and
+``shuffle_init`` train on the ticket's own (structured) mask; ``random_prune`` draws random whole
+units with the ticket's per-layer unit counts; ``layer_shuffle`` permutes the ticket's units
+within each layer; ``inverted`` keeps the previous survivor units the criterion scores lowest.
+The layers pruned by units are ``ControlInput.units``; a control that claims neither
+``ticket_mask`` nor ``whole_units`` is refused in a structured study (:func:`check_controls`).
+
 >>> CONTROLS.names()[:2], CONTROLS.lookup("reinit").check
 (['reinit', 'random_prune'], 'reinit-control')
 """
@@ -23,6 +31,12 @@ import torch
 from torch import Tensor
 
 from lth.errors import LTHError
+from lth.pruning.granularity import (
+    prune_units,
+    random_units_like,
+    shuffle_units,
+    unit_counts,
+)
 from lth.pruning.masks import MaskSet
 from lth.pruning.selection import prune_random_like, select_layerwise
 from lth.registry import Registry
@@ -49,7 +63,8 @@ class ControlInput:
     ``pruned`` is (the weights the criterion scored, the previous level's mask); ``generator``
     is seeded for this control, replicate and level; ``fresh(*keys)`` draws a new seeded
     initialisation; ``scorer(weights, init, replicate, level)`` gives the criterion's scoring
-    function of masks.
+    function of masks. ``units``: the layers a structured study prunes by whole units (empty at
+    weight granularity).
     """
 
     replicate: int
@@ -61,6 +76,7 @@ class ControlInput:
     generator: torch.Generator
     fresh: Callable[..., Weights]
     scorer: Callable[..., Callable[[MaskSet], Weights]]
+    units: frozenset[str] = frozenset()
 
 
 class Auditor(Protocol):
@@ -86,6 +102,8 @@ class Control:
     mask; ``nests``: its mask lies within the ticket's previous mask. The two tell
     :mod:`lth.runfolder.verify_published` what a control's mask must be when only the masks
     are published (a control that claims neither is checked for the ticket's counts alone).
+    ``whole_units``: given ``ControlInput.units`` its mask keeps or prunes each unit of those
+    layers whole, so a structured study may train it (a ``ticket_mask`` control does too).
     """
 
     name: str
@@ -96,6 +114,7 @@ class Control:
     fresh_start: bool = False
     ticket_mask: bool = False
     nests: bool = False
+    whole_units: bool = False
 
 
 #: The controls by name, in the order of ``lth run --help``.
@@ -112,13 +131,24 @@ def control_help() -> dict[str, str]:
     return {name: CONTROLS.describe(name) for name in CONTROLS.names()}
 
 
-def check_controls(names: Sequence[str]) -> None:
-    """Refuse (one line) a control name that is not registered."""
+def check_controls(names: Sequence[str], granularity: str = "weight") -> None:
+    """Refuse (one line) a control name that is not registered, and in a structured study
+    (``granularity`` other than weight) one whose entry claims neither ``ticket_mask`` nor
+    ``whole_units``: its mask could leave partly pruned units."""
     unknown = [n for n in names if n not in CONTROLS]
     if unknown:
         raise LTHError(
             f"unknown control {unknown[0]!r}; choose from {', '.join(CONTROLS.names())} or none"
         )
+    if granularity == "weight":
+        return
+    for n in names:
+        if not (CONTROLS[n].ticket_mask or CONTROLS[n].whole_units):
+            raise LTHError(
+                f"control {n!r} does not claim to keep whole units (ticket_mask or whole_units "
+                f"in its registry entry), so granularity {granularity} could train it on partly "
+                "pruned units; drop it from controls or use granularity weight"
+            )
 
 
 def full_schedule(branch: str) -> bool:
@@ -169,7 +199,8 @@ def _expect_reinit(audit: Auditor, key: Key, masks: MaskSet, init: Weights) -> N
 
 
 def _expect_random_prune(audit: Auditor, key: Key, masks: MaskSet, init: Weights) -> None:
-    """The ticket's per-layer counts and its start on the survivors."""
+    """The ticket's per-layer counts and its start on the survivors (whole units and the
+    ticket's unit counts in a structured study: :mod:`lth.runfolder.verify_structured`)."""
     _ticket_counts(audit, "random-prune-control", key, masks)
     _ticket_start(audit, "random-prune-control", key, masks, init)
 
@@ -243,6 +274,8 @@ def _make_reinit(inp: ControlInput) -> tuple[MaskSet, Weights]:
 
 
 def _make_random_prune(inp: ControlInput) -> tuple[MaskSet, Weights]:
+    if inp.units:  # whole units, the ticket's unit counts per layer
+        return random_units_like(inp.masks, inp.units, generator=inp.generator), inp.start
     return prune_random_like(inp.masks, generator=inp.generator), inp.start
 
 
@@ -252,10 +285,15 @@ def _make_inverted(inp: ControlInput) -> tuple[MaskSet, Weights]:
         previous = {n: torch.ones_like(m) for n, m in previous.items()}
     scores = inp.scorer(weights, inp.theta0, inp.replicate, inp.level)(previous)
     kept = {n: int(m.count_nonzero()) for n, m in inp.masks.items()}
-    had = {n: int(m.count_nonzero()) for n, m in previous.items()}
-    rates = {n: (had[n] - kept[n]) / had[n] for n in inp.masks if kept[n]}
     flipped = {n: -t.double() for n, t in scores.items()}
-    inverted = select_layerwise(flipped, previous, rates)
+    if inp.units:  # the lowest-scored whole units, the ticket's unit counts
+        units, had = unit_counts(inp.masks, inp.units), unit_counts(previous, inp.units)
+        rates = {n: (had[n] - units[n]) / had[n] for n in inp.masks if kept[n]}
+        inverted = prune_units(flipped, previous, rates, inp.units)
+    else:
+        had = {n: int(m.count_nonzero()) for n, m in previous.items()}
+        rates = {n: (had[n] - kept[n]) / had[n] for n in inp.masks if kept[n]}
+        inverted = select_layerwise(flipped, previous, rates)
     return {n: m if kept[n] else torch.zeros_like(m) for n, m in inverted.items()}, inp.start
 
 
@@ -279,6 +317,9 @@ def _make_signed_constant(inp: ControlInput) -> tuple[MaskSet, Weights]:
 def _make_layer_shuffle(inp: ControlInput) -> tuple[MaskSet, Weights]:
     masks = {}
     for n, m in inp.masks.items():
+        if n in inp.units:  # which whole units are kept, shuffled within the layer
+            masks[n] = shuffle_units(m, inp.generator)
+            continue
         order = torch.randperm(m.numel(), generator=inp.generator).to(m.device)
         masks[n] = m.reshape(-1)[order].view(m.shape)
     return masks, inp.start
@@ -310,9 +351,10 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "random_prune",
-    "a random mask with the ticket's per-layer counts, the ticket's start (θ0, θK when "
+    "a random mask with the ticket's per-layer counts (with --granularity neuron/channel: "
+    "random whole units, the ticket's unit counts per layer), the ticket's start (θ0, θK when "
     "rewinding late): does the ticket need its mask? (Frankle & Carbin 2019)",
-    _make_random_prune, "random-prune-control", _expect_random_prune,
+    _make_random_prune, "random-prune-control", _expect_random_prune, whole_units=True,
 ))  # fmt: skip
 register_control(Control(
     "sign_keep",
@@ -328,8 +370,9 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "inverted",
-    "keep the survivors the criterion scores lowest: does its ranking matter?",
-    _make_inverted, "controls", _expect_inverted, nests=True,
+    "keep the survivors (whole units with --granularity neuron/channel) the criterion scores "
+    "lowest: does its ranking matter?",
+    _make_inverted, "controls", _expect_inverted, nests=True, whole_units=True,
 ))  # fmt: skip
 register_control(Control(
     "shuffle_init",
@@ -340,8 +383,9 @@ register_control(Control(
 ))  # fmt: skip
 register_control(Control(
     "layer_shuffle",
-    "the ticket's mask permuted within each layer (the same per-layer density), the ticket's "
-    "start: does the method's choice of weights within a layer matter? (Frankle et al. 2021's "
-    "layer-wise shuffle)",
-    _make_layer_shuffle, "controls", _expect_layer_shuffle,
+    "the ticket's mask permuted within each layer (the same per-layer density; with "
+    "--granularity neuron/channel its whole units permuted), the ticket's start: does the "
+    "method's choice of weights within a layer matter? (Frankle et al. 2021's layer-wise "
+    "shuffle)",
+    _make_layer_shuffle, "controls", _expect_layer_shuffle, whole_units=True,
 ))  # fmt: skip

@@ -11,7 +11,11 @@ such structured tickets with their reinit control. Each level removes
 ``round(rate × surviving units)`` of a layer, lowest score first (ties: the lower unit index),
 and keeps the other units' masks as they were. The output layer's units are the classes: with
 ``neuron`` it is not pruned (the weights from pruned units into it are dead, and
-:mod:`lth.pruning.shrink` removes them).
+:mod:`lth.pruning.shrink` removes them). The controls that draw masks keep whole units too:
+:func:`random_units_like` (``random_prune``) and :func:`shuffle_units` (``layer_shuffle``).
+A criterion that prunes at initialisation in one shot keeps, at each level, the units with the
+highest summed scores of θ0 under the all-ones mask, as many per layer as structured IMP keeps
+at that level (:meth:`lth.pruning.policy.PruningPolicy.prune_structured`).
 
 >>> import torch
 >>> scores = {"fc.weight": torch.tensor([[1.0, 1.0], [5.0, 0.0], [0.5, 0.1]])}
@@ -29,9 +33,18 @@ from torch import Tensor
 
 from lth.config import GRANULARITIES
 from lth.errors import LTHError
-from lth.pruning.selection import select_layerwise
+from lth.pruning.selection import prune_random_like, select_layerwise
 
-__all__ = ["GRANULARITIES", "prune_units", "structured_layers", "unit_alive", "unit_scores"]
+__all__ = [
+    "GRANULARITIES",
+    "prune_units",
+    "random_units_like",
+    "shuffle_units",
+    "structured_layers",
+    "unit_alive",
+    "unit_counts",
+    "unit_scores",
+]
 
 
 def structured_layers(
@@ -110,3 +123,74 @@ def prune_units(
         keep[drop] = False
         new[name] = mask & keep.reshape(-1, *([1] * (mask.dim() - 1)))
     return {n: new[n] for n in masks}
+
+
+def unit_counts(masks: Mapping[str, Tensor], structured: Collection[str]) -> dict[str, int]:
+    """What each layer keeps: its alive units for the ``structured`` layers, its kept weights
+    for the others.
+
+    Examples:
+        >>> m = {"a": torch.tensor([[True, True], [False, False]]), "b": torch.ones(2, 2) > 0}
+        >>> unit_counts(m, {"a"})
+        {'a': 1, 'b': 4}
+    """
+    return {
+        n: int(unit_alive(m).sum()) if n in structured else int(m.count_nonzero())
+        for n, m in masks.items()
+    }
+
+
+def _whole(keep: Tensor, like: Tensor) -> Tensor:
+    """A mask shaped like ``like`` keeping the whole units (dim 0) ``keep`` marks."""
+    return keep.reshape(-1, *([1] * (like.dim() - 1))).expand(like.shape).clone().to(like.device)
+
+
+def random_units_like(
+    reference: Mapping[str, Tensor], structured: Collection[str], *, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """The structured random-pruning control: each ``structured`` layer keeps as many whole
+    units as ``reference`` (the ticket's mask) keeps alive, drawn uniformly at random (the
+    first of a ``randperm`` of its units), every weight of a kept unit kept; the other layers
+    keep as many weights, at random (:func:`lth.pruning.selection.prune_random_like`). Layers
+    are drawn in ``reference``'s order from ``generator``: the same state gives the same masks.
+
+    Args:
+        reference: The ticket's masks, ``{name: bool tensor}`` (dim 0: the units).
+        structured: The layers pruned by whole units (:func:`structured_layers`).
+        generator: A ``torch.Generator`` for the draws (keyword, required).
+
+    Returns:
+        dict[str, Tensor]: New masks with ``reference``'s names and shapes.
+
+    Examples:
+        >>> ticket = {"w": torch.tensor([[True, True], [False, False], [True, True]])}
+        >>> m = random_units_like(ticket, {"w"}, generator=torch.Generator().manual_seed(0))
+        >>> int(m["w"].all(1).sum()), bool((m["w"].all(1) | ~m["w"].any(1)).all())
+        (2, True)
+    """
+    if not isinstance(generator, torch.Generator):
+        raise LTHError("pass generator=torch.Generator().manual_seed(seed) for repeatable masks")
+    new = {}
+    for name, ref in reference.items():
+        if name not in structured:
+            new |= prune_random_like({name: ref}, generator=generator)
+            continue
+        pick = torch.randperm(ref.shape[0], generator=generator)[: int(unit_alive(ref).sum())]
+        keep = torch.zeros(ref.shape[0], dtype=torch.bool)
+        keep[pick] = True
+        new[name] = _whole(keep, ref)
+    return new
+
+
+def shuffle_units(mask: Tensor, generator: torch.Generator) -> Tensor:
+    """The structured layer-wise shuffle (Frankle et al. 2021's ablation at unit granularity):
+    the units (dim 0) of ``mask`` permuted at random, each unit keeping its own pattern, so the
+    layer keeps as many units and weights and every whole unit stays whole.
+
+    Examples:
+        >>> m = torch.tensor([[True, True], [False, False], [False, False]])
+        >>> shuffle_units(m, torch.Generator().manual_seed(0)).sum().item()
+        2
+    """
+    order = torch.randperm(mask.shape[0], generator=generator).to(mask.device)
+    return mask[order].clone()

@@ -24,7 +24,7 @@ from lth.core.optim import learning_rate
 from lth.errors import LTHError
 from lth.pruning.controls import full_schedule
 from lth.pruning.criteria import get_criterion, model_holding
-from lth.pruning.granularity import prune_units, structured_layers
+from lth.pruning.granularity import prune_units, structured_layers, unit_counts
 from lth.pruning.masks import MaskSet, masked_weights
 from lth.pruning.selection import (
     layer_rates,
@@ -198,9 +198,7 @@ class PruningPolicy:
         keep: it prunes the all-ones mask to :meth:`one_shot_targets` at ``level``.
         """
         if self.config.granularity != "weight":  # whole units: lth.pruning.granularity
-            return self.prune_units(
-                self.scorer(weights, init, replicate, level)(masks), masks, level
-            )
+            return self.prune_structured(weights, masks, level, replicate, init)
         if self.criterion.one_shot:
             masks = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
             sizes = {n: m.numel() for n, m in masks.items()}
@@ -237,15 +235,70 @@ class PruningPolicy:
             current = new
         return current
 
-    def prune_units(self, scores: dict[str, Tensor], masks: MaskSet, level: int) -> MaskSet:
-        """Structured pruning (``granularity`` neuron or channel): whole units of the layers
-        :func:`~lth.pruning.granularity.structured_layers` names, at the layer-wise rates."""
+    def unit_layers(self, names) -> set[str]:
+        """The layers among ``names`` this study prunes by whole units
+        (:func:`~lth.pruning.granularity.structured_layers`; none at weight granularity)."""
+        c = self.config
+        return structured_layers(names, c.granularity, self.output, self.conv_layers)
+
+    def unit_rates(self, masks: MaskSet, level: int) -> dict[str, float]:
+        """Per-layer rates of a structured level: :meth:`rates` (a fraction of the alive units
+        of a layer pruned by units, of the weights of the others), 0 for ``exclude``d layers
+        and, with ``neuron``, for the output layer (its units are the classes)."""
         c = self.config
         rates = self.rates(masks, level) | dict.fromkeys(c.exclude, 0.0)
-        structured = structured_layers(masks, c.granularity, self.output, self.conv_layers)
         if c.granularity == "neuron" and self.output in rates:
-            rates[self.output] = 0.0  # its units are the classes
-        return prune_units(scores, masks, rates, structured)
+            rates[self.output] = 0.0
+        return rates
+
+    def unit_kept(self, masks: MaskSet, level: int) -> dict[str, int]:
+        """What each layer keeps after ``level`` structured IMP levels from the all-ones mask:
+        alive units of a layer pruned by units, weights of the others (each level removes
+        ``round(rate × what is left)``), computed from the shapes alone."""
+        kept = unit_counts({n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()},
+                           self.unit_layers(masks))  # fmt: skip
+        for lv in range(1, level + 1):
+            rates = self.unit_rates(masks, lv)
+            kept = {n: k - round(rates[n] * k) for n, k in kept.items()}
+        return kept
+
+    def prune_structured(
+        self,
+        weights: dict[str, Tensor],
+        masks: MaskSet,
+        level: int,
+        replicate: int = 0,
+        init: dict[str, Tensor] | None = None,
+    ) -> MaskSet:
+        """Structured pruning (``granularity`` neuron or channel): whole units of the layers
+        :meth:`unit_layers` names, ranked by their summed scores within each layer, at the
+        layer-wise rates (:func:`~lth.pruning.granularity.prune_units`), in
+        ``criterion.rounds`` rounds on SynFlow's exponential schedule (rescoring each time).
+
+        A one-shot criterion (``snip``, ``grasp``, ``synflow``, ``magnitude_init``) ignores
+        ``masks``: it scores θ0 under the all-ones mask and keeps in each layer the units
+        structured IMP keeps at ``level`` (:meth:`unit_kept`): the same per-layer unit counts,
+        ranked within each layer (structured pruning is layer-wise: a unit's summed score
+        grows with its fan-in, so units of different layers are not ranked together, and the
+        at-init method chooses which units, not the per-layer densities).
+        """
+        structured = self.unit_layers(masks)
+        rates = self.unit_rates(masks, level)
+        if self.criterion.one_shot:
+            masks = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
+            full, goal = unit_counts(masks, structured), self.unit_kept(masks, level)
+            rates = {n: (full[n] - goal[n]) / full[n] if full[n] else 0.0 for n in masks}
+        score = self.scorer(weights, init, replicate, level)
+        rounds = self.criterion.rounds
+        start = unit_counts(masks, structured)
+        current = masks
+        for k in range(1, rounds + 1):
+            step = rates
+            if rounds > 1:
+                now = unit_counts(current, structured)
+                step = {n: round_rate(start[n], r, now[n], k, rounds) for n, r in rates.items()}
+            current = prune_units(score(current), current, step, structured)
+        return current
 
     def scorer(
         self, weights: dict[str, Tensor], init: dict[str, Tensor] | None, replicate: int, level: int

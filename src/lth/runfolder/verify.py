@@ -43,7 +43,10 @@ run (the first violation stops the audit):
     the reinit control has the ticket's exact mask and weights other than θ0.
 ``random-prune-control``
     the random-pruning control keeps as many weights per layer as the ticket, and starts from
-    the ticket's starting weights (θ0, θk or the previous ``final``) on its survivors.
+    the ticket's starting weights (θ0, θk or the previous ``final``) on its survivors. In a
+    structured run (``granularity`` neuron or channel) every control keeps or prunes each unit
+    whole and keeps the ticket's unit count per layer
+    (:func:`lth.runfolder.verify_structured.check_control_units`).
 ``controls``
     the ``sign_keep``, ``signed_constant`` and ``shuffle_init`` controls have the ticket's
     exact mask and unmasked tensors, and on their survivors: the ticket's starting signs;
@@ -106,7 +109,7 @@ from lth.runfolder.layout import (
 from lth.runfolder.manifest import Manifest, read_marker
 from lth.runfolder.readers import MetricRow, SummaryRow, load_metrics, load_summary
 from lth.runfolder.recompute import layer_kinds, magnitude_prune, pruned_in_one_shot, removals
-from lth.runfolder.verify_structured import check_units
+from lth.runfolder.verify_structured import check_control_units, check_units
 
 CHECKS = (
     "manifest",
@@ -322,6 +325,8 @@ class Audit:
         else:  # a control: its own expectations (lth.pruning.controls)
             control = CONTROLS.lookup(branch)
             control.expect(self, key, masks, init)
+            if self.config.granularity != "weight":  # whole units, the ticket's unit counts
+                check_control_units(self, key, masks, layer_kinds(masks, init)[0])
             self.passed[control.check] += 1
         self._schedule(key, row, metrics)
         self._summary(key, row, masks, metrics, layers)
@@ -394,7 +399,7 @@ class Audit:
                 )  # fmt: skip
         self.passed["mask-chain"] += not shot
         if c.granularity != "weight":  # whole units: lth.runfolder.verify_structured
-            check_units(self, key, prev, masks, output, trained)
+            check_units(self, key, prev, masks, output, trained, shot)
             return False
         for group, n in removals(c, prev, level, output, conv, shot).items():
             had = sum(int(prev[name].sum()) for name in group)

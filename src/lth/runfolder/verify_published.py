@@ -40,6 +40,7 @@ from lth.data import get_spec
 from lth.errors import LTHError
 from lth.pruning.controls import CONTROLS, ControlInput
 from lth.pruning.cost import network_cost
+from lth.pruning.granularity import structured_layers
 from lth.pruning.policy import derive_seed
 from lth.runfolder.audit_rows import (
     Key,
@@ -55,6 +56,7 @@ from lth.runfolder.readers import load_metrics
 from lth.runfolder.recompute import pruned_in_one_shot
 from lth.runfolder.tables import SUMMARY
 from lth.runfolder.verify import Audit
+from lth.runfolder.verify_structured import check_control_units
 
 __all__ = ["PUBLISHED_CHECKS", "SKIPPED", "is_published", "verify_published"]
 
@@ -257,6 +259,8 @@ class PublishedAudit(Audit):
                     wrong = int((m != drawn[name]).sum())
                     self.fail(check, key, f"{wrong} entries differ from the mask its seed "
                               "draws from the ticket's", name)  # fmt: skip
+        if self.config.granularity != "weight":  # whole units, the ticket's unit counts
+            check_control_units(self, key, masks, self.packed.output)
         self.passed[check] += 1
 
     def random_prune_mask(self, rep: int, level: int, ticket: dict[str, Tensor]) -> dict:
@@ -266,7 +270,10 @@ class PublishedAudit(Audit):
         gen = torch.Generator().manual_seed(
             derive_seed(self.config.seed, "random_prune", rep, level)
         )
-        inp = ControlInput(rep, level, ticket, {}, {}, ({}, {}), gen, None, None)  # type: ignore[arg-type]
+        conv = {n for n, m in ticket.items() if m.dim() == 4}
+        units = structured_layers(ticket, self.config.granularity, self.packed.output, conv)
+        inp = ControlInput(rep, level, ticket, {}, {}, ({}, {}), gen, None, None,  # type: ignore[arg-type]
+                           frozenset(units))  # fmt: skip
         return CONTROLS.lookup("random_prune").make(inp)[0]
 
     def published_lines(self) -> list[str]:

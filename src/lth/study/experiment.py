@@ -113,7 +113,7 @@ class Experiment:
         self.device = torch.device(device)
         self.trust = trust
         check_config(config, trust, given=() if model is None else ("model",))
-        check_controls(config.controls)
+        check_controls(config.controls, config.granularity)
         shape, classes = tuple(data.input_shape), data.num_classes
         self.model_from_config = model is None  # an executor's workers can build it alike
         make = model_maker(config.model if model is None else model, shape, classes, trust)
@@ -245,7 +245,8 @@ class Experiment:
         previous mask."""
         gen = torch.Generator().manual_seed(derive_seed(self.config.seed, name, replicate, level))
         inp = ControlInput(replicate, level, masks, start, theta0, pruned, gen,
-                           self.fresh_weights, self.policy.scorer)  # fmt: skip
+                           self.fresh_weights, self.policy.scorer,
+                           frozenset(self.policy.unit_layers(masks)))  # fmt: skip
         return CONTROLS.lookup(name).make(inp)
 
     def level_train_config(self, level: int, branch: str = "ticket") -> TrainConfig:
