@@ -181,7 +181,8 @@ class StudyConfig(_Declared):
     granularity: str = setting(
         "weight",
         "what a level removes: single weights; whole neurons (and conv filters) of every layer "
-        "but the output layer; or whole conv channels (filters), ranked by their summed scores",
+        "but the output layer; or whole conv channels (filters), ranked by their summed scores "
+        "layer by layer (an at-init criterion: one shot from θ0 at structured IMP's unit counts)",
         one_of(GRANULARITIES),
         choices=GRANULARITIES,
     )
