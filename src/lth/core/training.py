@@ -162,18 +162,19 @@ class Trainer:
         self.mask_flat = model.flatten(masks, 1.0)
         self.masks = {n: v for n, v in model.views(self.mask_flat).items() if n in masks}
         model.masks = self.masks  # the engine masks each gradient as it writes it
-        model.use_kernels(getattr(config, "kernels", "auto"))
-        model.compute_dtype = compute_dtype(getattr(config, "precision", "fp32"), self.device)
         with torch.no_grad():
             model.flat.masked_fill_(self.mask_flat == 0, 0.0)
+        # sparse layers: from here on their surviving weights are compact (model.live_flat)
+        model.use_kernels(getattr(config, "kernels", "auto"))
+        model.compute_dtype = compute_dtype(getattr(config, "precision", "fp32"), self.device)
         self.optimizer = FusedOptimizer(
-            [model.flat],
+            [model.live_flat],
             config.optimizer,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
-        if model.patterns:  # sparse layers: Adam/SGD over the surviving weights alone
-            self.optimizer.compact(self.mask_flat.nonzero().squeeze(1))
+        if model.compact_index is not None:  # Adam/SGD over the compact weights alone
+            self.optimizer.compact(model.compact_index, model.flat.numel())
         self.names = [job.name for job in jobs]
         self.generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
         n_train = check_batch_size(config.batch_size, data)
@@ -244,7 +245,7 @@ class Trainer:
             self.config.gamma,
             self.config.warmup,
         )
-        self.optimizer.step([self.model.grad_flat], lr)
+        self.optimizer.step([self.model.live_grad_flat], lr)
         self.loss_sum += losses
         self.loss_steps += 1
         self.iteration += 1
@@ -288,6 +289,8 @@ class Trainer:
             train_loss = [float("nan")] * self.k
         self.loss_sum.zero_()
         self.loss_steps = 0
+        if not tested:
+            self.model.write_dense()  # the copy is kept in the dense layout (checkpoints)
         copy = None if tested else self.model.flat.detach().clone()
         for i, h in enumerate(self.histories):
             if h.diverged_at is not None:
@@ -335,14 +338,17 @@ class Trainer:
             self._deferred[i] = []
         if not needed:
             return
+        self.model.write_dense()
         current = self.model.flat.detach().clone()
         for key, points in needed.items():
             self.model.flat.detach().copy_(copies[key])
+            self.model.read_dense()
             test_loss, test_acc = self.evaluate(self.data.test_x, self.data.test_y)
             for i, index in points:
                 self.histories[i].test_loss[index] = test_loss[i]
                 self.histories[i].test_acc[index] = test_acc[i]
         self.model.flat.detach().copy_(current)
+        self.model.read_dense()
 
     def _snapshot(self) -> None:
         if self.iteration in self.snapshot_at and self.iteration not in self.snapshots:
@@ -391,7 +397,9 @@ class Trainer:
         ]
 
     def state_dict(self) -> dict:
-        """Everything needed to continue this training bit-identically."""
+        """Everything needed to continue this training bit-identically (in the dense layout,
+        whatever the kernels)."""
+        self.model.write_dense()
         return {
             "format": CHECKPOINT_FORMAT,
             "tickets": self.names,
@@ -425,6 +433,7 @@ class Trainer:
         self.iteration = int(state["iteration"])
         for n, p in self.model.params.items():
             p.copy_(state["params"][n])
+        self.model.read_dense()
         for n, b in getattr(self.model, "buffers", {}).items():
             b.copy_(state["buffers"][n])
         self.optimizer.load_state_dict(state["optimizer"])
