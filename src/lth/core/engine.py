@@ -340,17 +340,34 @@ class StackedModel(FlatParameters):
     def _engine_shape(self, name: str, shape: torch.Size) -> tuple[int, ...]:
         return (*shape, 1) if self._is_linear_bias(name) else tuple(shape)
 
-    def forward(self, x: Tensor, shared: bool = False, dtype: torch.dtype | None = None) -> Tensor:
+    @property
+    def sparse_first(self) -> bool:
+        """Whether the first product runs sparse on flattened inputs (so a shared input is
+        best given feature-major: ``forward(..., feature_major=True)``)."""
+        first = self.mlp[0][0] if self.mlp else None
+        return f"{first}.weight" in self.patterns
+
+    def forward(
+        self,
+        x: Tensor,
+        shared: bool = False,
+        dtype: torch.dtype | None = None,
+        feature_major: bool = False,
+    ) -> Tensor:
         """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``.
 
         ``shared=True``: one input batch ``(batch, *input_shape)`` for every ticket (evaluation).
         The first weight layer then runs as one product with all K weight matrices stacked,
         instead of K products over K copies of the input. ``dtype`` (e.g. bfloat16): the
         dense products and convolutions take operands of that dtype and return float32.
+        ``feature_major`` (with ``shared``, a model starting with Flatten): ``x`` is already
+        the flattened batch transposed, ``(features, batch)``.
         """
         k = self.k
-        batch = x.shape[0] if shared else x.shape[1]
-        if isinstance(self.layers[0][1], nn.Flatten):
+        batch = (x.shape[1] if feature_major else x.shape[0]) if shared else x.shape[1]
+        if feature_major and shared:
+            h, mode = x, "features"
+        elif isinstance(self.layers[0][1], nn.Flatten):
             h = x.reshape(batch, -1).t() if shared else x.reshape(k, batch, -1).transpose(1, 2)
             mode = "features"
         else:
