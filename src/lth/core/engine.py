@@ -381,11 +381,13 @@ class StackedModel(FlatParameters):
                 pattern = self.patterns.get(f"{name}.weight")
                 if pattern is not None:
                     if shared:
-                        h = pattern.forward_shared(w.detach(), h.contiguous())
+                        h = pattern.forward_shared(w.detach(), h.contiguous(), b)
                         shared = False
+                    elif not torch.is_grad_enabled():  # evaluation: no graph, bias fused
+                        h = pattern.forward(w, h.contiguous(), b)
                     else:
                         h = sparse_bmm(w, h, pattern)
-                    h = h if b is None else h + b
+                        h = h if b is None else h + b
                 elif shared:
                     w2 = w.reshape(-1, w.shape[2])
                     h = torch.mm(w2, h) if b is None else torch.addmm(b.reshape(-1, 1), w2, h)
@@ -472,9 +474,7 @@ class StackedModel(FlatParameters):
                 h = h.contiguous()
                 inputs.append(h)
                 values.append(w)  # compact: the surviving weights themselves
-                h = pattern.forward(values[-1], h)
-                if b is not None:
-                    h.add_(b)
+                h = pattern.forward(values[-1], h, b)
             if relu:
                 h.relu_()
         # cross-entropy and its gradient (softmax - one_hot) / batch, in place

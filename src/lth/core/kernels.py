@@ -71,6 +71,13 @@ def _index(t: Tensor, limit: int) -> Tensor:
     return t.to(torch.int32) if limit < 2**31 else t
 
 
+def _product(a: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``a @ x``, plus ``bias`` (one value per row of ``a``) where given."""
+    if bias is None:
+        return a @ x
+    return torch.addmm(bias.reshape(-1, 1).expand(a.shape[0], x.shape[1]), a, x)
+
+
 class Pattern:
     """The surviving positions of K masks ``(K, out, in)`` as block-diagonal CSR structures.
 
@@ -114,16 +121,18 @@ class Pattern:
         k, out, inp = self.shape
         return _csr(self.crow, self.col, values, (k * out, k * inp))
 
-    def forward(self, values: Tensor, x: Tensor) -> Tensor:
-        """``W @ x`` for every ticket: x ``(K, in, B)`` -> ``(K, out, B)``."""
+    def forward(self, values: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``W @ x (+ bias)`` for every ticket: x ``(K, in, B)`` -> ``(K, out, B)``; bias
+        ``(K, out, 1)``, added by the product itself (one pass less over the output)."""
         k, out, inp = self.shape
-        return (self.matrix(values) @ x.reshape(k * inp, -1)).view(k, out, -1)
+        return _product(self.matrix(values), x.reshape(k * inp, -1), bias).view(k, out, -1)
 
-    def forward_shared(self, values: Tensor, x: Tensor) -> Tensor:
-        """``W @ x`` for every ticket on one shared input x ``(in, B)`` -> ``(K, out, B)``."""
+    def forward_shared(self, values: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``W @ x (+ bias)`` for every ticket on one shared input x ``(in, B)`` ->
+        ``(K, out, B)``."""
         k, out, inp = self.shape
         a = _csr(self.crow, self.shared_col, values, (k * out, inp))
-        return (a @ x).view(k, out, -1)
+        return _product(a, x, bias).view(k, out, -1)
 
     def input_grad(self, values: Tensor, d: Tensor) -> Tensor:
         """``W^T @ d`` for every ticket: d ``(K, out, B)`` -> ``(K, in, B)``."""
