@@ -87,6 +87,22 @@ def test_compact_steps_equal_dense_steps_in_float64(name, optimizer, float64):
     )  # fmt: skip
 
 
+def test_feature_major_evaluation_sets_give_the_same_figures_bit_for_bit(monkeypatch):
+    from lth.core import training
+
+    (compact, _), _ = _trainers("lenet_300_100", "adam", keep=0.1)
+    for _ in range(3):
+        compact.step()
+    assert compact.model.sparse_first
+    x, y = compact.data.test_x, compact.data.test_y
+    compact.eval_chunk = 17  # several chunks, the last one shorter
+    kept = compact.evaluate(x, y)
+    assert kept == compact.evaluate(x, y) and id(x) in compact._features
+    monkeypatch.setattr(training, "FEATURE_MAJOR_BYTES", 0)  # transposed chunk by chunk
+    compact._features.clear()
+    assert compact.evaluate(x, y) == kept and not compact._features
+
+
 def test_loading_weights_into_a_compact_model_reaches_the_compact_buffers():
     (compact, _), jobs = _trainers("lenet_300_100", "adam", keep=0.1)
     model = compact.model
