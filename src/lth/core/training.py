@@ -8,7 +8,9 @@ place that knows about optimizers, schedules and batches.
 Masking: pruned weights start at exactly 0 and their gradients are multiplied by the mask as
 the engine writes them (before the optimizer step), so their Adam moments / SGD momentum stay
 0 and the fused update leaves them at exactly 0 (weight decay of 0 is 0). Nothing is masked
-by magnitude or sign.
+by magnitude or sign. A layer on sparse kernels holds no pruned weight at all during a level:
+its survivors, their gradients and their optimizer state are compact (see
+:mod:`lth.core.engine`); checkpoints and exports see the dense layout.
 """
 
 from __future__ import annotations
