@@ -374,7 +374,9 @@ class StackedModel(FlatParameters):
             h = x if shared else x.transpose(0, 1).reshape(batch, k * x.shape[2], *x.shape[3:])
             mode = "image"
         p = self.live  # a sparse layer's weight: its compact values
-        for name, layer in self.layers:
+        # without a graph, a ReLU may overwrite what an earlier layer made here (not x)
+        in_place = not torch.is_grad_enabled()
+        for index, (name, layer) in enumerate(self.layers):
             if isinstance(layer, nn.Linear):
                 b = p.get(f"{name}.bias")
                 w = p[f"{name}.weight"]
@@ -425,7 +427,8 @@ class StackedModel(FlatParameters):
                 )
                 shared = False
             elif isinstance(layer, nn.ReLU):
-                h = torch.relu(h)
+                made_here = any(not isinstance(m, nn.Flatten) for _, m in self.layers[:index])
+                h = h.relu_() if in_place and made_here else torch.relu(h)
             elif isinstance(layer, nn.MaxPool2d):
                 h = F.max_pool2d(
                     h,
