@@ -19,6 +19,15 @@ the optimizer one fused kernel over one tensor, whatever the architecture. (The 
 buffer is contiguous like the parameters: ``torch._fused_adam_`` silently mis-reads
 gradients whose strides differ from their parameter's.)
 
+Compact levels: when some layers run on sparse kernels (:meth:`FlatParameters.use_kernels`),
+training reads and writes ``live`` and ``live_grads``, views into two *compact* buffers
+(``live_flat``, ``live_grad_flat``): a sparse layer's weight is there as its surviving values
+alone (1-D, in its pattern's CSR order), every other parameter whole, in its engine layout.
+The optimizer runs over the compact buffer, so a step touches no pruned weight. ``flat``, the
+dense layout, is brought up to date only when something reads it (:meth:`write_dense`: export,
+checkpoints) and read back after something writes it (:meth:`read_dense`). Without sparse
+layers ``live`` *is* ``params`` (and ``live_flat`` is ``flat``): nothing is copied.
+
 ``loss_and_grad`` computes the per-ticket cross-entropy and fills ``grad_flat``. For the
 multilayer perceptrons of the lottery-ticket papers (Flatten, then Linear layers each
 optionally followed by ReLU) it runs a hand-written backward pass: the same matrix products as
@@ -87,8 +96,55 @@ class FlatParameters:
         # writes them, while they are in cache: a pruned weight's gradient is exactly 0
         self.masks: dict[str, Tensor] = {}
         self.patterns: dict[str, Pattern] = {}  # weights that run on sparse kernels
+        self._dense_training()
         # dtype of the training step's dense products (float32: no cast at all)
         self.compute_dtype: torch.dtype = torch.float32
+
+    def _dense_training(self) -> None:
+        """Train on the dense buffers themselves (no sparse layer: nothing compact)."""
+        self.live, self.live_grads = self.params, self.grads
+        self.live_flat, self.live_grad_flat = self.flat, self.grad_flat
+        self.compact_index: Tensor | None = None  # where each live_flat entry sits in flat
+
+    def _compact_training(self) -> None:
+        """Train on compact buffers: each sparse layer's surviving weights alone, every other
+        parameter whole (see the module's docstring); gathered from ``flat`` once, here."""
+        where, offset = [], 0
+        for name, shape in self.engine_shapes.items():
+            size = math.prod(shape)
+            pattern = self.patterns.get(name)
+            part = torch.arange(size, device=self.device) if pattern is None else pattern.index
+            where.append(part + offset)
+            offset += size
+        self.compact_index = torch.cat(where)
+        self.live_flat = self.flat.detach().index_select(0, self.compact_index)
+        self.live_grad_flat = torch.zeros_like(self.live_flat)
+        self.live = {n: v.requires_grad_() for n, v in self._live_views(self.live_flat).items()}
+        self.live_grads = self._live_views(self.live_grad_flat)
+
+    def _live_views(self, buffer: Tensor) -> dict[str, Tensor]:
+        out, offset = {}, 0
+        for name, shape in self.engine_shapes.items():
+            pattern = self.patterns.get(name)
+            size = math.prod(shape) if pattern is None else pattern.nnz
+            view = buffer[offset : offset + size]
+            out[name] = view if pattern is not None else view.view(shape)
+            offset += size
+        return out
+
+    @torch.no_grad()
+    def write_dense(self) -> None:
+        """Bring ``flat`` (and ``params``) up to date with the compact weights trained since;
+        a no-op without sparse layers. (Pruned weights stay 0 in ``flat``: never written.)"""
+        if self.compact_index is not None:
+            self.flat.index_copy_(0, self.compact_index, self.live_flat)
+
+    @torch.no_grad()
+    def read_dense(self) -> None:
+        """Take the compact weights from ``flat`` after something wrote it (a checkpoint, a
+        load); a no-op without sparse layers."""
+        if self.compact_index is not None:
+            torch.index_select(self.flat, 0, self.compact_index, out=self.live_flat)
 
     def low(self, t: Tensor) -> Tensor:
         """``t`` cast to the training products' dtype (itself under float32)."""
@@ -129,9 +185,11 @@ class FlatParameters:
                         f"the model expects {tuple(self.shapes[name])}"
                     )
                 p[index].copy_(src.reshape(p.shape[1:]))
+        self.read_dense()
 
     def export(self, index: int) -> dict[str, Tensor]:
         """One ticket's weights with their usual PyTorch shapes, as fresh CPU tensors."""
+        self.write_dense()
         return {
             name: p[index].detach().reshape(self.shapes[name]).to("cpu", copy=True)
             for name, p in self.params.items()
@@ -150,17 +208,15 @@ class FlatParameters:
         dtype = None if self.compute_dtype == torch.float32 else self.compute_dtype
         logits = self.forward(x, dtype=dtype)
         losses = F.cross_entropy(logits, y, reduction="none").mean(1)
-        names = list(self.params)
-        grads = torch.autograd.grad(
-            losses.sum(), [self.params[n] for n in names], allow_unused=True
-        )
+        names = list(self.live)
+        grads = torch.autograd.grad(losses.sum(), [self.live[n] for n in names], allow_unused=True)
         for name, g in zip(names, grads):
             if g is None:
-                self.grads[name].zero_()
-            elif name in self.masks:
-                torch.mul(g, self.masks[name], out=self.grads[name])
+                self.live_grads[name].zero_()
+            elif name in self.masks and name not in self.patterns:  # sparse: survivors only
+                torch.mul(g, self.masks[name], out=self.live_grads[name])
             else:
-                self.grads[name].copy_(g)
+                self.live_grads[name].copy_(g)
         return losses.detach()
 
 
@@ -238,19 +294,28 @@ class StackedModel(FlatParameters):
         self._allocate({n: (k, *self._engine_shape(n, shape)) for n, shape in self.shapes.items()})
         self.mlp = mlp_layers(self.layers)
         if self.mlp is not None:
-            # looked up once: (weight, bias, weight grad, bias grad, followed by ReLU) per layer
-            p, g = self.params, self.grads
-            self._mlp_tensors = [
-                (p[f"{n}.weight"], p.get(f"{n}.bias"), g[f"{n}.weight"], g.get(f"{n}.bias"), relu)
-                for n, relu in self.mlp
-            ]
+            self._bind_mlp()
             self._mlp_weights = [f"{n}.weight" for n, _ in self.mlp]
             classes = self.shapes[f"{self.mlp[-1][0]}.weight"][0]
             self._eye = torch.eye(classes, device=self.device)  # rows are one-hot targets
 
+    def _bind_mlp(self) -> None:
+        """Look the MLP's tensors up once: (weight, bias, weight grad, bias grad, followed by
+        ReLU) per layer, as training reads them (``live``: compact or dense)."""
+        if self.mlp is None:
+            return
+        p, g = self.live, self.live_grads
+        self._mlp_tensors = [
+            (p[f"{n}.weight"], p.get(f"{n}.bias"), g[f"{n}.weight"], g.get(f"{n}.bias"), relu)
+            for n, relu in self.mlp
+        ]
+
     def use_kernels(self, mode: str = "auto") -> None:
         """Run the masked layers below the machine's sparse threshold on sparse kernels
-        (:mod:`lth.core.kernels`; ``mode`` "dense": none, "sparse": all). Call after ``masks``."""
+        (:mod:`lth.core.kernels`; ``mode`` "dense": none, "sparse": all), their surviving
+        weights compact from here on (see the module's docstring). Call after ``masks``, with
+        the pruned weights at 0 in ``flat``."""
+        self.write_dense()  # what trained so far in any compact layout
         self.patterns = {}
         layers = dict(self.layers)
         for name, mask in self.masks.items():
@@ -262,6 +327,11 @@ class StackedModel(FlatParameters):
             density = float(mask.count_nonzero()) / mask.numel()
             if use_sparse(mode, density, self.device):
                 self.patterns[name] = Pattern(mask.reshape(self.k, mask.shape[1], -1))
+        if self.patterns:
+            self._compact_training()
+        else:
+            self._dense_training()
+        self._bind_mlp()
 
     def _is_linear_bias(self, name: str) -> bool:
         layer = dict(self.layers)[name.rsplit(".", 1)[0]]
@@ -270,35 +340,56 @@ class StackedModel(FlatParameters):
     def _engine_shape(self, name: str, shape: torch.Size) -> tuple[int, ...]:
         return (*shape, 1) if self._is_linear_bias(name) else tuple(shape)
 
-    def forward(self, x: Tensor, shared: bool = False, dtype: torch.dtype | None = None) -> Tensor:
+    @property
+    def sparse_first(self) -> bool:
+        """Whether the first product runs sparse on flattened inputs (so a shared input is
+        best given feature-major: ``forward(..., feature_major=True)``)."""
+        first = self.mlp[0][0] if self.mlp else None
+        return f"{first}.weight" in self.patterns
+
+    def forward(
+        self,
+        x: Tensor,
+        shared: bool = False,
+        dtype: torch.dtype | None = None,
+        feature_major: bool = False,
+    ) -> Tensor:
         """Logits ``(K, classes, batch)`` for inputs ``(K, batch, *input_shape)``.
 
         ``shared=True``: one input batch ``(batch, *input_shape)`` for every ticket (evaluation).
         The first weight layer then runs as one product with all K weight matrices stacked,
         instead of K products over K copies of the input. ``dtype`` (e.g. bfloat16): the
         dense products and convolutions take operands of that dtype and return float32.
+        ``feature_major`` (with ``shared``, a model starting with Flatten): ``x`` is already
+        the flattened batch transposed, ``(features, batch)``.
         """
         k = self.k
-        batch = x.shape[0] if shared else x.shape[1]
-        if isinstance(self.layers[0][1], nn.Flatten):
+        batch = (x.shape[1] if feature_major else x.shape[0]) if shared else x.shape[1]
+        if feature_major and shared:
+            h, mode = x, "features"
+        elif isinstance(self.layers[0][1], nn.Flatten):
             h = x.reshape(batch, -1).t() if shared else x.reshape(k, batch, -1).transpose(1, 2)
             mode = "features"
         else:
             h = x if shared else x.transpose(0, 1).reshape(batch, k * x.shape[2], *x.shape[3:])
             mode = "image"
-        p = self.params
-        for name, layer in self.layers:
+        p = self.live  # a sparse layer's weight: its compact values
+        # without a graph, a ReLU may overwrite what an earlier layer made here (not x)
+        in_place = not torch.is_grad_enabled()
+        for index, (name, layer) in enumerate(self.layers):
             if isinstance(layer, nn.Linear):
                 b = p.get(f"{name}.bias")
                 w = p[f"{name}.weight"]
                 pattern = self.patterns.get(f"{name}.weight")
                 if pattern is not None:
                     if shared:
-                        h = pattern.forward_shared(pattern.values(w.detach()), h.contiguous())
+                        h = pattern.forward_shared(w.detach(), h.contiguous(), b)
                         shared = False
+                    elif not torch.is_grad_enabled():  # evaluation: no graph, bias fused
+                        h = pattern.forward(w, h.contiguous(), b)
                     else:
                         h = sparse_bmm(w, h, pattern)
-                    h = h if b is None else h + b
+                        h = h if b is None else h + b
                 elif shared:
                     w2 = w.reshape(-1, w.shape[2])
                     h = torch.mm(w2, h) if b is None else torch.addmm(b.reshape(-1, 1), w2, h)
@@ -317,7 +408,10 @@ class StackedModel(FlatParameters):
                     h = h.repeat(1, k, 1, 1)  # each ticket needs its own copy
                     shared = False
                 if pattern is not None:
-                    h = sparse_conv2d(h, w, b, pattern, layer.stride, layer.padding, layer.dilation)
+                    h = sparse_conv2d(
+                        h, w, b, pattern, layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation,
+                    )  # fmt: skip
                     continue
                 if dtype is not None and not shared:
                     h = _low_conv2d(h, w, b, layer, k, dtype)
@@ -333,7 +427,8 @@ class StackedModel(FlatParameters):
                 )
                 shared = False
             elif isinstance(layer, nn.ReLU):
-                h = torch.relu(h)
+                made_here = any(not isinstance(m, nn.Flatten) for _, m in self.layers[:index])
+                h = h.relu_() if in_place and made_here else torch.relu(h)
             elif isinstance(layer, nn.MaxPool2d):
                 h = F.max_pool2d(
                     h,
@@ -381,10 +476,8 @@ class StackedModel(FlatParameters):
             else:
                 h = h.contiguous()
                 inputs.append(h)
-                values.append(pattern.values(w))
-                h = pattern.forward(values[-1], h)
-                if b is not None:
-                    h.add_(b)
+                values.append(w)  # compact: the surviving weights themselves
+                h = pattern.forward(values[-1], h, b)
             if relu:
                 h.relu_()
         # cross-entropy and its gradient (softmax - one_hot) / batch, in place
@@ -402,7 +495,7 @@ class StackedModel(FlatParameters):
             d_low = self.low(d) if cast is not None else None
             if cast is not None:  # the products in compute_dtype, results float32
                 grad_w.copy_(bmm(d_low, cast[1].transpose(1, 2)))
-            elif pattern is not None:  # only the surviving positions: the rest stay 0
+            elif pattern is not None:  # compact: the surviving positions alone
                 pattern.weight_grad(d, inputs[i], grad_w)
             else:
                 bmm(d, inputs[i].transpose(1, 2), out=grad_w)

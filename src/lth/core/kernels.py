@@ -3,15 +3,19 @@ the dtype of the training products (``--precision``, :func:`compute_dtype`).
 
 A ticket at 3.6% of its weights still costs a dense trainer 100% of the arithmetic. Here a
 masked layer of K tickets becomes one block-diagonal CSR matrix (ticket k's rows
-``k*out..``, columns ``k*in..``) whose structure is built once per level, and whose values are
-gathered from the dense weights at each step. The three products of a step then cost in
-proportion to the surviving weights:
+``k*out..``, columns ``k*in..``) whose structure is built once per level. Its values are the
+layer's surviving weights themselves, kept compact (in CSR order) for the whole level by the
+engine (:meth:`lth.core.engine.FlatParameters.use_kernels`), with their gradients and the
+optimizer's state: nothing is gathered from or scattered into a dense layout during a step. The
+three products of a step cost in proportion to the surviving weights:
 
 * forward ``h = W @ x``: CSR times dense;
 * input gradient ``W^T @ d``: CSR of the transposed pattern (values permuted) times dense;
 * weight gradient ``d @ x^T`` only at the surviving positions
-  (``torch.sparse.sampled_addmm``), scattered into the dense gradient, whose pruned entries
-  stay exactly 0.
+  (``torch.sparse.sampled_addmm``), written straight into the compact gradient.
+
+The structures' indices are 32-bit where they fit: MKL's CSR product (torch's on CPU) takes
+32-bit indices, and converts 64-bit ones at every call.
 
 Below a density measured on the machine (:func:`threshold`: a short calibration of a
 LeNet-300-100 layer's step, cached per machine, CPU model, torch version and thread count) the
@@ -44,7 +48,9 @@ from torch import Tensor
 from lth.errors import LTHError
 
 #: densities tried by the calibration, highest first
-CALIBRATION_DENSITIES = (0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05, 0.03)
+CALIBRATION_DENSITIES = (0.5, 0.4, 0.33, 0.28, 0.24, 0.21, 0.18, 0.15, 0.12, 0.08, 0.05, 0.03)
+#: bumped when the sparse path changes: a calibration of an older one is not reused
+CALIBRATION_VERSION = 2
 _THRESHOLDS: dict[str, float] = {}
 
 
@@ -60,29 +66,52 @@ with warnings.catch_warnings():  # torch warns once per process that CSR support
     )
 
 
+def _index(t: Tensor, limit: int) -> Tensor:
+    """``t`` as 32-bit integers when ``limit`` fits them (MKL's CSR product wants them)."""
+    return t.to(torch.int32) if limit < 2**31 else t
+
+
+def _product(a: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``a @ x``, plus ``bias`` (one value per row of ``a``) where given."""
+    if bias is None:
+        return a @ x
+    return torch.addmm(bias.reshape(-1, 1).expand(a.shape[0], x.shape[1]), a, x)
+
+
 class Pattern:
-    """The surviving positions of K masks ``(K, out, in)`` as block-diagonal CSR structures."""
+    """The surviving positions of K masks ``(K, out, in)`` as block-diagonal CSR structures.
+
+    A layer's surviving weights, in the order of :attr:`index` (row-major, which is the CSR
+    order), are its *values*: :meth:`values` gathers them from a dense ``(K, out, in)`` tensor.
+    """
 
     def __init__(self, mask: Tensor):
         k, out, inp = mask.shape
         self.shape = (k, out, inp)
         flat = mask.reshape(-1) != 0
         self.index = flat.nonzero().squeeze(1)  # row-major order = the CSR order below
+        limit = max(mask.numel(), k * max(out, inp) + 1)
         ticket = self.index // (out * inp)
         row = self.index // inp  # ticket * out + o
         col = ticket * inp + self.index % inp
         counts = torch.bincount(row, minlength=k * out)
-        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self.col = col
-        self.shared_col = self.index % inp  # every ticket reads the same input (evaluation)
+        self.crow = _index(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), limit)
+        self.col = _index(col, limit)
+        # every ticket reads the same input (evaluation)
+        self.shared_col = _index(self.index % inp, limit)
         # the transposed pattern: CSR of W^T, and where each of its entries sits in W's values
         order = torch.argsort(col * (k * out) + row)
         self.perm = order
         counts_t = torch.bincount(col, minlength=k * inp)
-        self.crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
-        self.col_t = row[order]
+        self.crow_t = _index(torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)]), limit)
+        self.col_t = _index(row[order], limit)
         self.zeros = torch.zeros(self.index.numel(), dtype=mask.dtype, device=mask.device)
         self.density = self.index.numel() / max(1, mask.numel())
+
+    @property
+    def nnz(self) -> int:
+        """How many weights survive, all K tickets together."""
+        return self.index.numel()
 
     def values(self, w: Tensor) -> Tensor:
         """The surviving weights of ``w`` (K, out, in), in CSR order."""
@@ -92,16 +121,18 @@ class Pattern:
         k, out, inp = self.shape
         return _csr(self.crow, self.col, values, (k * out, k * inp))
 
-    def forward(self, values: Tensor, x: Tensor) -> Tensor:
-        """``W @ x`` for every ticket: x ``(K, in, B)`` -> ``(K, out, B)``."""
+    def forward(self, values: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``W @ x (+ bias)`` for every ticket: x ``(K, in, B)`` -> ``(K, out, B)``; bias
+        ``(K, out, 1)``, added by the product itself (one pass less over the output)."""
         k, out, inp = self.shape
-        return (self.matrix(values) @ x.reshape(k * inp, -1)).view(k, out, -1)
+        return _product(self.matrix(values), x.reshape(k * inp, -1), bias).view(k, out, -1)
 
-    def forward_shared(self, values: Tensor, x: Tensor) -> Tensor:
-        """``W @ x`` for every ticket on one shared input x ``(in, B)`` -> ``(K, out, B)``."""
+    def forward_shared(self, values: Tensor, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``W @ x (+ bias)`` for every ticket on one shared input x ``(in, B)`` ->
+        ``(K, out, B)``."""
         k, out, inp = self.shape
         a = _csr(self.crow, self.shared_col, values, (k * out, inp))
-        return (a @ x).view(k, out, -1)
+        return _product(a, x, bias).view(k, out, -1)
 
     def input_grad(self, values: Tensor, d: Tensor) -> Tensor:
         """``W^T @ d`` for every ticket: d ``(K, out, B)`` -> ``(K, in, B)``."""
@@ -110,21 +141,26 @@ class Pattern:
         return (at @ d.reshape(k * out, -1)).view(k, inp, -1)
 
     def weight_grad(self, d: Tensor, x: Tensor, out: Tensor) -> None:
-        """Write ``d @ x^T`` at the surviving positions of ``out`` (K, out, in), no others."""
+        """Write ``d @ x^T`` at the surviving positions into ``out``, the compact gradient
+        (one entry per surviving weight, in CSR order)."""
         k, rows, inp = self.shape
         pattern = self.matrix(self.zeros.to(d.dtype))  # the mask may be float32, d float64
-        g = torch.sparse.sampled_addmm(
-            pattern, d.reshape(k * rows, -1), x.reshape(k * inp, -1).t(), beta=0.0
+        torch.sparse.sampled_addmm(
+            pattern,
+            d.reshape(k * rows, -1),
+            x.reshape(k * inp, -1).t(),
+            beta=0.0,
+            out=self.matrix(out),  # its values are ``out``: written in place
         )
-        out.view(-1).scatter_(0, self.index, g.values())
 
 
 class _SparseProduct(torch.autograd.Function):
-    """``W @ x`` through a :class:`Pattern`, with its backward, for the autograd path."""
+    """``W @ x`` through a :class:`Pattern` from W's compact values, with its backward (the
+    gradient of the values, compact too), for the autograd path."""
 
     @staticmethod
-    def forward(ctx, w: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
-        values = pattern.values(w.detach())
+    def forward(ctx, values: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
+        values = values.detach()
         ctx.save_for_backward(x, values)
         ctx.pattern = pattern
         return pattern.forward(values, x.contiguous())
@@ -134,32 +170,36 @@ class _SparseProduct(torch.autograd.Function):
         x, values = ctx.saved_tensors
         pattern: Pattern = ctx.pattern
         d = d.contiguous()
-        grad_w = grad_x = None
+        grad_values = grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_w = torch.zeros(pattern.shape, dtype=d.dtype, device=d.device)
-            pattern.weight_grad(d, x.contiguous(), grad_w)
+            grad_values = torch.empty_like(values, dtype=d.dtype)
+            pattern.weight_grad(d, x.contiguous(), grad_values)
         if ctx.needs_input_grad[1]:
             grad_x = pattern.input_grad(values, d)
-        return grad_w, grad_x, None
+        return grad_values, grad_x, None
 
 
-def sparse_bmm(w: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
-    """``w @ x`` for K tickets (``(K, out, in)`` by ``(K, in, B)``), sparse, differentiable."""
-    return _SparseProduct.apply(w, x, pattern)
+def sparse_bmm(values: Tensor, x: Tensor, pattern: Pattern) -> Tensor:
+    """``W @ x`` for K tickets (W's compact ``values`` by ``(K, in, B)``), differentiable."""
+    return _SparseProduct.apply(values, x, pattern)
 
 
 def sparse_conv2d(
     x: Tensor,
-    w: Tensor,
+    values: Tensor,
     bias: Tensor | None,
     pattern: Pattern,
+    kernel_size,
     stride,
     padding,
     dilation,
 ) -> Tensor:
-    """A convolution of K tickets in the grouped layout (``(B, K*C, H, W)`` and weights
-    ``(K, out, C, kh, kw)``) as sparse products over the unfolded input; differentiable."""
-    k, out, c, kh, kw = w.shape
+    """A convolution of K tickets in the grouped layout (``(B, K*C, H, W)``, weights
+    ``(K, out, C, kh, kw)`` given by their compact ``values``) as sparse products over the
+    unfolded input; differentiable."""
+    k, out, fan_in = pattern.shape
+    kh, kw = kernel_size
+    c = fan_in // (kh * kw)
     batch = x.shape[0]
     cols = F.unfold(
         x.reshape(batch * k, c, *x.shape[2:]), (kh, kw), dilation, padding, stride
@@ -168,7 +208,7 @@ def sparse_conv2d(
     cols = (
         cols.view(batch, k, c * kh * kw, length).permute(1, 2, 0, 3).reshape(k, -1, batch * length)
     )
-    h = sparse_bmm(w.reshape(k, out, -1), cols, pattern)  # (K, out, B*L)
+    h = sparse_bmm(values, cols, pattern)  # (K, out, B*L)
     if bias is not None:
         h = h + bias.reshape(k, out, 1)
     oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
@@ -254,9 +294,14 @@ def _cache_file() -> Path | None:
 
 
 def machine_key(device: torch.device) -> str:
-    """What a calibration depends on: device (CPU model), torch version, threads."""
+    """What a calibration depends on: device (CPU model), torch version, threads, and the
+    version of the sparse path (:data:`CALIBRATION_VERSION`)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    return f"{device.type}|{name}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    threads = torch.get_num_threads()
+    return (
+        f"{device.type}|{name}|torch {torch.__version__}|threads {threads}"
+        f"|kernels v{CALIBRATION_VERSION}"
+    )
 
 
 def cpu_model() -> str:
@@ -339,38 +384,55 @@ def fixed_threshold() -> float | None:
     return value
 
 
-def _step_products(w: Tensor, x: Tensor, d: Tensor, g: Tensor, pattern: Pattern | None):
+def _adam(params: Tensor, grads: Tensor, state: list[Tensor]) -> None:
+    """One fused Adam update, as the trainer's optimizer makes it (:mod:`lth.core.optim`)."""
+    state[2].add_(1)
+    torch._fused_adam_(
+        [params], [grads], [state[0]], [state[1]], [], [state[2]], lr=1e-9, beta1=0.9,
+        beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
+    )  # fmt: skip
+
+
+def _layer_step(w: Tensor, x: Tensor, d: Tensor, pattern: Pattern | None):
+    """One layer's share of a training step: its three products and its Adam update, over
+    all its weights (dense) or over its compact surviving ones (``pattern``)."""
+    g = torch.zeros_like(w if pattern is None else pattern.values(w))
+    state = [torch.zeros_like(g), torch.zeros_like(g), torch.zeros((), device=w.device)]
     if pattern is None:
-        return lambda: (
-            torch.bmm(w, x),
-            torch.bmm(w.transpose(1, 2), d),
-            torch.bmm(d, x.transpose(1, 2), out=g),
-        )
+
+        def dense() -> None:
+            torch.bmm(w, x)
+            torch.bmm(w.transpose(1, 2), d)
+            torch.bmm(d, x.transpose(1, 2), out=g)
+            _adam(w, g, state)
+
+        return dense
+    values = pattern.values(w)
 
     def sparse() -> None:
-        values = pattern.values(w)
         pattern.forward(values, x)
         pattern.input_grad(values, d)
         pattern.weight_grad(d, x, g)
+        _adam(values, g, state)
 
     return sparse
 
 
 def calibrate(device: torch.device, out: int = 300, inp: int = 784, batch: int = 60) -> float:
-    """Time one layer's three step products dense and sparse at falling densities, in turns;
-    the highest density at which sparse is faster (0.0 if it never is)."""
+    """Time one layer's step (its three products and its Adam update) dense and sparse at
+    rising densities, in turns; the highest density at which sparse is faster, of those below
+    the first one where it is not (0.0 if it never is)."""
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(1, out, inp, generator=gen).to(device)
     x = torch.randn(1, inp, batch, generator=gen).to(device)
     d = torch.randn(1, out, batch, generator=gen).to(device)
-    g = torch.zeros(1, out, inp, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    dense = _step_products(w, x, d, g, None)
+    dense = _layer_step(w.clone(), x, d, None)
     score = torch.rand(1, out, inp, generator=gen).to(device)
     best = 0.0
     for density in sorted(CALIBRATION_DENSITIES):  # lowest first: stop at the first loss
         pattern = Pattern((score < density).float())
-        sparse = _step_products(w * (score < density), x, d, g, pattern)
+        sparse = _layer_step(w * (score < density), x, d, pattern)
         times: dict[str, list[float]] = {"dense": [], "sparse": []}
         for fn in (dense, sparse):
             fn()

@@ -66,45 +66,38 @@ class FusedOptimizer:
             self.state_steps = [torch.zeros((), device=p.device, dtype=f32) for p in params]
         else:
             self.momentum_buffer = [torch.zeros_like(p) for p in params] if momentum else []
-        self.index: Tensor | None = None
-        self._dense: tuple[Tensor, ...] = ()
+        self.index: Tensor | None = None  # compact: where each entry sits in the dense layout
+        self.size = 0
 
     def _state_lists(self) -> list[list[Tensor]]:
         if self.kind == "adam":
             return [self.exp_avg, self.exp_avg_sq]
         return [self.momentum_buffer] if self.momentum_buffer else []
 
-    @torch.no_grad()
-    def compact(self, index: Tensor) -> None:
-        """Update only the entries ``index`` of the one (flat) parameter from now on, with
-        state kept for them alone: a sparse ticket's step then reads and writes its surviving
-        weights, not all of them. The rest must have gradient 0 and state 0 (pruned weights),
-        which a dense update would leave unchanged: the result is the same."""
+    def compact(self, index: Tensor, size: int) -> None:
+        """Declare the (one, flat) parameter compact: its entry i is entry ``index[i]`` of a
+        dense layout of ``size`` entries whose others are pruned weights (gradient 0, state
+        0, weight 0; a dense update would leave them so). The step runs over the compact
+        entries alone; :meth:`state_dict` and :meth:`load_state_dict` use the dense layout,
+        so a checkpoint is the same whatever the kernels."""
         if len(self.params) != 1 or self.index is not None:
             raise ValueError("compact() takes one flat parameter, once")
         self.index = index
-        self._dense = tuple(lst[0] for lst in self._state_lists())
-        for lst in self._state_lists():
-            lst[0] = lst[0].index_select(0, index)
+        self.size = size
 
     def _expand(self) -> dict[str, Tensor]:
-        """The compact state scattered back into the dense layout (zeros elsewhere)."""
+        """The compact state scattered into the dense layout (zeros elsewhere)."""
         names = ("exp_avg", "exp_avg_sq") if self.kind == "adam" else ("momentum_buffer",)
         out = {}
-        for name, dense, lst in zip(names, self._dense, self._state_lists()):
-            out[name] = torch.zeros_like(dense).scatter_(0, self.index, lst[0])
+        for name, lst in zip(names, self._state_lists()):
+            dense = lst[0].new_zeros(self.size)
+            out[name] = dense.index_copy_(0, self.index, lst[0])
         return out
 
     @torch.no_grad()
     def step(self, grads: list[Tensor], lr: float) -> None:
         """Apply one update with these gradients (same shapes and strides as the parameters)."""
-        if self.index is None:
-            self._step(self.params, grads, lr)
-            return
-        flat = self.params[0]
-        values = [flat.index_select(0, self.index)]
-        self._step(values, [grads[0].index_select(0, self.index)], lr)
-        flat.scatter_(0, self.index, values[0])
+        self._step(self.params, grads, lr)
 
     def _step(self, params: list[Tensor], grads: list[Tensor], lr: float) -> None:
         if self.kind == "adam":
