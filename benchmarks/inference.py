@@ -161,8 +161,9 @@ def main() -> None:
             }
             x = x_test[:batch].contiguous()
             with torch.inference_mode():
-                for v in variants.values():  # the same outputs, on the whole test set
-                    worst = max(worst, (v(x_test) - reference).abs().max().item())
+                for name, v in variants.items():  # the same outputs, on the whole test set
+                    if name == "best" or batch == batches[0]:  # only best depends on the batch
+                        worst = max(worst, (v(x_test) - reference).abs().max().item())
                 fns = {v: (lambda f=f, x=x: f(x)) for v, f in variants.items()}
                 times = interleaved(fns, args.repeats)
             assert worst < 1e-4, f"outputs differ by {worst}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,26 @@ def data_dir() -> Path:
 # test (or module fixture) that writes into one works on a copy (:func:`copy_run`).
 
 
+def shared_run(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The run folder ``make(path)`` writes, made once per test session: under xdist by the
+    first worker that asks for it (the others wait on a file lock, then read the same folder)
+    instead of once per worker. Tests only read it (a test that writes copies it first)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name) / "run"
+        make(out)
+        return out
+    from filelock import FileLock  # lazy: a dependency of torch, only needed under xdist
+
+    root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the session's folder
+    with FileLock(f"{root}.lock"):
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # left by a worker whose make failed
+            root.mkdir()
+            make(root / "run")
+            (root / "done").touch()
+    return root / "run"
+
+
 def copy_run(run: Path, where: Path) -> Path:
     """A copy of the shared run folder ``run`` at ``where/run`` (links kept as links), for a
     test that writes into it."""
@@ -126,10 +148,11 @@ def tiny_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     run folder copies it first (:func:`copy_run`)."""
     from lth.cli import main  # lazy: conftest loads before any test imports lth
 
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
-    return out
+    def make(out: Path) -> None:
+        argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+        assert main([*argv, "--quiet"]) == 0
+
+    return shared_run(tmp_path_factory, "tiny", make)
 
 
 #: The settings of :func:`late_rewound_run` (``lth run`` options): :data:`TINY_RUN` rewinding to
@@ -144,10 +167,12 @@ def late_rewound_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     that read a late-rewound run; a test that changes it copies it first (:func:`copy_run`)."""
     from lth.cli import main  # lazy: conftest loads before any test imports lth
 
-    out = tmp_path_factory.mktemp("late") / "run"
-    argv = ["run", *LATE_REWOUND_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
-    return out
+    def make(out: Path) -> None:
+        argv = ["run", *LATE_REWOUND_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+        with figures_off():  # no test looks at its figures (tiny_run has them)
+            assert main([*argv, "--quiet"]) == 0
+
+    return shared_run(tmp_path_factory, "late", make)
 
 
 #: The settings of :func:`tensorboard_run` (``lth run`` options).
@@ -162,11 +187,12 @@ def tensorboard_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     would: every kind of file lth writes into a run folder during and after training."""
     from lth.cli import main  # lazy: conftest loads before any test imports lth
 
-    out = tmp_path_factory.mktemp("tensorboard") / "run"
-    argv = ["run", *TENSORBOARD_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
-    assert main(["plot", str(out)]) == 0
-    return out
+    def make(out: Path) -> None:
+        argv = ["run", *TENSORBOARD_RUN, "--data-dir", str(real_data("mnist")), "--out", str(out)]
+        assert main([*argv, "--quiet"]) == 0
+        assert main(["plot", str(out)]) == 0
+
+    return shared_run(tmp_path_factory, "tensorboard", make)
 
 
 @pytest.fixture(scope="session")
@@ -178,10 +204,12 @@ def pruned_run(tmp_path_factory, _one_thread_everywhere) -> Path:
     from lth.data import load_dataset  # lazy: as above
     from lth.study.runner import run_experiment  # lazy: as above
 
-    data = load_dataset("mnist", real_data("mnist"), val_size=PRUNED_RUN.val_size)
-    out = tmp_path_factory.mktemp("pruned") / "run"
-    run_experiment(PRUNED_RUN, data, out=out, quiet=True, device="cpu")
-    return out
+    def make(out: Path) -> None:
+        data = load_dataset("mnist", real_data("mnist"), val_size=PRUNED_RUN.val_size)
+        with figures_off():  # no test looks at its figures
+            run_experiment(PRUNED_RUN, data, out=out, quiet=True, device="cpu")
+
+    return shared_run(tmp_path_factory, "pruned", make)
 
 
 @pytest.fixture
@@ -191,3 +219,14 @@ def no_figures(monkeypatch):
     from lth.analysis import plots  # lazy: matplotlib, only for the tests that use it
 
     monkeypatch.setattr(plots, "plot_runs", lambda *args, **kwargs: {})
+
+
+@contextlib.contextmanager
+def figures_off():
+    """:func:`no_figures` for a block (a module or session fixture's studies whose figures no
+    test looks at)."""
+    from lth.analysis import plots  # lazy: matplotlib, only for the tests that use it
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "plot_runs", lambda *args, **kwargs: {})
+        yield

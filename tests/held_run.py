@@ -9,6 +9,10 @@ so that a test can signal or kill it there on a machine of any speed (no sleeps,
 
 There the process writes ``reached`` into the folder and waits (bounded, so a broken test fails
 instead of hanging) until the test creates ``release``; a signal sent meanwhile is handled at once.
+
+With ``$LTH_TEST_NO_FIGURES`` set, the run ends without drawing its figures (as conftest's
+``no_figures``: about 2 s a run) and without importing matplotlib, for tests that never look at
+them.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 from lth.cli import main
 from lth.runfolder.runs import RunFolder
 
 HOLD, AT = "LTH_TEST_HELD_RUN", "LTH_TEST_HELD_AT"  # not ray_factories.HOLD
+NO_FIGURES = "LTH_TEST_NO_FIGURES"
 
 
 def hold(point: str) -> None:
@@ -50,6 +56,12 @@ def install() -> None:
         hold(f"level:{level}")
 
     RunFolder.save_checkpoint, RunFolder.save_level = checkpoint, level_saved
+    if os.environ.get(NO_FIGURES):  # a stand-in for lth.analysis.plots: matplotlib not even loaded
+        import lth.analysis
+
+        plots = types.ModuleType("lth.analysis.plots", "no figures (tests/held_run.py)")
+        plots.plot_runs = lambda *args, **kwargs: {}
+        sys.modules[plots.__name__] = lth.analysis.plots = plots
 
 
 def wait_for(folder: Path, proc, timeout: float = 300.0) -> None:

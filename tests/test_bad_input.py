@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line, real_data
-from held_run import AT, HOLD, wait_for
+from conftest import assert_one_line, figures_off, real_data
+from held_run import AT, HOLD, NO_FIGURES, wait_for
 from lth.cli import main
 
 TINY = ["--levels", "1", "--iterations", "20", "--eval-every", "10", "--val-size", "100"]
@@ -83,7 +83,10 @@ def test_a_factory_that_exits_or_has_the_wrong_output_is_bad_input(tmp_path, cap
 def test_the_lth_command_finds_a_module_in_the_current_folder(tmp_path):
     write_module(tmp_path, "nets_here", MLP)
     env = dict(os.environ, PYTHONPATH="")
-    cmd = [sys.executable, "-c", "import sys; from lth.cli import main; sys.exit(main())"]
+    # the run draws no figures (as conftest's no_figures: the test reads summary.csv only)
+    code = ("import sys; from lth.analysis import plots; plots.plot_runs = lambda *a, **k: {}; "
+            "from lth.cli import main; sys.exit(main())")  # fmt: skip
+    cmd = [sys.executable, "-c", code]
     argv = ["run", "--model", "nets_here:mlp", *TINY, "--data-dir", str(real_data()), "--quiet"]
     done = subprocess.run(
         [*cmd, *argv, "--out", "run", "--threads", "1"],
@@ -106,7 +109,7 @@ def test_levels_past_an_empty_or_unchanging_network_are_refused(tmp_path, capsys
     assert not out.exists()
 
 
-def test_a_layer_that_stops_shrinking_is_a_warning(tmp_path, capsys):
+def test_a_layer_that_stops_shrinking_is_a_warning(tmp_path, capsys, no_figures):
     out = tmp_path / "run"
     argv = ["run", "--levels", "4", "--rate", "0.2", "--output-rate", "0.0004",
             "--iterations", "20", "--eval-every", "10", "--val-size", "100",
@@ -133,7 +136,7 @@ def test_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_tilde_in_out_is_the_home_folder(tmp_path, monkeypatch):
+def test_tilde_in_out_is_the_home_folder(tmp_path, monkeypatch, no_figures):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -152,17 +155,18 @@ def held_run(out: Path) -> list[str]:
 
 
 def one_thread_env() -> dict[str, str]:
-    """The test session's environment (conftest's kernel settings included), on one thread."""
-    return os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    """The test session's environment (conftest's kernel settings included), on one thread; the
+    runs draw no figures (the test compares tables and weights)."""
+    return os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", NO_FIGURES: "1"}
 
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory) -> Path:
-    """The signal test's run, never interrupted (shared by SIGTERM and SIGINT)."""
+    """The signal test's run, never interrupted (shared by SIGTERM and SIGINT), in this process
+    (one process fewer to start; same config and seed, same results on one thread)."""
     out = tmp_path_factory.mktemp("whole") / "run"
-    done = subprocess.run(held_run(out), capture_output=True, text=True, env=one_thread_env(),
-                          timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    with figures_off():
+        assert main(held_run(out)[2:]) == 0
     return out
 
 
@@ -208,7 +212,7 @@ def test_a_damaged_checkpoint_is_one_short_line(tmp_path):
     assert len(msg) < 250, msg
 
 
-def test_report_on_an_unreadable_folder_is_bad_input(tmp_path, capsys):
+def test_report_on_an_unreadable_folder_is_bad_input(tmp_path, capsys, no_figures):
     out = tmp_path / "run"
     argv = ["run", *TINY, "--data-dir", str(real_data()), "--out", str(out), "--quiet"]
     assert main(argv) == 0

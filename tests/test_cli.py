@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import TEST_DATA, TINY_RUN, real_data
-from held_run import AT, HOLD, wait_for
+from held_run import AT, HOLD, NO_FIGURES, wait_for
 from lth.cli import build_parser, main, resolve_config
 from lth.errors import LTHError
 from lth.presets import PRESETS
@@ -150,7 +150,7 @@ def test_load_ticket_from_a_cli_run(tiny):
     assert all(torch.all(p[~masks[n]] == 0) for n, p in model.named_parameters() if n in masks)
 
 
-def test_config_roundtrip_progress_output_and_determinism(tiny, tmp_path, capsys):
+def test_config_roundtrip_progress_output_and_determinism(tiny, tmp_path, capsys, no_figures):
     args = build_parser().parse_args(["run", "--config", str(tiny / "config.toml")])
     assert resolve_config(args) == read_config(tiny)
     out = tmp_path / "again"
@@ -166,7 +166,7 @@ def test_config_roundtrip_progress_output_and_determinism(tiny, tmp_path, capsys
     assert results(out) == results(tiny)  # bit-identical: csv, safetensors, config.toml
 
 
-def test_rerun_of_a_finished_run_trains_nothing(tiny, tmp_path, capsys):
+def test_rerun_of_a_finished_run_trains_nothing(tiny, tmp_path, capsys, no_figures):
     out = tmp_path / "copy"
     shutil.copytree(tiny, out)
     before = results(out)
@@ -175,7 +175,7 @@ def test_rerun_of_a_finished_run_trains_nothing(tiny, tmp_path, capsys):
     assert results(out) == before
 
 
-def test_replicates_and_no_controls(tmp_path, capsys):
+def test_replicates_and_no_controls(tmp_path, capsys, no_figures):
     out = tmp_path / "run"
     argv = ["--replicates", "2", "--controls", "none", "--levels", "1", "--iterations", "100"]
     assert lth_run(out, *argv) == 0
@@ -209,7 +209,8 @@ def test_sigkill_at_several_points_then_resume_is_bit_identical(tiny, tmp_path):
         ("between levels 0 and 1", "level:0"),
         ("inside level 2", "checkpoint:2:100"),
     ]
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as in-process
+    # one thread as in-process; no figures (results() leaves plots/ out)
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", NO_FIGURES: "1"}
     outputs = []
     for i, (_, point) in enumerate(kill_points):
         hold = tmp_path / f"hold{i}"

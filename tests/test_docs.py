@@ -41,8 +41,9 @@ PENDING: set[str] = set()
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name, offline_and_isolated):
-    """Offline and without the user's cache: load_dataset's example reads the bundled MNIST."""
+def test_docstring_examples(name, offline_and_isolated, no_figures):
+    """Offline and without the user's cache: load_dataset's example reads the bundled MNIST.
+    The examples' studies draw no figures (none of them shows one)."""
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{name} has no examples"

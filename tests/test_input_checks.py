@@ -173,7 +173,7 @@ BEFORE_THE_FOLDER = [
     "bad, message", BEFORE_THE_FOLDER, ids=[" ".join(b) for b, _ in BEFORE_THE_FOLDER]
 )
 def test_a_bad_run_leaves_no_folder_and_the_corrected_one_runs(
-    bad, message, tmp_path, capsys, monkeypatch
+    bad, message, tmp_path, capsys, monkeypatch, no_figures
 ):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import figures_off
 from helpers import make_run, reseal
 from lth.analysis.report import describe_config, report
 from lth.analysis.results import load_runs, method_parts
@@ -45,7 +46,8 @@ def toy_net():
 def quiet_run(tmp_path_factory):
     """A run folder of a user model on user data (made with quiet=True), and the model."""
     run, net = tmp_path_factory.mktemp("quiet") / "run", toy_net()
-    run_experiment(CONFIG, toy_data(), model=net, out=run, quiet=True)
+    with figures_off():  # no_figures, for the module
+        run_experiment(CONFIG, toy_data(), model=net, out=run, quiet=True)
     return run, net
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEST_DATA, assert_one_line, real_data
+from conftest import TEST_DATA, assert_one_line, figures_off, real_data
 from lth.cli import main
 from lth.config import ExperimentConfig
 from lth.data import dataset_from_tensors
@@ -92,7 +92,7 @@ def refused(capsys, what: str, spec: str) -> None:
 def code_run(code_dir, tmp_path_factory) -> Path:
     """A tiny run whose model and criterion are code named on the command line."""
     out = tmp_path_factory.mktemp("runs") / "code"
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, figures_off():  # the tests draw them themselves
         mp.syspath_prepend(str(code_dir))
         argv = ["run", *TINY, "--model", MODEL, "--criterion", CRITERION, "--out", str(out)]
         assert main(argv) == 0
@@ -107,7 +107,7 @@ def criterion_run(code_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "criterion"
     config = code_dir / "criterion.toml"
     config.write_text(f'criterion = "{CRITERION}"\n{SETTINGS}')
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, figures_off():  # no test looks at its figures
         mp.syspath_prepend(str(code_dir))
         argv = ["run", *TINY, "--config", str(config), "--out", str(out), "--trust-code"]
         assert main(argv) == 0
@@ -132,7 +132,7 @@ def test_run_with_a_config_file_and_trust_code_imports_it(criterion_run, code_di
     assert (criterion_run / "ticket" / "0" / "level_01" / "mask.safetensors").is_file()
 
 
-def test_sweep_refuses_a_criterion_of_its_base_table(code_dir, tmp_path, capsys):
+def test_sweep_refuses_a_criterion_of_its_base_table(code_dir, tmp_path, capsys, no_figures):
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(f'criterion = "{CRITERION}"\n{SETTINGS}[vary]\nrate = [0.5]\n')
     argv = ["sweep", str(sweep), "--data-dir", str(TEST_DATA), "--quiet"]

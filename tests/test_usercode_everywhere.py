@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import lth
-from conftest import assert_one_line, real_data
+from conftest import assert_one_line, figures_off, real_data
 from lth.cli import main
 from lth.errors import LTHError
 from lth.runfolder.layout import level_file
@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
     and a run of a module object made with ``run_experiment``."""
     here = tmp_path_factory.mktemp("user")
     (here / f"{MODULE}.py").write_text(SOURCE)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, figures_off():  # no_figures, for the module
         mp.chdir(here)
         mp.setattr(sys, "path", list(sys.path))
         argv = ["run", "--model", f"{MODULE}:mlp", *SETTINGS, "--controls", "reinit"]
@@ -46,7 +46,8 @@ def runs(tmp_path_factory):
         net = sys.modules[MODULE].mlp((1, 28, 28), 10)
     config = lth.ExperimentConfig(levels=1, iterations=20, eval_every=10, val_size=300)
     config = lth.ExperimentConfig(**{**vars(config), "controls": ("reinit",)})
-    lth.run_experiment(config, model=net, out=here / "module", data_dir=real_data(), quiet=True)
+    with figures_off():
+        lth.run_experiment(config, model=net, out=here / "module", data_dir=real_data(), quiet=True)
     sys.modules.pop(MODULE)
     return here
 

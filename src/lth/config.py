@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -436,6 +437,13 @@ class ExperimentConfig(TrainConfig, StudyConfig):
 
 def field_kinds() -> dict[str, tuple[type, type | None]]:
     """Setting name -> (kind, element kind) from the annotations: int, float, str, bool, tuple."""
+    return dict(_field_kinds())  # a copy: the caller may change it
+
+
+@functools.cache
+def _field_kinds() -> dict[str, tuple[type, type | None]]:
+    """:func:`field_kinds`, read from the annotations once (``typing.get_type_hints`` takes a
+    millisecond, and reading a run folder's settings asks for every field's kind)."""
     hints = typing.get_type_hints(ExperimentConfig)
     kinds: dict[str, tuple[type, type | None]] = {}
     for f in fields(ExperimentConfig):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from conftest import TINY_RUN, real_data
+from conftest import TINY_RUN, figures_off, real_data
 from helpers import BRANCHES, make_run, val_acc, weights_remaining
 from lth.analysis.figure_style import FIGURE_LEVELS, default_levels
 from lth.analysis.mask_analysis import ensure_analysis
@@ -155,17 +155,20 @@ def axes_image(ax):
     return np.asarray(renderer.buffer_rgba()).copy()
 
 
-def assert_every_series_visible(fig, min_pixels=3, only=None):
+def assert_every_series_visible(fig, min_pixels=3, only=None, laid_out=False):
     """Every legend entry names series that are drawn, and none is fully covered: hiding
     one changes at least ``min_pixels`` pixels of its axes (of the axes ``only``, if given:
-    the curves' rows of every branch are drawn alike, one row is checked when they are many)."""
+    the curves' rows of every branch are drawn alike, one row is checked when they are many).
+    ``laid_out``: the figure was drawn (:func:`render`) and not changed since, so its layout
+    is not computed again."""
     labels = [label for label, _ in legend_entries(fig)]
     artists = series_artists(fig)
     drawn = {a.get_label() for a in artists}
     for label in labels:
         assert label in drawn or label.startswith(PROXIES), (label, sorted(drawn))
     assert drawn <= set(labels), drawn - set(labels)  # every series is in a legend
-    render(fig)  # the layout
+    if not laid_out:
+        render(fig)  # the layout
     checked = fig.axes if only is None else only
     bases = {id(ax): axes_image(ax) for ax in checked}
     for artist in [a for a in artists if a.axes in checked]:
@@ -229,8 +232,9 @@ def all_texts(fig):
 def test_every_series_visible_and_every_text_inside(overlays, n, name):
     runs, figures = overlays[n]
     fig = figures[name]
-    assert_texts_inside(fig)
-    assert_every_series_visible(fig, only=fig.axes[:2] if name == "curves" and n > 2 else None)
+    assert_texts_inside(fig)  # draws the figure: its layout
+    only = fig.axes[:2] if name == "curves" and n > 2 else None
+    assert_every_series_visible(fig, only=only, laid_out=True)
     labels = [label for label, _ in legend_entries(fig)]
     if n > 1 and name not in ("layer_remaining", "weight_histograms"):
         # every run is in the legend, named by its seed (layers are the same in every run,
@@ -280,8 +284,8 @@ def test_level_zero_points_that_coincide_are_side_by_side(tmp_path):
     assert a[1] == b[1] and abs(a[0] - b[0]) >= 3  # pixels apart
     assert ticket.get_zorder() > control.get_zorder()  # the ticket on top
     assert ticket.get_marker() != control.get_marker()
-    for fig in figures.values():
-        assert_every_series_visible(fig)
+    for fig in figures.values():  # the accuracy figure was drawn above: its layout done
+        assert_every_series_visible(fig, laid_out=fig is ax.figure)
 
 
 def test_curves_zoom_to_the_data(overlays):
@@ -377,7 +381,8 @@ def test_cli_plot_title_labels_and_sweep_folder(overlays, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory, tiny_run):
     """Two tiny real studies of the same settings, seeds 0 and 1, as two separate jobs (seed 0:
-    a copy of conftest's session-wide run)."""
+    a copy of conftest's session-wide run; seed 1 ends without drawing its own figures, as
+    conftest's ``no_figures``: the tests draw them)."""
     import shutil
 
     from lth.cli import main
@@ -385,7 +390,8 @@ def real_runs(tmp_path_factory, tiny_run):
     base = tmp_path_factory.mktemp("real")
     runs = [Path(shutil.copytree(tiny_run, base / "lenet-seed0")), base / "lenet-seed1"]
     argv = ["run", *TINY_RUN, "--data-dir", str(real_data("mnist")), "--quiet"]
-    assert main([*argv, "--seed", "1", "--out", str(runs[1])]) == 0
+    with figures_off():
+        assert main([*argv, "--seed", "1", "--out", str(runs[1])]) == 0
     return runs
 
 
@@ -395,8 +401,8 @@ def test_real_runs_figures(real_runs):
         figs = plot_runs(runs, formats=(), analyses=analyses, dpi=72, pool=False)
         assert set(figs) >= {"accuracy_vs_weights", "mask_analysis", "weight_histograms"}
         for name, fig in figs.items():
-            assert_texts_inside(fig)
-            assert_every_series_visible(fig)
+            assert_texts_inside(fig)  # draws the figure: its layout
+            assert_every_series_visible(fig, laid_out=True)
             assert "lenet-seed" not in " ".join(all_texts(fig)), name
     labels = [label for label, _ in legend_entries(figs["accuracy_vs_weights"])]
     assert labels[:3] == ["seed 0: ticket", "seed 0: reinit", "seed 0: random_prune"]

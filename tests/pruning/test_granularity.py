@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line
+from conftest import assert_one_line, figures_off
 from helpers import mnist_slice, quick
 from lth.cli import main
 from lth.config import ExperimentConfig
@@ -70,7 +70,8 @@ def structured(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("structured") / "run"
     data = mnist_slice(1500, 500)
     config = quick(levels=2, iterations=40, eval_every=20, granularity="neuron")
-    run_experiment(config, data, out=out, quiet=True)
+    with figures_off():  # no_figures, for the module
+        run_experiment(config, data, out=out, quiet=True)
     return out
 
 

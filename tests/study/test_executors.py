@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,19 @@ def lth_tasks(ray, state: str | None = None):
 
     filters = [("state", "=", state)] if state else []
     return [t for t in list_tasks(filters=filters, limit=1000) if t.name.startswith("lth ")]
+
+
+def lth_tasks_when(ray, enough, timeout: float = 120.0):
+    """:func:`lth_tasks`, asked again until ``enough(tasks)`` holds (at most ``timeout``
+    seconds, then the last answer): Ray's state API learns of tasks from events its workers
+    flush every second or so, so a list asked for at once may lack the last tasks on a busy
+    machine. Only how long the test waits depends on the machine, never what it asserts."""
+    end = time.monotonic() + timeout
+    while True:
+        tasks = lth_tasks(ray)
+        if enough(tasks) or time.monotonic() > end:
+            return tasks
+        time.sleep(0.2)
 
 
 # ----------------------------------------------------------------------- the units, locally
@@ -241,8 +255,8 @@ def test_ray_study_is_identical_to_the_local_one(cluster, data, reference, tmp_p
     ray, _ = cluster
     before = len(lth_tasks(ray))
     assert train(tmp_path / "run", CONFIG, data, RayExecutor()) == reference
-    tasks = lth_tasks(ray)
     # level 0: one unit (the two dense tickets); levels 1 and 2: three (tickets and controls)
+    tasks = lth_tasks_when(ray, lambda tasks: len(tasks) - before >= 1 + 3 + 3)
     assert len(tasks) - before == 1 + 3 + 3, "every unit ran as a Ray task"
     assert {t.worker_pid for t in tasks} - {os.getpid()}, "on Ray's workers"
 
@@ -343,8 +357,12 @@ def test_a_sweep_on_ray_runs_its_studies_together_as_locally(cluster, tmp_path, 
         assert files(tmp_path / "ray" / name) == local
     # Ray's state API may list an earlier test's tasks late: keep this sweep's (named by run)
     mine = ("lth rate-0.2:", "lth rate-0.5:")
-    names = sorted(t.name for t in lth_tasks(ray) if t.task_id not in before)
-    names = [n for n in names if n.startswith(mine)]
+
+    def this_sweeps(tasks):
+        names = sorted(t.name for t in tasks if t.task_id not in before)
+        return [n for n in names if n.startswith(mine)]
+
+    names = this_sweeps(lth_tasks_when(ray, lambda tasks: len(this_sweeps(tasks)) >= 4))
     assert names == [
         f"lth {run}: level {level} group 0 ({'ticket/0, reinit/0' if level else 'ticket/0'})"
         for run in ("rate-0.2", "rate-0.5")

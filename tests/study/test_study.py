@@ -49,7 +49,7 @@ def net_factory(input_shape, num_classes):
 CONFIG = ExperimentConfig(levels=1, iterations=30, eval_every=10, batch_size=20, val_size=50)
 
 
-def test_user_model_and_data_saved_with_out_are_recorded(tmp_path, capsys):
+def test_user_model_and_data_saved_with_out_are_recorded(tmp_path, capsys, no_figures):
     data = blobs()
     out = tmp_path / "study"
     results = run_experiment(CONFIG, data, model=Net(), out=out, device="cpu")
@@ -73,7 +73,7 @@ def test_user_model_and_data_saved_with_out_are_recorded(tmp_path, capsys):
     assert torch.equal(masks["body.weight"], ticket.masks["body.weight"])
 
 
-def test_user_factory_is_recorded_as_module_function_and_needs_trust(tmp_path):
+def test_user_factory_is_recorded_as_module_function_and_needs_trust(tmp_path, no_figures):
     out = tmp_path / "study"
     run_experiment(CONFIG, blobs(), model=net_factory, out=out, device="cpu", quiet=True)
     assert read_run_config(out).model == f"{__name__}:net_factory"
@@ -84,7 +84,7 @@ def test_user_factory_is_recorded_as_module_function_and_needs_trust(tmp_path):
     assert isinstance(model, nn.Sequential)
 
 
-def test_same_results_in_memory_and_in_a_folder(tmp_path):
+def test_same_results_in_memory_and_in_a_folder(tmp_path, no_figures):
     data, net = blobs(), Net()  # θ0 is the module's own weights: the same module twice
     memory = run_experiment(CONFIG, data, model=copy.deepcopy(net), device="cpu", quiet=True)
     saved = run_experiment(
