@@ -23,14 +23,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 def _trainers(name: str, optimizer: str, keep: float):
     """The same K = 2 tickets on sparse (compact) and on dense kernels."""
     data = synthetic_data()

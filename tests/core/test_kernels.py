@@ -21,14 +21,6 @@ from lth.errors import LTHError
 pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 @pytest.mark.parametrize("density", [0.02, 0.1, 0.4])
 @pytest.mark.parametrize("k", [1, 3])
 def test_pattern_products_equal_dense_ones(density, k, float64):

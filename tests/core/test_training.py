@@ -22,25 +22,6 @@ from lth.pruning.selection import prune_random_like
 pytestmark = pytest.mark.usefixtures("no_figures")  # none of these tests looks at figures
 
 
-@pytest.fixture
-def float64():
-    """Build, train and compare in double precision (``torch.set_default_dtype``).
-
-    The engine and its oracles (plain PyTorch, autograd, one ticket at a time, the CPU) compute
-    the same sums in other orders: batched against single products, other BLAS kernels on
-    other CPUs (AVX2, AVX-512), other thread counts. In float32 that is ~1e-7 apart per step,
-    and training amplifies it: Adam turns a gradient that should be ~0 into a full
-    learning-rate step of either sign, and a ReLU or argmax near a tie can go either way. So
-    two float32 computations agree only as far as the kernels happen to allow. In float64 the
-    differences are ~1e-16, far below Adam's eps (1e-8), and stay ~1e-13 after training on
-    every CPU; a real bug (a wrong gradient, mask or learning rate) moves weights by ~lr.
-    """
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 # Engine against oracle in float64: measured ~1e-13 apart after training, 1e-3 for a real bug.
 
 
