@@ -168,9 +168,12 @@ def test_a_summary_row_against_its_mask_fails(pub):
     assert_one_line(e, "check summary failed", "weights_remaining 70.0")
 
 
-def test_a_folder_published_without_masks_fails_in_one_line(capsys):
-    """The folders results/ holds from before lth packed masks: exit 1, what to do."""
-    folder = REPO / "results" / "lenet_300_100_mnist"
+def test_a_folder_published_without_masks_fails_in_one_line(pub, tmp_path, capsys):
+    """A folder copied with cp before lth packed masks (tables only): exit 1, what to do."""
+    folder = tmp_path / "copied"
+    folder.mkdir()
+    for name in ("config.toml", "summary.csv", "metrics.csv", "layers.csv"):
+        shutil.copy(pub / name, folder / name)
     assert main(["verify", str(folder)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "check files failed" in err and "lth publish RUN" in err
