@@ -44,8 +44,9 @@ study() {  # name, dataset, iterations, threads, report options
     --levels "${LEVELS:-17}" --replicates "${REPLICATES:-3}" --threads "$4" --quiet \
     --checkpoint-every 120 "${data[@]}" --out "$out"
   # lth verify, then config, tables, figures, report.md and every mask bit-packed (issue 21);
-  # --force: the folders published before lth publish existed were copied with cp
-  lth publish "$out" "$results/$1" --force "${@:5}"
+  # no --force: every folder under results/ was written by lth publish, which replaces its own
+  # files and refuses to touch anyone else's
+  lth publish "$out" "$results/$1" "${@:5}"
 }
 
 # The thread counts are those of the published run (they change only the float rounding).
