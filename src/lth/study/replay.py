@@ -258,7 +258,8 @@ def replay(folder: str | Path, n: int, data_dir: str | Path | None = None) -> li
     here = cpu_kind()
     exact = cpu == here and env.get("torch") == torch.__version__ and env.get("device") == "cpu"
     how = (
-        f"exact: the run's CPU kind ({here}), torch {torch.__version__} and {threads} threads"
+        f"exact: the run's CPU kind ({here}), torch {torch.__version__} and "
+        f"{_count(threads, 'thread')}"
         if exact
         else f"tolerance: the run's CPU {cpu or 'unknown'}, torch {env.get('torch')}; here "
         f"{here}, torch {torch.__version__}"
@@ -283,5 +284,11 @@ def replay(folder: str | Path, n: int, data_dir: str | Path | None = None) -> li
             tol = tolerances(rows, key, int(data.test_x.shape[0]), exact)
             _compare(audit, key, got, tol, how)
     names = ", ".join(f"{b}/{r}/level {lv}" for b, r, lv in sample)
-    return [f"ok replay: {len(sample)} networks retrained ({names}) give their summary rows "
-            f"({how})"]  # fmt: skip
+    retrained = _count(len(sample), "network")
+    rows_given = "give their summary rows" if len(sample) > 1 else "gives its summary row"
+    return [f"ok replay: {retrained} retrained ({names}) {rows_given} ({how})"]
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 network', '2 networks': a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
