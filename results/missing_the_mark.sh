@@ -10,6 +10,8 @@
 # (2) structured_mnist: neuron-granularity IMP tickets against their reinit control (Liu et
 #     al. 2019, "Rethinking the Value of Network Pruning"), 14 levels (5.1% of the weights,
 #     14 and 5 hidden neurons left), beside study 1's unstructured IMP.
+# (3) structured_fashion_mnist: study 2 on Fashion-MNIST, beside the unstructured IMP run of
+#     reproduce.sh's lenet_300_100_fashion_mnist study (the same preset and 10,000 iterations).
 
 mark_iterations=10000 mark_levels=18 mark_replicates=3 structured_levels=14
 mark_methods=(imp snip grasp synflow magnitude_init random)
@@ -45,15 +47,25 @@ missing_the_mark_mnist() {
     --title "LeNet-300-100 on MNIST: pruning at initialisation vs IMP"
 }
 
-structured_mnist() {
-  wanted structured_mnist || return 0
-  local name=structured_mnist imp="$runs/missing_the_mark_mnist/imp"
-  mark_run "$runs/$name/neuron" magnitude reinit "$structured_levels" --granularity neuron
+structured_study() {  # name, dataset, its title, the unstructured IMP run to plot beside it
+  wanted "$1" || return 0
+  local name=$1 imp=$4
+  mark_run "$runs/$name/neuron" magnitude reinit "$structured_levels" --granularity neuron \
+    --dataset "$2"
   lth publish "$runs/$name/neuron" "$results/$name/neuron"
-  if [ -f "$imp/summary.csv" ]; then  # beside unstructured IMP (study 1), when it has run
+  if [ -f "$imp/summary.csv" ]; then  # beside unstructured IMP, when it has run
     lth plot "$runs/$name/neuron" "$imp" --out "$results/$name" --band std \
-      --labels "neuron,weight" --title "LeNet-300-100 on MNIST: structured vs unstructured"
+      --labels "neuron,weight" --title "LeNet-300-100 on $3: structured vs unstructured"
   else
     lth plot "$runs/$name/neuron" --out "$results/$name" --band std
   fi
+}
+
+structured_mnist() {
+  structured_study structured_mnist mnist MNIST "$runs/missing_the_mark_mnist/imp"
+}
+
+structured_fashion_mnist() {
+  structured_study structured_fashion_mnist fashion_mnist Fashion-MNIST \
+    "$runs/lenet_300_100_fashion_mnist"
 }

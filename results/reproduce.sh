@@ -14,7 +14,8 @@
 #
 # Environment (all optional):
 #   STUDIES="a b"   only these studies (default: all): lenet_300_100_mnist,
-#                   lenet_300_100_fashion_mnist, missing_the_mark_mnist, structured_mnist
+#                   lenet_300_100_fashion_mnist, missing_the_mark_mnist, structured_mnist,
+#                   structured_fashion_mnist
 #   RESULTS=DIR     publish into DIR/<study>/ instead of results/<study>/
 #   ITER=N LEVELS=N REPLICATES=N   override every study's iterations, levels and replicates
 #                   (a smoke test of the whole pipeline: ITER=50 LEVELS=3 REPLICATES=1,
@@ -57,3 +58,4 @@ study lenet_300_100_fashion_mnist fashion_mnist 10000 1
 source "$here/missing_the_mark.sh"
 missing_the_mark_mnist
 structured_mnist
+structured_fashion_mnist
